@@ -1,0 +1,3 @@
+from visionq.cli.main import main
+
+main()

@@ -1,0 +1,132 @@
+"""All configuration, read from `VISIONQ_*` environment variables and an optional `.env` file.
+
+Settings are built at entry points (`visionq serve|api|worker`, `create_app`) and passed down;
+nothing reads the environment at import time. `docs/configuration.md` is generated from the
+field docstrings below (`python -m visionq.cli.main config-docs`), and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class WorkerPool(StrEnum):
+    PREFORK = "prefork"
+    SOLO = "solo"
+    THREADS = "threads"
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "visionq"
+
+
+class Settings(BaseSettings):
+    """visionq's configuration. Every field is `VISIONQ_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VISIONQ_", env_file=".env", extra="ignore", use_attribute_docstrings=True, frozen=True
+    )
+
+    # --- connections -------------------------------------------------------------------------
+    redis_url: str | None = None
+    """Redis used as broker and job state. `visionq api` and `visionq worker` default to
+    `redis://127.0.0.1:6379/0`; `visionq serve` starts an embedded Redis server when unset."""
+
+    redis_timeout: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds any single Redis command may take before it counts as a broker failure."""
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Where `visionq serve` keeps the embedded Redis server's files."""
+
+    # --- API ---------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address the API binds (`visionq serve`, `visionq api`)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    """Port the API listens on."""
+
+    max_upload_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
+    """Largest accepted image file, in bytes. Larger uploads are refused with 413 while they stream."""
+
+    max_pixels: Annotated[int, Field(gt=0)] = 40_000_000
+    """Largest accepted image, in pixels (width × height), checked from the header before decoding."""
+
+    # --- jobs --------------------------------------------------------------------------------
+    result_ttl: Annotated[int, Field(gt=0)] = 3600
+    """Seconds a finished job's status and result stay in Redis."""
+
+    image_ttl: Annotated[int, Field(gt=0)] = 1800
+    """Seconds an uploaded image waits in Redis for a worker. A job still queued when its image
+    expires can never run, and is failed by the sweeper."""
+
+    stale_job_after: Annotated[int, Field(gt=0)] = 300
+    """Seconds a processing job may go without progress before the sweeper fails it. Must exceed
+    `visibility_timeout`, so that a job whose worker died is redelivered before it is given up."""
+
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    """Deliveries of one job (first run, retries of transient faults and redeliveries after a
+    worker died) before it is failed for good."""
+
+    # --- models ------------------------------------------------------------------------------
+    default_model: str = "efficientnet-lite0"
+    """Model that `latest` resolves to: a name (its highest version) or `name@version`."""
+
+    model_dir: Path | None = None
+    """Folder of user models, one sub-folder each with a `manifest.toml` (see docs/models.md)."""
+
+    # --- worker ------------------------------------------------------------------------------
+    queue: str = "visionq"
+    """Celery queue name; its priority lists are `<queue>`, `<queue>:3`, `<queue>:6`, `<queue>:9`."""
+
+    worker_pool: WorkerPool = WorkerPool.PREFORK
+    """Celery pool: `prefork` (one process per slot), `solo` (in the main process) or `threads`."""
+
+    worker_concurrency: Annotated[int, Field(ge=1)] = 1
+    """Jobs one worker runs at once (processes for `prefork`)."""
+
+    inference_threads: Annotated[int, Field(ge=0)] = 0
+    """Intra-op threads for each inference process; 0 leaves the runtime's default."""
+
+    warm_models: list[str] = Field(default_factory=lambda: ["latest"])
+    """Models each worker process loads before it takes jobs (`*` for every model in the catalog)."""
+
+    visibility_timeout: Annotated[int, Field(gt=0)] = 60
+    """Seconds after which a job taken by a worker that died without acknowledging it is redelivered."""
+
+    heartbeat_interval: Annotated[float, Field(gt=0)] = 5.0
+    """Seconds between worker heartbeats; a worker is live while its last one is under 3 intervals old."""
+
+    sweep_interval: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds between runs of the stale-job sweeper in each worker."""
+
+    retry_backoff: Annotated[float, Field(gt=0)] = 1.0
+    """First retry delay in seconds for transient faults; it doubles on each retry."""
+
+    # --- logging -----------------------------------------------------------------------------
+    log_level: str = "INFO"
+    """Log level for visionq's loggers."""
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Self:
+        if self.stale_job_after <= self.visibility_timeout:
+            raise ValueError(
+                f"stale_job_after ({self.stale_job_after}s) must exceed visibility_timeout "
+                f"({self.visibility_timeout}s), or jobs whose worker died are failed before they are redelivered"
+            )
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, `.env` and explicit overrides (for entry points and tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
