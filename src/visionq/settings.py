@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     """Where `visionq serve` keeps the embedded Redis server's files."""
 
+    url: str = "http://127.0.0.1:8000"
+    """Base URL of the API that `visionq classify` and `visionq models` talk to."""
+
     # --- API ---------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     """Address the API binds (`visionq serve`, `visionq api`)."""
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
 
     max_pixels: Annotated[int, Field(gt=0)] = 40_000_000
     """Largest accepted image, in pixels (width × height), checked from the header before decoding."""
+
+    callback_allow_private: bool = False
+    """Accept callback URLs in private, loopback and link-local ranges (for callbacks inside your own network)."""
 
     # --- jobs --------------------------------------------------------------------------------
     result_ttl: Annotated[int, Field(gt=0)] = 3600

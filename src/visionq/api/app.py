@@ -1,0 +1,69 @@
+"""create_app(settings): the FastAPI application with its lifespan, routes and error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from visionq import __version__
+from visionq.api import problems
+from visionq.api.endpoints import catalog, classification, health, status
+from visionq.api.middleware import RequestMiddleware
+from visionq.api.state import AppState
+from visionq.connections import async_redis
+from visionq.inference.catalog import build_catalog
+from visionq.jobs.events import JobEvents
+from visionq.jobs.store import JobStore
+from visionq.metrics import Metrics
+from visionq.settings import Settings
+from visionq.worker.celery_app import create_celery_app
+
+#: Seconds the app waits at start-up for its job-event subscription before serving anyway.
+SUBSCRIBE_TIMEOUT = 2.0
+
+DESCRIPTION = """Asynchronous image classification. Upload an image to `POST /classify`, get a job id at once,
+then follow it with `GET /status/{id}` or the WebSocket `/ws/{id}` and fetch `GET /result/{id}`.
+Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    model_catalog = build_catalog(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = async_redis(settings)
+        events = JobEvents(redis)
+        celery = create_celery_app(settings)
+        app.state.visionq = AppState(
+            settings=settings,
+            redis=redis,
+            store=JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl),
+            events=events,
+            catalog=model_catalog,
+            celery=celery,
+            metrics=metrics,
+        )
+        await events.start()
+        await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
+        try:
+            yield
+        finally:
+            await events.stop()
+            celery.close()
+            await redis.aclose()
+
+    app = FastAPI(title="visionq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    problems.install_problem_handlers(app)
+    for router in (classification.router, status.router, catalog.router, health.router):
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    app.add_middleware(RequestMiddleware, metrics=metrics)
+    return app

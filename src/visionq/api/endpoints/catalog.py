@@ -1,0 +1,41 @@
+"""GET /models: the models this service can run."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter
+
+from visionq.api.dependencies import StateDep
+from visionq.api.schemas import ModelInfo
+from visionq.jobs import keys
+
+router = APIRouter(tags=["models"])
+
+
+async def loaded_models(state: StateDep) -> set[str]:
+    """Model refs that at least one live worker process reports loaded in its heartbeat."""
+    loaded: set[str] = set()
+    async for key in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
+        models = await state.redis.hget(key, "models")
+        if models:
+            loaded.update(orjson.loads(models))
+    return loaded
+
+
+@router.get("/models", response_model=list[ModelInfo])
+async def list_models(state: StateDep) -> list[ModelInfo]:
+    """Every model of the catalog, with its aliases and whether a worker has it loaded."""
+    loaded = await loaded_models(state)
+    return [
+        ModelInfo(
+            name=spec.name,
+            version=spec.version,
+            aliases=state.catalog.aliases(spec),
+            input_size=spec.input_size,
+            num_classes=spec.num_classes,
+            runtime=spec.runtime.value,
+            loaded=spec.ref in loaded,
+            description=spec.description,
+        )
+        for spec in state.catalog.specs()
+    ]

@@ -1,0 +1,133 @@
+"""POST /classify: validate an upload, store it, queue the job, answer at once."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from visionq import errors
+from visionq.api.dependencies import StateDep
+from visionq.api.problems import problem_responses
+from visionq.api.schemas import ClassifyForm, JobAccepted, Links
+from visionq.api.state import AppState
+from visionq.api.uploads import FILE_FIELD, read_upload
+from visionq.callbacks.targets import check_callback_url
+from visionq.imaging.decode import decode_image
+from visionq.jobs.records import JobRecord, isoformat, utcnow
+from visionq.jobs.states import JobStatus, Stage
+from visionq.worker.celery_app import CLASSIFY_TASK
+
+router = APIRouter(tags=["classification"])
+
+#: Attempts to hand a job to the broker before the request fails with 503 (the job is then failed too).
+ENQUEUE_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def _request_body_schema() -> dict[str, Any]:
+    properties: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "The image."}}
+    for name, schema in ClassifyForm.model_json_schema()["properties"].items():
+        properties[name] = schema
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": [FILE_FIELD], "properties": properties}
+                }
+            },
+        }
+    }
+
+
+@router.post(
+    "/classify",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=problem_responses(
+        errors.InvalidImage,
+        errors.UnsupportedMediaType,
+        errors.PayloadTooLarge,
+        errors.ImageTooLarge,
+        errors.ModelNotFound,
+        errors.BrokerUnavailable,
+    ),
+    openapi_extra=_request_body_schema(),
+)
+async def classify(request: Request, response: Response, state: StateDep) -> JobAccepted:
+    """Submit an image for classification; answers 202 with the job id at once."""
+    settings = state.settings
+    upload = await read_upload(request, max_file_bytes=settings.max_upload_bytes)
+    form = _parse_form(upload.fields)
+    if upload.file is None:
+        raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
+    spec = state.catalog.resolve(form.model_version)
+    if form.callback_url is not None:
+        check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
+    # Decoding costs milliseconds of CPU per image: keep it off the event loop.
+    decoded = await run_in_threadpool(decode_image, upload.file, max_pixels=settings.max_pixels)
+
+    now = isoformat(utcnow())
+    record = JobRecord(
+        job_id=str(uuid.uuid4()),
+        status=JobStatus.PENDING,
+        stage=Stage.QUEUED,
+        created_at=now,
+        updated_at=now,
+        model_version=spec.ref,
+        priority=form.priority,
+        top_k=form.top_k,
+        callback_url=str(form.callback_url) if form.callback_url else None,
+        image_format=decoded.format,
+        image_width=decoded.width,
+        image_height=decoded.height,
+    )
+    await state.store.create(record, upload.file)
+    await _enqueue(state, record)
+
+    links = Links(
+        status=f"/status/{record.job_id}", result=f"/result/{record.job_id}", websocket=f"/ws/{record.job_id}"
+    )
+    response.headers["Location"] = links.status
+    return JobAccepted(
+        job_id=record.job_id,
+        status=record.status,
+        created_at=record.created_at,
+        estimated_completion=None,
+        model_version=record.model_version,
+        priority=record.priority,
+        links=links,
+    )
+
+
+def _parse_form(fields: dict[str, str]) -> ClassifyForm:
+    try:
+        return ClassifyForm.model_validate({k: v for k, v in fields.items() if v != ""})
+    except ValidationError as exc:
+        problems = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+        raise errors.ValidationFailed(f"the form is not valid: {summary}", errors=problems) from exc
+
+
+async def _enqueue(state: AppState, record: JobRecord) -> None:
+    try:
+        await run_in_threadpool(
+            state.celery.send_task,
+            CLASSIFY_TASK,
+            args=[record.job_id],
+            queue=state.settings.queue,
+            priority=record.priority.broker_priority,
+            retry=True,
+            retry_policy=ENQUEUE_RETRY_POLICY,
+        )
+    except (OperationalError, RedisError, OSError) as exc:
+        # The job was stored but never queued: close it so nobody waits for it, then tell the client.
+        with contextlib.suppress(RedisError):
+            await state.store.fail(record.job_id, "broker_unavailable", "the job could not be queued")
+        raise errors.BrokerUnavailable("the job queue is unreachable; try again shortly", retry_after=5) from exc

@@ -1,0 +1,60 @@
+"""GET /health (liveness), GET /health/ready (readiness) and GET /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+
+from visionq.api.dependencies import StateDep
+from visionq.api.endpoints.catalog import loaded_models
+from visionq.api.schemas import CheckState, Liveness, Readiness
+from visionq.jobs import keys
+from visionq.metrics import read_cluster
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Liveness)
+async def liveness() -> Liveness:
+    """Answers while the process serves."""
+    return Liveness()
+
+
+@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readiness(state: StateDep) -> JSONResponse:
+    """Whether this process can take jobs now (503 when Redis is unreachable)."""
+    try:
+        await state.redis.ping()
+        workers = 0
+        async for _ in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
+            workers += 1
+        loaded = await loaded_models(state)
+    except (RedisError, OSError):
+        body = Readiness(
+            status=CheckState.DOWN,
+            checks={"redis": "down", "workers": "unknown", "models": "unknown", "database": "not_configured"},
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=503)
+    default = state.catalog.resolve("latest").ref
+    models_ok = default in loaded
+    status = CheckState.OK if workers and models_ok else CheckState.DEGRADED
+    body = Readiness(
+        status=status,
+        checks={
+            "redis": "ok",
+            "workers": workers,
+            "models": "ok" if models_ok else f"{default} not loaded by any worker",
+            # The result archive arrives with the production-surface work; nothing to check yet.
+            "database": "not_configured",
+        },
+    )
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus text format: this process's requests and the cluster's jobs and workers."""
+    snapshot = await read_cluster(state.redis, state.settings.queue)
+    return Response(state.metrics.render(snapshot), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,96 @@
+"""Following a job: GET /status/{id}, GET /result/{id}, and the WebSocket /ws/{id}."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
+from starlette import status as http
+
+from visionq import errors
+from visionq.api.dependencies import EventsDep, JobStoreDep
+from visionq.api.problems import problem_responses
+from visionq.api.schemas import FailureBody, ResultBody, StatusBody
+from visionq.jobs.records import JobRecord, dump_status
+from visionq.jobs.states import JobStatus
+from visionq.jobs.store import JobStore
+
+router = APIRouter(tags=["jobs"])
+
+#: Close code for an unknown job id on the WebSocket (API.md).
+WS_UNKNOWN_JOB = 4404
+#: Seconds a WebSocket waits for a pushed update before re-reading the job, in case one was missed.
+WS_RESYNC_INTERVAL = 5.0
+
+
+async def _record(store: JobStore, job_id: str) -> JobRecord:
+    record = await store.get(job_id)
+    if record is None:
+        raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
+    return record
+
+
+@router.get("/status/{job_id}", response_model=StatusBody, responses=problem_responses(errors.JobNotFound))
+async def get_status(job_id: str, store: JobStoreDep) -> JSONResponse:
+    """Where a job is: status, stage and progress."""
+    return JSONResponse(dump_status((await _record(store, job_id)).status_body()))
+
+
+@router.get(
+    "/result/{job_id}",
+    response_model=ResultBody | FailureBody,
+    responses={
+        202: {"model": StatusBody, "description": "The job is still pending or processing."},
+        **problem_responses(errors.JobNotFound),
+    },
+)
+async def get_result(job_id: str, store: JobStoreDep) -> Response:
+    """The predictions of a completed job; 202 with the status while it runs."""
+    record = await _record(store, job_id)
+    if record.status is JobStatus.COMPLETED:
+        body = await store.get_result(job_id)
+        if body is None:
+            raise errors.JobNotFound(f"the result of job {job_id!r} has expired")
+        return Response(body, media_type="application/json")
+    if record.status.terminal:
+        return JSONResponse(record.failure_body().model_dump(mode="json"))
+    return JSONResponse(dump_status(record.status_body()), status_code=http.HTTP_202_ACCEPTED)
+
+
+@router.websocket("/ws/{job_id}")
+async def watch_job(websocket: WebSocket, job_id: str, store: JobStoreDep, events: EventsDep) -> None:
+    """Pushes the status body on connect and on every change, then the result once, then closes."""
+    await websocket.accept()
+    # Watch before the first read, so no update between the read and the subscription is lost.
+    async with events.watch(job_id) as updates:
+        record = await store.get(job_id)
+        if record is None:
+            await websocket.close(code=WS_UNKNOWN_JOB, reason="unknown job id")
+            return
+        try:
+            await _stream(websocket, store, record, updates)
+        except WebSocketDisconnect:
+            return
+
+
+async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, updates: asyncio.Queue[JobRecord]) -> None:
+    last_sent: dict[str, Any] | None = None
+    while True:
+        body = dump_status(record.status_body())
+        if body != last_sent:
+            await websocket.send_json(body)
+            last_sent = body
+        if record.status.terminal:
+            result = await store.get_result(record.job_id) if record.status is JobStatus.COMPLETED else None
+            if result is not None:
+                await websocket.send_text(result.decode())
+            else:
+                await websocket.send_json(record.failure_body().model_dump(mode="json"))
+            await websocket.close(code=1000)
+            return
+        try:
+            record = await asyncio.wait_for(updates.get(), WS_RESYNC_INTERVAL)
+        except TimeoutError:
+            record = await store.get(record.job_id) or record

@@ -1,0 +1,68 @@
+"""Request id and HTTP metrics, as one pure ASGI middleware (no per-request task or body copy)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from visionq.metrics import Metrics
+
+log = logging.getLogger("visionq.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+#: A client's request id is echoed only if it looks like an id, never arbitrary text in logs.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestMiddleware:
+    """Gives every request an id (`X-Request-ID`, accepted or made) and counts it by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            labels = (scope["method"], route, str(status))
+            self.metrics.http_requests.labels(*labels).inc()
+            self.metrics.http_duration.labels(*labels).observe(elapsed)
+            log.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                route,
+                status,
+                elapsed * 1000,
+                extra={"request_id": request_id, "route": route, "status": status, "duration": elapsed},
+            )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -1,0 +1,143 @@
+"""RFC 9457 problem details: the one shape of every error the API returns.
+
+One handler serves the whole `VisionqError` tree (Starlette looks handlers up along the MRO);
+FastAPI's validation errors, Starlette's HTTP errors (unknown route, wrong method) and any
+unexpected exception are translated here too, so no route ever builds an error body.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from visionq import errors
+from visionq.errors import VisionqError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+#: Codes for Starlette's own HTTP errors, which happen before any route runs.
+_HTTP_CODES: dict[int, str] = {
+    404: "not_found",
+    405: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details with visionq's stable `code`."""
+
+    type: str = Field(examples=["urn:visionq:problem:invalid_image"])
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field problems, for validation_error.")
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+    errors_: list[dict[str, Any]] | None = None,
+) -> ProblemResponse:
+    body = Problem(type=f"urn:visionq:problem:{code}", title=title, status=status, detail=detail, code=code)
+    if errors_:
+        body.errors = errors_
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def from_error(exc: VisionqError) -> ProblemResponse:
+    retry_after = exc.retry_after
+    if retry_after is None and exc.status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
+        retry_after = 1
+    return problem_response(
+        int(exc.status), exc.code, exc.title, exc.detail, retry_after=retry_after, errors_=exc.errors
+    )
+
+
+async def _visionq_error(_: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, VisionqError)
+    return from_error(exc)
+
+
+async def _validation_error(_: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
+    return from_error(errors.ValidationFailed(f"the request is not valid: {summary}", errors=problems))
+
+
+async def _http_error(_: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = HTTPStatus(exc.status_code)
+    code = _HTTP_CODES.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "validation_error")
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else _default_detail(status)
+    return problem_response(exc.status_code, code, status.phrase, detail)
+
+
+async def _broker_error(_: Request, exc: Exception) -> ProblemResponse:
+    log.warning("Redis unreachable: %s", exc)
+    return from_error(errors.BrokerUnavailable("the job store is unreachable; try again shortly", retry_after=5))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> ProblemResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return from_error(errors.InternalError("the server failed to handle the request; it has been logged"))
+
+
+def _default_detail(status: HTTPStatus) -> str:
+    if status is HTTPStatus.NOT_FOUND:
+        return "no such resource: check the path against /docs"
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        return "this method is not allowed on this path: check /docs"
+    return status.description
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(VisionqError, _visionq_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RedisError, _broker_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def problem_responses(*error_classes: type[VisionqError]) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry of a route: each status it may answer with, documented as a Problem."""
+    by_status: dict[int, list[type[VisionqError]]] = {}
+    documented: tuple[type[VisionqError], ...] = (*error_classes, errors.ValidationFailed, errors.InternalError)
+    for cls in documented:
+        by_status.setdefault(int(cls.status), []).append(cls)
+    return {
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "description": " or ".join(sorted({f"`{cls.code}`" for cls in classes})),
+        }
+        for status, classes in sorted(by_status.items())
+    }

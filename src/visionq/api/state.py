@@ -1,0 +1,25 @@
+"""What one API process shares between requests, built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from visionq.inference.catalog import Catalog
+from visionq.jobs.events import JobEvents
+from visionq.jobs.store import JobStore
+from visionq.metrics import Metrics
+from visionq.settings import Settings
+from visionq.worker.celery_app import VisionqCelery
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    redis: Redis
+    store: JobStore
+    events: JobEvents
+    catalog: Catalog
+    celery: VisionqCelery
+    metrics: Metrics

@@ -1,0 +1,111 @@
+"""A streaming reader for `multipart/form-data` uploads that stops at the size limit.
+
+FastAPI's `UploadFile` buffers the whole body before a route runs; this reads it chunk by chunk
+and refuses an oversized file as soon as the limit is crossed (or at once, from Content-Length),
+so a 2 GB upload costs the server 10 MiB, not 2 GB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from visionq.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+#: Bytes allowed on top of the file for the other fields, part headers and boundaries.
+FORM_OVERHEAD = 64 * 1024
+#: Non-file fields accepted in one form.
+MAX_FIELDS = 32
+FILE_FIELD = "file"
+_CALLBACKS = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_part_data", "on_part_end")
+
+
+@dataclass
+class Upload:
+    fields: dict[str, str]
+    file: bytes | None
+    filename: str | None
+
+
+@dataclass
+class _Collector:
+    max_file_bytes: int
+    fields: dict[str, str] = field(default_factory=dict)
+    file: bytearray | None = None
+    filename: str | None = None
+    _name: str = ""
+    _is_file: bool = False
+    _value: bytearray = field(default_factory=bytearray)
+    _header_field: bytearray = field(default_factory=bytearray)
+    _header_value: bytearray = field(default_factory=bytearray)
+
+    def on_part_begin(self) -> None:
+        self._name, self._is_file, self._value = "", False, bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if bytes(self._header_field).lower() == b"content-disposition":
+            _, options = parse_options_header(bytes(self._header_value))
+            self._name = options.get(b"name", b"").decode("utf-8", "replace")
+            if b"filename" in options:
+                self._is_file = True
+                if self._name == FILE_FIELD:
+                    self.filename = options[b"filename"].decode("utf-8", "replace")
+        self._header_field, self._header_value = bytearray(), bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._name == FILE_FIELD:
+            if self.file is None:
+                self.file = bytearray()
+            self.file += data[start:end]
+            if len(self.file) > self.max_file_bytes:
+                raise PayloadTooLarge(_too_large(self.max_file_bytes))
+        elif not self._is_file:
+            self._value += data[start:end]
+
+    def on_part_end(self) -> None:
+        if self._name == FILE_FIELD and self.file is None:
+            self.file = bytearray()
+        elif self._name and not self._is_file:
+            if len(self.fields) >= MAX_FIELDS:
+                raise ValidationFailed(f"too many form fields: at most {MAX_FIELDS} are accepted")
+            self.fields[self._name] = self._value.decode("utf-8", "replace")
+
+
+async def read_upload(request: Request, *, max_file_bytes: int) -> Upload:
+    """Read the form of `POST /classify`, raising PayloadTooLarge the moment the file is too big."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise UnsupportedMediaType("send the image as multipart/form-data with the image in a `file` field")
+    limit = max_file_bytes + FORM_OVERHEAD
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_too_large(max_file_bytes))
+
+    collector = _Collector(max_file_bytes)
+    callbacks = {name: getattr(collector, name) for name in _CALLBACKS}
+    parser = MultipartParser(options[b"boundary"], callbacks=callbacks)  # type: ignore[arg-type]
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(_too_large(max_file_bytes))
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    file = bytes(collector.file) if collector.file is not None else None
+    return Upload(fields=collector.fields, file=file, filename=collector.filename)
+
+
+def _too_large(limit: int) -> str:
+    return f"the image is larger than the limit of {limit:,} bytes; send a smaller or more compressed file"

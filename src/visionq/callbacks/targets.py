@@ -1,0 +1,48 @@
+"""Which callback URLs visionq agrees to call (a guard against server-side request forgery)."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from visionq.errors import ValidationFailed
+
+_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+    )
+
+
+def check_callback_url(url: str, *, allow_private: bool) -> None:
+    """Refuse non-http(s) URLs and, unless allowed, literal private/loopback/link-local targets.
+
+    Host names are resolved and checked again when the callback is delivered, since DNS can
+    change between submit and delivery.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed("callback_url must be an absolute http:// or https:// URL")
+    if allow_private:
+        return
+    host = parts.hostname.lower().rstrip(".")
+    if host in _LOCAL_NAMES or host.endswith(".localhost"):
+        raise ValidationFailed(
+            f"callback_url host {host!r} is local; set VISIONQ_CALLBACK_ALLOW_PRIVATE=true to allow it"
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not is_public_address(address):
+        raise ValidationFailed(
+            f"callback_url address {host} is in a private, loopback or link-local range; "
+            "set VISIONQ_CALLBACK_ALLOW_PRIVATE=true to allow it"
+        )

@@ -1,0 +1,99 @@
+"""`visionq serve`: the whole service on one machine, stopped cleanly by Ctrl-C or SIGTERM.
+
+Runs an embedded Redis server (unless `VISIONQ_REDIS_URL` is set), one worker as a child
+process in its own process group (restarted if it dies), and the API in this process. Uvicorn
+owns SIGINT/SIGTERM; when it returns, the worker gets a warm shutdown and then Redis stops, so
+nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from contextlib import ExitStack
+
+import uvicorn
+
+from visionq.api.app import create_app
+from visionq.embedded import EmbeddedRedis
+from visionq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Seconds a worker gets to finish its job after SIGTERM before its process group is killed.
+WORKER_STOP_TIMEOUT = 15.0
+#: Seconds between restarts of a worker that keeps dying.
+WORKER_RESTART_DELAY = 2.0
+
+
+class WorkerProcess:
+    """`visionq worker` as a supervised child process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="visionq-worker-watch", daemon=True)
+
+    def start(self) -> None:
+        self._spawn()
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "visionq", "worker"], env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            process = self._process
+            if process is not None and process.poll() is not None and not self._stopping.is_set():
+                log.error("worker exited with code %s; restarting it", process.returncode)
+                if self._stopping.wait(WORKER_RESTART_DELAY):
+                    return
+                self._spawn()
+            self._stopping.wait(0.5)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(WORKER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("worker did not stop in %.0fs; killing it", WORKER_STOP_TIMEOUT)
+        # Prefork children share the group: make sure none outlives the supervisor.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM. Uvicorn re-raises the signal it caught once it has shut down;
+    both then surface here as KeyboardInterrupt, so the worker and Redis are always stopped."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    with ExitStack() as stack:
+        redis_url = settings.redis_url
+        if redis_url is None:
+            redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
+            log.info("embedded Redis listening at %s (data in %s)", redis_url, settings.data_dir / "redis")
+        settings = settings.model_copy(update={"redis_url": redis_url})
+        worker = WorkerProcess({**os.environ, "VISIONQ_REDIS_URL": redis_url})
+        worker.start()
+        stack.callback(worker.stop)
+        config = uvicorn.Config(
+            create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+        )
+        uvicorn.Server(config).run()

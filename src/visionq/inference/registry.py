@@ -1,0 +1,116 @@
+"""The per-process cache of loaded models: each model is loaded once, on first use or by `warm`.
+
+The backends (and with them torch and onnxruntime) are imported only when a model is loaded, so
+building a registry is cheap. `get` is thread-safe: concurrent first calls for one model load it
+once (a lock per model, double-checked), while different models load in parallel.
+
+>>> registry = ModelRegistry(catalog, device="cpu", threads=4)      # doctest: +SKIP
+>>> registry.warm(["latest"])                                        # doctest: +SKIP
+>>> registry.get(catalog.resolve("efficientnet-lite0")).predict(batch)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from visionq.errors import ModelNotFound
+from visionq.inference.catalog import Catalog
+from visionq.inference.classifier import Classifier
+from visionq.inference.spec import ModelSpec, Runtime
+
+__all__ = ["ALL_MODELS", "ModelRegistry"]
+
+logger = logging.getLogger(__name__)
+
+#: The `warm` ref that means every model of the catalog.
+ALL_MODELS = "*"
+
+
+class ModelRegistry:
+    """Loads the catalog's models on demand and keeps them for the life of the process.
+
+    `device` is where models run ("cpu", "cuda", "cuda:1"); `threads` > 0 sets torch's intra-op
+    threads (once, before the first torch model loads) and each ONNX session's intra-op threads.
+    """
+
+    def __init__(self, catalog: Catalog, *, device: str = "cpu", threads: int = 0) -> None:
+        if threads < 0:
+            raise ValueError("threads must be >= 0")
+        self.catalog = catalog
+        self.device = device
+        self.threads = threads
+        #: Seconds each model took to load, by ref.
+        self.load_seconds: dict[str, float] = {}
+        self._models: dict[str, Classifier] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._torch_configured = False
+
+    def get(self, spec: ModelSpec) -> Classifier:
+        """The loaded classifier of `spec`, loading it first if this process has not yet."""
+        model = self._models.get(spec.ref)
+        if model is not None:
+            return model
+        if spec not in self.catalog:
+            raise ModelNotFound(f"Model {spec.ref} is not in the catalog.")
+        with self._lock_for(spec.ref):
+            model = self._models.get(spec.ref)
+            if model is None:
+                model = self._load(spec)
+                self._models[spec.ref] = model
+        return model
+
+    def warm(self, refs: list[str]) -> list[ModelSpec]:
+        """Resolve and load each ref (`latest`, a name, `name@version`, or `*` for every model).
+
+        Returns the specs loaded (each once). Raises `ModelNotFound` for an unknown ref before loading any.
+        """
+        specs: list[ModelSpec] = []
+        for ref in refs:
+            for spec in self.catalog.specs() if ref.strip() == ALL_MODELS else [self.catalog.resolve(ref)]:
+                if spec not in specs:
+                    specs.append(spec)
+        for spec in specs:
+            self.get(spec)
+        return specs
+
+    def loaded(self) -> list[str]:
+        """The refs of the models loaded in this process, sorted."""
+        return sorted(self._models)
+
+    def is_loaded(self, spec: ModelSpec) -> bool:
+        return spec.ref in self._models
+
+    def _lock_for(self, ref: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(ref, threading.Lock())
+
+    def _configure_torch(self) -> None:
+        with self._guard:
+            if self._torch_configured:
+                return
+            if self.threads > 0:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            self._torch_configured = True
+
+    def _load(self, spec: ModelSpec) -> Classifier:
+        started = time.perf_counter()
+        model: Classifier
+        if spec.runtime == Runtime.ONNX:
+            from visionq.inference.onnx_backend import OnnxClassifier
+
+            model = OnnxClassifier(spec, threads=self.threads)
+        else:
+            self._configure_torch()
+            from visionq.inference.torch_backend import TorchClassifier
+
+            model = TorchClassifier(spec)
+        model.setup(self.device)
+        seconds = time.perf_counter() - started
+        self.load_seconds[spec.ref] = seconds
+        logger.info("loaded model %s (%s) on %s in %.2fs", spec.ref, spec.runtime.value, self.device, seconds)
+        return model

@@ -1,0 +1,60 @@
+"""Every Redis key visionq uses (HLD §3.3), built by functions, with the durations tied to them.
+
+job:{id}:status          hash   the status body fields; TTL = image_ttl + result_ttl, then result_ttl once done
+job:{id}:result          string result JSON; TTL = result_ttl
+job:{id}:image           string the uploaded bytes (raw, not base64); TTL = image_ttl, deleted once processed
+job:{id}:events          pub/sub channel: the status body on every change
+visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job sweeper
+visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
+visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
+visionq:stats:jobs       hash   terminal jobs counted per status (visionq_jobs_total)
+visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
+{queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
+"""
+
+from __future__ import annotations
+
+JOB_PREFIX = "job:"
+EVENTS_PATTERN = "job:*:events"
+LIVE_JOBS = "visionq:jobs:live"
+PROCESSING_JOBS = "visionq:jobs:processing"
+WORKER_PREFIX = "visionq:worker:"
+JOB_STATS = "visionq:stats:jobs"
+INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
+#: Separator kombu puts between a queue's name and its priority step.
+PRIORITY_SEPARATOR = ":"
+#: Heartbeats older than this many intervals mean the worker is gone.
+HEARTBEAT_MISSES = 3
+
+
+def status(job_id: str) -> str:
+    return f"job:{job_id}:status"
+
+
+def result(job_id: str) -> str:
+    return f"job:{job_id}:result"
+
+
+def image(job_id: str) -> str:
+    return f"job:{job_id}:image"
+
+
+def events(job_id: str) -> str:
+    return f"job:{job_id}:events"
+
+
+def job_id_from_events(channel: str) -> str:
+    return channel.removeprefix(JOB_PREFIX).removesuffix(":events")
+
+
+def worker(name: str) -> str:
+    return f"{WORKER_PREFIX}{name}"
+
+
+def inference_stats(model_ref: str) -> str:
+    return f"{INFERENCE_STATS_PREFIX}{model_ref}"
+
+
+def priority_list(queue: str, broker_priority: int) -> str:
+    """The Redis list holding a queue's messages of one priority step (kombu's `_q_for_pri`)."""
+    return f"{queue}{PRIORITY_SEPARATOR}{broker_priority}" if broker_priority else queue

@@ -1,0 +1,149 @@
+"""A job as stored in Redis and as clients see it (the wire shapes of API.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from visionq.jobs.states import JobStatus, Priority, Stage
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(moment: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds: `2026-11-26T21:30:00.123Z`."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Prediction(BaseModel):
+    class_id: int
+    class_name: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str
+
+
+class StatusBody(BaseModel):
+    """`GET /status/{job_id}`, and each WebSocket update."""
+
+    job_id: str
+    status: JobStatus
+    progress: int = Field(ge=0, le=100)
+    stage: Stage
+    created_at: str
+    updated_at: str
+    worker_id: str | None = None
+    attempts: int = 0
+    model_version: str
+    priority: Priority
+    error: JobError | None = None
+
+
+class ResultMetadata(BaseModel):
+    image: ImageInfo
+    queue_time: float
+    """Seconds from acceptance to the worker picking the job up (last delivery)."""
+    total_time: float
+    """Seconds from acceptance to the result being stored."""
+
+
+class ResultBody(BaseModel):
+    """`GET /result/{job_id}` of a completed job."""
+
+    job_id: str
+    status: JobStatus = JobStatus.COMPLETED
+    predictions: list[Prediction]
+    confidence_score: float
+    processing_time: float
+    model_version: str
+    created_at: str
+    completed_at: str
+    metadata: ResultMetadata
+
+
+class FailureBody(BaseModel):
+    """`GET /result/{job_id}` of a failed or cancelled job."""
+
+    job_id: str
+    status: JobStatus
+    error: JobError | None
+
+
+class JobRecord(BaseModel):
+    """Everything `job:{id}:status` holds. Redis stores each field as a string; this parses them."""
+
+    job_id: str
+    status: JobStatus
+    stage: Stage
+    progress: int = 0
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    model_version: str
+    priority: Priority
+    top_k: int
+    callback_url: str | None = None
+    image_format: str
+    image_width: int
+    image_height: int
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def from_redis(cls, fields: dict[str, str]) -> JobRecord:
+        return cls.model_validate({k: v for k, v in fields.items() if v != ""})
+
+    def to_redis(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.model_dump(mode="json").items() if v is not None}
+
+    @property
+    def error(self) -> JobError | None:
+        if self.error_code is None:
+            return None
+        return JobError(code=self.error_code, message=self.error_message or "")
+
+    def status_body(self) -> StatusBody:
+        return StatusBody(
+            job_id=self.job_id,
+            status=self.status,
+            progress=self.progress,
+            stage=self.stage,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            worker_id=self.worker_id,
+            attempts=self.attempts,
+            model_version=self.model_version,
+            priority=self.priority,
+            error=self.error,
+        )
+
+    def failure_body(self) -> FailureBody:
+        return FailureBody(job_id=self.job_id, status=self.status, error=self.error)
+
+    @property
+    def image(self) -> ImageInfo:
+        return ImageInfo(width=self.image_width, height=self.image_height, format=self.image_format)
+
+
+def dump_status(body: StatusBody) -> dict[str, Any]:
+    """The status body as JSON-ready data, `error` only when there is one (API.md)."""
+    return body.model_dump(mode="json", exclude_none=False, exclude={"error"} if body.error is None else set())

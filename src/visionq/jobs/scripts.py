@@ -1,0 +1,90 @@
+"""Lua scripts that change a job atomically and publish the change in the same step.
+
+Each script refuses to touch a job that is missing (expired) or already terminal, so a late or
+duplicate worker can never overwrite a result, and the first terminal state wins. The published
+message is the status hash itself (field → string); subscribers parse it with `JobRecord`.
+"""
+
+from __future__ import annotations
+
+# Shared prologue: KEYS[1] is the status hash. Stops with 0 unless the job is live.
+_LIVE_JOB = """
+local state = redis.call('HGET', KEYS[1], 'status')
+if not state or state == 'completed' or state == 'failed' or state == 'cancelled' then
+  return 0
+end
+"""
+
+_PUBLISH = """
+local function publish(status_key, channel)
+  local flat = redis.call('HGETALL', status_key)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  redis.call('PUBLISH', channel, cjson.encode(fields))
+end
+"""
+
+# KEYS: status, live, events, processing. ARGV: now, worker_id, deadline.
+# Returns the delivery number (attempts), or 0 when the job is no longer live.
+CLAIM = (
+    _PUBLISH
+    + _LIVE_JOB
+    + """
+redis.call('SADD', KEYS[4], redis.call('HGET', KEYS[1], 'job_id'))
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'processing', 'stage', 'initializing', 'worker_id', ARGV[2],
+           'updated_at', ARGV[1], 'started_at', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], redis.call('HGET', KEYS[1], 'job_id'))
+publish(KEYS[1], KEYS[3])
+return attempts
+"""
+)
+
+# KEYS: status, live, events. ARGV: stage, progress, now, deadline.
+# Progress never goes down: a redelivered job keeps the furthest progress it reached.
+ADVANCE = (
+    _PUBLISH
+    + _LIVE_JOB
+    + """
+local progress = math.max(tonumber(redis.call('HGET', KEYS[1], 'progress') or '0'), tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'progress', progress, 'updated_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], redis.call('HGET', KEYS[1], 'job_id'))
+publish(KEYS[1], KEYS[3])
+return 1
+"""
+)
+
+# KEYS: status, result, image, live, events, job stats, processing. ARGV: result JSON, now, result_ttl.
+COMPLETE = (
+    _PUBLISH
+    + _LIVE_JOB
+    + """
+redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'job_id'))
+redis.call('SREM', KEYS[7], redis.call('HGET', KEYS[1], 'job_id'))
+redis.call('HINCRBY', KEYS[6], 'completed', 1)
+publish(KEYS[1], KEYS[5])
+return 1
+"""
+)
+
+# KEYS: status, image, live, events, job stats, processing.
+# ARGV: status (failed|cancelled), code, message, now, result_ttl.
+FINISH_UNSUCCESSFULLY = (
+    _PUBLISH
+    + _LIVE_JOB
+    + """
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
+           'updated_at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'job_id'))
+redis.call('SREM', KEYS[6], redis.call('HGET', KEYS[1], 'job_id'))
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
+publish(KEYS[1], KEYS[4])
+return 1
+"""
+)

@@ -1,0 +1,72 @@
+"""Job lifecycle vocabulary: statuses, stages, priorities, and which changes are allowed."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Stage(StrEnum):
+    """Where a job is, with the progress each stage starts at (HLD §3.2.1)."""
+
+    QUEUED = "queued"
+    INITIALIZING = "initializing"
+    PREPROCESSING = "preprocessing"
+    INFERENCE = "inference"
+    POSTPROCESSING = "postprocessing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def progress(self) -> int:
+        return STAGE_PROGRESS[self]
+
+
+STAGE_PROGRESS: dict[Stage, int] = {
+    Stage.QUEUED: 0,
+    Stage.INITIALIZING: 0,
+    Stage.PREPROCESSING: 25,
+    Stage.INFERENCE: 50,
+    Stage.POSTPROCESSING: 75,
+    Stage.COMPLETED: 100,
+}
+
+#: The stages a worker reports, in order; a job never moves backwards through them.
+WORKER_STAGES = (Stage.INITIALIZING, Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING)
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def broker_priority(self) -> int:
+        """Celery's Redis transport keeps one list per priority step and pops them in ascending
+        order (BRPOP over `queue`, `queue:3`, `queue:6`, `queue:9`), so 0 is served first."""
+        return BROKER_PRIORITY[self]
+
+
+BROKER_PRIORITY: dict[Priority, int] = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.NORMAL: 6, Priority.LOW: 9}
+PRIORITY_STEPS = sorted(BROKER_PRIORITY.values())
+
+
+def can_advance(current: JobStatus, current_progress: int, stage: Stage) -> bool:
+    """Whether a worker may report `stage` now: live jobs only, and progress never goes down."""
+    return not current.terminal and stage.progress >= current_progress

@@ -1,0 +1,118 @@
+"""JobStore: the API's side of job state in Redis (create, read, give up).
+
+Workers change jobs through `JobTracker` (tracker.py); both run the same Lua scripts
+(scripts.py), whose key and argument lists are built once here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from visionq.jobs import keys, scripts
+from visionq.jobs.records import JobRecord, isoformat, utcnow
+from visionq.jobs.states import PRIORITY_STEPS, JobStatus
+
+ScriptCall = tuple[list[str], list[str | int | float]]
+
+
+def claim_call(job_id: str, worker_id: str, deadline: float) -> ScriptCall:
+    return (
+        [keys.status(job_id), keys.LIVE_JOBS, keys.events(job_id), keys.PROCESSING_JOBS],
+        [isoformat(utcnow()), worker_id, deadline],
+    )
+
+
+def advance_call(job_id: str, stage: str, progress: int, deadline: float) -> ScriptCall:
+    return (
+        [keys.status(job_id), keys.LIVE_JOBS, keys.events(job_id)],
+        [stage, progress, isoformat(utcnow()), deadline],
+    )
+
+
+def complete_call(job_id: str, result_json: bytes | str, completed_at: str, result_ttl: int) -> ScriptCall:
+    body = result_json.decode() if isinstance(result_json, bytes) else result_json
+    return (
+        [
+            keys.status(job_id),
+            keys.result(job_id),
+            keys.image(job_id),
+            keys.LIVE_JOBS,
+            keys.events(job_id),
+            keys.JOB_STATS,
+            keys.PROCESSING_JOBS,
+        ],
+        [body, completed_at, result_ttl],
+    )
+
+
+def finish_call(job_id: str, status: JobStatus, code: str, message: str, result_ttl: int) -> ScriptCall:
+    return (
+        [
+            keys.status(job_id),
+            keys.image(job_id),
+            keys.LIVE_JOBS,
+            keys.events(job_id),
+            keys.JOB_STATS,
+            keys.PROCESSING_JOBS,
+        ],
+        [status.value, code, message, isoformat(utcnow()), result_ttl],
+    )
+
+
+class JobStore:
+    """Job state as the API reads and writes it.
+
+    >>> store = JobStore(redis, result_ttl=3600, image_ttl=1800)      # doctest: +SKIP
+    >>> await store.create(record, image_bytes)                        # doctest: +SKIP
+    >>> (await store.get(record.job_id)).status                       # doctest: +SKIP
+    <JobStatus.PENDING: 'pending'>
+    """
+
+    def __init__(self, redis: Redis, *, result_ttl: int, image_ttl: int) -> None:
+        self.redis = redis
+        self.result_ttl = result_ttl
+        self.image_ttl = image_ttl
+        self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
+
+    async def create(self, record: JobRecord, image: bytes) -> None:
+        """Store a new pending job and its image in one transaction. The job's deadline in the
+        live set is its image's expiry: a job still queued then can never run."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.status(record.job_id), mapping=record.to_redis())  # type: ignore[arg-type]
+            pipe.expire(keys.status(record.job_id), self.image_ttl + self.result_ttl)
+            pipe.set(keys.image(record.job_id), image, ex=self.image_ttl)
+            pipe.zadd(keys.LIVE_JOBS, {record.job_id: time.time() + self.image_ttl})
+            await pipe.execute()
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        fields = await self.redis.hgetall(keys.status(job_id))
+        return JobRecord.from_redis({str(k): str(v) for k, v in fields.items()}) if fields else None
+
+    async def get_result(self, job_id: str) -> bytes | None:
+        """The stored result JSON of a completed job, exactly as the worker wrote it."""
+        raw: bytes | str | None = await self.redis.get(keys.result(job_id))
+        return raw.encode() if isinstance(raw, str) else raw
+
+    async def fail(self, job_id: str, code: str, message: str) -> bool:
+        """Fail a live job (for example one the broker refused); False if it was already terminal."""
+        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
+        return bool(await self._finish(keys=job_keys, args=args))
+
+    async def queue_depths(self, queue: str) -> dict[int, int]:
+        """Messages waiting per broker priority step."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for step in PRIORITY_STEPS:
+                pipe.llen(keys.priority_list(queue, step))
+            lengths: Sequence[int] = await pipe.execute()
+        return dict(zip(PRIORITY_STEPS, lengths, strict=True))
+
+    async def counts(self) -> tuple[int, dict[str, int]]:
+        """Jobs being processed now, and terminal jobs counted per status since the store began."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.scard(keys.PROCESSING_JOBS)
+            pipe.hgetall(keys.JOB_STATS)
+            active, totals = await pipe.execute()
+        return int(active), {str(k): int(v) for k, v in totals.items()}

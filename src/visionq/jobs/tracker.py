@@ -1,0 +1,103 @@
+"""JobTracker: the worker's side of job state in Redis (claim, advance, complete, fail, sweep)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis import Redis
+
+from visionq.jobs import keys, scripts
+from visionq.jobs.records import JobRecord, ResultBody
+from visionq.jobs.states import JobStatus, Stage
+from visionq.jobs.store import advance_call, claim_call, complete_call, finish_call
+
+log = logging.getLogger(__name__)
+
+#: Bucket bounds (seconds) of the inference-time histogram kept in Redis for `visionq_model_inference_seconds`.
+INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Jobs the sweeper gives up in one pass; the rest wait for the next pass.
+SWEEP_BATCH = 100
+
+
+class JobTracker:
+    """Moves jobs through their stages on behalf of one worker process.
+
+    >>> tracker = JobTracker(redis, worker_id="w1@host", result_ttl=3600, stale_after=300)  # doctest: +SKIP
+    >>> attempts = tracker.claim(job_id)                                                   # doctest: +SKIP
+    >>> tracker.advance(job_id, Stage.PREPROCESSING)                                       # doctest: +SKIP
+    """
+
+    def __init__(self, redis: Redis, *, worker_id: str, result_ttl: int, stale_after: int) -> None:
+        self.redis = redis
+        self.worker_id = worker_id
+        self.result_ttl = result_ttl
+        self.stale_after = stale_after
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._advance = redis.register_script(scripts.ADVANCE)
+        self._complete = redis.register_script(scripts.COMPLETE)
+        self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
+
+    def _deadline(self) -> float:
+        return time.time() + self.stale_after
+
+    def claim(self, job_id: str) -> int:
+        """Mark the job as taken by this worker; returns its delivery count, 0 if it is no longer live."""
+        job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
+        return int(self._claim(keys=job_keys, args=args))
+
+    def load(self, job_id: str) -> tuple[JobRecord, bytes | None] | None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.status(job_id))
+            pipe.get(keys.image(job_id))
+            fields, image = pipe.execute()
+        if not fields:
+            return None
+        return JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()}), image
+
+    def advance(self, job_id: str, stage: Stage) -> bool:
+        job_keys, args = advance_call(job_id, stage.value, stage.progress, self._deadline())
+        return bool(self._advance(keys=job_keys, args=args))
+
+    def complete(self, result: ResultBody) -> bool:
+        """Store the result and finish the job; False if another delivery finished it first."""
+        job_keys, args = complete_call(result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl)
+        return bool(self._complete(keys=job_keys, args=args))
+
+    def fail(self, job_id: str, code: str, message: str) -> bool:
+        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
+        return bool(self._finish(keys=job_keys, args=args))
+
+    def record_inference(self, model_ref: str, seconds: float, images: int = 1) -> None:
+        """Add one observation per image to the cluster-wide inference histogram."""
+        key = keys.inference_stats(model_ref)
+        with self.redis.pipeline(transaction=True) as pipe:
+            for bound in INFERENCE_BUCKETS:
+                if seconds <= bound:
+                    pipe.hincrby(key, f"le:{bound}", images)
+            pipe.hincrby(key, "count", images)
+            pipe.hincrbyfloat(key, "sum", seconds * images)
+            pipe.execute()
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Fail live jobs past their deadline: queued jobs whose image expired, and processing jobs
+        whose worker stopped reporting longer ago than any redelivery would take."""
+        overdue = self.redis.zrangebyscore(keys.LIVE_JOBS, "-inf", now or time.time(), start=0, num=SWEEP_BATCH)
+        given_up: list[str] = []
+        for job_id in (_text(raw_id) for raw_id in overdue if isinstance(raw_id, bytes | str)):
+            state = self.redis.hget(keys.status(job_id), "status")
+            if state is None:
+                self.redis.zrem(keys.LIVE_JOBS, job_id)
+                continue
+            if _text(state) == JobStatus.PENDING:
+                message = "no worker took the job before its image expired; submit it again"
+            else:
+                message = "the worker processing the job stopped responding and it was not redelivered in time"
+            if self.fail(job_id, "internal_error", message):
+                log.warning("swept stale job", extra={"job_id": job_id, "status": _text(state)})
+                given_up.append(job_id)
+        return given_up
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,112 @@
+"""Every Prometheus metric visionq exposes, declared once with the names of API.md.
+
+Two kinds live here. Request metrics are counted by each API process in memory. Job and
+worker figures are cluster-wide: workers and Lua scripts keep them in Redis (keys.py), and
+each scrape of `/metrics` reads them back, so one scrape of any API process shows the whole
+fleet, whichever machines its workers run on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+
+from visionq.jobs import keys
+from visionq.jobs.states import BROKER_PRIORITY, JobStatus
+from visionq.jobs.tracker import INFERENCE_BUCKETS
+
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class ClusterSnapshot:
+    """Job and worker figures read from Redis for one scrape."""
+
+    active_jobs: int = 0
+    queue_depth: dict[str, int] = field(default_factory=dict)
+    jobs_total: dict[str, int] = field(default_factory=dict)
+    inference: dict[str, dict[str, float]] = field(default_factory=dict)
+    workers: int = 0
+
+
+async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.scard(keys.PROCESSING_JOBS)
+        pipe.hgetall(keys.JOB_STATS)
+        for step in BROKER_PRIORITY.values():
+            pipe.llen(keys.priority_list(queue, step))
+        active, totals, *depths = await pipe.execute()
+    inference: dict[str, dict[str, float]] = {}
+    async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
+        fields = await redis.hgetall(key)
+        inference[key.removeprefix(keys.INFERENCE_STATS_PREFIX)] = {str(k): float(v) for k, v in fields.items()}
+    workers = 0
+    async for _ in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
+        workers += 1
+    return ClusterSnapshot(
+        active_jobs=int(active),
+        queue_depth={p.value: int(d) for p, d in zip(BROKER_PRIORITY, depths, strict=True)},
+        jobs_total={k: int(v) for k, v in totals.items()},
+        inference=inference,
+        workers=workers,
+    )
+
+
+class _ClusterCollector(Collector):
+    def __init__(self) -> None:
+        self.snapshot = ClusterSnapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        yield GaugeMetricFamily("visionq_active_jobs", "Jobs a worker is processing now.", value=snap.active_jobs)
+        depth = GaugeMetricFamily("visionq_queue_depth", "Jobs waiting in the queue.", labels=["priority"])
+        for priority, count in snap.queue_depth.items():
+            depth.add_metric([priority], count)
+        yield depth
+        jobs = CounterMetricFamily("visionq_jobs", "Jobs that reached a terminal state.", labels=["status"])
+        for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+            jobs.add_metric([status.value], snap.jobs_total.get(status.value, 0))
+        yield jobs
+        inference = HistogramMetricFamily(
+            "visionq_model_inference_seconds", "Seconds spent in model prediction.", labels=["model_version"]
+        )
+        for model_ref, fields in sorted(snap.inference.items()):
+            buckets = [(str(bound), fields.get(f"le:{bound}", 0.0)) for bound in INFERENCE_BUCKETS]
+            buckets.append(("+Inf", fields.get("count", 0.0)))
+            inference.add_metric([model_ref], buckets, sum_value=fields.get("sum", 0.0))
+        yield inference
+        yield GaugeMetricFamily("visionq_workers", "Live worker processes (fresh heartbeats).", value=snap.workers)
+
+
+class Metrics:
+    """The registry of one API process.
+
+    >>> metrics = Metrics()
+    >>> metrics.http_requests.labels("GET", "/health", "200").inc()
+    >>> b"visionq_http_requests_total" in metrics.render(ClusterSnapshot())
+    True
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.http_duration = Histogram(
+            "visionq_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "visionq_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=self.registry
+        )
+        self._cluster = _ClusterCollector()
+        self.registry.register(self._cluster)
+
+    def render(self, snapshot: ClusterSnapshot) -> bytes:
+        self._cluster.snapshot = snapshot
+        return generate_latest(self.registry)

@@ -1,0 +1,57 @@
+"""The Celery application, built from settings (`create_celery_app`).
+
+Both sides use it: the API only sends tasks by name, the worker runs them. Every choice below
+serves one promise, that an accepted job is neither lost nor run late behind lower priorities.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from visionq.jobs.keys import PRIORITY_SEPARATOR
+from visionq.jobs.states import PRIORITY_STEPS
+from visionq.settings import Settings
+
+CLASSIFY_TASK = "visionq.classify_image"
+#: Longest pause between kombu's scans for unacknowledged messages of dead workers.
+MAX_RESTORE_INTERVAL = 10
+
+
+class VisionqCelery(Celery):
+    """A Celery app that carries the settings it was built from, for the worker's signal handlers."""
+
+    settings: Settings
+
+
+def create_celery_app(settings: Settings) -> VisionqCelery:
+    app = VisionqCelery("visionq", broker=settings.broker_url, include=["visionq.worker.tasks"])
+    app.settings = settings
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # Job state lives in our own Redis keys; Celery's result backend would duplicate it.
+        result_backend=None,
+        # acks_late + reject_on_worker_lost: a message is acknowledged only once its job is finished,
+        # so a worker killed mid-job leaves it to be redelivered rather than lost.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Prefetch 1: a busy worker holds no queued message, so a later urgent job is not stuck
+        # behind low ones already reserved by this worker.
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # One Redis list per step; BRPOP lists them in ascending order, so step 0 is always served first.
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEPARATOR,
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": min(MAX_RESTORE_INTERVAL, settings.visibility_timeout),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
+        },
+    )
+    return app

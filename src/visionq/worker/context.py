@@ -1,0 +1,103 @@
+"""What one worker process holds: settings, catalog, loaded models, Redis, and its housekeeping.
+
+Set up once per process (each prefork child, or the main process for `solo`/`threads`), before
+it takes any job: models are loaded and warmed first, then the heartbeat that announces the
+process as ready starts, together with the stale-job sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import orjson
+from redis import Redis, RedisError
+
+from visionq.connections import sync_redis
+from visionq.inference.catalog import Catalog, build_catalog
+from visionq.inference.registry import ModelRegistry
+from visionq.jobs import keys
+from visionq.jobs.records import isoformat, utcnow
+from visionq.jobs.tracker import JobTracker
+from visionq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings, *, device: str = "cpu") -> None:
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.catalog: Catalog = build_catalog(settings)
+        self.registry = ModelRegistry(self.catalog, device=device, threads=settings.inference_threads)
+        self.redis: Redis = sync_redis(settings)
+        self.tracker = JobTracker(
+            self.redis,
+            worker_id=self.worker_id,
+            result_ttl=settings.result_ttl,
+            stale_after=settings.stale_job_after,
+        )
+        self.started_at = isoformat(utcnow())
+        self.jobs_done = 0
+        self._stop = threading.Event()
+        self._housekeeping: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Load the models to warm, then announce this process and start sweeping."""
+        self.registry.warm(self.settings.warm_models)
+        self.heartbeat()
+        self._housekeeping = threading.Thread(target=self._run_housekeeping, name="visionq-housekeeping", daemon=True)
+        self._housekeeping.start()
+        log.info("worker process ready", extra={"worker_id": self.worker_id, "models": self.registry.loaded()})
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.redis.delete(keys.worker(self.worker_id))
+        except RedisError:
+            log.warning("could not remove the heartbeat of %s", self.worker_id)
+
+    def heartbeat(self) -> None:
+        name = keys.worker(self.worker_id)
+        beat = {
+            "worker_id": self.worker_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "seen_at": isoformat(utcnow()),
+            "models": orjson.dumps(self.registry.loaded()).decode(),
+            "jobs_done": self.jobs_done,
+        }
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(name, mapping=beat)  # type: ignore[arg-type]
+            pipe.expire(name, int(self.settings.heartbeat_interval * keys.HEARTBEAT_MISSES) + 1)
+            pipe.execute()
+
+    def _run_housekeeping(self) -> None:
+        # The sweep runs on the heartbeat's tick: its interval only needs to be roughly kept.
+        last_sweep = 0.0
+        while not self._stop.wait(self.settings.heartbeat_interval):
+            try:
+                self.heartbeat()
+                if time.monotonic() - last_sweep >= self.settings.sweep_interval:
+                    self.tracker.sweep()
+                    last_sweep = time.monotonic()
+            except RedisError as exc:
+                log.warning("housekeeping skipped, Redis unreachable: %s", exc)
+
+
+_current: WorkerContext | None = None
+
+
+def install(context: WorkerContext) -> None:
+    global _current
+    _current = context
+
+
+def current() -> WorkerContext:
+    if _current is None:
+        raise RuntimeError("the worker process was not set up: start it with `visionq worker`")
+    return _current

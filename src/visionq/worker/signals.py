@@ -1,0 +1,44 @@
+"""Celery signal handlers that set up and tear down each worker process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import signals
+
+from visionq.settings import WorkerPool
+from visionq.worker import context
+from visionq.worker.celery_app import VisionqCelery
+
+
+def _setup(app: VisionqCelery) -> None:
+    ctx = context.WorkerContext(app.settings)
+    context.install(ctx)
+    ctx.start()
+
+
+@signals.worker_process_init.connect
+def _on_child_start(**_: Any) -> None:
+    # Prefork children load models after the fork: runtimes' thread pools do not survive fork.
+    from celery import current_app
+
+    _setup(current_app)  # type: ignore[arg-type]
+
+
+@signals.worker_process_shutdown.connect
+def _on_child_stop(**_: Any) -> None:
+    context.current().stop()
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender: Any, **_: Any) -> None:
+    # Without child processes, the main process runs the jobs, so it sets up before consuming.
+    app: VisionqCelery = sender.app
+    if app.settings.worker_pool is not WorkerPool.PREFORK:
+        _setup(app)
+
+
+@signals.worker_shutdown.connect
+def _on_worker_stop(sender: Any, **_: Any) -> None:
+    if sender.app.settings.worker_pool is not WorkerPool.PREFORK:
+        context.current().stop()

@@ -1,0 +1,104 @@
+"""Celery tasks: thin wrappers that take a job id and hand the work to `pipeline.py`.
+
+Failure policy, in one place:
+- the job is gone or already finished → nothing to do (a duplicate or late delivery);
+- a `VisionqError` that is not transient (bad image, unknown model) → the job fails at once with its code;
+- anything else (Redis hiccup, runtime error) → retried with exponential back-off, and once the
+  job has used `max_attempts` deliveries it fails with `internal_error`;
+- the worker dies mid-job → the unacknowledged message is redelivered (acks_late), counted as an attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import Task, shared_task
+from redis import RedisError
+
+from visionq.errors import VisionqError
+from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
+from visionq.worker import context
+from visionq.worker.celery_app import CLASSIFY_TASK
+from visionq.worker.pipeline import Classification, run_classification
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, name=CLASSIFY_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
+    ctx = context.current()
+    picked_up = time.perf_counter()
+    try:
+        attempts = ctx.tracker.claim(job_id)
+    except RedisError as exc:
+        # The job was not touched; the message comes back later and the claim is tried again.
+        raise self.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
+    if attempts == 0:
+        log.info("job is no longer live, skipping", extra={"job_id": job_id})
+        return
+    if attempts > ctx.settings.max_attempts:
+        ctx.tracker.fail(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
+        return
+    try:
+        _classify(ctx, job_id, picked_up)
+    except VisionqError as exc:
+        if exc.transient and attempts < ctx.settings.max_attempts:
+            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
+        ctx.tracker.fail(job_id, exc.code, exc.detail)
+    except Exception as exc:
+        if attempts < ctx.settings.max_attempts:
+            log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
+            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
+        log.exception("job failed for good", extra={"job_id": job_id})
+        ctx.tracker.fail(job_id, "internal_error", f"classification failed after {attempts} attempts")
+    finally:
+        ctx.jobs_done += 1
+
+
+def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None:
+    loaded = ctx.tracker.load(job_id)
+    if loaded is None:
+        return
+    record, image = loaded
+    if image is None:
+        ctx.tracker.fail(job_id, "internal_error", "the job's image expired before it could be processed")
+        return
+    spec = ctx.catalog.resolve(record.model_version)
+    classifier = ctx.registry.get(spec)
+    started_at = utcnow()
+    outcome = run_classification(
+        image,
+        classifier=classifier,
+        labels=ctx.catalog.labels(spec),
+        top=record.top_k,
+        max_pixels=ctx.settings.max_pixels,
+        report=lambda stage: ctx.tracker.advance(job_id, stage),
+    )
+    ctx.tracker.record_inference(spec.ref, outcome.inference_seconds)
+    result = _result(record, outcome, started_at.timestamp(), picked_up)
+    if not ctx.tracker.complete(result):
+        log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
+
+
+def _result(record: JobRecord, outcome: Classification, started: float, picked_up: float) -> ResultBody:
+    completed = utcnow()
+    created = parse_time(record.created_at).timestamp()
+    return ResultBody(
+        job_id=record.job_id,
+        predictions=outcome.predictions,
+        confidence_score=outcome.predictions[0].confidence,
+        processing_time=round(time.perf_counter() - picked_up, 6),
+        model_version=record.model_version,
+        created_at=record.created_at,
+        completed_at=isoformat(completed),
+        metadata=ResultMetadata(
+            image=outcome.image,
+            queue_time=round(max(0.0, started - created), 6),
+            total_time=round(completed.timestamp() - created, 6),
+        ),
+    )
+
+
+def _backoff(base: float, attempt: int) -> float:
+    return float(base * 2 ** (attempt - 1))
