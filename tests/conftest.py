@@ -1,0 +1,45 @@
+"""Shared test set-up: markers by folder, a clean VISIONQ_* environment, a settings factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from visionq.settings import Settings
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+CAT_JPEG = REPO / "examples" / "cat.jpg"
+LAYERS = ("unit", "model", "integration", "e2e")
+
+SettingsFactory = Callable[..., Settings]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        layer = Path(str(item.fspath)).relative_to(TESTS).parts[0]
+        if layer in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer))
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts with no VISIONQ_* variables and no .env file in its working directory."""
+    for name in list(os.environ):
+        if name.startswith("VISIONQ_") and name != "VISIONQ_TEST_REDIS_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    def factory(**overrides: Any) -> Settings:
+        overrides.setdefault("data_dir", tmp_path / "data")
+        return Settings(**overrides)
+
+    return factory

@@ -94,6 +94,6 @@ def serve(settings: Settings) -> None:
         worker.start()
         stack.callback(worker.stop)
         config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False
+            create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False, ws="websockets-sansio"
         )
         uvicorn.Server(config).run()

@@ -35,6 +35,6 @@ class Classifier(Protocol):
 def top_k(probabilities: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
     """The k most probable `(class_id, probability)` pairs of one row, most probable first."""
     k = min(k, probabilities.shape[0])
-    candidates = np.argpartition(-probabilities, k - 1)[:k]
-    ranked = candidates[np.argsort(-probabilities[candidates], kind="stable")]
+    # lexsort's last key is the primary one: confidence descending, then lower class id first on ties.
+    ranked = np.lexsort((np.arange(probabilities.shape[0]), -probabilities))[:k]
     return [(int(i), float(probabilities[i])) for i in ranked]

@@ -66,6 +66,7 @@ class WorkerContext:
             "worker_id": self.worker_id,
             "hostname": socket.gethostname(),
             "pid": os.getpid(),
+            "queue": self.settings.queue,
             "started_at": self.started_at,
             "seen_at": isoformat(utcnow()),
             "models": orjson.dumps(self.registry.loaded()).decode(),

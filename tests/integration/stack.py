@@ -1,0 +1,142 @@
+"""A real visionq stack for integration tests: a worker subprocess and the API on a real port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import uvicorn
+
+from visionq.api.app import create_app
+from visionq.embedded import free_port
+from visionq.jobs import keys
+from visionq.jobs.records import isoformat, utcnow
+from visionq.settings import Settings
+
+#: Seconds a worker may take to import torch, load and warm its models.
+WORKER_START_TIMEOUT = 90.0
+
+#: Worker settings that keep failure tests short: fast redelivery, heartbeat and sweep.
+FAST_RECOVERY: dict[str, Any] = {
+    "visibility_timeout": 2,
+    "stale_job_after": 30,
+    "heartbeat_interval": 0.5,
+    "sweep_interval": 1.0,
+    "retry_backoff": 0.2,
+    "log_level": "WARNING",
+}
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class WorkerProcess:
+    """`visionq worker` in its own process group, so a test can kill it and everything it forked."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+        for name, value in self.settings.model_dump(mode="json").items():
+            if value is not None:
+                env[f"VISIONQ_{name.upper()}"] = value if isinstance(value, str) else _json(value)
+        return env
+
+    def start(self) -> None:
+        started = isoformat(utcnow())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "visionq", "worker"], env=self.env(), start_new_session=True
+        )
+        client = redis.Redis.from_url(self.settings.broker_url, decode_responses=True)
+        try:
+            wait_for(lambda: self._ready(client, started), WORKER_START_TIMEOUT, "the worker's heartbeat")
+        finally:
+            client.close()
+
+    def _ready(self, client: redis.Redis, since: str) -> bool:
+        assert self.process is not None and self.process.poll() is None, "the worker exited during start-up"
+        for key in client.scan_iter(match=f"{keys.WORKER_PREFIX}*"):
+            beat = client.hgetall(key)
+            if beat.get("queue") == self.settings.queue and beat.get("started_at", "") >= since:
+                return True
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children: no warm shutdown, no acknowledgement."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class ApiServer:
+    """The API under uvicorn in a thread, on a free loopback port (httpx's TestServer pattern)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_config=None, access_log=False, ws="websockets-sansio"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="visionq-test-api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        wait_for(lambda: self.server.started, 30, "the API to start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def submit(api: Any, image: bytes, filename: str = "image", **fields: Any) -> Any:
+    """POST /classify and return the httpx response."""
+    data = {name: str(value) for name, value in fields.items()}
+    return api.post("/classify", files={"file": (filename, image)}, data=data)
+
+
+def wait_terminal(api: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll /status until the job is terminal; return the last status body."""
+
+    def terminal() -> dict[str, Any] | None:
+        body: dict[str, Any] = api.get(f"/status/{job_id}").json()
+        return body if body["status"] in ("completed", "failed", "cancelled") else None
+
+    result: dict[str, Any] = wait_for(terminal, timeout, f"job {job_id} to finish", interval=0.05)
+    return result

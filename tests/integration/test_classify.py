@@ -1,0 +1,96 @@
+"""Submit → stages → result through HTTP, on a real worker with the real models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from factories import cat_variants
+from integration.stack import submit, wait_terminal
+from tests_support import CAT_CLASSES
+
+CAT_JPEG = cat_variants()["jpeg"]
+
+
+def classify(api: httpx.Client, image: bytes, **fields: Any) -> dict[str, Any]:
+    accepted = submit(api, image, **fields)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    assert wait_terminal(api, job_id)["status"] == "completed"
+    result = api.get(f"/result/{job_id}")
+    assert result.status_code == 200
+    body: dict[str, Any] = result.json()
+    return body
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+def test_each_builtin_model_sees_the_cat(api: httpx.Client, model: str) -> None:
+    result = classify(api, CAT_JPEG, model_version=model)
+
+    assert result["model_version"] == f"{model}@1"
+    assert result["predictions"][0]["class_id"] in CAT_CLASSES
+    assert result["confidence_score"] == result["predictions"][0]["confidence"]
+
+
+@pytest.mark.parametrize("variant", sorted(cat_variants()))
+def test_every_supported_encoding_of_the_cat_is_a_cat(api: httpx.Client, variant: str) -> None:
+    result = classify(api, cat_variants()[variant])
+
+    assert result["predictions"][0]["class_id"] in CAT_CLASSES, result["predictions"]
+    assert (result["metadata"]["image"]["width"], result["metadata"]["image"]["height"]) == (451, 300)
+
+
+def test_accepted_answer_matches_the_contract(api: httpx.Client) -> None:
+    response = submit(api, CAT_JPEG, filename="cat.jpg", priority="high")
+
+    body = response.json()
+    assert response.status_code == 202
+    assert response.headers["location"] == f"/status/{body['job_id']}"
+    assert body["status"] == "pending"
+    assert body["priority"] == "high"
+    assert body["model_version"] == "efficientnet-lite0@1"
+    assert body["links"] == {
+        "status": f"/status/{body['job_id']}",
+        "result": f"/result/{body['job_id']}",
+        "websocket": f"/ws/{body['job_id']}",
+    }
+    assert body["created_at"].endswith("Z")
+
+
+def test_result_has_top_k_predictions_sorted_with_timings(api: httpx.Client) -> None:
+    result = classify(api, CAT_JPEG, top_k=7)
+
+    confidences = [p["confidence"] for p in result["predictions"]]
+    assert len(confidences) == 7
+    assert confidences == sorted(confidences, reverse=True)
+    assert result["predictions"][0]["class_name"] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert 0 < result["processing_time"] <= result["metadata"]["total_time"]
+    assert result["metadata"]["queue_time"] >= 0
+    assert result["metadata"]["image"]["format"] == "JPEG"
+    assert result["completed_at"] >= result["created_at"]
+
+
+def test_status_reports_the_finished_job(api: httpx.Client) -> None:
+    job_id = submit(api, CAT_JPEG).json()["job_id"]
+    wait_terminal(api, job_id)
+
+    status = api.get(f"/status/{job_id}").json()
+    assert status["status"] == "completed"
+    assert status["stage"] == "completed"
+    assert status["progress"] == 100
+    assert status["attempts"] == 1
+    assert status["worker_id"]
+    assert "error" not in status
+
+
+def test_result_of_a_running_job_is_202_with_its_status(api: httpx.Client) -> None:
+    job_id = submit(api, CAT_JPEG, model_version="efficientnet-lite2", priority="low").json()["job_id"]
+
+    response = api.get(f"/result/{job_id}")
+    if response.status_code == 202:
+        assert response.json()["status"] in ("pending", "processing")
+    else:  # the worker was quicker than this request
+        assert response.json()["status"] == "completed"
+    wait_terminal(api, job_id)

@@ -1,0 +1,4 @@
+"""Constants shared by tests of several layers."""
+
+#: ImageNet ids a cat photo may honestly get: tabby, tiger cat, Egyptian cat.
+CAT_CLASSES = frozenset({281, 282, 285})
