@@ -1,0 +1,112 @@
+"""Following jobs: the WebSocket stream, /models, /health/ready and /metrics with real figures."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from factories import cat_variants
+from integration.stack import ApiServer, WorkerProcess, submit, wait_terminal
+from visionq.settings import Settings
+
+CAT_JPEG = cat_variants()["jpeg"]
+Stack = tuple[Settings, WorkerProcess, ApiServer]
+
+
+def ws_url(stack: Stack, job_id: str) -> str:
+    return f"ws://127.0.0.1:{stack[2].port}/ws/{job_id}"
+
+
+def test_websocket_streams_progress_then_the_result_then_closes(api: httpx.Client, stack: Stack) -> None:
+    job_id = submit(api, CAT_JPEG, model_version="efficientnet-lite2").json()["job_id"]
+    messages: list[dict[str, Any]] = []
+    with connect(ws_url(stack, job_id), open_timeout=10) as ws:
+        while True:
+            try:
+                messages.append(json.loads(ws.recv(timeout=30)))
+            except ConnectionClosed:
+                break
+        close_code = ws.close_code
+
+    assert close_code == 1000
+    statuses, result = messages[:-1], messages[-1]
+    progress = [m["progress"] for m in statuses]
+    assert progress == sorted(progress), "progress went down"
+    assert statuses[-1]["status"] == "completed" and statuses[-1]["progress"] == 100
+    assert result["job_id"] == job_id and result["predictions"]
+    assert all("predictions" not in m for m in statuses)
+
+
+def test_websocket_of_a_finished_job_sends_status_and_result(api: httpx.Client, stack: Stack) -> None:
+    job_id = submit(api, CAT_JPEG).json()["job_id"]
+    wait_terminal(api, job_id)
+    with connect(ws_url(stack, job_id), open_timeout=10) as ws:
+        first, second = json.loads(ws.recv(timeout=10)), json.loads(ws.recv(timeout=10))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1000
+    assert first["status"] == "completed"
+    assert second["predictions"][0]["class_id"] in {281, 282, 285}
+
+
+def test_websocket_for_an_unknown_job_closes_with_4404(stack: Stack) -> None:
+    with connect(ws_url(stack, "unknown"), open_timeout=10) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 4404
+
+
+def test_models_lists_the_catalog_with_loaded_state(api: httpx.Client) -> None:
+    models = {m["name"]: m for m in api.get("/models").json()}
+
+    assert set(models) >= {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"}
+    lite0 = models["efficientnet-lite0"]
+    assert lite0["version"] == 1
+    assert "latest" in lite0["aliases"]
+    assert (lite0["input_size"], lite0["num_classes"], lite0["runtime"]) == (224, 1000, "torch")
+    assert all(m["loaded"] for m in models.values()), "the shared worker warms every model"
+
+
+def test_readiness_is_ok_with_redis_a_worker_and_the_default_model(api: httpx.Client) -> None:
+    response = api.get("/health/ready")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["redis"] == "ok"
+    assert body["checks"]["workers"] >= 1
+    assert set(body["checks"]) == {"redis", "workers", "models", "database"}
+
+
+def samples(api: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = api.get("/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_real_jobs_and_requests(api: httpx.Client) -> None:
+    before = samples(api)
+    job_id = submit(api, CAT_JPEG).json()["job_id"]
+    wait_terminal(api, job_id)
+    after = samples(api)
+
+    completed = ("visionq_jobs_total", (("status", "completed"),))
+    inferences = ("visionq_model_inference_seconds_count", (("model_version", "efficientnet-lite0@1"),))
+    posts = ("visionq_http_requests_total", (("method", "POST"), ("route", "/classify"), ("status", "202")))
+    assert after[completed] >= before.get(completed, 0) + 1
+    assert after[inferences] >= before.get(inferences, 0) + 1
+    assert after[posts] >= before.get(posts, 0) + 1
+    status_route = ("method", "GET"), ("route", "/status/{job_id}"), ("status", "200")
+    assert ("visionq_http_request_duration_seconds_count", status_route) in after
+    for priority in ("low", "normal", "high", "urgent"):
+        assert ("visionq_queue_depth", (("priority", priority),)) in after
+    assert ("visionq_active_jobs", ()) in after

@@ -1,0 +1,114 @@
+"""Priorities, a worker killed mid-job, result expiry, and Redis going away."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import redis
+
+from factories import cat_variants, chelsea, encode
+from integration.conftest import StackFactory
+from integration.stack import ApiServer, submit, wait_for, wait_terminal
+from visionq.embedded import free_port
+from visionq.jobs import keys
+from visionq.settings import Settings
+
+CAT_JPEG = cat_variants()["jpeg"]
+
+
+def completion_order(client: httpx.Client, job_ids: list[str]) -> list[str]:
+    finished = {job_id: wait_terminal(client, job_id, timeout=120)["updated_at"] for job_id in job_ids}
+    return sorted(job_ids, key=lambda job_id: finished[job_id])
+
+
+def test_urgent_job_overtakes_queued_low_ones(start_stack: StackFactory) -> None:
+    _, _, server = start_stack("priorities", warm_models=["efficientnet-lite2"])
+    with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(4) as pool:
+        lows = list(
+            pool.map(
+                lambda _: submit(client, CAT_JPEG, model_version="efficientnet-lite2", priority="low").json()["job_id"],
+                range(20),
+            )
+        )
+        urgent = submit(client, CAT_JPEG, model_version="efficientnet-lite2", priority="urgent").json()["job_id"]
+        order = completion_order(client, [*lows, urgent])
+
+    # The worker holds at most one reserved job besides the running one, so at most a couple of
+    # lows can finish first; without priorities the urgent job would finish last.
+    assert order.index(urgent) <= 3, order.index(urgent)
+
+
+def test_high_before_normal_before_low(start_stack: StackFactory) -> None:
+    _, _, server = start_stack("priority-classes", warm_models=["efficientnet-lite2"])
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        # Occupy the worker first so the rest queue up behind it.
+        blockers = [
+            submit(client, CAT_JPEG, model_version="efficientnet-lite2", priority="urgent").json()["job_id"]
+            for _ in range(4)
+        ]
+        by_priority = {
+            priority: [
+                submit(client, CAT_JPEG, model_version="efficientnet-lite2", priority=priority).json()["job_id"]
+                for _ in range(4)
+            ]
+            for priority in ("low", "normal", "high")
+        }
+        order = completion_order(client, [*blockers, *(j for ids in by_priority.values() for j in ids)])
+
+    mean_rank = {p: sum(order.index(j) for j in ids) / len(ids) for p, ids in by_priority.items()}
+    assert mean_rank["high"] < mean_rank["normal"] < mean_rank["low"], mean_rank
+
+
+def test_job_survives_its_worker_being_killed_mid_job(start_stack: StackFactory) -> None:
+    settings, worker, server = start_stack("kill", warm_models=["efficientnet-lite2"])
+    big_photo = encode(chelsea().resize((3600, 2400)), "JPEG", quality=95)
+    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        job_id = submit(api, big_photo, model_version="efficientnet-lite2").json()["job_id"]
+        wait_for(lambda: api.get(f"/status/{job_id}").json()["status"] == "processing", 30, "the job to start", 0.002)
+        worker.kill()
+        assert api.get(f"/status/{job_id}").json()["status"] == "processing"
+
+        worker.start()
+        final = wait_terminal(api, job_id, timeout=60)
+        result = api.get(f"/result/{job_id}").json()
+
+    assert final["status"] == "completed"
+    assert final["attempts"] == 2
+    assert result["predictions"][0]["class_id"] in {281, 282, 285}
+    assert client.exists(keys.image(job_id)) == 0, "the image is deleted once processed"
+    assert not client.sismember(keys.PROCESSING_JOBS, job_id)
+    client.close()
+
+
+def test_result_expires_after_its_ttl(start_stack: StackFactory, redis_client: redis.Redis) -> None:
+    _, _, server = start_stack("expiry", result_ttl=2)
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        job_id = submit(api, CAT_JPEG).json()["job_id"]
+        wait_terminal(api, job_id)
+        assert api.get(f"/result/{job_id}").status_code == 200
+        assert 0 < redis_client.ttl(keys.result(job_id)) <= 2
+
+        wait_for(lambda: api.get(f"/result/{job_id}").status_code == 404, 10, "the result to expire", 0.2)
+        assert api.get(f"/status/{job_id}").status_code == 404
+
+
+def test_redis_down_gives_503_fast_and_readiness_says_so(make_settings: object) -> None:
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout=0.5)
+    server = ApiServer(settings)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as api:
+            response = submit(api, CAT_JPEG)
+            assert response.status_code == 503
+            assert response.json()["code"] == "broker_unavailable"
+            assert int(response.headers["retry-after"]) > 0
+            assert response.elapsed.total_seconds() < 5
+
+            ready = api.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.json()["status"] == "down"
+            assert api.get("/health").status_code == 200
+    finally:
+        server.stop()
