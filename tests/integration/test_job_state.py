@@ -1,0 +1,134 @@
+"""JobStore and JobTracker against a real Redis: atomic transitions, TTLs and the stale-job sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio
+
+from visionq.jobs import keys
+from visionq.jobs.records import ImageInfo, JobRecord, Prediction, ResultBody, ResultMetadata, isoformat, utcnow
+from visionq.jobs.states import JobStatus, Priority, Stage
+from visionq.jobs.store import JobStore
+from visionq.jobs.tracker import JobTracker
+
+RESULT_TTL, IMAGE_TTL, STALE_AFTER = 60, 30, 20
+
+
+def new_record() -> JobRecord:
+    now = isoformat(utcnow())
+    return JobRecord(
+        job_id=str(uuid.uuid4()),
+        status=JobStatus.PENDING,
+        stage=Stage.QUEUED,
+        created_at=now,
+        updated_at=now,
+        model_version="efficientnet-lite0@1",
+        priority=Priority.NORMAL,
+        top_k=5,
+        image_format="PNG",
+        image_width=4,
+        image_height=3,
+    )
+
+
+def result_for(record: JobRecord) -> ResultBody:
+    return ResultBody(
+        job_id=record.job_id,
+        predictions=[Prediction(class_id=285, class_name="Egyptian cat", confidence=0.8)],
+        confidence_score=0.8,
+        processing_time=0.01,
+        model_version=record.model_version,
+        created_at=record.created_at,
+        completed_at=isoformat(utcnow()),
+        metadata=ResultMetadata(image=record.image, queue_time=0.0, total_time=0.01),
+    )
+
+
+@pytest.fixture
+def tracker(redis_url: str) -> Iterator[JobTracker]:
+    client = redis.Redis.from_url(redis_url)
+    yield JobTracker(client, worker_id="test:1", result_ttl=RESULT_TTL, stale_after=STALE_AFTER)
+    client.close()
+
+
+def create(redis_url: str, record: JobRecord, image: bytes = b"img") -> None:
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).create(record, image)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_create_stores_status_image_and_deadline(redis_url: str, redis_client: redis.Redis) -> None:
+    record = new_record()
+    create(redis_url, record)
+
+    assert redis_client.hget(keys.status(record.job_id), "status") == "pending"
+    assert 0 < redis_client.ttl(keys.image(record.job_id)) <= IMAGE_TTL
+    assert redis_client.ttl(keys.status(record.job_id)) > IMAGE_TTL
+    deadline = redis_client.zscore(keys.LIVE_JOBS, record.job_id)
+    assert deadline is not None and deadline <= time.time() + IMAGE_TTL
+
+
+def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:
+    record = new_record()
+    create(redis_url, record)
+
+    assert tracker.claim(record.job_id) == 1
+    assert redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
+    assert tracker.advance(record.job_id, Stage.INFERENCE)
+    assert tracker.advance(record.job_id, Stage.PREPROCESSING)  # a redelivery restarting its stages…
+    assert redis_client.hget(keys.status(record.job_id), "progress") == "50"  # …never lowers progress
+    assert tracker.complete(result_for(record))
+
+    assert not tracker.complete(result_for(record)), "a second result is refused"
+    assert not tracker.fail(record.job_id, "internal_error", "late failure"), "a finished job cannot fail"
+    assert not tracker.advance(record.job_id, Stage.POSTPROCESSING)
+    assert tracker.claim(record.job_id) == 0
+    status = redis_client.hgetall(keys.status(record.job_id))
+    assert (status["status"], status["progress"], status["attempts"]) == ("completed", "100", "1")
+    assert redis_client.exists(keys.image(record.job_id)) == 0
+    assert 0 < redis_client.ttl(keys.result(record.job_id)) <= RESULT_TTL
+    assert 0 < redis_client.ttl(keys.status(record.job_id)) <= RESULT_TTL
+    assert redis_client.zscore(keys.LIVE_JOBS, record.job_id) is None
+    assert not redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
+
+
+def test_every_change_is_published(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:
+    record = new_record()
+    create(redis_url, record)
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keys.events(record.job_id))
+    assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
+
+    tracker.claim(record.job_id)
+    tracker.advance(record.job_id, Stage.PREPROCESSING)
+    tracker.fail(record.job_id, "invalid_image", "bad bytes")
+
+    updates = [pubsub.get_message(timeout=5) for _ in range(3)]
+    pubsub.close()
+    stages = [JobRecord.model_validate_json(u["data"]).stage for u in updates if u]
+    assert stages == [Stage.INITIALIZING, Stage.PREPROCESSING, Stage.FAILED]
+
+
+def test_sweeper_fails_jobs_past_their_deadline(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:
+    queued, abandoned, fresh = new_record(), new_record(), new_record()
+    for record in (queued, abandoned, fresh):
+        create(redis_url, record)
+    tracker.claim(abandoned.job_id)
+
+    # A processing job is overdue after STALE_AFTER without progress; a queued one once its image expired.
+    assert tracker.sweep(now=time.time() + STALE_AFTER + 1) == [abandoned.job_id]
+    assert set(tracker.sweep(now=time.time() + IMAGE_TTL + 1)) >= {queued.job_id, fresh.job_id}
+    for record in (queued, abandoned):
+        status = redis_client.hgetall(keys.status(record.job_id))
+        assert status["status"] == "failed"
+        assert status["error_code"] == "internal_error"
+        assert redis_client.exists(keys.image(record.job_id)) == 0
