@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,6 @@ import pytest
 from visionq.settings import Settings
 
 TESTS = Path(__file__).parent
-REPO = TESTS.parent
-CAT_JPEG = REPO / "examples" / "cat.jpg"
 LAYERS = ("unit", "model", "integration", "e2e")
 
 SettingsFactory = Callable[..., Settings]
@@ -27,13 +25,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test starts with no VISIONQ_* variables and no .env file in its working directory."""
     for name in list(os.environ):
         if name.startswith("VISIONQ_") and name != "VISIONQ_TEST_REDIS_URL":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    yield
 
 
 @pytest.fixture

@@ -71,9 +71,10 @@ class WorkerProcess:
             client.close()
 
     def _ready(self, client: redis.Redis, since: str) -> bool:
-        assert self.process is not None and self.process.poll() is None, "the worker exited during start-up"
+        assert self.process is not None
+        assert self.process.poll() is None, "the worker exited during start-up"
         for key in client.scan_iter(match=f"{keys.WORKER_PREFIX}*"):
-            beat = client.hgetall(key)
+            beat = {str(k): str(v) for k, v in client.hgetall(key).items()}
             if beat.get("queue") == self.settings.queue and beat.get("started_at", "") >= since:
                 return True
         return False
@@ -101,7 +102,12 @@ class ApiServer:
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_config=None, access_log=False, ws="websockets-sansio"
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            ws="websockets-sansio",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="visionq-test-api", daemon=True)

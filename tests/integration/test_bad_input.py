@@ -23,8 +23,10 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["code"] == code
     assert body["status"] == status
     assert body["type"] == f"urn:visionq:problem:{code}"
-    assert body["title"] and body["detail"]
-    assert "Traceback" not in response.text and "/work/" not in response.text and "site-packages" not in response.text
+    assert body["title"]
+    assert body["detail"]
+    for leak in ("Traceback", "/work/", "site-packages"):
+        assert leak not in response.text
     return body
 
 

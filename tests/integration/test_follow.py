@@ -38,8 +38,10 @@ def test_websocket_streams_progress_then_the_result_then_closes(api: httpx.Clien
     statuses, result = messages[:-1], messages[-1]
     progress = [m["progress"] for m in statuses]
     assert progress == sorted(progress), "progress went down"
-    assert statuses[-1]["status"] == "completed" and statuses[-1]["progress"] == 100
-    assert result["job_id"] == job_id and result["predictions"]
+    assert statuses[-1]["status"] == "completed"
+    assert statuses[-1]["progress"] == 100
+    assert result["job_id"] == job_id
+    assert result["predictions"]
     assert all("predictions" not in m for m in statuses)
 
 

@@ -12,7 +12,7 @@ import redis
 import redis.asyncio
 
 from visionq.jobs import keys
-from visionq.jobs.records import ImageInfo, JobRecord, Prediction, ResultBody, ResultMetadata, isoformat, utcnow
+from visionq.jobs.records import JobRecord, Prediction, ResultBody, ResultMetadata, isoformat, utcnow
 from visionq.jobs.states import JobStatus, Priority, Stage
 from visionq.jobs.store import JobStore
 from visionq.jobs.tracker import JobTracker
@@ -74,7 +74,8 @@ def test_create_stores_status_image_and_deadline(redis_url: str, redis_client: r
     assert 0 < redis_client.ttl(keys.image(record.job_id)) <= IMAGE_TTL
     assert redis_client.ttl(keys.status(record.job_id)) > IMAGE_TTL
     deadline = redis_client.zscore(keys.LIVE_JOBS, record.job_id)
-    assert deadline is not None and deadline <= time.time() + IMAGE_TTL
+    assert deadline is not None
+    assert deadline <= time.time() + IMAGE_TTL
 
 
 def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:
@@ -104,7 +105,7 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
 def test_every_change_is_published(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:
     record = new_record()
     create(redis_url, record)
-    pubsub = redis_client.pubsub()
+    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(keys.events(record.job_id))
     assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
 

@@ -67,7 +67,14 @@ def api(
 
     settings = _settings(host=host, port=port)
     _configure_logging(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False, ws="websockets-sansio")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+    )
 
 
 @app.command()

@@ -94,6 +94,11 @@ def serve(settings: Settings) -> None:
         worker.start()
         stack.callback(worker.stop)
         config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False, ws="websockets-sansio"
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            ws="websockets-sansio",
         )
         uvicorn.Server(config).run()

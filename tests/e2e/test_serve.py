@@ -1,0 +1,86 @@
+"""`visionq serve` as a user runs it: one command, a cat classified by `visionq classify`, Ctrl-C, nothing left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from integration.stack import wait_for
+from tests_support import REPO
+from visionq.embedded import free_port
+
+SERVE_START_TIMEOUT = 120.0
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc (children re-parented elsewhere are not seen)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env |= {"VISIONQ_DATA_DIR": str(tmp_path / "data"), "VISIONQ_LOG_LEVEL": "WARNING"}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "visionq", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return bool(httpx.get(f"{url}/health/ready", timeout=2).json()["status"] == "ok")
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
+        helpers = descendants(serve.pid)
+        assert len(helpers) >= 2, "an embedded Redis and a worker"
+
+        classify = subprocess.run(
+            [sys.executable, "-m", "visionq", "classify", str(REPO / "examples" / "cat.jpg"), "--url", url],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert classify.returncode == 0, classify.stderr
+        assert any(name in classify.stdout for name in ("Egyptian cat", "tabby", "tiger cat")), classify.stdout
+    finally:
+        serve.send_signal(stop_signal)
+        output, _ = serve.communicate(timeout=60)
+
+    assert serve.returncode == 0, output.decode(errors="replace")[-2000:]
+    assert not [pid for pid in helpers if alive(pid)], "processes left behind"
+    assert (tmp_path / "data" / "redis").is_dir(), "the embedded Redis keeps its data in the data dir"
