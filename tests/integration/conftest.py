@@ -66,8 +66,9 @@ def start_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="session")
 def stack(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
-    """The shared stack: one prefork worker with every built-in model warm."""
-    return start_stack("main", warm_models=["*"])
+    """The shared stack: a `solo` worker (jobs run in its main process) with every built-in model warm.
+    The stacks of the priority and kill tests use the default prefork pool."""
+    return start_stack("main", warm_models=["*"], worker_pool="solo")
 
 
 @pytest.fixture

@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
+from model_factories import (
+    BLUE,
+    GREEN,
+    RED,
+    SIZE,
+    DropsRows,
+    TinyColourNet,
+    manifest,
+    model_folder,
+    save_torchscript,
+)
 from visionq.errors import InternalError
 from visionq.imaging.transforms import to_input
 from visionq.inference.catalog import Catalog, build_catalog
@@ -23,78 +33,16 @@ from visionq.inference.spec import ModelSpec, Runtime
 from visionq.inference.torch_backend import TorchClassifier
 from visionq.settings import Settings
 
-SIZE = 32
-LABELS = "red\ngreen\nblue\n"
-RED, GREEN, BLUE = 0, 1, 2
-
-
-class TinyColourNet(nn.Module):
-    """conv 3x3 (3 -> 4 channels) + ReLU + global mean + linear (4 -> 3): which colour dominates.
-
-    Weights are fixed (a channel-picking conv, a diagonal classifier) plus seeded noise, so the
-    answer is known in advance and the same on every machine.
-    """
-
-    def __init__(self, *, probabilities: bool) -> None:
-        super().__init__()
-        self.probabilities = probabilities
-        self.conv = nn.Conv2d(3, 4, kernel_size=3, padding=1)
-        self.fc = nn.Linear(4, 3)
-        generator = torch.Generator().manual_seed(1234)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.rand(self.conv.weight.shape, generator=generator) * 0.02 - 0.01)
-            assert self.conv.bias is not None
-            self.conv.bias.zero_()
-            for channel in range(3):
-                self.conv.weight[channel, channel, 1, 1] += 1.0
-            self.conv.weight[3] += 0.05  # a fourth channel: overall brightness
-            self.fc.weight.copy_(torch.tensor([[4.0, 0, 0, 0.5], [0, 4.0, 0, 0.5], [0, 0, 4.0, 0.5]]))
-            self.fc.bias.copy_(torch.tensor([0.1, 0.0, -0.1]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = torch.relu(self.conv(x)).mean((2, 3))
-        logits = self.fc(features)
-        return torch.softmax(logits, dim=1) if self.probabilities else logits
-
-
-class DropsRows(nn.Module):
-    """A broken model: whatever the batch, it answers for the first image only."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:1].mean((2, 3))
-
-
-def _save_torchscript(module: nn.Module, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream, still works
-        traced = torch.jit.trace(module.eval(), torch.zeros(2, 3, SIZE, SIZE))  # type: ignore[no-untyped-call]
-        traced.save(str(path))
-
-
-def _manifest(name: str, version: int, runtime: str, weights: str, *, input_size: int = SIZE) -> str:
-    return (
-        f'name = "{name}"\nversion = {version}\nruntime = "{runtime}"\nweights = "{weights}"\n'
-        f'labels = "labels.txt"\ninput_size = {input_size}\ndescription = "which colour dominates"\n'
-    )
-
-
-def _folder(root: Path, name: str, manifest: str, labels: str = LABELS) -> Path:
-    folder = root / name
-    folder.mkdir(parents=True)
-    (folder / "manifest.toml").write_text(manifest, encoding="utf-8")
-    (folder / "labels.txt").write_text(labels, encoding="utf-8")
-    return folder
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tiny@1: ONNX, outputs probabilities; tiny@2: TorchScript, outputs logits; tiny-fixed@1: ONNX, batch 1."""
     root = tmp_path_factory.mktemp("models")
-    onnx_folder = _folder(root, "tiny-onnx", _manifest("tiny", 1, "onnx", "model.onnx"))
+    onnx_folder = model_folder(root, "tiny-onnx", manifest("tiny", 1, "onnx", "model.onnx"))
     export_module_onnx(TinyColourNet(probabilities=True), SIZE, onnx_folder / "model.onnx")
-    ts_folder = _folder(root, "tiny-torchscript", _manifest("tiny", 2, "torchscript", "model.pt"))
-    _save_torchscript(TinyColourNet(probabilities=False), ts_folder / "model.pt")
-    fixed_folder = _folder(root, "tiny-fixed", _manifest("tiny-fixed", 1, "onnx", "fixed.onnx"))
+    ts_folder = model_folder(root, "tiny-torchscript", manifest("tiny", 2, "torchscript", "model.pt"))
+    save_torchscript(TinyColourNet(probabilities=False), ts_folder / "model.pt")
+    fixed_folder = model_folder(root, "tiny-fixed", manifest("tiny-fixed", 1, "onnx", "fixed.onnx"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         torch.onnx.export(
@@ -182,8 +130,8 @@ def test_fixed_batch_onnx_model_runs_image_by_image(registry: ModelRegistry, cat
 
 
 def test_model_that_drops_rows_is_an_internal_error(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, "broken", _manifest("broken", 1, "torchscript", "model.pt"))
-    _save_torchscript(DropsRows(), folder / "model.pt")
+    folder = model_folder(tmp_path, "broken", manifest("broken", 1, "torchscript", "model.pt"))
+    save_torchscript(DropsRows(), folder / "model.pt")
     catalog = build_catalog(Settings(model_dir=tmp_path, default_model="efficientnet-lite0"))
     spec = catalog.resolve("broken")
     model = ModelRegistry(catalog).get(spec)
@@ -193,9 +141,9 @@ def test_model_that_drops_rows_is_an_internal_error(tmp_path: Path) -> None:
 
 
 def test_labels_that_do_not_match_the_model_are_refused(tmp_path: Path) -> None:
-    ts = _folder(tmp_path, "ts", _manifest("ts", 1, "torchscript", "model.pt"), labels="a\nb\nc\nd\n")
-    _save_torchscript(TinyColourNet(probabilities=False), ts / "model.pt")
-    onnx = _folder(tmp_path, "onnx", _manifest("onnx", 1, "onnx", "model.onnx"), labels="a\nb\n")
+    ts = model_folder(tmp_path, "ts", manifest("ts", 1, "torchscript", "model.pt"), labels="a\nb\nc\nd\n")
+    save_torchscript(TinyColourNet(probabilities=False), ts / "model.pt")
+    onnx = model_folder(tmp_path, "onnx", manifest("onnx", 1, "onnx", "model.onnx"), labels="a\nb\n")
     export_module_onnx(TinyColourNet(probabilities=True), SIZE, onnx / "model.onnx")
     catalog = build_catalog(Settings(model_dir=tmp_path, default_model="ts"))
     registry = ModelRegistry(catalog)
@@ -208,7 +156,7 @@ def test_labels_that_do_not_match_the_model_are_refused(tmp_path: Path) -> None:
 
 
 def test_onnx_input_size_that_contradicts_the_manifest_is_refused(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, "fixed", _manifest("fixed", 1, "onnx", "model.onnx", input_size=64))
+    folder = model_folder(tmp_path, "fixed", manifest("fixed", 1, "onnx", "model.onnx", input_size=64))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -1,0 +1,126 @@
+"""Settings: the defaults of API.md, `VISIONQ_*` and `.env` overrides, refusals, and their documentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from conftest import REPO, SettingsFactory
+from visionq.cli import config_docs
+from visionq.settings import DEFAULT_REDIS_URL, Settings
+
+MIB = 1024 * 1024
+
+
+def test_defaults_match_the_contract(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    assert settings.max_upload_bytes == 10 * MIB
+    assert settings.max_pixels == 40_000_000
+    assert settings.result_ttl == 3600
+    assert settings.image_ttl == 1800
+    assert settings.port == 8000
+    assert settings.host == "127.0.0.1"
+    assert settings.callback_allow_private is False
+
+
+def test_the_broker_defaults_to_local_redis_when_no_url_is_set(make_settings: SettingsFactory) -> None:
+    assert make_settings().redis_url is None
+    assert make_settings().broker_url == DEFAULT_REDIS_URL
+    assert make_settings(redis_url="redis://cache:6380/2").broker_url == "redis://cache:6380/2"
+
+
+def test_environment_variables_override_the_defaults(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISIONQ_MAX_UPLOAD_BYTES", "2048")
+    monkeypatch.setenv("VISIONQ_PORT", "9001")
+    monkeypatch.setenv("VISIONQ_HOST", "0.0.0.0")
+    monkeypatch.setenv("VISIONQ_CALLBACK_ALLOW_PRIVATE", "true")
+    monkeypatch.setenv("VISIONQ_REDIS_URL", "redis://broker:6379/1")
+    settings = make_settings()
+    assert settings.max_upload_bytes == 2048
+    assert settings.port == 9001
+    assert settings.host == "0.0.0.0"
+    assert settings.callback_allow_private is True
+    assert settings.redis_url == "redis://broker:6379/1"
+
+
+def test_variables_without_the_prefix_are_ignored(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORT", "9001")
+    assert make_settings().port == 8000
+
+
+def test_a_dot_env_file_in_the_working_directory_is_read(make_settings: SettingsFactory) -> None:
+    Path(".env").write_text("VISIONQ_RESULT_TTL=60\nVISIONQ_MAX_PIXELS=1000\n")
+    settings = make_settings()
+    assert settings.result_ttl == 60
+    assert settings.max_pixels == 1000
+
+
+def test_the_environment_wins_over_the_dot_env_file(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Path(".env").write_text("VISIONQ_PORT=9001\n")
+    monkeypatch.setenv("VISIONQ_PORT", "9002")
+    assert make_settings().port == 9002
+
+
+@pytest.mark.parametrize(("stale", "visibility"), [(60, 60), (30, 60)])
+def test_a_sweeper_faster_than_redelivery_is_refused(
+    make_settings: SettingsFactory, stale: int, visibility: int
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_settings(stale_job_after=stale, visibility_timeout=visibility)
+    assert "stale_job_after" in str(caught.value)
+    assert "visibility_timeout" in str(caught.value)
+
+
+def test_a_sweeper_slower_than_redelivery_is_accepted(make_settings: SettingsFactory) -> None:
+    settings = make_settings(stale_job_after=61, visibility_timeout=60)
+    assert (settings.stale_job_after, settings.visibility_timeout) == (61, 60)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["max_upload_bytes", "max_pixels", "result_ttl", "image_ttl", "stale_job_after", "visibility_timeout", "port"],
+)
+def test_negative_values_are_refused(make_settings: SettingsFactory, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_settings(**{field: -1})
+    assert field in str(caught.value)
+
+
+def test_a_negative_value_from_the_environment_is_refused(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISIONQ_RESULT_TTL", "-5")
+    with pytest.raises(ValidationError, match="result_ttl"):
+        make_settings()
+
+
+def test_settings_are_frozen(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_every_field_is_documented(name: str) -> None:
+    description = Settings.model_fields[name].description
+    assert description
+    assert len(description.split()) >= 4
+
+
+def test_every_field_appears_in_the_generated_reference() -> None:
+    rendered = config_docs.render()
+    for name in Settings.model_fields:
+        assert f"`VISIONQ_{name.upper()}`" in rendered
+
+
+def test_the_configuration_page_is_current() -> None:
+    page = REPO / "docs" / "configuration.md"
+    assert page.read_text() == config_docs.render(), "regenerate: python -m visionq config-docs > docs/configuration.md"

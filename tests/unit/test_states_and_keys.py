@@ -1,0 +1,102 @@
+"""Job vocabulary (statuses, stages, priorities, allowed changes) and the Redis key names of HLD §3.3."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from visionq.jobs import keys
+from visionq.jobs.states import WORKER_STAGES, JobStatus, Priority, Stage, can_advance
+
+LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
+TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+JOB_ID = "3f0c1d2e-4b5a-4c6d-8e7f-901234567890"
+
+
+def test_stage_progress_follows_the_design() -> None:
+    assert Stage.QUEUED.progress == 0
+    assert Stage.INITIALIZING.progress == 0
+    assert Stage.PREPROCESSING.progress == 25
+    assert Stage.INFERENCE.progress == 50
+    assert Stage.POSTPROCESSING.progress == 75
+    assert Stage.COMPLETED.progress == 100
+
+
+def test_worker_stages_run_in_order_of_progress() -> None:
+    assert WORKER_STAGES == (Stage.INITIALIZING, Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING)
+    progress = [stage.progress for stage in WORKER_STAGES]
+    assert progress == sorted(progress)
+
+
+def test_only_completed_failed_and_cancelled_are_terminal() -> None:
+    assert {status for status in JobStatus if status.terminal} == set(TERMINAL)
+
+
+@pytest.mark.parametrize("status", LIVE)
+@pytest.mark.parametrize("stage", WORKER_STAGES)
+def test_a_live_job_may_report_a_stage_at_or_past_its_progress(status: JobStatus, stage: Stage) -> None:
+    assert can_advance(status, 0, stage)
+    assert can_advance(status, stage.progress, stage)
+
+
+@pytest.mark.parametrize("current", WORKER_STAGES)
+@pytest.mark.parametrize("stage", WORKER_STAGES)
+def test_progress_never_goes_down(current: Stage, stage: Stage) -> None:
+    assert can_advance(JobStatus.PROCESSING, current.progress, stage) == (stage.progress >= current.progress)
+
+
+def test_a_job_near_the_end_cannot_go_back_to_preprocessing() -> None:
+    assert not can_advance(JobStatus.PROCESSING, 75, Stage.PREPROCESSING)
+    assert not can_advance(JobStatus.PROCESSING, 100, Stage.POSTPROCESSING)
+
+
+@pytest.mark.parametrize("status", TERMINAL)
+@pytest.mark.parametrize("stage", WORKER_STAGES)
+def test_a_finished_job_refuses_every_stage(status: JobStatus, stage: Stage) -> None:
+    assert not can_advance(status, 0, stage)
+
+
+def test_urgent_is_served_before_high_before_normal_before_low() -> None:
+    order = [Priority.URGENT, Priority.HIGH, Priority.NORMAL, Priority.LOW]
+    steps = [priority.broker_priority for priority in order]
+    assert steps == sorted(steps)
+    assert len(set(steps)) == len(steps)
+
+
+def test_broker_priorities_are_the_steps_of_kombus_redis_transport() -> None:
+    assert {priority.broker_priority for priority in Priority} <= set(range(10))
+    assert Priority.URGENT.broker_priority == 0
+
+
+def test_job_keys_are_named_as_in_the_design() -> None:
+    assert keys.status(JOB_ID) == f"job:{JOB_ID}:status"
+    assert keys.result(JOB_ID) == f"job:{JOB_ID}:result"
+    assert keys.image(JOB_ID) == f"job:{JOB_ID}:image"
+    assert keys.events(JOB_ID) == f"job:{JOB_ID}:events"
+
+
+def test_the_events_pattern_matches_every_job_channel() -> None:
+    prefix, suffix = keys.EVENTS_PATTERN.split("*")
+    channel = keys.events(JOB_ID)
+    assert channel.startswith(prefix)
+    assert channel.endswith(suffix)
+
+
+def test_the_highest_priority_step_uses_the_bare_queue_name() -> None:
+    assert keys.priority_list("visionq", 0) == "visionq"
+
+
+@pytest.mark.parametrize("step", [3, 6, 9])
+def test_other_priority_steps_get_a_suffix(step: int) -> None:
+    assert keys.priority_list("visionq", step) == f"visionq:{step}"
+
+
+@pytest.mark.parametrize("job_id", [JOB_ID, str(uuid.uuid4()), "job-with:colons:events"])
+def test_the_job_id_round_trips_through_its_events_channel(job_id: str) -> None:
+    assert keys.job_id_from_events(keys.events(job_id)) == job_id
+
+
+def test_worker_and_stats_keys_live_under_the_visionq_prefix() -> None:
+    assert keys.worker("w1@host") == "visionq:worker:w1@host"
+    assert keys.inference_stats("efficientnet-lite0@1") == "visionq:stats:inference:efficientnet-lite0@1"
