@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from visionq.jobs import keys
-from visionq.jobs.states import BROKER_PRIORITY, JobStatus
+from visionq.jobs.states import BROKER_PRIORITY, TERMINAL_STATUSES, JobStatus
 from visionq.jobs.tracker import INFERENCE_BUCKETS
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -32,6 +32,7 @@ class ClusterSnapshot:
     jobs_total: dict[str, int] = field(default_factory=dict)
     inference: dict[str, dict[str, float]] = field(default_factory=dict)
     workers: int = 0
+    processing_seconds: float = 0.0
 
 
 async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
@@ -51,7 +52,8 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
     return ClusterSnapshot(
         active_jobs=int(active),
         queue_depth={p.value: int(d) for p, d in zip(BROKER_PRIORITY, depths, strict=True)},
-        jobs_total={k: int(v) for k, v in totals.items()},
+        jobs_total={k: int(v) for k, v in totals.items() if k in TERMINAL_STATUSES},
+        processing_seconds=float(totals.get("processing_seconds", 0.0)),
         inference=inference,
         workers=workers,
     )
@@ -72,6 +74,11 @@ class _ClusterCollector(Collector):
         for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
             jobs.add_metric([status.value], snap.jobs_total.get(status.value, 0))
         yield jobs
+        yield CounterMetricFamily(
+            "visionq_job_processing_seconds",
+            "Worker seconds spent on completed jobs, from pick-up to stored result.",
+            value=snap.processing_seconds,
+        )
         inference = HistogramMetricFamily(
             "visionq_model_inference_seconds", "Seconds spent in model prediction.", labels=["model_version"]
         )

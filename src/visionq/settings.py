@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     worker_concurrency: Annotated[int, Field(ge=1)] = 1
     """Jobs one worker runs at once (processes for `prefork`)."""
 
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    """Where workers run inference: `cpu`, `cuda` or `cuda:<index>`. With CUDA use `--pool solo` (or
+    threads): CUDA does not survive the fork of a prefork pool."""
+
     inference_threads: Annotated[int, Field(ge=0)] = 0
     """Intra-op threads for each inference process; 0 leaves the runtime's default."""
 
@@ -118,6 +122,12 @@ class Settings(BaseSettings):
     # --- logging -----------------------------------------------------------------------------
     log_level: str = "INFO"
     """Log level for visionq's loggers."""
+
+    @model_validator(mode="after")
+    def _check_cuda_pool(self) -> Self:
+        if self.device.startswith("cuda") and self.worker_pool is WorkerPool.PREFORK:
+            raise ValueError("device=cuda needs worker_pool=solo or threads: CUDA does not survive fork (celery#6036)")
+        return self
 
     @model_validator(mode="after")
     def _check_timeouts(self) -> Self:

@@ -94,3 +94,12 @@ def test_result_of_a_running_job_is_202_with_its_status(api: httpx.Client) -> No
     else:  # the worker was quicker than this request
         assert response.json()["status"] == "completed"
     wait_terminal(api, job_id)
+
+
+def test_estimated_completion_follows_from_measured_processing_time(api: httpx.Client) -> None:
+    wait_terminal(api, submit(api, CAT_JPEG).json()["job_id"])
+
+    accepted = submit(api, CAT_JPEG).json()
+    assert accepted["estimated_completion"] is not None
+    assert accepted["estimated_completion"] > accepted["created_at"]
+    wait_terminal(api, accepted["job_id"])

@@ -27,7 +27,8 @@ class DominantChannel:
 
     def predict(self, batch: Batch) -> Probabilities:
         means = batch.mean(axis=(2, 3)) + 10.0
-        return (means / means.sum(axis=1, keepdims=True)).astype(np.float32)
+        probabilities: Probabilities = (means / means.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probabilities
 
 
 def classify(image: bytes, top: int = 3) -> tuple[list[Stage], list[tuple[str, float]]]:

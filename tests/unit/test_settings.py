@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from conftest import REPO, SettingsFactory
+from conftest import SettingsFactory
+from tests_support import REPO
 from visionq.cli import config_docs
 from visionq.settings import DEFAULT_REDIS_URL, Settings
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from visionq.jobs import keys
-from visionq.jobs.states import WORKER_STAGES, JobStatus, Priority, Stage, can_advance
+from visionq.jobs.states import WORKER_STAGES, JobStatus, Priority, Stage
 
 LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -31,30 +31,6 @@ def test_worker_stages_run_in_order_of_progress() -> None:
 
 def test_only_completed_failed_and_cancelled_are_terminal() -> None:
     assert {status for status in JobStatus if status.terminal} == set(TERMINAL)
-
-
-@pytest.mark.parametrize("status", LIVE)
-@pytest.mark.parametrize("stage", WORKER_STAGES)
-def test_a_live_job_may_report_a_stage_at_or_past_its_progress(status: JobStatus, stage: Stage) -> None:
-    assert can_advance(status, 0, stage)
-    assert can_advance(status, stage.progress, stage)
-
-
-@pytest.mark.parametrize("current", WORKER_STAGES)
-@pytest.mark.parametrize("stage", WORKER_STAGES)
-def test_progress_never_goes_down(current: Stage, stage: Stage) -> None:
-    assert can_advance(JobStatus.PROCESSING, current.progress, stage) == (stage.progress >= current.progress)
-
-
-def test_a_job_near_the_end_cannot_go_back_to_preprocessing() -> None:
-    assert not can_advance(JobStatus.PROCESSING, 75, Stage.PREPROCESSING)
-    assert not can_advance(JobStatus.PROCESSING, 100, Stage.POSTPROCESSING)
-
-
-@pytest.mark.parametrize("status", TERMINAL)
-@pytest.mark.parametrize("stage", WORKER_STAGES)
-def test_a_finished_job_refuses_every_stage(status: JobStatus, stage: Stage) -> None:
-    assert not can_advance(status, 0, stage)
 
 
 def test_urgent_is_served_before_high_before_normal_before_low() -> None:

@@ -98,7 +98,8 @@ async def _http_error(_: Request, exc: Exception) -> ProblemResponse:
     status = HTTPStatus(exc.status_code)
     code = _HTTP_CODES.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "validation_error")
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else _default_detail(status)
-    return problem_response(exc.status_code, code, status.phrase, detail)
+    retry_after = 1 if exc.status_code in (429, 503) else None
+    return problem_response(exc.status_code, code, status.phrase, detail, retry_after=retry_after)
 
 
 async def _broker_error(_: Request, exc: Exception) -> ProblemResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import Request
 
 from visionq.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
@@ -38,6 +38,7 @@ class _Collector:
     filename: str | None = None
     _name: str = ""
     _is_file: bool = False
+    _files_seen: bool = False
     _value: bytearray = field(default_factory=bytearray)
     _header_field: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
@@ -72,8 +73,12 @@ class _Collector:
             self._value += data[start:end]
 
     def on_part_end(self) -> None:
-        if self._name == FILE_FIELD and self.file is None:
-            self.file = bytearray()
+        if self._name == FILE_FIELD and self._files_seen:
+            raise ValidationFailed(f"send one image per request: the form has more than one `{FILE_FIELD}` part")
+        if self._name == FILE_FIELD:
+            self._files_seen = True
+            if self.file is None:
+                self.file = bytearray()
         elif self._name and not self._is_file:
             if len(self.fields) >= MAX_FIELDS:
                 raise ValidationFailed(f"too many form fields: at most {MAX_FIELDS} are accepted")
@@ -103,6 +108,9 @@ async def read_upload(request: Request, *, max_file_bytes: int) -> Upload:
         parser.finalize()
     except FormParserError as exc:
         raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    # finalize() does not check that the closing boundary arrived: a body cut short would pass.
+    if parser.state != MultipartState.END:
+        raise ValidationFailed("the multipart body ended before its closing boundary; send the whole form")
     file = bytes(collector.file) if collector.file is not None else None
     return Upload(fields=collector.fields, file=file, filename=collector.filename)
 

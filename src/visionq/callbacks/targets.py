@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 from visionq.errors import ValidationFailed
@@ -21,6 +22,19 @@ def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
     )
 
 
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host string denotes by itself, including the legacy IPv4 forms that
+    resolvers accept (`127.1`, `2130706433`, `0x7f000001`); None for a host name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
 def check_callback_url(url: str, *, allow_private: bool) -> None:
     """Refuse non-http(s) URLs and, unless allowed, literal private/loopback/link-local targets.
 
@@ -37,9 +51,8 @@ def check_callback_url(url: str, *, allow_private: bool) -> None:
         raise ValidationFailed(
             f"callback_url host {host!r} is local; set VISIONQ_CALLBACK_ALLOW_PRIVATE=true to allow it"
         )
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = _literal_address(host)
+    if address is None:
         return
     if not is_public_address(address):
         raise ValidationFailed(

@@ -7,7 +7,8 @@ job:{id}:events          pub/sub channel: the status body on every change
 visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job sweeper
 visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
-visionq:stats:jobs       hash   terminal jobs counted per status (visionq_jobs_total)
+visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
+visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
 """
@@ -19,6 +20,7 @@ EVENTS_PATTERN = "job:*:events"
 LIVE_JOBS = "visionq:jobs:live"
 PROCESSING_JOBS = "visionq:jobs:processing"
 WORKER_PREFIX = "visionq:worker:"
+WORKERS_SEEN = "visionq:workers"
 JOB_STATS = "visionq:stats:jobs"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 #: Separator kombu puts between a queue's name and its priority step.

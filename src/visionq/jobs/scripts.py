@@ -54,7 +54,8 @@ return 1
 """
 )
 
-# KEYS: status, result, image, live, events, job stats, processing. ARGV: result JSON, now, result_ttl.
+# KEYS: status, result, image, live, events, job stats, processing.
+# ARGV: result JSON, now, result_ttl, processing seconds.
 COMPLETE = (
     _PUBLISH
     + _LIVE_JOB
@@ -66,6 +67,7 @@ redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('SREM', KEYS[7], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('HINCRBY', KEYS[6], 'completed', 1)
+redis.call('HINCRBYFLOAT', KEYS[6], 'processing_seconds', ARGV[4])
 publish(KEYS[1], KEYS[5])
 return 1
 """

@@ -34,6 +34,8 @@ class Stage(StrEnum):
 
     @property
     def progress(self) -> int:
+        """Progress a job has reached when it enters this stage. A job that fails or is cancelled
+        keeps the progress it had, so those two stages have none of their own."""
         return STAGE_PROGRESS[self]
 
 
@@ -65,8 +67,3 @@ class Priority(StrEnum):
 
 BROKER_PRIORITY: dict[Priority, int] = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.NORMAL: 6, Priority.LOW: 9}
 PRIORITY_STEPS = sorted(BROKER_PRIORITY.values())
-
-
-def can_advance(current: JobStatus, current_progress: int, stage: Stage) -> bool:
-    """Whether a worker may report `stage` now: live jobs only, and progress never goes down."""
-    return not current.terminal and stage.progress >= current_progress

@@ -7,7 +7,6 @@ Workers change jobs through `JobTracker` (tracker.py); both run the same Lua scr
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
@@ -32,7 +31,9 @@ def advance_call(job_id: str, stage: str, progress: int, deadline: float) -> Scr
     )
 
 
-def complete_call(job_id: str, result_json: bytes | str, completed_at: str, result_ttl: int) -> ScriptCall:
+def complete_call(
+    job_id: str, result_json: bytes | str, completed_at: str, result_ttl: int, processing_seconds: float
+) -> ScriptCall:
     body = result_json.decode() if isinstance(result_json, bytes) else result_json
     return (
         [
@@ -44,7 +45,7 @@ def complete_call(job_id: str, result_json: bytes | str, completed_at: str, resu
             keys.JOB_STATS,
             keys.PROCESSING_JOBS,
         ],
-        [body, completed_at, result_ttl],
+        [body, completed_at, result_ttl, processing_seconds],
     )
 
 
@@ -101,18 +102,18 @@ class JobStore:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
         return bool(await self._finish(keys=job_keys, args=args))
 
-    async def queue_depths(self, queue: str) -> dict[int, int]:
-        """Messages waiting per broker priority step."""
+    async def estimate_wait(self, queue: str, broker_priority: int) -> float | None:
+        """Seconds until a job queued now at `broker_priority` should be done: the jobs ahead of it
+        (its priority and higher) times the mean processing time, shared among live workers.
+        None until some job has completed, or while no worker is live."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for step in PRIORITY_STEPS:
-                pipe.llen(keys.priority_list(queue, step))
-            lengths: Sequence[int] = await pipe.execute()
-        return dict(zip(PRIORITY_STEPS, lengths, strict=True))
-
-    async def counts(self) -> tuple[int, dict[str, int]]:
-        """Jobs being processed now, and terminal jobs counted per status since the store began."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.scard(keys.PROCESSING_JOBS)
-            pipe.hgetall(keys.JOB_STATS)
-            active, totals = await pipe.execute()
-        return int(active), {str(k): int(v) for k, v in totals.items()}
+                if step <= broker_priority:
+                    pipe.llen(keys.priority_list(queue, step))
+            pipe.hmget(keys.JOB_STATS, ["completed", "processing_seconds"])
+            pipe.zcount(keys.WORKERS_SEEN, time.time(), "+inf")
+            *depths, (completed, seconds), workers = await pipe.execute()
+        if not completed or not workers:
+            return None
+        mean = float(seconds or 0.0) / int(completed)
+        return float((sum(depths) + 1) * mean / int(workers))

@@ -61,7 +61,9 @@ class JobTracker:
 
     def complete(self, result: ResultBody) -> bool:
         """Store the result and finish the job; False if another delivery finished it first."""
-        job_keys, args = complete_call(result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl)
+        job_keys, args = complete_call(
+            result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl, result.processing_time
+        )
         return bool(self._complete(keys=job_keys, args=args))
 
     def fail(self, job_id: str, code: str, message: str) -> bool:

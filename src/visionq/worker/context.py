@@ -28,11 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class WorkerContext:
-    def __init__(self, settings: Settings, *, device: str = "cpu") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.catalog: Catalog = build_catalog(settings)
-        self.registry = ModelRegistry(self.catalog, device=device, threads=settings.inference_threads)
+        self.registry = ModelRegistry(self.catalog, device=settings.device, threads=settings.inference_threads)
         self.redis: Redis = sync_redis(settings)
         self.tracker = JobTracker(
             self.redis,
@@ -57,6 +57,7 @@ class WorkerContext:
         self._stop.set()
         try:
             self.redis.delete(keys.worker(self.worker_id))
+            self.redis.zrem(keys.WORKERS_SEEN, self.worker_id)
         except RedisError:
             log.warning("could not remove the heartbeat of %s", self.worker_id)
 
@@ -75,6 +76,10 @@ class WorkerContext:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(name, mapping=beat)  # type: ignore[arg-type]
             pipe.expire(name, int(self.settings.heartbeat_interval * keys.HEARTBEAT_MISSES) + 1)
+            pipe.zadd(
+                keys.WORKERS_SEEN,
+                {self.worker_id: time.time() + self.settings.heartbeat_interval * keys.HEARTBEAT_MISSES},
+            )
             pipe.execute()
 
     def _run_housekeeping(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -20,7 +21,7 @@ from visionq.api.state import AppState
 from visionq.api.uploads import FILE_FIELD, read_upload
 from visionq.callbacks.targets import check_callback_url
 from visionq.imaging.decode import decode_image
-from visionq.jobs.records import JobRecord, isoformat, utcnow
+from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.worker.celery_app import CLASSIFY_TASK
 
@@ -32,7 +33,8 @@ ENQUEUE_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step"
 
 def _request_body_schema() -> dict[str, Any]:
     properties: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "The image."}}
-    for name, schema in ClassifyForm.model_json_schema()["properties"].items():
+    form_schema = ClassifyForm.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in form_schema["properties"].items():
         properties[name] = schema
     return {
         "requestBody": {
@@ -90,6 +92,7 @@ async def classify(request: Request, response: Response, state: StateDep) -> Job
     )
     await state.store.create(record, upload.file)
     await _enqueue(state, record)
+    wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)
 
     links = Links(
         status=f"/status/{record.job_id}", result=f"/result/{record.job_id}", websocket=f"/ws/{record.job_id}"
@@ -99,7 +102,7 @@ async def classify(request: Request, response: Response, state: StateDep) -> Job
         job_id=record.job_id,
         status=record.status,
         created_at=record.created_at,
-        estimated_completion=None,
+        estimated_completion=None if wait is None else isoformat(parse_time(now) + timedelta(seconds=wait)),
         model_version=record.model_version,
         priority=record.priority,
         links=links,

@@ -1,0 +1,140 @@
+"""Job records: RFC 3339 timestamps, the Redis hash round-trip, and the status body of API.md."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from visionq.jobs.records import JobRecord, dump_status, isoformat, parse_time
+from visionq.jobs.states import JobStatus, Priority, Stage
+
+RFC3339_MILLIS_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+JOB_ID = "0b7c4a8e-5d1f-4f3a-9e2b-6c8d0a1b2c3d"
+
+
+def _record(**changes: Any) -> JobRecord:
+    fields: dict[str, Any] = {
+        "job_id": JOB_ID,
+        "status": JobStatus.PENDING,
+        "stage": Stage.QUEUED,
+        "created_at": "2026-11-26T21:30:00.123Z",
+        "updated_at": "2026-11-26T21:30:00.123Z",
+        "model_version": "efficientnet-lite0@1",
+        "priority": Priority.NORMAL,
+        "top_k": 5,
+        "image_format": "PNG",
+        "image_width": 451,
+        "image_height": 300,
+    }
+    return JobRecord(**(fields | changes))
+
+
+def test_isoformat_is_utc_with_milliseconds_and_z() -> None:
+    moment = datetime(2026, 11, 26, 21, 30, 0, 123456, tzinfo=UTC)
+    assert isoformat(moment) == "2026-11-26T21:30:00.123Z"
+
+
+def test_isoformat_converts_other_offsets_to_utc() -> None:
+    moment = datetime(2026, 11, 26, 23, 30, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert isoformat(moment) == "2026-11-26T21:30:00.000Z"
+
+
+def test_isoformat_keeps_milliseconds_on_a_whole_second() -> None:
+    assert RFC3339_MILLIS_Z.fullmatch(isoformat(datetime(2026, 1, 1, tzinfo=UTC)))
+
+
+def test_parse_time_reads_back_what_isoformat_writes() -> None:
+    moment = datetime(2026, 11, 26, 21, 30, 0, 123000, tzinfo=UTC)
+    assert parse_time(isoformat(moment)) == moment
+
+
+def test_to_redis_gives_only_strings() -> None:
+    fields = _record(progress=25, attempts=2).to_redis()
+    assert all(isinstance(key, str) and isinstance(value, str) for key, value in fields.items())
+    assert fields["progress"] == "25"
+    assert fields["attempts"] == "2"
+    assert fields["status"] == "pending"
+    assert fields["priority"] == "normal"
+
+
+def test_to_redis_omits_unset_fields() -> None:
+    fields = _record().to_redis()
+    for absent in ("started_at", "worker_id", "callback_url", "error_code", "error_message"):
+        assert absent not in fields
+
+
+def test_a_new_record_round_trips_through_redis() -> None:
+    record = _record()
+    assert JobRecord.from_redis(record.to_redis()) == record
+
+
+def test_a_failed_record_round_trips_through_redis() -> None:
+    record = _record(
+        status=JobStatus.FAILED,
+        stage=Stage.FAILED,
+        progress=50,
+        started_at="2026-11-26T21:30:01.000Z",
+        worker_id="celery@host-1",
+        attempts=3,
+        callback_url="https://example.com/hook",
+        error_code="invalid_image",
+        error_message="the image is truncated",
+    )
+    assert JobRecord.from_redis(record.to_redis()) == record
+
+
+def test_from_redis_treats_empty_strings_as_unset() -> None:
+    fields = _record().to_redis() | {"worker_id": "", "error_code": ""}
+    record = JobRecord.from_redis(fields)
+    assert record.worker_id is None
+    assert record.error is None
+
+
+def test_dump_status_of_a_live_job_has_no_error_and_a_null_worker() -> None:
+    body = dump_status(_record().status_body())
+    assert "error" not in body
+    assert body["worker_id"] is None
+    assert body == {
+        "job_id": JOB_ID,
+        "status": "pending",
+        "progress": 0,
+        "stage": "queued",
+        "created_at": "2026-11-26T21:30:00.123Z",
+        "updated_at": "2026-11-26T21:30:00.123Z",
+        "worker_id": None,
+        "attempts": 0,
+        "model_version": "efficientnet-lite0@1",
+        "priority": "normal",
+    }
+
+
+def test_dump_status_of_a_processing_job_names_its_worker() -> None:
+    record = _record(status=JobStatus.PROCESSING, stage=Stage.INFERENCE, progress=50, worker_id="celery@host-1")
+    body = dump_status(record.status_body())
+    assert body["worker_id"] == "celery@host-1"
+    assert (body["status"], body["stage"], body["progress"]) == ("processing", "inference", 50)
+    assert "error" not in body
+
+
+def test_dump_status_of_a_failed_job_carries_its_error() -> None:
+    record = _record(status=JobStatus.FAILED, stage=Stage.FAILED, error_code="invalid_image", error_message="empty")
+    body = dump_status(record.status_body())
+    assert body["error"] == {"code": "invalid_image", "message": "empty"}
+    assert body["worker_id"] is None
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
+def test_failure_body_names_status_and_error(status: JobStatus) -> None:
+    record = _record(status=status, error_code="internal_error", error_message="gave up after 3 attempts")
+    assert record.failure_body().model_dump(mode="json") == {
+        "job_id": JOB_ID,
+        "status": status.value,
+        "error": {"code": "internal_error", "message": "gave up after 3 attempts"},
+    }
+
+
+def test_image_info_comes_from_the_record() -> None:
+    assert _record().image.model_dump() == {"width": 451, "height": 300, "format": "PNG"}
