@@ -158,7 +158,7 @@ def _print_result(image: Path, result: dict[str, Any]) -> bool:
         error = result.get("error") or {}
         errors.print(f"{image}: error[{error.get('code', 'unknown')}]: {error.get('message', result['status'])}")
         return False
-    table = Table(title=f"{image}  ({result['model_version']}, {result['processing_time'] * 1000:.0f} ms)")
+    table = Table(title=str(image), caption=f"{result['model_version']} · {result['processing_time'] * 1000:.0f} ms")
     table.add_column("class_id", justify="right")
     table.add_column("class")
     table.add_column("confidence", justify="right")
@@ -182,7 +182,10 @@ def models(
     except ProblemError as exc:
         errors.print(f"error[{exc.code}]: {exc.detail}")
         raise typer.Exit(1) from exc
-    table = Table("model", "aliases", "input", "classes", "runtime", "loaded")
+    table = Table()
+    table.add_column("model", no_wrap=True)
+    for column in ("aliases", "input", "classes", "runtime", "loaded"):
+        table.add_column(column)
     for info in listing:
         table.add_row(
             f"{info['name']}@{info['version']}",
