@@ -14,7 +14,7 @@ from typing import Any
 import redis
 import uvicorn
 
-from visionq.api.app import create_app
+from visionq.api.app import server_config
 from visionq.embedded import free_port
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
@@ -101,14 +101,7 @@ class ApiServer:
 
     def __init__(self, settings: Settings) -> None:
         self.port = free_port()
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            ws="websockets-sansio",
-        )
+        config = server_config(settings.model_copy(update={"host": "127.0.0.1"}), port=self.port)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="visionq-test-api", daemon=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
@@ -27,6 +28,18 @@ SUBSCRIBE_TIMEOUT = 2.0
 DESCRIPTION = """Asynchronous image classification. Upload an image to `POST /classify`, get a job id at once,
 then follow it with `GET /status/{id}` or the WebSocket `/ws/{id}` and fetch `GET /result/{id}`.
 Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`."""
+
+
+def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Config:
+    """How uvicorn serves the app: our own access log and logging set-up, sans-I/O WebSockets."""
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port if port is None else port,
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:

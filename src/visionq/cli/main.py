@@ -63,18 +63,11 @@ def api(
     """Run the HTTP API alone, against the Redis of VISIONQ_REDIS_URL."""
     import uvicorn
 
-    from visionq.api.app import create_app
+    from visionq.api.app import server_config
 
     settings = _settings(host=host, port=port)
     _configure_logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        ws="websockets-sansio",
-    )
+    uvicorn.Server(server_config(settings)).run()
 
 
 @app.command()

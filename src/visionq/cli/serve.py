@@ -19,7 +19,7 @@ from contextlib import ExitStack
 
 import uvicorn
 
-from visionq.api.app import create_app
+from visionq.api.app import server_config
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
 
@@ -93,12 +93,4 @@ def serve(settings: Settings) -> None:
         worker = WorkerProcess({**os.environ, "VISIONQ_REDIS_URL": redis_url})
         worker.start()
         stack.callback(worker.stop)
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            ws="websockets-sansio",
-        )
-        uvicorn.Server(config).run()
+        uvicorn.Server(server_config(settings)).run()
