@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from visionq.errors import InternalError
-from visionq.inference.classifier import Batch, Probabilities
-from visionq.inference.onnx_backend import check_batch, to_probabilities
+from visionq.inference.classifier import Batch, Probabilities, check_batch, to_probabilities
 from visionq.inference.spec import ModelSpec, Runtime
 
 __all__ = ["BUILTIN_ARCHITECTURES", "LiteClassifier", "TorchClassifier", "builtin_weights_path", "load_builtin"]
