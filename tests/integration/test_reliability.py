@@ -112,3 +112,42 @@ def test_redis_down_gives_503_fast_and_readiness_says_so(make_settings: object) 
             assert api.get("/health").status_code == 200
     finally:
         server.stop()
+
+
+def test_cancelling_a_queued_job_means_it_never_runs(start_stack: StackFactory) -> None:
+    _, _, server = start_stack("cancel", warm_models=["efficientnet-lite2"])
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        busy = [submit(api, CAT_JPEG, model_version="efficientnet-lite2").json()["job_id"] for _ in range(6)]
+        queued = submit(api, CAT_JPEG, priority="low").json()["job_id"]
+
+        response = api.delete(f"/jobs/{queued}")
+        assert response.status_code == 200
+        assert response.json()["status"] == "cancelled"
+        for job_id in busy:
+            wait_terminal(api, job_id)
+
+        status = api.get(f"/status/{queued}").json()
+        assert (status["status"], status["attempts"], status["error"]["code"]) == ("cancelled", 0, "cancelled")
+        result = api.get(f"/result/{queued}")
+        assert result.status_code == 200
+        assert result.json()["status"] == "cancelled"
+        finished = api.delete(f"/jobs/{busy[0]}")
+        assert finished.status_code == 409
+        assert finished.json()["code"] == "conflict"
+        assert api.delete("/jobs/unknown").status_code == 404
+
+
+def test_cancelling_a_running_job_stops_it_at_the_next_stage(start_stack: StackFactory) -> None:
+    _, _, server = start_stack("cancel-running", warm_models=["efficientnet-lite2"])
+    big_photo = encode(chelsea().resize((3600, 2400)), "JPEG", quality=95)
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        job_id = submit(api, big_photo, model_version="efficientnet-lite2").json()["job_id"]
+        wait_for(lambda: api.get(f"/status/{job_id}").json()["status"] == "processing", 30, "the job to start", 0.002)
+        assert api.delete(f"/jobs/{job_id}").status_code == 200
+
+        # A later job still runs: the worker dropped the cancelled one and moved on.
+        wait_terminal(api, submit(api, CAT_JPEG).json()["job_id"])
+        status = api.get(f"/status/{job_id}").json()
+        assert status["status"] == "cancelled"
+        assert status["progress"] < 100
+        assert api.get(f"/result/{job_id}").json()["status"] == "cancelled"

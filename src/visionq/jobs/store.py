@@ -97,6 +97,12 @@ class JobStore:
         raw: bytes | str | None = await self.redis.get(keys.result(job_id))
         return raw.encode() if isinstance(raw, str) else raw
 
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a live job: a queued one is never processed, a running one stops at its next stage.
+        False if the job is unknown or already terminal."""
+        job_keys, args = finish_call(job_id, JobStatus.CANCELLED, "cancelled", "cancelled by request", self.result_ttl)
+        return bool(await self._finish(keys=job_keys, args=args))
+
     async def fail(self, job_id: str, code: str, message: str) -> bool:
         """Fail a live job (for example one the broker refused); False if it was already terminal."""
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)

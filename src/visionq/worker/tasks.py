@@ -18,11 +18,16 @@ from redis import RedisError
 
 from visionq.errors import VisionqError
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
+from visionq.jobs.states import Stage
 from visionq.worker import context
 from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.pipeline import Classification, run_classification
 
 log = logging.getLogger(__name__)
+
+
+class JobNoLongerLive(Exception):
+    """The job was cancelled or finished elsewhere while this worker was on it."""
 
 
 @shared_task(bind=True, name=CLASSIFY_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -42,6 +47,8 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         return
     try:
         _classify(ctx, job_id, picked_up)
+    except JobNoLongerLive:
+        log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
     except VisionqError as exc:
         if exc.transient and attempts < ctx.settings.max_attempts:
             raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
@@ -73,12 +80,18 @@ def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None
         labels=ctx.catalog.labels(spec),
         top=record.top_k,
         max_pixels=ctx.settings.max_pixels,
-        report=lambda stage: ctx.tracker.advance(job_id, stage),
+        report=lambda stage: _advance(ctx, job_id, stage),
     )
     ctx.tracker.record_inference(spec.ref, outcome.inference_seconds)
     result = _result(record, outcome, started_at.timestamp(), picked_up)
     if not ctx.tracker.complete(result):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
+
+
+def _advance(ctx: context.WorkerContext, job_id: str, stage: Stage) -> None:
+    # Each stage boundary is where a cancelled job stops: the tracker refuses to advance it.
+    if not ctx.tracker.advance(job_id, stage):
+        raise JobNoLongerLive(job_id)
 
 
 def _result(record: JobRecord, outcome: Classification, started: float, picked_up: float) -> ResultBody:

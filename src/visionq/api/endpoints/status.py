@@ -59,6 +59,21 @@ async def get_result(job_id: str, store: JobStoreDep) -> Response:
     return JSONResponse(dump_status(record.status_body()), status_code=http.HTTP_202_ACCEPTED)
 
 
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=StatusBody,
+    responses=problem_responses(errors.JobNotFound, errors.Conflict),
+)
+async def cancel_job(job_id: str, store: JobStoreDep) -> JSONResponse:
+    """Cancel a job: at once if queued, at its next stage if running; 409 if it already finished."""
+    if not await store.cancel(job_id):
+        record = await _record(store, job_id)
+        raise errors.Conflict(
+            f"job {job_id} is already {record.status.value}; only queued or running jobs can be cancelled"
+        )
+    return JSONResponse(dump_status((await _record(store, job_id)).status_body()))
+
+
 @router.websocket("/ws/{job_id}")
 async def watch_job(websocket: WebSocket, job_id: str, store: JobStoreDep, events: EventsDep) -> None:
     """Pushes the status body on connect and on every change, then the result once, then closes."""
