@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from visionq import __version__
 from visionq.api import problems
@@ -74,9 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (classification.router, status.router, catalog.router, health.router):
         app.include_router(router)
 
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    # Mounted after every router, so API routes win and the page only answers paths nothing else claims.
+    app.mount("/", StaticFiles(directory=str(resources.files("visionq") / "web"), html=True), name="web")
 
     app.add_middleware(RequestMiddleware, metrics=metrics)
     return app

@@ -1,0 +1,72 @@
+"""The visionq Python SDK: `Client` (blocking) and `AsyncClient` (asyncio), on httpx and websockets.
+
+    >>> from visionq.client import Client                           # doctest: +SKIP
+    >>> with Client() as client:                                    # VISIONQ_URL, else http://127.0.0.1:8000
+    ...     outcome = client.classify("cat.jpg")
+
+Guide: docs/sdk.md. The wire models are the server's own (plain pydantic), re-exported here.
+"""
+
+from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.client.aio import AsyncClient
+from visionq.client.common import ImageInput, JobRef, OnStatus, Outcome
+from visionq.client.errors import (
+    BrokerUnavailableError,
+    ClientError,
+    ConflictError,
+    ConnectionFailed,
+    ForbiddenError,
+    ImageTooLargeError,
+    InternalServerError,
+    InvalidImageError,
+    JobTimeout,
+    ModelNotFoundError,
+    NotFinished,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProblemError,
+    QueueFullError,
+    RateLimitedError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+    problem_class,
+)
+from visionq.client.sync import Client
+from visionq.jobs.records import FailureBody, JobError, Prediction, ResultBody, StatusBody
+
+__all__ = [
+    "AsyncClient",
+    "BrokerUnavailableError",
+    "Client",
+    "ClientError",
+    "ConflictError",
+    "ConnectionFailed",
+    "FailureBody",
+    "ForbiddenError",
+    "ImageInput",
+    "ImageTooLargeError",
+    "InternalServerError",
+    "InvalidImageError",
+    "JobAccepted",
+    "JobError",
+    "JobRef",
+    "JobTimeout",
+    "ModelInfo",
+    "ModelNotFoundError",
+    "NotFinished",
+    "NotFoundError",
+    "OnStatus",
+    "Outcome",
+    "PayloadTooLargeError",
+    "Prediction",
+    "ProblemError",
+    "QueueFullError",
+    "RateLimitedError",
+    "ResultBody",
+    "StatusBody",
+    "UnauthorizedError",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "problem_class",
+]

@@ -1,0 +1,305 @@
+"""What the sync and async clients share: building requests, reading answers, and following a job.
+
+Each public method of `Client` and `AsyncClient` turns into a `Call` built here; the two clients only
+differ in how they send it (httpx.Client or httpx.AsyncClient) and how they wait (threads or asyncio).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import IO, Any, Generic, TypeAlias, TypeVar
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pydantic
+
+from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.client.errors import ConnectionFailed, JobTimeout, NotFinished, ProblemError, problem_class
+from visionq.jobs.records import FailureBody, ResultBody, StatusBody
+from visionq.settings import get_settings
+
+#: Seconds one HTTP request may take (connect, send, and each read), unless the client is given another.
+DEFAULT_TIMEOUT = 30.0
+#: Seconds `wait()` and `classify()` wait for a job to finish, unless given another.
+DEFAULT_WAIT = 300.0
+#: Most seconds spent opening the WebSocket before following the job by polling instead.
+WS_OPEN_TIMEOUT = 5.0
+#: Polling delays: the first, the factor each next one grows by, and the largest.
+POLL_FIRST_DELAY = 0.05
+POLL_BACKOFF = 1.5
+POLL_MAX_DELAY = 1.0
+#: Characters of a non-problem error body kept in the ProblemError's detail.
+BODY_EXCERPT = 200
+
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | IO[bytes]
+"""An image to submit: a path (`str` or `pathlib.Path`), its bytes, or a binary file object."""
+JobRef: TypeAlias = str | JobAccepted
+"""A job: its id, or the JobAccepted that `submit()` returned."""
+Outcome: TypeAlias = ResultBody | FailureBody
+"""How a job ended: its predictions (ResultBody) or why it failed or was cancelled (FailureBody)."""
+OnStatus: TypeAlias = Callable[[StatusBody], None]
+"""Called with each new StatusBody while a job is followed."""
+
+T = TypeVar("T")
+
+_WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def resolve_url(url: str | None) -> str:
+    """The API's base URL: `url`, else VISIONQ_URL (through settings), else http://127.0.0.1:8000."""
+    return url if url is not None else get_settings().url
+
+
+def auth_headers(api_key: str | None, token: str | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if api_key is not None:
+        headers["X-API-Key"] = api_key
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def ws_base(url: str) -> str:
+    """The WebSocket base for an API base URL: http → ws, https → wss, path prefix kept."""
+    parts = urlsplit(url)
+    scheme = _WS_SCHEMES.get(parts.scheme)
+    if scheme is None:
+        raise ValueError(f"cannot follow jobs over a WebSocket at {url!r}: use an http(s):// or ws(s):// URL")
+    return urlunsplit((scheme, parts.netloc, parts.path, "", ""))
+
+
+def ws_job_url(base: str, job_id: str, credential: str | None) -> str:
+    """`{base}/ws/{job_id}`, with `?token=` when there is a credential (browsers cannot send headers;
+    the SDK sends both the headers and the query parameter)."""
+    parts = urlsplit(base)
+    path = f"{parts.path.rstrip('/')}/ws/{quote(job_id, safe='')}"
+    query = urlencode({"token": credential}) if credential is not None else ""
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+
+
+def job_id(job: JobRef) -> str:
+    return job.job_id if isinstance(job, JobAccepted) else job
+
+
+@contextmanager
+def image_part(image: ImageInput) -> Iterator[tuple[str, bytes | IO[bytes]]]:
+    """The `(filename, content)` of the multipart `file` field; a path is opened for the request's duration.
+    The server decides the type from the bytes, so the name is only informative."""
+    if isinstance(image, str | os.PathLike):
+        with open(image, "rb") as file:
+            yield os.path.basename(os.fspath(image)), file
+    elif isinstance(image, bytes | bytearray):
+        yield "image", bytes(image)
+    elif hasattr(image, "read"):
+        name = getattr(image, "name", None)
+        yield (os.path.basename(name) if isinstance(name, str) else "image"), image
+    else:
+        raise TypeError(f"image must be a path, bytes or a binary file object, not {type(image).__name__}")
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP request of the API and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    data: Mapping[str, str] | None = None
+    files: Mapping[str, tuple[str, bytes | IO[bytes]]] | None = None
+
+
+def submit_call(
+    part: tuple[str, bytes | IO[bytes]], *, model: str, priority: str, top_k: int, callback_url: str | None
+) -> Call[JobAccepted]:
+    data = {"model_version": model, "priority": str(priority), "top_k": str(top_k)}
+    if callback_url is not None:
+        data["callback_url"] = callback_url
+    return Call("POST", "/classify", parse_accepted, data=data, files={"file": part})
+
+
+def status_call(job: JobRef) -> Call[StatusBody]:
+    return Call("GET", f"/status/{_segment(job)}", parse_status)
+
+
+def result_call(job: JobRef) -> Call[Outcome]:
+    return Call("GET", f"/result/{_segment(job)}", parse_result)
+
+
+def cancel_call(job: JobRef) -> Call[StatusBody]:
+    return Call("DELETE", f"/jobs/{_segment(job)}", parse_status)
+
+
+def models_call() -> Call[list[ModelInfo]]:
+    return Call("GET", "/models", parse_models)
+
+
+def _segment(job: JobRef) -> str:
+    return quote(job_id(job), safe="")
+
+
+_ACCEPTED = pydantic.TypeAdapter(JobAccepted)
+_STATUS = pydantic.TypeAdapter(StatusBody)
+# ResultBody requires `predictions` and FailureBody requires `error`, so exactly one of them fits a body.
+_OUTCOME: pydantic.TypeAdapter[Outcome] = pydantic.TypeAdapter(Outcome)
+_MODELS = pydantic.TypeAdapter(list[ModelInfo])
+
+
+def parse_accepted(response: httpx.Response) -> JobAccepted:
+    raise_for_problem(response)
+    return _validate(response, _ACCEPTED)
+
+
+def parse_status(response: httpx.Response) -> StatusBody:
+    raise_for_problem(response)
+    return _validate(response, _STATUS)
+
+
+def parse_result(response: httpx.Response) -> Outcome:
+    """200 → ResultBody (completed) or FailureBody (failed, cancelled); 202 → raises NotFinished."""
+    raise_for_problem(response)
+    if response.status_code == httpx.codes.ACCEPTED:
+        raise NotFinished(_validate(response, _STATUS))
+    return _validate(response, _OUTCOME)
+
+
+def parse_models(response: httpx.Response) -> list[ModelInfo]:
+    raise_for_problem(response)
+    return _validate(response, _MODELS)
+
+
+def _validate(response: httpx.Response, adapter: pydantic.TypeAdapter[T]) -> T:
+    try:
+        return adapter.validate_json(response.content)
+    except pydantic.ValidationError as exc:
+        raise ProblemError(
+            "internal_error",
+            response.status_code,
+            f"the API answered HTTP {response.status_code} with a body this client cannot read "
+            f"({exc.error_count()} problems, the first: {exc.errors()[0]['msg']}); "
+            "is the server a different visionq version than this client?",
+        ) from exc
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    if response.is_error:
+        raise problem_from_response(response)
+
+
+def problem_from_response(response: httpx.Response) -> ProblemError:
+    """The ProblemError subclass for an error answer's `code`; a body that is not a problem becomes a plain
+    ProblemError with the code `internal_error` and the answer's HTTP status."""
+    status = response.status_code
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    body = _json_object(response)
+    if body is None or not isinstance(body.get("code"), str):
+        excerpt = response.text[:BODY_EXCERPT].strip() or "(empty body)"
+        detail = f"the server answered HTTP {status} without a problem body: {excerpt}"
+        return ProblemError("internal_error", status, detail, response.reason_phrase, retry_after=retry_after)
+    code = str(body["code"])
+    errors = body.get("errors")
+    return problem_class(code)(
+        code,
+        status,
+        str(body.get("detail", "")),
+        str(body.get("title", "")),
+        retry_after=retry_after,
+        errors=errors if isinstance(errors, list) else None,
+    )
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` in seconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent or bad."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def connection_failed(url: str, exc: httpx.TransportError) -> ConnectionFailed:
+    if isinstance(exc, httpx.TimeoutException):
+        return ConnectionFailed(url, f"no answer within the client's timeout ({type(exc).__name__})")
+    return ConnectionFailed(url, str(exc) or type(exc).__name__)
+
+
+def parse_ws_message(data: str | bytes) -> StatusBody | Outcome:
+    """One WebSocket message: a status body (it has a `stage`), then the result or failure body.
+    Raises ValueError for anything else."""
+    body = json.loads(data)
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    if "stage" in body:
+        return StatusBody.model_validate(body)
+    if "predictions" in body:
+        return ResultBody.model_validate(body)
+    return FailureBody.model_validate(body)
+
+
+class Watch:
+    """The state of one `wait()`: its deadline, the polling back-off, and the last status reported.
+
+    Each distinct StatusBody reaches `on_status` once, whether it came over the WebSocket or by polling.
+    """
+
+    def __init__(self, job: JobRef, timeout: float | None, on_status: OnStatus | None) -> None:
+        self.job_id = job_id(job)
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._on_status = on_status
+        self._delay = POLL_FIRST_DELAY
+        self.last: StatusBody | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left, never negative; None when there is no deadline."""
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def open_timeout(self) -> float:
+        remaining = self.remaining()
+        return WS_OPEN_TIMEOUT if remaining is None else min(WS_OPEN_TIMEOUT, remaining)
+
+    def observe(self, status: StatusBody) -> bool:
+        """Report `status` if it is new; True when the job has finished."""
+        if status != self.last:
+            self.last = status
+            if self._on_status is not None:
+                self._on_status(status)
+        return status.status.terminal
+
+    def take(self, message: StatusBody | Outcome) -> Outcome | None:
+        """A WebSocket message: None after a status update, the outcome once it arrives."""
+        if isinstance(message, StatusBody):
+            self.observe(message)
+            return None
+        return message
+
+    def next_delay(self) -> float:
+        """Seconds to sleep before the next poll; raises JobTimeout once the deadline has passed."""
+        remaining = self.remaining()
+        if remaining == 0.0:
+            raise self.timed_out()
+        delay = self._delay if remaining is None else min(self._delay, remaining)
+        self._delay = min(self._delay * POLL_BACKOFF, POLL_MAX_DELAY)
+        return delay
+
+    def timed_out(self) -> JobTimeout:
+        return JobTimeout(self.job_id, self.timeout if self.timeout is not None else 0.0, self.last)

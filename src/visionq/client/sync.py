@@ -1,0 +1,211 @@
+"""`Client`: the blocking Python SDK (httpx for HTTP, websockets' sync client to follow jobs)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Generator, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_any
+from contextlib import ExitStack
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.sync.client import connect as ws_connect
+
+from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.client import common
+from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
+from visionq.client.errors import ProblemError
+from visionq.jobs.records import StatusBody
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+ImageT = TypeVar("ImageT", bound=ImageInput)
+
+
+class Client:
+    """Submit images to a visionq API and follow their jobs, blocking.
+
+    >>> import visionq                                              # doctest: +SKIP
+    >>> with visionq.Client("http://127.0.0.1:8000") as client:
+    ...     result = client.classify("cat.jpg", top_k=3)
+    ...     print(result.predictions[0].class_name)
+    Egyptian cat
+
+    `url` defaults to VISIONQ_URL, else http://127.0.0.1:8000. `api_key` is sent as `X-API-Key`, `token`
+    as `Authorization: Bearer`, and either as `?token=` on the WebSocket. `timeout` bounds each HTTP
+    request (seconds); `wait()` has its own. `ws_url` is the base of the WebSocket URLs, by default `url`
+    with ws(s)://; jobs are followed by polling whenever the WebSocket cannot be used.
+    A client may be shared between threads.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ws_url: str | None = None,
+    ) -> None:
+        self.url = common.resolve_url(url)
+        self.ws_url = common.ws_base(ws_url if ws_url is not None else self.url)
+        self._credential = token if token is not None else api_key
+        self._headers = common.auth_headers(api_key, token)
+        self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections (the context manager does it on exit)."""
+        self._http.close()
+
+    def submit(
+        self,
+        image: ImageInput,
+        *,
+        model: str = "latest",
+        priority: str = "normal",
+        top_k: int = 5,
+        callback_url: str | None = None,
+    ) -> JobAccepted:
+        """Queue `image` (a path, bytes, or a binary file object) for classification; returns at once."""
+        with common.image_part(image) as part:
+            call = common.submit_call(part, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
+            return self._send(call)
+
+    def status(self, job: JobRef) -> StatusBody:
+        """Where the job is: status, stage, progress."""
+        return self._send(common.status_call(job))
+
+    def result(self, job: JobRef) -> Outcome:
+        """The predictions (ResultBody), or why the job failed or was cancelled (FailureBody).
+        Raises NotFinished, carrying the current StatusBody, while the job is pending or processing."""
+        return self._send(common.result_call(job))
+
+    def cancel(self, job: JobRef) -> StatusBody:
+        """Cancel a queued or running job; raises ConflictError if it has already finished."""
+        return self._send(common.cancel_call(job))
+
+    def models(self) -> list[ModelInfo]:
+        """The server's model catalog."""
+        return self._send(common.models_call())
+
+    def wait(self, job: JobRef, timeout: float | None = DEFAULT_WAIT, *, on_status: OnStatus | None = None) -> Outcome:
+        """Block until the job finishes and return its outcome; raise JobTimeout (a TimeoutError) after
+        `timeout` seconds (None: no limit). Follows the WebSocket, or polls /status if it cannot be opened
+        or drops. `on_status` sees each new StatusBody; progress never goes down."""
+        watch = common.Watch(job, timeout, on_status)
+        outcome = self._follow(watch)
+        return outcome if outcome is not None else self._poll(watch)
+
+    def classify(
+        self,
+        image: ImageInput,
+        *,
+        model: str = "latest",
+        priority: str = "normal",
+        top_k: int = 5,
+        callback_url: str | None = None,
+        timeout: float | None = DEFAULT_WAIT,
+        on_status: OnStatus | None = None,
+    ) -> Outcome:
+        """`submit()` then `wait()`."""
+        job = self.submit(image, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
+        return self.wait(job, timeout, on_status=on_status)
+
+    def classify_many(
+        self,
+        images: Iterable[ImageT],
+        *,
+        concurrency: int = 4,
+        model: str = "latest",
+        priority: str = "normal",
+        top_k: int = 5,
+        callback_url: str | None = None,
+        timeout: float | None = DEFAULT_WAIT,
+        on_status: OnStatus | None = None,
+    ) -> Generator[tuple[ImageT, Outcome | ProblemError]]:
+        """Classify `images` with up to `concurrency` jobs at once, yielding `(image, outcome)` as each finishes.
+
+        An image the API refuses yields its ProblemError and the batch goes on; ConnectionFailed and
+        JobTimeout end it. Images are taken from the iterable as slots free up. `on_status` is called
+        from the worker threads. Closing the iterator early waits for the jobs in flight.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        source = iter(images)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="visionq-classify") as pool:
+            running: dict[Future[Outcome], ImageT] = {}
+            while True:
+                for image in itertools.islice(source, concurrency - len(running)):
+                    future = pool.submit(
+                        self.classify,
+                        image,
+                        model=model,
+                        priority=priority,
+                        top_k=top_k,
+                        callback_url=callback_url,
+                        timeout=timeout,
+                        on_status=on_status,
+                    )
+                    running[future] = image
+                if not running:
+                    return
+                done, _ = wait_any(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield running.pop(future), _outcome(future)
+
+    def _send(self, call: common.Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, data=call.data, files=call.files)
+        except httpx.TransportError as exc:
+            raise common.connection_failed(self.url, exc) from exc
+        return call.parse(response)
+
+    def _follow(self, watch: common.Watch) -> Outcome | None:
+        """Follow the job over the WebSocket; None if it cannot be opened or drops before the outcome."""
+        with ExitStack() as stack:
+            try:
+                ws = stack.enter_context(
+                    ws_connect(
+                        common.ws_job_url(self.ws_url, watch.job_id, self._credential),
+                        additional_headers=self._headers,
+                        open_timeout=watch.open_timeout(),
+                    )
+                )
+            except (OSError, WebSocketException):
+                return None
+            while True:
+                try:
+                    message = common.parse_ws_message(ws.recv(timeout=watch.remaining()))
+                except TimeoutError:
+                    raise watch.timed_out() from None
+                except (ConnectionClosed, ValueError):
+                    return None
+                outcome = watch.take(message)
+                if outcome is not None:
+                    return outcome
+
+    def _poll(self, watch: common.Watch) -> Outcome:
+        while True:
+            if watch.observe(self.status(watch.job_id)):
+                return self.result(watch.job_id)
+            time.sleep(watch.next_delay())
+
+
+def _outcome(future: Future[Outcome]) -> Outcome | ProblemError:
+    try:
+        return future.result()
+    except ProblemError as refused:
+        return refused
