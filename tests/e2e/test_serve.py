@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from integration.stack import wait_for
+from integration.stack import service_ready, wait_for
 from tests_support import REPO
 from visionq.embedded import free_port
 
@@ -57,14 +56,7 @@ def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: sig
     )
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/health/ready", timeout=2).json()["status"] == "ok")
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
+        wait_for(lambda: service_ready(url), SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
         helpers = descendants(serve.pid)
         assert len(helpers) >= 2, "an embedded Redis and a worker"
 

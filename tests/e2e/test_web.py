@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 from playwright.sync_api import Browser, Page, Request, ViewportSize, WebSocketRoute, expect, sync_playwright
 
-from integration.stack import wait_for
+from integration.stack import service_ready, wait_for
 from tests_support import REPO
 from visionq.embedded import free_port
 
@@ -46,14 +46,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/health/ready", timeout=2).json()["status"] == "ok")
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
+        wait_for(lambda: service_ready(url), SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
         yield url
     finally:
         serve.send_signal(signal.SIGINT)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import redis
 import uvicorn
 
@@ -43,6 +44,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def service_ready(url: str) -> bool:
+    """Whether the service at `url` says it is ready (Redis, a worker, the default model)."""
+    try:
+        return bool(httpx.get(f"{url}/health/ready", timeout=2).json()["status"] == "ok")
+    except httpx.HTTPError:
+        return False
 
 
 class WorkerProcess:
