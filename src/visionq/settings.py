@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -46,7 +46,14 @@ class Settings(BaseSettings):
     """Where `visionq serve` keeps the embedded Redis server's files."""
 
     url: str = "http://127.0.0.1:8000"
-    """Base URL of the API that `visionq classify` and `visionq models` talk to."""
+    """Base URL of the API that the CLI's client commands (`visionq classify`, `status`, `result`, `watch`,
+    `models`) and the Python SDK talk to."""
+
+    api_key: SecretStr | None = None
+    """API key the CLI and the SDK send as `X-API-Key` when the service requires authentication."""
+
+    token: SecretStr | None = None
+    """JWT access token the CLI and the SDK send as `Authorization: Bearer` (instead of an API key)."""
 
     # --- API ---------------------------------------------------------------------------------
     host: str = "127.0.0.1"

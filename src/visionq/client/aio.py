@@ -41,7 +41,8 @@ class AsyncClient:
     >>> asyncio.run(main())
 
     `url` defaults to VISIONQ_URL, else http://127.0.0.1:8000. `api_key` is sent as `X-API-Key`, `token`
-    as `Authorization: Bearer`, and either as `?token=` on the WebSocket. `timeout` bounds each HTTP
+    as `Authorization: Bearer`, and either as `?token=` on the WebSocket; without either, VISIONQ_API_KEY
+    and VISIONQ_TOKEN are used when set. `timeout` bounds each HTTP
     request (seconds); `wait()` has its own. `ws_url` is the base of the WebSocket URLs, by default `url`
     with ws(s)://; jobs are followed by polling whenever the WebSocket cannot be used.
     """
@@ -56,6 +57,7 @@ class AsyncClient:
         ws_url: str | None = None,
     ) -> None:
         self.url = common.resolve_url(url)
+        api_key, token = common.resolve_credentials(api_key, token)
         self.ws_url = common.ws_base(ws_url if ws_url is not None else self.url)
         self._credential = token if token is not None else api_key
         self._headers = common.auth_headers(api_key, token)

@@ -56,6 +56,17 @@ def resolve_url(url: str | None) -> str:
     return url if url is not None else get_settings().url
 
 
+def resolve_credentials(api_key: str | None, token: str | None) -> tuple[str | None, str | None]:
+    """The credentials to send: those given, else VISIONQ_API_KEY and VISIONQ_TOKEN (through settings)."""
+    if api_key is not None or token is not None:
+        return api_key, token
+    settings = get_settings()
+    return (
+        settings.api_key.get_secret_value() if settings.api_key is not None else None,
+        settings.token.get_secret_value() if settings.token is not None else None,
+    )
+
+
 def auth_headers(api_key: str | None, token: str | None) -> dict[str, str]:
     headers: dict[str, str] = {}
     if api_key is not None:

@@ -1,0 +1,69 @@
+"""Live progress bars: one per job, moved by the status updates the SDK reports while it follows the job."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from visionq.client.errors import ProblemError
+from visionq.jobs.records import StatusBody
+from visionq.jobs.states import JobStatus
+
+_STAGE_STYLE = {JobStatus.COMPLETED: "green", JobStatus.FAILED: "red", JobStatus.CANCELLED: "yellow"}
+
+
+class JobBars:
+    """A rich Progress with a bar per job, labelled by file name or job id, showing its stage.
+
+    Updates may come from any thread or task: rich's Progress is thread-safe. A JobBars made with
+    `visible=False` (for `--json`) draws nothing.
+    """
+
+    def __init__(self, console: Console, *, visible: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[stage]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not visible,
+        )
+
+    def __enter__(self) -> JobBars:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def add(self, label: str) -> TaskID:
+        return self._progress.add_task(label, total=100, stage="submitting")
+
+    def accept(self, bar: TaskID) -> None:
+        self._progress.update(bar, stage="queued")
+
+    def show(self, bar: TaskID, status: StatusBody) -> None:
+        style = _STAGE_STYLE.get(status.status)
+        stage = f"[{style}]{status.stage.value}[/]" if style else status.stage.value
+        self._progress.update(bar, completed=status.progress, stage=stage)
+        if status.status.terminal:
+            self._progress.stop_task(bar)
+
+    def follow(self, bar: TaskID) -> Callable[[StatusBody], None]:
+        """The `on_status` callback that moves `bar`."""
+        return functools.partial(self.show, bar)
+
+    def refuse(self, bar: TaskID, problem: ProblemError) -> None:
+        self._progress.update(bar, stage=f"[red]refused: {problem.code}[/]")
+        self._progress.stop_task(bar)
+
+    def give_up(self, bar: TaskID, reason: str) -> None:
+        self._progress.update(bar, stage=f"[red]{reason}[/]")
+        self._progress.stop_task(bar)
