@@ -33,15 +33,17 @@ class ClusterSnapshot:
     inference: dict[str, dict[str, float]] = field(default_factory=dict)
     workers: int = 0
     processing_seconds: float = 0.0
+    archive_backlog: int = 0
 
 
 async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
     async with redis.pipeline(transaction=False) as pipe:
         pipe.scard(keys.PROCESSING_JOBS)
         pipe.hgetall(keys.JOB_STATS)
+        pipe.zcard(keys.ARCHIVE_OUTBOX)
         for step in BROKER_PRIORITY.values():
             pipe.llen(keys.priority_list(queue, step))
-        active, totals, *depths = await pipe.execute()
+        active, totals, backlog, *depths = await pipe.execute()
     inference: dict[str, dict[str, float]] = {}
     async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
         fields = await redis.hgetall(key)
@@ -56,6 +58,7 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         processing_seconds=float(totals.get("processing_seconds", 0.0)),
         inference=inference,
         workers=workers,
+        archive_backlog=int(backlog),
     )
 
 
@@ -88,6 +91,9 @@ class _ClusterCollector(Collector):
             inference.add_metric([model_ref], buckets, sum_value=fields.get("sum", 0.0))
         yield inference
         yield GaugeMetricFamily("visionq_workers", "Live worker processes (fresh heartbeats).", value=snap.workers)
+        yield GaugeMetricFamily(
+            "visionq_archive_backlog", "Job changes not yet written to the archive.", value=snap.archive_backlog
+        )
 
 
 class Metrics:

@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The SQLite archive's file name in `data_dir`, when no `database_url` is set.
+ARCHIVE_FILE = "archive.sqlite3"
 
 
 class WorkerPool(StrEnum):
@@ -43,7 +45,16 @@ class Settings(BaseSettings):
     """Seconds any single Redis command may take before it counts as a broker failure."""
 
     data_dir: Path = Field(default_factory=_default_data_dir)
-    """Where `visionq serve` keeps the embedded Redis server's files."""
+    """Where `visionq serve` keeps the embedded Redis server's files, and the SQLite archive by default."""
+
+    database_url: str | None = None
+    """The archive of finished jobs (SQLAlchemy URL): SQLite (`sqlite:///path/archive.sqlite3`) or PostgreSQL
+    (`postgresql+psycopg://user:password@host/db`). Default: `archive.sqlite3` in `data_dir`, which suits one
+    machine; API processes and workers on several machines must share a PostgreSQL database."""
+
+    database_migrate: bool = True
+    """Bring the archive's schema up to date when the API, a worker or `visionq serve` starts. Turn it off
+    to run `visionq db upgrade` as a separate deployment step instead."""
 
     url: str = "http://127.0.0.1:8000"
     """Base URL of the API that the CLI's client commands (`visionq classify`, `status`, `result`, `watch`,
@@ -123,6 +134,9 @@ class Settings(BaseSettings):
     sweep_interval: Annotated[float, Field(gt=0)] = 10.0
     """Seconds between runs of the stale-job sweeper in each worker."""
 
+    archive_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between passes of each worker's archiver, which copies accepted and finished jobs to the archive."""
+
     retry_backoff: Annotated[float, Field(gt=0)] = 1.0
     """First retry delay in seconds for transient faults; it doubles on each retry."""
 
@@ -148,6 +162,10 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def archive_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / ARCHIVE_FILE}"
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -9,12 +9,15 @@ from importlib import resources
 import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from visionq import __version__
 from visionq.api import problems
-from visionq.api.endpoints import catalog, classification, health, status
+from visionq.api.endpoints import catalog, classification, health, jobs, status
 from visionq.api.middleware import RequestMiddleware
 from visionq.api.state import AppState
+from visionq.archive import schema
+from visionq.archive.repository import Archive
 from visionq.connections import async_redis
 from visionq.inference.catalog import build_catalog
 from visionq.jobs.events import JobEvents
@@ -49,6 +52,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        archive = Archive(settings.archive_url)
+        if settings.database_migrate:
+            await run_in_threadpool(schema.upgrade, archive.engine)
         redis = async_redis(settings)
         events = JobEvents(redis)
         celery = create_celery_app(settings)
@@ -60,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
             catalog=model_catalog,
             celery=celery,
             metrics=metrics,
+            archive=archive,
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
@@ -69,10 +76,11 @@ def create_app(settings: Settings) -> FastAPI:
             await events.stop()
             celery.close()
             await redis.aclose()
+            archive.close()
 
     app = FastAPI(title="visionq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     problems.install_problem_handlers(app)
-    for router in (classification.router, status.router, catalog.router, health.router):
+    for router in (classification.router, status.router, jobs.router, catalog.router, health.router):
         app.include_router(router)
 
     # Mounted after every router, so API routes win and the page only answers paths nothing else claims.

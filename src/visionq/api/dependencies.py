@@ -8,8 +8,10 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from visionq.api.state import AppState
+from visionq.archive.repository import Archive
 from visionq.inference.catalog import Catalog
 from visionq.jobs.events import JobEvents
+from visionq.jobs.records import ANONYMOUS
 from visionq.jobs.store import JobStore
 from visionq.settings import Settings
 
@@ -38,7 +40,19 @@ def get_events(state: StateDep) -> JobEvents:
     return state.events
 
 
+def get_archive(state: StateDep) -> Archive:
+    return state.archive
+
+
+def get_owner() -> str:
+    """The principal a request acts for. Authentication is off: every request is `anonymous`, and every
+    job belongs to it."""
+    return ANONYMOUS
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobStoreDep = Annotated[JobStore, Depends(get_store)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
+ArchiveDep = Annotated[Archive, Depends(get_archive)]
+OwnerDep = Annotated[str, Depends(get_owner)]

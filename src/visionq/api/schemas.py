@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from visionq.jobs.records import FailureBody, ResultBody, StatusBody
+from visionq.jobs.records import FailureBody, ImageInfo, JobError, Prediction, ResultBody, StatusBody
 from visionq.jobs.states import JobStatus, Priority
 
 __all__ = ["FailureBody", "ResultBody", "StatusBody"]
@@ -62,6 +62,30 @@ class CheckState(StrEnum):
     OK = "ok"
     DEGRADED = "degraded"
     DOWN = "down"
+
+
+class JobSummary(BaseModel):
+    """One job in `GET /jobs`."""
+
+    job_id: str
+    status: JobStatus
+    model_version: str
+    priority: Priority
+    created_at: str
+    updated_at: str
+    completed_at: str | None
+    top_prediction: Prediction | None = Field(description="The top-1 prediction of a completed job.")
+    confidence_score: float | None
+    error: JobError | None
+    image: ImageInfo
+    links: Links
+
+
+class JobPageBody(BaseModel):
+    """`GET /jobs`: a page of the caller's jobs, newest first."""
+
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class Readiness(BaseModel):

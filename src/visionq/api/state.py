@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from visionq.archive.repository import Archive
 from visionq.inference.catalog import Catalog
 from visionq.jobs.events import JobEvents
 from visionq.jobs.store import JobStore
@@ -23,3 +24,4 @@ class AppState:
     catalog: Catalog
     celery: VisionqCelery
     metrics: Metrics
+    archive: Archive

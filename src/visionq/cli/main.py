@@ -4,13 +4,18 @@ models) in `cli/jobs.py`."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from visionq.cli import jobs
 from visionq.cli.options import console, load_settings
 from visionq.settings import Settings, WorkerPool
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="visionq: asynchronous image classification.",
@@ -84,6 +89,52 @@ def worker(
 
 for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models):
     app.command()(command)
+
+
+db = typer.Typer(help="The job archive's schema (SQLite or PostgreSQL, VISIONQ_DATABASE_URL).", no_args_is_help=True)
+app.add_typer(db, name="db")
+
+
+@db.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the archive up to REVISION (default: the newest). API and workers do it at start unless
+    VISIONQ_DATABASE_MIGRATE=false."""
+    from visionq.archive import schema
+
+    with _archive_engine() as engine:
+        schema.upgrade(engine, revision)
+        console.print(f"archive at revision {schema.current_revision(engine)}")
+
+
+@db.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision; `base` drops every table.")]) -> None:
+    """Migrate the archive down to REVISION."""
+    from visionq.archive import schema
+
+    with _archive_engine() as engine:
+        schema.downgrade(engine, revision)
+        console.print(f"archive at revision {schema.current_revision(engine) or 'base (empty)'}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the archive's revision and the newest this version of visionq knows."""
+    from visionq.archive import schema
+
+    with _archive_engine() as engine:
+        console.print(f"current: {schema.current_revision(engine) or 'base (empty)'}")
+        console.print(f"head:    {schema.head_revision()}")
+
+
+@contextmanager
+def _archive_engine() -> Iterator[Engine]:
+    from visionq.archive.repository import create_engine_for
+
+    engine = create_engine_for(load_settings().archive_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @app.command("config-docs", hidden=True)

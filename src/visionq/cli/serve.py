@@ -18,6 +18,7 @@ import threading
 from contextlib import ExitStack
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from visionq.api.app import server_config
 from visionq.embedded import EmbeddedRedis
@@ -90,6 +91,7 @@ def serve(settings: Settings) -> None:
             redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
             log.info("embedded Redis listening at %s (data in %s)", redis_url, settings.data_dir / "redis")
         settings = settings.model_copy(update={"redis_url": redis_url})
+        log.info("job archive: %s", make_url(settings.archive_url).render_as_string(hide_password=True))
         worker = WorkerProcess({**os.environ, "VISIONQ_REDIS_URL": redis_url})
         worker.start()
         stack.callback(worker.stop)

@@ -8,6 +8,8 @@ visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job s
 visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
 visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
+visionq:archive:outbox   zset   job id → change number: jobs whose archive row is behind (written by the archiver)
+visionq:archive:seq      string the last change number given out
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
@@ -22,6 +24,8 @@ PROCESSING_JOBS = "visionq:jobs:processing"
 WORKER_PREFIX = "visionq:worker:"
 WORKERS_SEEN = "visionq:workers"
 JOB_STATS = "visionq:stats:jobs"
+ARCHIVE_OUTBOX = "visionq:archive:outbox"
+ARCHIVE_SEQUENCE = "visionq:archive:seq"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 #: Separator kombu puts between a queue's name and its priority step.
 PRIORITY_SEPARATOR = ":"

@@ -9,6 +9,9 @@ from pydantic import BaseModel, Field
 
 from visionq.jobs.states import JobStatus, Priority, Stage
 
+#: The owner of jobs submitted while authentication is off.
+ANONYMOUS = "anonymous"
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -107,6 +110,11 @@ class JobRecord(BaseModel):
     image_height: int
     error_code: str | None = None
     error_message: str | None = None
+    owner: str = ANONYMOUS
+    """The principal that submitted the job; `anonymous` while authentication is off."""
+    image_sha256: str | None = None
+    request_id: str | None = None
+    """The `X-Request-ID` of the submission, to follow the job through the logs."""
 
     @classmethod
     def from_redis(cls, fields: dict[str, str]) -> JobRecord:

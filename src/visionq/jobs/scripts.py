@@ -54,8 +54,8 @@ return 1
 """
 )
 
-# KEYS: status, result, image, live, events, job stats, processing.
-# ARGV: result JSON, now, result_ttl, processing seconds.
+# KEYS: status, result, image, live, events, job stats, processing, archive outbox.
+# ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds).
 COMPLETE = (
     _PUBLISH
     + _LIVE_JOB
@@ -68,13 +68,14 @@ redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('SREM', KEYS[7], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('HINCRBY', KEYS[6], 'completed', 1)
 redis.call('HINCRBYFLOAT', KEYS[6], 'processing_seconds', ARGV[4])
+redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
 publish(KEYS[1], KEYS[5])
 return 1
 """
 )
 
-# KEYS: status, image, live, events, job stats, processing.
-# ARGV: status (failed|cancelled), code, message, now, result_ttl.
+# KEYS: status, image, live, events, job stats, processing, archive outbox.
+# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds).
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _LIVE_JOB
@@ -86,7 +87,23 @@ redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('SREM', KEYS[6], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
+redis.call('ZADD', KEYS[7], ARGV[6], redis.call('HGET', KEYS[1], 'job_id'))
 publish(KEYS[1], KEYS[4])
 return 1
 """
 )
+
+# KEYS: archive outbox, then the status hash of each job. ARGV: job id, archived status, for each job in order.
+# Takes a job off the outbox once its archive row is current: when the status written is still the job's
+# status, or the job has expired from Redis. A job that changed meanwhile stays, for the next pass.
+ARCHIVED = """
+local removed = 0
+for i = 2, #KEYS do
+  local job_id, written = ARGV[2 * i - 3], ARGV[2 * i - 2]
+  local current = redis.call('HGET', KEYS[i], 'status')
+  if not current or current == written then
+    removed = removed + redis.call('ZREM', KEYS[1], job_id)
+  end
+end
+return removed
+"""

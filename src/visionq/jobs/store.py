@@ -10,6 +10,7 @@ import time
 
 from redis.asyncio import Redis
 
+from visionq import errors
 from visionq.jobs import keys, scripts
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus
@@ -44,8 +45,9 @@ def complete_call(
             keys.events(job_id),
             keys.JOB_STATS,
             keys.PROCESSING_JOBS,
+            keys.ARCHIVE_OUTBOX,
         ],
-        [body, completed_at, result_ttl, processing_seconds],
+        [body, completed_at, result_ttl, processing_seconds, time.time()],
     )
 
 
@@ -58,8 +60,9 @@ def finish_call(job_id: str, status: JobStatus, code: str, message: str, result_
             keys.events(job_id),
             keys.JOB_STATS,
             keys.PROCESSING_JOBS,
+            keys.ARCHIVE_OUTBOX,
         ],
-        [status.value, code, message, isoformat(utcnow()), result_ttl],
+        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time()],
     )
 
 
@@ -79,18 +82,26 @@ class JobStore:
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
 
     async def create(self, record: JobRecord, image: bytes) -> None:
-        """Store a new pending job and its image in one transaction. The job's deadline in the
-        live set is its image's expiry: a job still queued then can never run."""
+        """Store a new pending job and its image in one transaction, and mark it for the archive. The job's
+        deadline in the live set is its image's expiry: a job still queued then can never run."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.status(record.job_id), mapping=record.to_redis())  # type: ignore[arg-type]
             pipe.expire(keys.status(record.job_id), self.image_ttl + self.result_ttl)
             pipe.set(keys.image(record.job_id), image, ex=self.image_ttl)
             pipe.zadd(keys.LIVE_JOBS, {record.job_id: time.time() + self.image_ttl})
+            pipe.zadd(keys.ARCHIVE_OUTBOX, {record.job_id: time.time()})
             await pipe.execute()
 
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self.redis.hgetall(keys.status(job_id))
         return JobRecord.from_redis({str(k): str(v) for k, v in fields.items()}) if fields else None
+
+    async def require(self, job_id: str) -> JobRecord:
+        """The job, or JobNotFound (404) when the id is unknown or has expired."""
+        record = await self.get(job_id)
+        if record is None:
+            raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
+        return record
 
     async def get_result(self, job_id: str) -> bytes | None:
         """The stored result JSON of a completed job, exactly as the worker wrote it."""

@@ -15,7 +15,11 @@ import time
 
 import orjson
 from redis import Redis, RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
+from visionq.archive import schema
+from visionq.archive.archiver import Archiver
+from visionq.archive.repository import Archive
 from visionq.connections import sync_redis
 from visionq.inference.catalog import Catalog, build_catalog
 from visionq.inference.registry import ModelRegistry
@@ -40,13 +44,17 @@ class WorkerContext:
             result_ttl=settings.result_ttl,
             stale_after=settings.stale_job_after,
         )
+        self.archive = Archive(settings.archive_url)
+        self.archiver = Archiver(self.redis, self.archive)
         self.started_at = isoformat(utcnow())
         self.jobs_done = 0
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
 
     def start(self) -> None:
-        """Load the models to warm, then announce this process and start sweeping."""
+        """Load the models to warm, then announce this process and start its housekeeping."""
+        if self.settings.database_migrate:
+            schema.upgrade(self.archive.engine)
         self.registry.warm(self.settings.warm_models)
         self.heartbeat()
         self._housekeeping = threading.Thread(target=self._run_housekeeping, name="visionq-housekeeping", daemon=True)
@@ -55,6 +63,10 @@ class WorkerContext:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._housekeeping is not None:
+            self._housekeeping.join(timeout=self.settings.archive_interval + self.settings.redis_timeout)
+        self._drain_archive()  # what the last jobs changed, before the process goes
+        self.archive.close()
         try:
             self.redis.delete(keys.worker(self.worker_id))
             self.redis.zrem(keys.WORKERS_SEEN, self.worker_id)
@@ -83,16 +95,29 @@ class WorkerContext:
             pipe.execute()
 
     def _run_housekeeping(self) -> None:
-        # The sweep runs on the heartbeat's tick: its interval only needs to be roughly kept.
-        last_sweep = 0.0
-        while not self._stop.wait(self.settings.heartbeat_interval):
+        # One tick, the archiver's; heartbeat and sweep run on it whenever theirs are due.
+        last_beat = last_sweep = time.monotonic()
+        while not self._stop.wait(self.settings.archive_interval):
+            now = time.monotonic()
             try:
-                self.heartbeat()
-                if time.monotonic() - last_sweep >= self.settings.sweep_interval:
+                if now - last_beat >= self.settings.heartbeat_interval:
+                    self.heartbeat()
+                    last_beat = now
+                if now - last_sweep >= self.settings.sweep_interval:
                     self.tracker.sweep()
-                    last_sweep = time.monotonic()
+                    last_sweep = now
             except RedisError as exc:
                 log.warning("housekeeping skipped, Redis unreachable: %s", exc)
+            self._drain_archive()
+
+    def _drain_archive(self) -> None:
+        try:
+            while self.archiver.drain() >= self.archiver.batch:
+                pass
+        except RedisError as exc:
+            log.warning("archiving skipped, Redis unreachable: %s", exc)
+        except SQLAlchemyError as exc:
+            log.warning("archiving delayed, the database is unreachable: %s", exc)
 
 
 _current: WorkerContext | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -89,6 +90,8 @@ async def classify(request: Request, response: Response, state: StateDep) -> Job
         image_format=decoded.format,
         image_width=decoded.width,
         image_height=decoded.height,
+        image_sha256=hashlib.sha256(upload.file).hexdigest(),
+        request_id=request.state.request_id,
     )
     await state.store.create(record, upload.file)
     await _enqueue(state, record)

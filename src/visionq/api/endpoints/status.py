@@ -1,4 +1,5 @@
-"""Following a job: GET /status/{id}, GET /result/{id}, and the WebSocket /ws/{id}."""
+"""Following a job: GET /status/{id}, GET /result/{id} (from the archive once Redis has let it go), and the
+WebSocket /ws/{id}."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from starlette import status as http
+from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import EventsDep, JobStoreDep
+from visionq.api.dependencies import ArchiveDep, EventsDep, JobStoreDep
 from visionq.api.problems import problem_responses
 from visionq.api.schemas import FailureBody, ResultBody, StatusBody
+from visionq.archive.repository import Archive
+from visionq.archive.rows import outcome_from_row
 from visionq.jobs.records import JobRecord, dump_status
 from visionq.jobs.states import JobStatus
 from visionq.jobs.store import JobStore
@@ -25,17 +29,10 @@ WS_UNKNOWN_JOB = 4404
 WS_RESYNC_INTERVAL = 5.0
 
 
-async def _record(store: JobStore, job_id: str) -> JobRecord:
-    record = await store.get(job_id)
-    if record is None:
-        raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
-    return record
-
-
 @router.get("/status/{job_id}", response_model=StatusBody, responses=problem_responses(errors.JobNotFound))
 async def get_status(job_id: str, store: JobStoreDep) -> JSONResponse:
     """Where a job is: status, stage and progress."""
-    return JSONResponse(dump_status((await _record(store, job_id)).status_body()))
+    return JSONResponse(dump_status((await store.require(job_id)).status_body()))
 
 
 @router.get(
@@ -46,9 +43,12 @@ async def get_status(job_id: str, store: JobStoreDep) -> JSONResponse:
         **problem_responses(errors.JobNotFound),
     },
 )
-async def get_result(job_id: str, store: JobStoreDep) -> Response:
-    """The predictions of a completed job; 202 with the status while it runs."""
-    record = await _record(store, job_id)
+async def get_result(job_id: str, store: JobStoreDep, archive: ArchiveDep) -> Response:
+    """The predictions of a completed job; 202 with the status while it runs. Once Redis has let a result
+    expire, it comes from the archive."""
+    record = await store.get(job_id)
+    if record is None:
+        return await _archived_result(archive, job_id)
     if record.status is JobStatus.COMPLETED:
         body = await store.get_result(job_id)
         if body is None:
@@ -59,19 +59,12 @@ async def get_result(job_id: str, store: JobStoreDep) -> Response:
     return JSONResponse(dump_status(record.status_body()), status_code=http.HTTP_202_ACCEPTED)
 
 
-@router.delete(
-    "/jobs/{job_id}",
-    response_model=StatusBody,
-    responses=problem_responses(errors.JobNotFound, errors.Conflict),
-)
-async def cancel_job(job_id: str, store: JobStoreDep) -> JSONResponse:
-    """Cancel a job: at once if queued, at its next stage if running; 409 if it already finished."""
-    if not await store.cancel(job_id):
-        record = await _record(store, job_id)
-        raise errors.Conflict(
-            f"job {job_id} is already {record.status.value}; only queued or running jobs can be cancelled"
-        )
-    return JSONResponse(dump_status((await _record(store, job_id)).status_body()))
+async def _archived_result(archive: Archive, job_id: str) -> Response:
+    row = await run_in_threadpool(archive.find, job_id)
+    outcome = outcome_from_row(row) if row is not None else None
+    if outcome is None:  # unknown, or archived while pending and never finished in time to be kept
+        raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
+    return JSONResponse(outcome.model_dump(mode="json"))
 
 
 @router.websocket("/ws/{job_id}")

@@ -1,0 +1,93 @@
+"""The caller's jobs as a collection: GET /jobs (from the archive) and DELETE /jobs/{id} (cancel)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from visionq import errors
+from visionq.api.dependencies import ArchiveDep, JobStoreDep, OwnerDep
+from visionq.api.problems import problem_responses
+from visionq.api.schemas import JobPageBody, JobSummary, Links, StatusBody
+from visionq.archive.repository import MAX_PAGE, BadCursor, JobQuery
+from visionq.archive.tables import ArchivedJob
+from visionq.jobs.records import ImageInfo, JobError, JobRecord, Prediction, dump_status, isoformat
+from visionq.jobs.states import JobStatus, Priority
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/jobs", response_model=JobPageBody, responses=problem_responses(errors.ValidationFailed))
+async def list_jobs(
+    store: JobStoreDep,
+    archive: ArchiveDep,
+    owner: OwnerDep,
+    status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable).")] = None,
+    model: Annotated[
+        str | None, Query(max_length=200, description="A model name (any version) or `name@version`.")
+    ] = None,
+    created_after: Annotated[datetime | None, Query(description="RFC 3339; jobs created at or after it.")] = None,
+    created_before: Annotated[datetime | None, Query(description="RFC 3339; jobs created before it.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Jobs per page.")] = 20,
+    cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")] = None,
+) -> JobPageBody:
+    """The caller's jobs, newest first, a page at a time. Jobs reach this list through the archive, within
+    about a second of being accepted; the status of a job still running is read live."""
+    for bound, name in ((created_after, "created_after"), (created_before, "created_before")):
+        if bound is not None and bound.tzinfo is None:
+            raise errors.ValidationFailed(f"`{name}` needs a time zone, as RFC 3339 has: `2026-11-27T10:00:00Z`")
+    query = JobQuery(
+        owner=owner,
+        statuses=[value.value for value in status or ()],
+        model=model,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        cursor=cursor,
+    )
+    try:
+        page = await run_in_threadpool(archive.list_jobs, query)
+    except BadCursor as exc:
+        raise errors.ValidationFailed(str(exc)) from exc
+    running = [job.job_id for job in page.jobs if not JobStatus(job.status).terminal]
+    live = dict(zip(running, await asyncio.gather(*(store.get(job_id) for job_id in running)), strict=True))
+    return JobPageBody(jobs=[_summary(job, live.get(job.job_id)) for job in page.jobs], next_cursor=page.next_cursor)
+
+
+def _summary(row: ArchivedJob, live: JobRecord | None) -> JobSummary:
+    """The archived row, with the live status and time of a job that is still running."""
+    top = Prediction.model_validate(row.predictions[0]) if row.predictions else None
+    return JobSummary(
+        job_id=row.job_id,
+        status=live.status if live is not None else JobStatus(row.status),
+        model_version=row.model_version,
+        priority=Priority(row.priority),
+        created_at=isoformat(row.created_at),
+        updated_at=live.updated_at if live is not None else isoformat(row.updated_at),
+        completed_at=isoformat(row.completed_at) if row.completed_at else None,
+        top_prediction=top,
+        confidence_score=row.confidence_score,
+        error=JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None,
+        image=ImageInfo(width=row.image_width, height=row.image_height, format=row.image_format),
+        links=Links(status=f"/status/{row.job_id}", result=f"/result/{row.job_id}", websocket=f"/ws/{row.job_id}"),
+    )
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=StatusBody,
+    responses=problem_responses(errors.JobNotFound, errors.Conflict),
+)
+async def cancel_job(job_id: str, store: JobStoreDep) -> JSONResponse:
+    """Cancel a job: at once if queued, at its next stage if running; 409 if it already finished."""
+    if not await store.cancel(job_id):
+        record = await store.require(job_id)
+        raise errors.Conflict(
+            f"job {job_id} is already {record.status.value}; only queued or running jobs can be cancelled"
+        )
+    return JSONResponse(dump_status((await store.require(job_id)).status_body()))

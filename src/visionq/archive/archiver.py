@@ -1,0 +1,71 @@
+"""Archiver: copies jobs from Redis to the archive, from the outbox the job scripts fill.
+
+Every change the archive must see (a job accepted, a job ended) adds the job to the `visionq:archive:outbox`
+sorted set in the same atomic step as the change itself. Each worker process drains it on its housekeeping
+tick: read the jobs' current state, upsert their rows, then take off the outbox only those whose state did
+not change meanwhile (the ARCHIVED script). A database outage therefore delays the archive and loses nothing
+while Redis keeps the jobs (`result_ttl`); `visionq_archive_backlog` shows the outbox's size.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import ValidationError
+from redis import Redis
+
+from visionq.archive.repository import Archive
+from visionq.archive.rows import row_from_job
+from visionq.jobs import keys, scripts
+from visionq.jobs.records import JobRecord, ResultBody
+from visionq.jobs.states import JobStatus
+
+log = logging.getLogger(__name__)
+
+#: Jobs archived per database transaction.
+ARCHIVE_BATCH = 200
+
+
+class Archiver:
+    def __init__(self, redis: Redis, archive: Archive, *, batch: int = ARCHIVE_BATCH) -> None:
+        self.redis = redis
+        self.archive = archive
+        self.batch = batch
+        self._archived = redis.register_script(scripts.ARCHIVED)
+
+    def drain(self) -> int:
+        """Archive up to `batch` waiting jobs, oldest change first; returns how many rows were written."""
+        outbox = self.redis.zrange(keys.ARCHIVE_OUTBOX, 0, self.batch - 1)
+        waiting = [_text(job_id) for job_id in outbox if isinstance(job_id, bytes | str)]
+        if not waiting:
+            return 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in waiting:
+                pipe.hgetall(keys.status(job_id))
+                pipe.get(keys.result(job_id))
+            replies = pipe.execute()
+        rows, written = [], []
+        for job_id, fields, result in zip(waiting, replies[::2], replies[1::2], strict=True):
+            if not fields:  # expired before it could be archived: nothing left to write
+                log.warning("job expired from Redis before it was archived", extra={"job_id": job_id})
+                written.append((job_id, ""))
+                continue
+            try:
+                record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()})
+                body = (
+                    ResultBody.model_validate_json(result) if result and record.status == JobStatus.COMPLETED else None
+                )
+            except ValidationError:
+                log.exception("job %s cannot be archived: its Redis state is unreadable", job_id)
+                written.append((job_id, _text(fields.get(b"status", b""))))  # taken off the outbox all the same
+                continue
+            rows.append(row_from_job(record, body))
+            written.append((job_id, record.status.value))
+        self.archive.save(rows)
+        status_keys = [keys.status(job_id) for job_id, _ in written]
+        self._archived(keys=[keys.ARCHIVE_OUTBOX, *status_keys], args=[v for pair in written for v in pair])
+        return len(rows)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

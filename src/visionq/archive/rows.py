@@ -1,0 +1,84 @@
+"""Archive rows to and from the job's own shapes: JobRecord and result body in, result or failure body out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from visionq.archive.tables import ArchivedJob
+from visionq.jobs.records import (
+    FailureBody,
+    ImageInfo,
+    JobError,
+    JobRecord,
+    Prediction,
+    ResultBody,
+    ResultMetadata,
+    isoformat,
+    parse_time,
+)
+from visionq.jobs.states import JobStatus
+
+
+def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]:
+    """The archive row of a job as Redis holds it now; `result` only for a completed job."""
+    row: dict[str, Any] = {
+        "job_id": record.job_id,
+        "owner": record.owner,
+        "status": record.status.value,
+        "model_version": record.model_version,
+        "priority": record.priority.value,
+        "top_k": record.top_k,
+        "attempts": record.attempts,
+        "worker_id": record.worker_id,
+        "request_id": record.request_id,
+        "callback_url": record.callback_url,
+        "image_sha256": record.image_sha256 or "",
+        "image_format": record.image_format,
+        "image_width": record.image_width,
+        "image_height": record.image_height,
+        "predictions": None,
+        "confidence_score": None,
+        "processing_time": None,
+        "queue_time": None,
+        "total_time": None,
+        "error_code": record.error_code,
+        "error_message": record.error_message,
+        "created_at": parse_time(record.created_at),
+        "started_at": parse_time(record.started_at) if record.started_at else None,
+        "updated_at": parse_time(record.updated_at),
+        "completed_at": parse_time(record.updated_at) if record.status.terminal else None,
+    }
+    if result is not None:
+        row |= {
+            "predictions": [prediction.model_dump() for prediction in result.predictions],
+            "confidence_score": result.confidence_score,
+            "processing_time": result.processing_time,
+            "queue_time": result.metadata.queue_time,
+            "total_time": result.metadata.total_time,
+            "completed_at": parse_time(result.completed_at),
+        }
+    return row
+
+
+def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
+    """`GET /result` of an archived job: its result or failure body; None while the row is not terminal."""
+    status = JobStatus(row.status)
+    if status == JobStatus.COMPLETED and row.predictions is not None and row.completed_at is not None:
+        return ResultBody(
+            job_id=row.job_id,
+            predictions=[Prediction.model_validate(prediction) for prediction in row.predictions],
+            confidence_score=row.confidence_score or 0.0,
+            processing_time=row.processing_time or 0.0,
+            model_version=row.model_version,
+            created_at=isoformat(row.created_at),
+            completed_at=isoformat(row.completed_at),
+            metadata=ResultMetadata(
+                image=ImageInfo(width=row.image_width, height=row.image_height, format=row.image_format),
+                queue_time=row.queue_time or 0.0,
+                total_time=row.total_time or 0.0,
+            ),
+        )
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        error = JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None
+        return FailureBody(job_id=row.job_id, status=status, error=error)
+    return None
