@@ -26,9 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each test starts with no VISIONQ_* variables and no .env file in its working directory."""
+    """Each test starts with no VISIONQ_* variables (but the VISIONQ_TEST_* ones that say where the test
+    servers are) and no .env file in its working directory."""
     for name in list(os.environ):
-        if name.startswith("VISIONQ_") and name != "VISIONQ_TEST_REDIS_URL":
+        if name.startswith("VISIONQ_") and not name.startswith("VISIONQ_TEST_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 

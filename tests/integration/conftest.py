@@ -7,6 +7,7 @@ Redis is the machine's own server on a dedicated database when VISIONQ_TEST_REDI
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
 from visionq.embedded import EmbeddedRedis
@@ -40,17 +43,48 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty archive database: a SQLite file, then a private schema of the PostgreSQL at
+    VISIONQ_TEST_DATABASE_URL (CI sets postgresql+psycopg://postgres@127.0.0.1:5432/test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'archive.sqlite3'}"
+        return
+    server = os.environ.get("VISIONQ_TEST_DATABASE_URL")
+    if not server:
+        pytest.skip("set VISIONQ_TEST_DATABASE_URL to a PostgreSQL database to run the archive tests on it")
+    schema = f"visionq_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 StackFactory = Callable[..., tuple[Settings, WorkerProcess, ApiServer]]
 
 
 @pytest.fixture(scope="session")
 def start_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
-    """Start a worker and an API sharing settings; each stack gets its own queue."""
+    """Start a worker and an API sharing settings; each stack gets its own queue. All stacks share one archive,
+    as all processes sharing a Redis must: any worker may archive any job."""
     started: list[tuple[WorkerProcess, ApiServer]] = []
+    archive_url = f"sqlite:///{tmp_path_factory.mktemp('archive') / 'archive.sqlite3'}"
 
     def factory(name: str, **overrides: Any) -> tuple[Settings, WorkerProcess, ApiServer]:
         data_dir: Path = tmp_path_factory.mktemp(name)
-        values = {**FAST_RECOVERY, "redis_url": redis_url, "queue": f"visionq-test-{name}", "data_dir": data_dir}
+        values = {
+            **FAST_RECOVERY,
+            "redis_url": redis_url,
+            "queue": f"visionq-test-{name}",
+            "data_dir": data_dir,
+            "database_url": archive_url,
+        }
         settings = Settings(**{**values, **overrides})
         worker, api = WorkerProcess(settings), ApiServer(settings)
         started.append((worker, api))

@@ -30,6 +30,7 @@ FAST_RECOVERY: dict[str, Any] = {
     "stale_job_after": 30,
     "heartbeat_interval": 0.5,
     "sweep_interval": 1.0,
+    "archive_interval": 0.2,
     "retry_backoff": 0.2,
     "log_level": "WARNING",
 }
