@@ -76,3 +76,17 @@ def test_the_job_id_round_trips_through_its_events_channel(job_id: str) -> None:
 def test_worker_and_stats_keys_live_under_the_visionq_prefix() -> None:
     assert keys.worker("w1@host") == "visionq:worker:w1@host"
     assert keys.inference_stats("efficientnet-lite0@1") == "visionq:stats:inference:efficientnet-lite0@1"
+
+
+def test_idempotency_fingerprints_keep_field_boundaries() -> None:
+    from visionq.jobs.idempotency import fingerprint
+
+    assert fingerprint(b"ab", "c") != fingerprint(b"a", "bc")
+    assert fingerprint(b"img", "latest", "normal") == fingerprint(b"img", "latest", "normal")
+
+
+def test_idempotency_keys_are_per_owner_and_bounded_whatever_the_header() -> None:
+    from visionq.jobs import keys
+
+    assert keys.idempotency("alice", "k") != keys.idempotency("bob", "k")
+    assert len(keys.idempotency("alice", "x" * 255)) == len(keys.idempotency("alice", "y"))

@@ -83,10 +83,20 @@ class AsyncClient:
         priority: str = "normal",
         top_k: int = 5,
         callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> JobAccepted:
-        """Queue `image` (a path, bytes, or a binary file object) for classification; returns at once."""
+        """Queue `image` (a path, bytes, or a binary file object) for classification; returns at once.
+        With `idempotency_key`, sending the same request again (a retry after a lost answer, say) within
+        24 h returns the original job instead of making a second one."""
         with common.image_part(image) as part:
-            call = common.submit_call(part, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
+            call = common.submit_call(
+                part,
+                model=model,
+                priority=priority,
+                top_k=top_k,
+                callback_url=callback_url,
+                idempotency_key=idempotency_key,
+            )
             return await self._send(call)
 
     async def status(self, job: JobRef) -> StatusBody:
@@ -186,7 +196,9 @@ class AsyncClient:
 
     async def _send(self, call: common.Call[T]) -> T:
         try:
-            response = await self._http.request(call.method, call.path, data=call.data, files=call.files)
+            response = await self._http.request(
+                call.method, call.path, data=call.data, files=call.files, headers=call.headers
+            )
         except httpx.TransportError as exc:
             raise common.connection_failed(self.url, exc) from exc
         return call.parse(response)

@@ -123,15 +123,23 @@ class Call(Generic[T]):
     parse: Callable[[httpx.Response], T]
     data: Mapping[str, str] | None = None
     files: Mapping[str, tuple[str, bytes | IO[bytes]]] | None = None
+    headers: Mapping[str, str] | None = None
 
 
 def submit_call(
-    part: tuple[str, bytes | IO[bytes]], *, model: str, priority: str, top_k: int, callback_url: str | None
+    part: tuple[str, bytes | IO[bytes]],
+    *,
+    model: str,
+    priority: str,
+    top_k: int,
+    callback_url: str | None,
+    idempotency_key: str | None = None,
 ) -> Call[JobAccepted]:
     data = {"model_version": model, "priority": str(priority), "top_k": str(top_k)}
     if callback_url is not None:
         data["callback_url"] = callback_url
-    return Call("POST", "/classify", parse_accepted, data=data, files={"file": part})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+    return Call("POST", "/classify", parse_accepted, data=data, files={"file": part}, headers=headers)
 
 
 def status_call(job: JobRef) -> Call[StatusBody]:

@@ -10,12 +10,15 @@ visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbe
 visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
 visionq:archive:outbox   zset   job id → change number: jobs whose archive row is behind (written by the archiver)
 visionq:archive:seq      string the last change number given out
+visionq:idem:{owner}:{sha256(key)}  string  an Idempotency-Key's request fingerprint and original answer; TTL 24 h
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
 """
 
 from __future__ import annotations
+
+import hashlib
 
 JOB_PREFIX = "job:"
 EVENTS_PATTERN = "job:*:events"
@@ -51,6 +54,11 @@ def events(job_id: str) -> str:
 
 def job_id_from_events(channel: str) -> str:
     return channel.removeprefix(JOB_PREFIX).removesuffix(":events")
+
+
+def idempotency(owner: str, key: str) -> str:
+    """Hashed, so that any header value makes a well-formed key of bounded length."""
+    return f"visionq:idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def worker(name: str) -> str:

@@ -6,22 +6,24 @@ import contextlib
 import hashlib
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import StateDep
+from visionq.api.dependencies import OwnerDep, StateDep
 from visionq.api.problems import problem_responses
 from visionq.api.schemas import ClassifyForm, JobAccepted, Links
 from visionq.api.state import AppState
 from visionq.api.uploads import FILE_FIELD, read_upload
 from visionq.callbacks.targets import check_callback_url
 from visionq.imaging.decode import decode_image
+from visionq.jobs.idempotency import IdempotencyKeys, fingerprint
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.worker.celery_app import CLASSIFY_TASK
@@ -53,28 +55,70 @@ def _request_body_schema() -> dict[str, Any]:
     "/classify",
     status_code=202,
     response_model=JobAccepted,
-    responses=problem_responses(
-        errors.InvalidImage,
-        errors.UnsupportedMediaType,
-        errors.PayloadTooLarge,
-        errors.ImageTooLarge,
-        errors.ModelNotFound,
-        errors.BrokerUnavailable,
-    ),
+    responses={
+        200: {"model": JobAccepted, "description": "The original job of this `Idempotency-Key` (a replay)."},
+        **problem_responses(
+            errors.InvalidImage,
+            errors.UnsupportedMediaType,
+            errors.PayloadTooLarge,
+            errors.ImageTooLarge,
+            errors.ModelNotFound,
+            errors.Conflict,
+            errors.BrokerUnavailable,
+        ),
+    },
     openapi_extra=_request_body_schema(),
 )
-async def classify(request: Request, response: Response, state: StateDep) -> JobAccepted:
+async def classify(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    owner: OwnerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="The same key from the same principal within 24 h returns the original job (200).",
+        ),
+    ] = None,
+) -> JobAccepted | JSONResponse:
     """Submit an image for classification; answers 202 with the job id at once."""
     settings = state.settings
     upload = await read_upload(request, max_file_bytes=settings.max_upload_bytes)
     form = _parse_form(upload.fields)
     if upload.file is None:
         raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
+    if idempotency_key is None:
+        return await _accept(request, response, state, owner, form, upload.file)
+
+    remembered = IdempotencyKeys(state.redis)
+    fields = (form.model_version, form.priority.value, str(form.top_k), str(form.callback_url or ""))
+    request_print = fingerprint(upload.file, *fields)
+    original = await remembered.reserve(owner, idempotency_key, request_print)
+    if original is not None:
+        return JSONResponse(original, headers={"Location": original["links"]["status"], "Idempotent-Replayed": "true"})
+    try:
+        accepted = await _accept(request, response, state, owner, form, upload.file)
+    except BaseException:
+        with contextlib.suppress(RedisError):
+            await remembered.release(owner, idempotency_key)
+        raise
+    await remembered.record(owner, idempotency_key, request_print, accepted.model_dump(mode="json"))
+    return accepted
+
+
+async def _accept(
+    request: Request, response: Response, state: AppState, owner: str, form: ClassifyForm, image: bytes
+) -> JobAccepted:
+    """Check the request, store the job and its image, queue it: the `202` body."""
+    settings = state.settings
     spec = state.catalog.resolve(form.model_version)
     if form.callback_url is not None:
         check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
     # Decoding costs milliseconds of CPU per image: keep it off the event loop.
-    decoded = await run_in_threadpool(decode_image, upload.file, max_pixels=settings.max_pixels)
+    decoded = await run_in_threadpool(decode_image, image, max_pixels=settings.max_pixels)
 
     now = isoformat(utcnow())
     record = JobRecord(
@@ -90,10 +134,11 @@ async def classify(request: Request, response: Response, state: StateDep) -> Job
         image_format=decoded.format,
         image_width=decoded.width,
         image_height=decoded.height,
-        image_sha256=hashlib.sha256(upload.file).hexdigest(),
+        owner=owner,
+        image_sha256=hashlib.sha256(image).hexdigest(),
         request_id=request.state.request_id,
     )
-    await state.store.create(record, upload.file)
+    await state.store.create(record, image)
     await _enqueue(state, record)
     wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)
 

@@ -1,0 +1,65 @@
+"""Idempotency-Key: the same key from the same principal within 24 h gives back the original job.
+
+A key is reserved (SET NX) before the job is made and holds the request's fingerprint; once the job is
+accepted, the reservation is replaced by the original `202` body, which later requests with that key get
+back as a `200`. The same key with a different request, or while the first is still being handled, is a
+409 `conflict`. A request that fails releases its key, so the client may retry it as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from visionq import errors
+from visionq.jobs import keys
+
+#: Seconds a key is remembered (API.md: 24 h).
+IDEMPOTENCY_TTL = 24 * 3600
+
+
+def fingerprint(*parts: str | bytes) -> str:
+    """A digest of what makes two requests the same request: the image and every form field."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big"))  # lengths keep ("ab", "c") apart from ("a", "bc")
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class IdempotencyKeys:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def reserve(self, owner: str, key: str, request: str) -> dict[str, Any] | None:
+        """Claim `key` for this request (its fingerprint); None when the caller should make the job, or the
+        original answer's body to give back. Raises Conflict for another request under the same key."""
+        name = keys.idempotency(owner, key)
+        claim = orjson.dumps({"request": request, "accepted": None})
+        if await self.redis.set(name, claim, nx=True, ex=IDEMPOTENCY_TTL):
+            return None
+        stored = await self.redis.get(name)
+        if stored is None:  # expired between the two commands: it is free again
+            return await self.reserve(owner, key, request)
+        entry = orjson.loads(stored)
+        if entry["request"] != request:
+            raise errors.Conflict(
+                "this Idempotency-Key was used with a different request in the last 24 hours; "
+                "use a new key for a new request"
+            )
+        if entry["accepted"] is None:
+            raise errors.Conflict("a request with this Idempotency-Key is still being handled; retry it in a moment")
+        accepted: dict[str, Any] = entry["accepted"]
+        return accepted
+
+    async def record(self, owner: str, key: str, request: str, accepted: dict[str, Any]) -> None:
+        """Keep the answer given to the request that reserved `key`, for the rest of the key's 24 h."""
+        entry = orjson.dumps({"request": request, "accepted": accepted})
+        await self.redis.set(keys.idempotency(owner, key), entry, xx=True, keepttl=True)
+
+    async def release(self, owner: str, key: str) -> None:
+        await self.redis.delete(keys.idempotency(owner, key))
