@@ -82,16 +82,22 @@ def test_job_survives_its_worker_being_killed_mid_job(start_stack: StackFactory)
     client.close()
 
 
-def test_result_expires_after_its_ttl(start_stack: StackFactory, redis_client: redis.Redis) -> None:
+def test_after_its_ttl_the_result_leaves_redis_and_is_served_from_the_archive(
+    start_stack: StackFactory, redis_client: redis.Redis
+) -> None:
     _, _, server = start_stack("expiry", result_ttl=2)
     with httpx.Client(base_url=server.url, timeout=30) as api:
         job_id = submit(api, CAT_JPEG).json()["job_id"]
         wait_terminal(api, job_id)
-        assert api.get(f"/result/{job_id}").status_code == 200
+        live = api.get(f"/result/{job_id}")
+        assert live.status_code == 200
         assert 0 < redis_client.ttl(keys.result(job_id)) <= 2
 
-        wait_for(lambda: api.get(f"/result/{job_id}").status_code == 404, 10, "the result to expire", 0.2)
-        assert api.get(f"/status/{job_id}").status_code == 404
+        wait_for(lambda: not redis_client.exists(keys.status(job_id), keys.result(job_id)), 10, "the TTL", 0.2)
+        assert api.get(f"/status/{job_id}").status_code == 404, "API.md: 404 for expired ids"
+        archived = api.get(f"/result/{job_id}")
+        assert archived.status_code == 200
+        assert archived.json() == live.json()
 
 
 def test_redis_down_gives_503_fast_and_readiness_says_so(make_settings: object) -> None:

@@ -48,6 +48,7 @@ class WorkerContext:
         self.archiver = Archiver(self.redis, self.archive)
         self.started_at = isoformat(utcnow())
         self.jobs_done = 0
+        self._archive_failing = False
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
 
@@ -111,13 +112,18 @@ class WorkerContext:
             self._drain_archive()
 
     def _drain_archive(self) -> None:
+        # An outage is logged when it starts and when it ends, not on every tick in between.
         try:
             while self.archiver.drain() >= self.archiver.batch:
                 pass
-        except RedisError as exc:
-            log.warning("archiving skipped, Redis unreachable: %s", exc)
-        except SQLAlchemyError as exc:
-            log.warning("archiving delayed, the database is unreachable: %s", exc)
+        except (RedisError, SQLAlchemyError) as exc:
+            if not self._archive_failing:
+                log.warning("archiving delayed until the archive and Redis are reachable again: %s", exc)
+            self._archive_failing = True
+            return
+        if self._archive_failing:
+            log.warning("archiving resumed")
+        self._archive_failing = False
 
 
 _current: WorkerContext | None = None
