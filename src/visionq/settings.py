@@ -82,6 +82,26 @@ class Settings(BaseSettings):
     callback_allow_private: bool = False
     """Accept callback URLs in private, loopback and link-local ranges (for callbacks inside your own network)."""
 
+    callback_secret: SecretStr | None = None
+    """Key of the `X-Visionq-Signature` HMAC-SHA256 on every callback. Callbacks are off without it (a
+    `callback_url` is refused); `visionq serve` makes one in `data_dir` on first start."""
+
+    callback_queue: str = "visionq-callbacks"
+    """Celery queue of callback deliveries, served by `visionq worker --callbacks`, so that a slow receiver
+    never holds up classification."""
+
+    callback_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a callback receiver has to answer one delivery attempt."""
+
+    callback_max_attempts: Annotated[int, Field(ge=1)] = 8
+    """Delivery attempts per callback before it is given up (non-2xx answers and time-outs are retried)."""
+
+    callback_backoff: Annotated[float, Field(gt=0)] = 2.0
+    """Seconds before the first retry of a callback; each next one waits twice as long, up to 5 minutes."""
+
+    callback_concurrency: Annotated[int, Field(ge=1)] = 8
+    """Deliveries one callbacks worker makes at once (threads: a delivery mostly waits on the network)."""
+
     # --- jobs --------------------------------------------------------------------------------
     result_ttl: Annotated[int, Field(gt=0)] = 3600
     """Seconds a finished job's status and result stay in Redis."""
@@ -148,6 +168,12 @@ class Settings(BaseSettings):
     def _check_cuda_pool(self) -> Self:
         if self.device.startswith("cuda") and self.worker_pool is WorkerPool.PREFORK:
             raise ValueError("device=cuda needs worker_pool=solo or threads: CUDA does not survive fork (celery#6036)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_queues(self) -> Self:
+        if self.callback_queue == self.queue:
+            raise ValueError(f"callback_queue and queue are both {self.queue!r}: deliveries need a queue of their own")
         return self
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import redis
 import uvicorn
+from pydantic import SecretStr
 
 from visionq.api.app import server_config
 from visionq.embedded import free_port
@@ -25,6 +26,9 @@ from visionq.settings import Settings
 WORKER_START_TIMEOUT = 90.0
 
 #: Worker settings that keep failure tests short: fast redelivery, heartbeat and sweep.
+#: Seconds a callbacks worker gets to fail at start-up before the test goes on with it.
+CALLBACK_WORKER_SETTLE = 1.0
+
 FAST_RECOVERY: dict[str, Any] = {
     "visibility_timeout": 2,
     "stale_job_after": 30,
@@ -65,6 +69,9 @@ class WorkerProcess:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
         for name, value in self.settings.model_dump(mode="json").items():
+            secret = getattr(self.settings, name)
+            if isinstance(secret, SecretStr):  # dumped as "**********"
+                value = secret.get_secret_value()
             if value is not None:
                 env[f"VISIONQ_{name.upper()}"] = value if isinstance(value, str) else _json(value)
         return env
@@ -104,6 +111,17 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+class CallbackWorkerProcess(WorkerProcess):
+    """`visionq worker --callbacks`: delivers callbacks; it has no heartbeat, so start() only checks it runs."""
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "visionq", "worker", "--callbacks"], env=self.env(), start_new_session=True
+        )
+        time.sleep(CALLBACK_WORKER_SETTLE)
+        assert self.process.poll() is None, "the callbacks worker exited during start-up"
 
 
 class ApiServer:

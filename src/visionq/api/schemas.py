@@ -88,6 +88,25 @@ class JobPageBody(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
+class DeliveryAttempt(BaseModel):
+    attempt: int
+    delivery_id: str = Field(description="The same for every attempt of one job's callback (X-Visionq-Delivery).")
+    url: str
+    at: str
+    outcome: str = Field(description="`delivered`, `failed` (retried while attempts remain) or `refused`.")
+    status_code: int | None
+    error: str | None
+    duration: float
+
+
+class DeliveriesBody(BaseModel):
+    """`GET /jobs/{job_id}/deliveries`: every attempt to deliver the job's callback, oldest first."""
+
+    job_id: str
+    callback_url: str | None
+    deliveries: list[DeliveryAttempt]
+
+
 class Readiness(BaseModel):
     status: CheckState
     checks: dict[str, str | int | dict[str, object]]

@@ -59,3 +59,29 @@ def check_callback_url(url: str, *, allow_private: bool) -> None:
             f"callback_url address {host} is in a private, loopback or link-local range; "
             "set VISIONQ_CALLBACK_ALLOW_PRIVATE=true to allow it"
         )
+
+
+class CallbackRefused(Exception):
+    """The callback's target is not one visionq may call: delivery stops without retrying."""
+
+
+def check_resolved_target(url: str, *, allow_private: bool) -> None:
+    """At delivery time: check the URL again and resolve its host; refuse it if any address it resolves
+    to is private, loopback or link-local (unless allowed). Raises CallbackRefused, or OSError when the
+    name does not resolve now (worth a retry)."""
+    try:
+        check_callback_url(url, allow_private=allow_private)
+    except ValidationFailed as exc:
+        raise CallbackRefused(exc.detail) from exc
+    if allow_private:
+        return
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for *_, sockaddr in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP):
+        address = ipaddress.ip_address(sockaddr[0])
+        if not is_public_address(address):
+            raise CallbackRefused(
+                f"{host} resolves to {address}, in a private, loopback or link-local range; "
+                "set VISIONQ_CALLBACK_ALLOW_PRIVATE=true to allow it"
+            )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from visionq.cli import jobs
-from visionq.cli.options import console, load_settings
+from visionq.cli.options import console, errors, load_settings
 from visionq.settings import Settings, WorkerPool
 
 if TYPE_CHECKING:
@@ -65,22 +65,33 @@ def api(
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (processes for prefork).")] = None,
     pool: Annotated[WorkerPool | None, typer.Option(help="Celery pool.")] = None,
+    callbacks: Annotated[
+        bool, typer.Option("--callbacks", help="Deliver callbacks (threads, VISIONQ_CALLBACK_QUEUE) instead.")
+    ] = False,
 ) -> None:
     """Run a Celery worker alone, against the Redis of VISIONQ_REDIS_URL."""
     import visionq.worker.signals  # noqa: F401  (connects the per-process set-up)
-    from visionq.worker.celery_app import create_celery_app
+    from visionq.worker.celery_app import CALLBACKS, create_celery_app
 
     settings = load_settings(worker_concurrency=concurrency, worker_pool=pool)
     _configure_logging(settings)
     celery = create_celery_app(settings)
+    if callbacks:
+        if settings.callback_secret is None:
+            errors.print("error: a callbacks worker needs VISIONQ_CALLBACK_SECRET to sign its deliveries")
+            raise typer.Exit(2)
+        celery.role = CALLBACKS
+        queue, pool_name, processes = settings.callback_queue, "threads", concurrency or settings.callback_concurrency
+    else:
+        queue, pool_name, processes = settings.queue, settings.worker_pool.value, settings.worker_concurrency
     celery.worker_main(
         [
             "worker",
-            f"--queues={settings.queue}",
-            f"--pool={settings.worker_pool.value}",
-            f"--concurrency={settings.worker_concurrency}",
+            f"--queues={queue}",
+            f"--pool={pool_name}",
+            f"--concurrency={processes}",
             f"--loglevel={settings.log_level}",
-            "--hostname=visionq@%h",
+            f"--hostname=visionq-{celery.role}@%h",
             "--without-gossip",
             "--without-mingle",
         ]

@@ -1,7 +1,8 @@
 """`visionq serve`: the whole service on one machine, stopped cleanly by Ctrl-C or SIGTERM.
 
-Runs an embedded Redis server (unless `VISIONQ_REDIS_URL` is set), one worker as a child
-process in its own process group (restarted if it dies), and the API in this process. Uvicorn
+Runs an embedded Redis server (unless `VISIONQ_REDIS_URL` is set), one worker and one callbacks
+worker as child processes in their own process groups (restarted if they die), and the API in
+this process. Uvicorn
 owns SIGINT/SIGTERM; when it returns, the worker gets a warm shutdown and then Redis stops, so
 nothing is left running.
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 from contextlib import ExitStack
+from pathlib import Path
 
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from visionq.api.app import server_config
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a worker gets to finish its job after SIGTERM before its process group is killed.
 WORKER_STOP_TIMEOUT = 15.0
+#: Where `serve` keeps the callback signing secret it made, in the data directory.
+CALLBACK_SECRET_FILE = "callback-secret"
 #: Seconds between restarts of a worker that keeps dying.
 WORKER_RESTART_DELAY = 2.0
 
@@ -35,8 +41,9 @@ WORKER_RESTART_DELAY = 2.0
 class WorkerProcess:
     """`visionq worker` as a supervised child process."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
         self.env = env
+        self.args = args
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="visionq-worker-watch", daemon=True)
@@ -47,7 +54,10 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "visionq", "worker"], env=self.env, stdin=subprocess.DEVNULL, start_new_session=True
+            [sys.executable, "-m", "visionq", "worker", *self.args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def _watch(self) -> None:
@@ -77,6 +87,19 @@ class WorkerProcess:
         process.wait()
 
 
+def callback_secret(data_dir: Path) -> str:
+    """The secret that signs callbacks when VISIONQ_CALLBACK_SECRET is unset: made on first start and kept,
+    readable by this user only, in `data_dir/callback-secret`, so that receivers can be set up once."""
+    path = data_dir / CALLBACK_SECRET_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+        log.info("made a callback signing secret in %s (set VISIONQ_CALLBACK_SECRET to use your own)", path)
+    return path.read_text().strip()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -90,9 +113,11 @@ def serve(settings: Settings) -> None:
         if redis_url is None:
             redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
             log.info("embedded Redis listening at %s (data in %s)", redis_url, settings.data_dir / "redis")
-        settings = settings.model_copy(update={"redis_url": redis_url})
+        secret = settings.callback_secret or SecretStr(callback_secret(settings.data_dir))
+        settings = settings.model_copy(update={"redis_url": redis_url, "callback_secret": secret})
         log.info("job archive: %s", make_url(settings.archive_url).render_as_string(hide_password=True))
-        worker = WorkerProcess({**os.environ, "VISIONQ_REDIS_URL": redis_url})
-        worker.start()
-        stack.callback(worker.stop)
+        env = {**os.environ, "VISIONQ_REDIS_URL": redis_url, "VISIONQ_CALLBACK_SECRET": secret.get_secret_value()}
+        for worker in (WorkerProcess(env), WorkerProcess(env, "--callbacks")):
+            worker.start()
+            stack.callback(worker.stop)
         uvicorn.Server(server_config(settings)).run()

@@ -8,8 +8,9 @@ visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job s
 visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
 visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
-visionq:archive:outbox   zset   job id → change number: jobs whose archive row is behind (written by the archiver)
-visionq:archive:seq      string the last change number given out
+visionq:archive:outbox   zset   job id → when it changed: jobs whose archive row is behind (see archive/archiver.py)
+visionq:callbacks:due    zset   job id → when it ended: finished jobs whose callback is still to be queued
+job:{id}:deliveries      list   one JSON object per callback delivery attempt; TTL = result_ttl
 visionq:idem:{owner}:{sha256(key)}  string  an Idempotency-Key's request fingerprint and original answer; TTL 24 h
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
@@ -28,7 +29,7 @@ WORKER_PREFIX = "visionq:worker:"
 WORKERS_SEEN = "visionq:workers"
 JOB_STATS = "visionq:stats:jobs"
 ARCHIVE_OUTBOX = "visionq:archive:outbox"
-ARCHIVE_SEQUENCE = "visionq:archive:seq"
+CALLBACKS_DUE = "visionq:callbacks:due"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 #: Separator kombu puts between a queue's name and its priority step.
 PRIORITY_SEPARATOR = ":"
@@ -50,6 +51,10 @@ def image(job_id: str) -> str:
 
 def events(job_id: str) -> str:
     return f"job:{job_id}:events"
+
+
+def deliveries(job_id: str) -> str:
+    return f"job:{job_id}:deliveries"
 
 
 def job_id_from_events(channel: str) -> str:

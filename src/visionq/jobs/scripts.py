@@ -54,10 +54,20 @@ return 1
 """
 )
 
-# KEYS: status, result, image, live, events, job stats, processing, archive outbox.
+# Shared: a finished job with a callback URL is queued for delivery (KEYS[n] is the callbacks-due set).
+_CALLBACK_DUE = """
+local function callback_due(status_key, due_key, now)
+  if redis.call('HEXISTS', status_key, 'callback_url') == 1 then
+    redis.call('ZADD', due_key, now, redis.call('HGET', status_key, 'job_id'))
+  end
+end
+"""
+
+# KEYS: status, result, image, live, events, job stats, processing, archive outbox, callbacks due.
 # ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds).
 COMPLETE = (
     _PUBLISH
+    + _CALLBACK_DUE
     + _LIVE_JOB
     + """
 redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', ARGV[2])
@@ -69,15 +79,17 @@ redis.call('SREM', KEYS[7], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('HINCRBY', KEYS[6], 'completed', 1)
 redis.call('HINCRBYFLOAT', KEYS[6], 'processing_seconds', ARGV[4])
 redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
+callback_due(KEYS[1], KEYS[9], ARGV[5])
 publish(KEYS[1], KEYS[5])
 return 1
 """
 )
 
-# KEYS: status, image, live, events, job stats, processing, archive outbox.
+# KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due.
 # ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds).
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
+    + _CALLBACK_DUE
     + _LIVE_JOB
     + """
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
@@ -88,6 +100,7 @@ redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('SREM', KEYS[6], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 redis.call('ZADD', KEYS[7], ARGV[6], redis.call('HGET', KEYS[1], 'job_id'))
+callback_due(KEYS[1], KEYS[8], ARGV[6])
 publish(KEYS[1], KEYS[4])
 return 1
 """

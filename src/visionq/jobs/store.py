@@ -46,6 +46,7 @@ def complete_call(
             keys.JOB_STATS,
             keys.PROCESSING_JOBS,
             keys.ARCHIVE_OUTBOX,
+            keys.CALLBACKS_DUE,
         ],
         [body, completed_at, result_ttl, processing_seconds, time.time()],
     )
@@ -61,6 +62,7 @@ def finish_call(job_id: str, status: JobStatus, code: str, message: str, result_
             keys.JOB_STATS,
             keys.PROCESSING_JOBS,
             keys.ARCHIVE_OUTBOX,
+            keys.CALLBACKS_DUE,
         ],
         [status.value, code, message, isoformat(utcnow()), result_ttl, time.time()],
     )
@@ -102,6 +104,13 @@ class JobStore:
         if record is None:
             raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
         return record
+
+    async def get_deliveries(self, job_id: str) -> list[bytes]:
+        """The callback delivery attempts recorded for the job, oldest first, each a JSON object."""
+        return [
+            item.encode() if isinstance(item, str) else item
+            for item in await self.redis.lrange(keys.deliveries(job_id), 0, -1)
+        ]
 
     async def get_result(self, job_id: str) -> bytes | None:
         """The stored result JSON of a completed job, exactly as the worker wrote it."""

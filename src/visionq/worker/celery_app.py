@@ -13,6 +13,8 @@ from visionq.jobs.states import PRIORITY_STEPS
 from visionq.settings import Settings
 
 CLASSIFY_TASK = "visionq.classify_image"
+#: The role of a worker that delivers callbacks instead of classifying.
+CALLBACKS = "callbacks"
 #: Longest pause between kombu's scans for unacknowledged messages of dead workers.
 MAX_RESTORE_INTERVAL = 10
 
@@ -21,6 +23,8 @@ class VisionqCelery(Celery):
     """A Celery app that carries the settings it was built from, for the worker's signal handlers."""
 
     settings: Settings
+    #: `classify` (jobs, on `settings.queue`) or `callbacks` (deliveries, on `settings.callback_queue`).
+    role: str = "classify"
 
 
 def create_celery_app(settings: Settings) -> VisionqCelery:

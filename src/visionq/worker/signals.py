@@ -7,8 +7,8 @@ from typing import Any
 from celery import signals
 
 from visionq.settings import WorkerPool
-from visionq.worker import context
-from visionq.worker.celery_app import VisionqCelery
+from visionq.worker import context, deliveries
+from visionq.worker.celery_app import CALLBACKS, VisionqCelery
 
 
 def _setup(app: VisionqCelery) -> None:
@@ -32,13 +32,19 @@ def _on_child_stop(**_: Any) -> None:
 
 @signals.worker_init.connect
 def _on_worker_init(sender: Any, **_: Any) -> None:
-    # Without child processes, the main process runs the jobs, so it sets up before consuming.
     app: VisionqCelery = sender.app
-    if app.settings.worker_pool is not WorkerPool.PREFORK:
+    if app.role == CALLBACKS:
+        worker = deliveries.DeliveryWorker(app.settings, app)
+        deliveries.install(worker)
+        worker.start()
+    elif app.settings.worker_pool is not WorkerPool.PREFORK:
+        # Without child processes, the main process runs the jobs, so it sets up before consuming.
         _setup(app)
 
 
 @signals.worker_shutdown.connect
 def _on_worker_stop(sender: Any, **_: Any) -> None:
-    if sender.app.settings.worker_pool is not WorkerPool.PREFORK:
+    if sender.app.role == CALLBACKS:
+        deliveries.current().stop()
+    elif sender.app.settings.worker_pool is not WorkerPool.PREFORK:
         context.current().stop()

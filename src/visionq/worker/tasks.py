@@ -19,8 +19,9 @@ from redis import RedisError
 from visionq.errors import VisionqError
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.states import Stage
-from visionq.worker import context
+from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
+from visionq.worker.deliveries import DELIVER_TASK
 from visionq.worker.pipeline import Classification, run_classification
 
 log = logging.getLogger(__name__)
@@ -115,3 +116,10 @@ def _result(record: JobRecord, outcome: Classification, started: float, picked_u
 
 def _backoff(base: float, attempt: int) -> float:
     return float(base * 2 ** (attempt - 1))
+
+
+@shared_task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_callback(job_id: str) -> None:
+    """One delivery attempt of a finished job's callback; a failed attempt is rescheduled by the worker
+    (in Redis, not as a Celery retry), until `callback_max_attempts`."""
+    deliveries.current().attempt(job_id)

@@ -116,6 +116,10 @@ async def _accept(
     settings = state.settings
     spec = state.catalog.resolve(form.model_version)
     if form.callback_url is not None:
+        if settings.callback_secret is None:
+            raise errors.ValidationFailed(
+                "callbacks are off on this service: it has no VISIONQ_CALLBACK_SECRET to sign them with"
+            )
         check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
     # Decoding costs milliseconds of CPU per image: keep it off the event loop.
     decoded = await run_in_threadpool(decode_image, image, max_pixels=settings.max_pixels)

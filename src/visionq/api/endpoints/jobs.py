@@ -1,4 +1,5 @@
-"""The caller's jobs as a collection: GET /jobs (from the archive) and DELETE /jobs/{id} (cancel)."""
+"""The caller's jobs as a collection: GET /jobs (from the archive), GET /jobs/{id}/deliveries (its callback
+attempts) and DELETE /jobs/{id} (cancel)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from visionq import errors
 from visionq.api.dependencies import ArchiveDep, JobStoreDep, OwnerDep
 from visionq.api.problems import problem_responses
-from visionq.api.schemas import JobPageBody, JobSummary, Links, StatusBody
+from visionq.api.schemas import DeliveriesBody, DeliveryAttempt, JobPageBody, JobSummary, Links, StatusBody
 from visionq.archive.repository import MAX_PAGE, BadCursor, JobQuery
 from visionq.archive.tables import ArchivedJob
 from visionq.jobs.records import ImageInfo, JobError, JobRecord, Prediction, dump_status, isoformat
@@ -76,6 +77,15 @@ def _summary(row: ArchivedJob, live: JobRecord | None) -> JobSummary:
         image=ImageInfo(width=row.image_width, height=row.image_height, format=row.image_format),
         links=Links(status=f"/status/{row.job_id}", result=f"/result/{row.job_id}", websocket=f"/ws/{row.job_id}"),
     )
+
+
+@router.get("/jobs/{job_id}/deliveries", response_model=DeliveriesBody, responses=problem_responses(errors.JobNotFound))
+async def list_deliveries(job_id: str, store: JobStoreDep) -> DeliveriesBody:
+    """Every attempt to deliver the job's callback, oldest first (empty until the job ends, or without a
+    callback URL). Kept as long as the job's result."""
+    record = await store.require(job_id)
+    attempts = [DeliveryAttempt.model_validate_json(entry) for entry in await store.get_deliveries(job_id)]
+    return DeliveriesBody(job_id=job_id, callback_url=record.callback_url, deliveries=attempts)
 
 
 @router.delete(

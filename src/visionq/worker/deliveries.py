@@ -1,0 +1,145 @@
+"""What a callbacks worker process (`visionq worker --callbacks`) holds, and how it delivers one callback.
+
+Finished jobs with a callback URL land in the `visionq:callbacks:due` sorted set (scored by when their next
+attempt is due) in the same atomic step that finishes them. This process's housekeeping thread queues the
+due ones as `deliver_callback` tasks on the callbacks queue; each task makes one attempt, records it in the
+job's delivery log, and on failure puts the job back in the set for later. Retries therefore wait in Redis,
+not as Celery ETA messages, and survive restarts of every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import httpx
+import orjson
+from celery import Celery
+from redis import Redis, RedisError
+
+from visionq.callbacks.delivery import Attempt, backoff, deliver
+from visionq.connections import sync_redis
+from visionq.jobs import keys
+from visionq.jobs.records import JobRecord
+from visionq.jobs.states import JobStatus
+from visionq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "visionq.deliver_callback"
+#: Due callbacks queued per housekeeping pass.
+QUEUE_BATCH = 100
+#: Seconds between housekeeping passes.
+TICK = 0.5
+#: Outcomes after which no attempt follows.
+FINAL = frozenset({"delivered", "refused"})
+
+
+class DeliveryWorker:
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        if settings.callback_secret is None:
+            raise RuntimeError("a callbacks worker needs VISIONQ_CALLBACK_SECRET to sign what it delivers")
+        self.settings = settings
+        self.celery = celery
+        self.secret = settings.callback_secret.get_secret_value()
+        self.redis: Redis = sync_redis(settings)
+        self.http = httpx.Client(timeout=settings.callback_timeout, follow_redirects=False)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="visionq-callbacks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("callbacks worker ready", extra={"queue": self.settings.callback_queue})
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=TICK + self.settings.redis_timeout)
+        self.http.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK):
+            try:
+                self.queue_due()
+            except RedisError as exc:
+                log.warning("callbacks not queued, Redis unreachable: %s", exc)
+
+    def queue_due(self, now: float | None = None) -> int:
+        """Queue a delivery task for each job whose callback attempt is due; returns how many."""
+        due = self.redis.zrangebyscore(keys.CALLBACKS_DUE, "-inf", now or time.time(), start=0, num=QUEUE_BATCH)
+        queued = 0
+        for raw in due:
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if not self.redis.zrem(keys.CALLBACKS_DUE, job_id):  # another callbacks worker took it
+                continue
+            try:
+                self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.settings.callback_queue)
+            except Exception:
+                self.redis.zadd(keys.CALLBACKS_DUE, {job_id: time.time()})
+                raise
+            queued += 1
+        return queued
+
+    def attempt(self, job_id: str) -> Attempt | None:
+        """Make the next delivery attempt of the job's callback; None when there is nothing (left) to do."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.status(job_id))
+            pipe.get(keys.result(job_id))
+            pipe.lrange(keys.deliveries(job_id), 0, -1)
+            fields, result, history = pipe.execute()
+        if not fields:
+            log.warning("callback dropped: the job has expired", extra={"job_id": job_id})
+            return None
+        record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()})
+        past = [orjson.loads(entry) for entry in history]
+        if record.callback_url is None or any(entry["outcome"] in FINAL for entry in past):
+            return None
+        body = result if record.status is JobStatus.COMPLETED and result else _failure_json(record)
+        attempt = deliver(
+            self.http,
+            record.callback_url,
+            body,
+            job_id=job_id,
+            attempt=len(past) + 1,
+            secret=self.secret,
+            allow_private=self.settings.callback_allow_private,
+        )
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.deliveries(job_id), orjson.dumps(attempt.to_json()))
+            pipe.expire(keys.deliveries(job_id), self.settings.result_ttl)
+            if attempt.outcome == "failed" and attempt.attempt < self.settings.callback_max_attempts:
+                retry_at = time.time() + backoff(self.settings.callback_backoff, attempt.attempt)
+                pipe.zadd(keys.CALLBACKS_DUE, {job_id: retry_at})
+            pipe.execute()
+        log.info(
+            "callback attempt",
+            extra={
+                "job_id": job_id,
+                "attempt": attempt.attempt,
+                "outcome": attempt.outcome,
+                "status": attempt.status_code,
+            },
+        )
+        return attempt
+
+
+def _failure_json(record: JobRecord) -> bytes:
+    return record.failure_body().model_dump_json().encode()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_current: DeliveryWorker | None = None
+
+
+def install(worker: DeliveryWorker) -> None:
+    global _current
+    _current = worker
+
+
+def current() -> DeliveryWorker:
+    if _current is None:
+        raise RuntimeError("the callbacks worker was not set up: start it with `visionq worker --callbacks`")
+    return _current

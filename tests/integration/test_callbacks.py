@@ -1,0 +1,181 @@
+"""Callbacks against the real stack and real local receivers: signature, retries, a hanging receiver."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from factories import cat_variants
+from integration.conftest import StackFactory
+from integration.stack import CallbackWorkerProcess, submit, wait_for, wait_terminal
+from visionq.callbacks.signing import verify
+
+SECRET = "callback-test-secret"
+CAT = cat_variants()["jpeg"]
+#: Seconds a test waits for deliveries to arrive.
+DELIVERY_TIMEOUT = 30.0
+#: Seconds the hanging receiver holds each request: longer than the stack's callback_timeout.
+HANG = 8.0
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on a loopback port that answers callbacks with the given statuses in turn."""
+
+    answers: list[int | str] = field(default_factory=lambda: [200])
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers["Content-Length"]))
+        with self.lock:
+            self.requests.append(({k.lower(): v for k, v in handler.headers.items()}, body))
+            answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+            self.in_flight += 1
+        try:
+            if answer == "hang":
+                time.sleep(HANG)
+                answer = 200
+            handler.send_response(int(answer))
+            handler.send_header("Content-Length", "2")
+            handler.end_headers()
+            handler.wfile.write(b"ok")
+        except OSError:  # the client gave up on us
+            pass
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            state.handle(self)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def callbacks_api(start_stack: StackFactory) -> Iterator[httpx.Client]:
+    settings, _, server = start_stack(
+        "callbacks",
+        worker_pool="solo",
+        callback_secret=SECRET,
+        callback_allow_private=True,  # the receivers listen on 127.0.0.1
+        callback_backoff=0.2,
+        callback_timeout=2.0,
+        callback_queue="visionq-test-deliveries",
+    )
+    deliverer = CallbackWorkerProcess(settings)
+    deliverer.start()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+    deliverer.stop()
+
+
+def deliveries(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    answer = api.get(f"/jobs/{job_id}/deliveries")
+    assert answer.status_code == 200, answer.text
+    found: list[dict[str, Any]] = answer.json()["deliveries"]
+    return found
+
+
+def test_the_result_arrives_signed_with_the_job_headers(
+    callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    job_id = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
+    assert wait_terminal(callbacks_api, job_id)["status"] == "completed"
+
+    wait_for(lambda: deliveries(callbacks_api, job_id), DELIVERY_TIMEOUT, "the delivery")
+    ((headers, body),) = state.requests
+    assert verify(body, SECRET, headers["x-visionq-signature"])
+    assert not verify(body + b" ", SECRET, headers["x-visionq-signature"]), "the signature covers the raw body"
+    assert headers["content-type"] == "application/json"
+    assert headers["x-visionq-job-id"] == job_id
+    assert body == callbacks_api.get(f"/result/{job_id}").content, "the result body, byte for byte"
+    (attempt,) = deliveries(callbacks_api, job_id)
+    assert attempt["outcome"] == "delivered"
+    assert attempt["status_code"] == 200
+    assert attempt["attempt"] == 1
+    assert attempt["delivery_id"] == headers["x-visionq-delivery"]
+    assert attempt["url"] == url
+
+
+def test_a_receiver_that_fails_twice_gets_one_success_and_three_attempts_are_recorded(
+    callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    state.answers = [500, 503, 200]
+    job_id = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
+
+    wait_for(lambda: len(deliveries(callbacks_api, job_id)) == 3, DELIVERY_TIMEOUT, "three attempts")
+    time.sleep(1.0)  # room for a wrong fourth attempt to show up
+
+    attempts = deliveries(callbacks_api, job_id)
+    assert [a["outcome"] for a in attempts] == ["failed", "failed", "delivered"]
+    assert [a["status_code"] for a in attempts] == [500, 503, 200]
+    assert len({a["delivery_id"] for a in attempts}) == 1, "one delivery id for the whole series"
+    assert len(state.requests) == 3
+    assert len({body for _, body in state.requests}) == 1
+
+
+def test_a_failed_job_is_called_back_with_its_failure_body(
+    callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    job_id = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
+    callbacks_api.delete(f"/jobs/{job_id}")  # cancelled while queued, or already done: either way it ends
+
+    final = wait_terminal(callbacks_api, job_id)
+    wait_for(lambda: state.requests, DELIVERY_TIMEOUT, "the delivery")
+    assert httpx.Response(200, content=state.requests[0][1]).json()["status"] == final["status"]
+
+
+def test_a_hanging_receiver_does_not_hold_up_classification(
+    callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    state.answers = ["hang"]
+    hung = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
+    wait_terminal(callbacks_api, hung)
+    wait_for(lambda: state.in_flight, DELIVERY_TIMEOUT, "the receiver to hang")
+
+    others = [submit(callbacks_api, CAT).json()["job_id"] for _ in range(3)]
+    statuses = [wait_terminal(callbacks_api, job_id)["status"] for job_id in others]
+
+    assert statuses == ["completed"] * 3
+    assert state.in_flight >= 1, "the other jobs finished while the receiver was still holding a delivery"
+    wait_for(lambda: deliveries(callbacks_api, hung), DELIVERY_TIMEOUT, "the timed-out attempt")
+    first = deliveries(callbacks_api, hung)[0]
+    assert first["outcome"] == "failed"
+    assert "Timeout" in first["error"]
+
+
+def test_without_a_secret_callbacks_are_refused_at_submit(api: httpx.Client) -> None:
+    answer = submit(api, CAT, callback_url="https://example.com/hook")
+    assert answer.status_code == 422
+    assert "VISIONQ_CALLBACK_SECRET" in answer.json()["detail"]
+
+
+def test_the_deliveries_of_an_unknown_job_are_not_found(callbacks_api: httpx.Client) -> None:
+    assert callbacks_api.get("/jobs/no-such-job/deliveries").status_code == 404
