@@ -7,6 +7,8 @@ was cancelled or did not finish in time, or the API could not be reached, 2 for 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -186,12 +188,8 @@ def status(
     token: TokenOption = None,
 ) -> None:
     """Show where a job is: status, stage, progress, worker, attempts."""
-    with open_client(url, api_key, token) as client:
-        try:
-            body = client.status(job_id)
-        except ClientError as exc:
-            _print_error(exc, as_json)
-            raise typer.Exit(EXIT_FAILED) from None
+    with open_client(url, api_key, token) as client, _failures_reported(as_json):
+        body = client.status(job_id)
     if as_json:
         typer.echo(json_line(body.model_dump(mode="json")))
     else:
@@ -206,7 +204,7 @@ def result(
     token: TokenOption = None,
 ) -> None:
     """Print a job's predictions. Exits 1 if it failed, was cancelled, or has not finished yet."""
-    with open_client(url, api_key, token) as client:
+    with open_client(url, api_key, token) as client, _failures_reported(as_json):
         try:
             outcome = client.result(job_id)
         except NotFinished as running:
@@ -214,9 +212,6 @@ def result(
                 typer.echo(json_line(running.status.model_dump(mode="json")))
             else:
                 errors.print(f"{running}; or run `visionq watch {job_id}`")
-            raise typer.Exit(EXIT_FAILED) from None
-        except ClientError as exc:
-            _print_error(exc, as_json)
             raise typer.Exit(EXIT_FAILED) from None
     _print_outcome(outcome, as_json)
 
@@ -230,7 +225,7 @@ def watch(
     token: TokenOption = None,
 ) -> None:
     """Follow a job live until it finishes, then print its predictions. With --json, one line per update."""
-    with open_client(url, api_key, token) as client:
+    with open_client(url, api_key, token) as client, _failures_reported(as_json):
         try:
             if as_json:
                 outcome = client.wait(
@@ -242,9 +237,6 @@ def watch(
         except KeyboardInterrupt:
             errors.print(f"stopped watching; job {job_id} goes on in the service")
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except ClientError as exc:
-            _print_error(exc, as_json)
-            raise typer.Exit(EXIT_FAILED) from None
     _print_outcome(outcome, as_json)
 
 
@@ -252,12 +244,8 @@ def models(
     as_json: JsonOption = False, url: UrlOption = None, api_key: ApiKeyOption = None, token: TokenOption = None
 ) -> None:
     """List the models the service offers and whether a worker has them loaded."""
-    with open_client(url, api_key, token) as client:
-        try:
-            listing = client.models()
-        except ClientError as exc:
-            _print_error(exc, as_json)
-            raise typer.Exit(EXIT_FAILED) from None
+    with open_client(url, api_key, token) as client, _failures_reported(as_json):
+        listing = client.models()
     if as_json:
         for info in listing:
             typer.echo(json_line(info.model_dump(mode="json")))
@@ -276,6 +264,16 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
             code, message = (outcome.error.code, outcome.error.message) if outcome.error else (outcome.status, "")
             errors.print(f"job {outcome.job_id} {outcome.status.value}: error[{code}]: {message}", markup=False)
         raise typer.Exit(EXIT_FAILED)
+
+
+@contextmanager
+def _failures_reported(as_json: bool) -> Iterator[None]:
+    """A refusal or connection failure inside becomes its report and exit status 1."""
+    try:
+        yield
+    except ClientError as exc:
+        _print_error(exc, as_json)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 def _print_error(exc: ClientError, as_json: bool) -> None:
