@@ -19,6 +19,22 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ARCHIVE_FILE = "archive.sqlite3"
 
 
+class AuthMode(StrEnum):
+    OFF = "off"
+    REQUIRED = "required"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+#: Signing secrets the service refuses with `auth=required` (placeholders people copy from examples).
+UNSAFE_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "secret", "visionq"})
+#: Shortest signing secret accepted: 32 characters, 256 bits of a random token.
+MIN_SECRET_LENGTH = 32
+
+
 class WorkerPool(StrEnum):
     PREFORK = "prefork"
     SOLO = "solo"
@@ -102,6 +118,45 @@ class Settings(BaseSettings):
     callback_concurrency: Annotated[int, Field(ge=1)] = 8
     """Deliveries one callbacks worker makes at once (threads: a delivery mostly waits on the network)."""
 
+    # --- security ----------------------------------------------------------------------------
+    auth: AuthMode = AuthMode.OFF
+    """`required`: every API request needs an API key (`X-API-Key`) or a JWT access token (`Authorization:
+    Bearer`), jobs belong to who submitted them, and `/admin/` needs the admin role. `off` (the local default):
+    everything is open and every job belongs to `anonymous`."""
+
+    auth_secret: SecretStr | None = None
+    """Signs the JWT access tokens (HS256). Required with `auth=required`: at least 32 characters, e.g.
+    `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."""
+
+    auth_issuer: str = "visionq"
+    """`iss` of the access tokens; a token from another issuer is refused."""
+
+    auth_audience: str = "visionq-api"
+    """`aud` of the access tokens; a token for another audience is refused."""
+
+    access_token_ttl: Annotated[int, Field(ge=30)] = 900
+    """Seconds an access token from `POST /auth/token` is valid."""
+
+    refresh_token_ttl: Annotated[int, Field(ge=60)] = 30 * 24 * 3600
+    """Seconds a refresh token is valid; each use replaces it with a new one."""
+
+    rate_limit_user: Annotated[int, Field(ge=0)] = 600
+    """Requests per minute for each `user` API key (0: unlimited)."""
+
+    rate_limit_admin: Annotated[int, Field(ge=0)] = 6000
+    """Requests per minute for each `admin` API key (0: unlimited)."""
+
+    rate_limit_ip: Annotated[int, Field(ge=0)] = 1200
+    """Requests per minute from each client address, whoever they authenticate as (0: unlimited)."""
+
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or networks (CIDR) of the load balancers in front of the API. Only from these is
+    `X-Forwarded-For` believed when deciding a request's client address; from anyone else it is ignored."""
+
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser (CORS), e.g. `["https://app.example.com"]`. Empty: none
+    besides the API's own page."""
+
     # --- jobs --------------------------------------------------------------------------------
     result_ttl: Annotated[int, Field(gt=0)] = 3600
     """Seconds a finished job's status and result stay in Redis."""
@@ -164,10 +219,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Log level for visionq's loggers."""
 
+    log_format: LogFormat = LogFormat.TEXT
+    """`json`: one JSON object per line (for log collectors), with request id, route, status, duration,
+    principal and job id as fields. `text`: for people."""
+
     @model_validator(mode="after")
     def _check_cuda_pool(self) -> Self:
         if self.device.startswith("cuda") and self.worker_pool is WorkerPool.PREFORK:
             raise ValueError("device=cuda needs worker_pool=solo or threads: CUDA does not survive fork (celery#6036)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.auth is AuthMode.REQUIRED:
+            secret = self.auth_secret.get_secret_value() if self.auth_secret is not None else ""
+            if secret.lower() in UNSAFE_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"auth=required needs VISIONQ_AUTH_SECRET: a random secret of at least {MIN_SECRET_LENGTH} "
+                    "characters, not empty or a placeholder "
+                    "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
         return self
 
     @model_validator(mode="after")

@@ -15,6 +15,8 @@ from visionq import __version__
 from visionq.api import problems
 from visionq.api.endpoints import catalog, classification, health, jobs, status
 from visionq.api.middleware import RequestMiddleware
+from visionq.api.ratelimit import RateLimiter
+from visionq.api.security import Authenticator
 from visionq.api.state import AppState
 from visionq.archive import schema
 from visionq.archive.repository import Archive
@@ -43,6 +45,9 @@ def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Con
         log_config=None,
         access_log=False,
         ws="websockets-sansio",
+        # X-Forwarded-For is read by the rate limiter, from VISIONQ_TRUSTED_PROXIES only; uvicorn would
+        # otherwise believe it from any local peer.
+        proxy_headers=False,
     )
 
 
@@ -67,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
             celery=celery,
             metrics=metrics,
             archive=archive,
+            auth=Authenticator(settings, redis, archive),
+            rate_limiter=RateLimiter(settings, redis),
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)

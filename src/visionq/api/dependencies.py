@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from visionq.api.ratelimit import Quota
+from visionq.api.security import check_owner, require_admin
 from visionq.api.state import AppState
 from visionq.archive.repository import Archive
+from visionq.auth.principals import Principal
 from visionq.inference.catalog import Catalog
 from visionq.jobs.events import JobEvents
-from visionq.jobs.records import ANONYMOUS
+from visionq.jobs.records import JobRecord
 from visionq.jobs.store import JobStore
 from visionq.settings import Settings
 
@@ -44,10 +47,32 @@ def get_archive(state: StateDep) -> Archive:
     return state.archive
 
 
-def get_owner() -> str:
-    """The principal a request acts for. Authentication is off: every request is `anonymous`, and every
-    job belongs to it."""
-    return ANONYMOUS
+async def get_principal(connection: HTTPConnection, state: StateDep) -> Principal:
+    """Who the request acts for (401 without valid credentials when authentication is required), within
+    its rate limits (429): the client address's first, so that failed logins count too, then the key's."""
+    scope_state = connection.scope.setdefault("state", {})
+    _within(scope_state, await state.rate_limiter.check_address(connection))
+    principal = await state.auth.principal(connection)
+    scope_state["principal"] = principal.id  # for the access log
+    _within(scope_state, await state.rate_limiter.check_principal(principal))
+    return principal
+
+
+def _within(scope_state: dict[str, Any], quota: Quota | None) -> None:
+    """Keep the tightest quota for the response's RateLimit-* headers (the middleware adds them); raise
+    RateLimited if this one is exceeded."""
+    if quota is None:
+        return
+    kept: Quota | None = scope_state.get("quota")
+    if kept is None or quota.remaining <= kept.remaining:
+        scope_state["quota"] = quota
+    if quota.exceeded is not None:
+        raise quota.refusal()
+
+
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    require_admin(principal)
+    return principal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -55,4 +80,18 @@ JobStoreDep = Annotated[JobStore, Depends(get_store)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
 ArchiveDep = Annotated[Archive, Depends(get_archive)]
-OwnerDep = Annotated[str, Depends(get_owner)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(get_admin)]
+
+
+async def get_visible_job(
+    job_id: str, connection: HTTPConnection, store: JobStoreDep, principal: PrincipalDep
+) -> JobRecord:
+    """The job the path names, if it exists and the caller may see it; 404 otherwise (also for another's)."""
+    connection.scope["state"]["job_id"] = job_id  # for the access log
+    record = await store.require(job_id)
+    check_owner(principal, record.owner, job_id)
+    return record
+
+
+VisibleJobDep = Annotated[JobRecord, Depends(get_visible_job)]

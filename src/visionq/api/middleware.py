@@ -40,7 +40,11 @@ class RequestMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                quota = scope["state"].get("quota")
+                if quota is not None:
+                    headers.update(quota.headers())
             await send(message)
 
         try:
@@ -57,7 +61,15 @@ class RequestMiddleware:
                 route,
                 status,
                 elapsed * 1000,
-                extra={"request_id": request_id, "route": route, "status": status, "duration": elapsed},
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration": round(elapsed, 6),
+                    "principal": scope["state"].get("principal"),
+                    "job_id": scope["state"].get("job_id"),
+                },
             )
 
 

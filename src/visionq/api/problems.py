@@ -65,8 +65,10 @@ def problem_response(
     body = Problem(type=f"urn:visionq:problem:{code}", title=title, status=status, detail=detail, code=code)
     if errors_:
         body.errors = errors_
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    if status == HTTPStatus.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = 'Bearer realm="visionq"'  # RFC 9110 §11.6.1: a 401 names its scheme
+    return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers or None)
 
 
 def from_error(exc: VisionqError) -> ProblemResponse:
@@ -142,3 +144,8 @@ def problem_responses(*error_classes: type[VisionqError]) -> dict[int | str, dic
         }
         for status, classes in sorted(by_status.items())
     }
+
+
+def protected_responses() -> dict[int | str, dict[str, Any]]:
+    """What every route behind authentication and the rate limits may also answer (for `APIRouter`)."""
+    return problem_responses(errors.Unauthorized, errors.Forbidden, errors.RateLimited)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from visionq.api.ratelimit import RateLimiter
+from visionq.api.security import Authenticator
 from visionq.archive.repository import Archive
 from visionq.inference.catalog import Catalog
 from visionq.jobs.events import JobEvents
@@ -25,3 +27,5 @@ class AppState:
     celery: VisionqCelery
     metrics: Metrics
     archive: Archive
+    auth: Authenticator
+    rate_limiter: RateLimiter

@@ -12,6 +12,10 @@ visionq:archive:outbox   zset   job id → when it changed: jobs whose archive r
 visionq:callbacks:due    zset   job id → when it ended: finished jobs whose callback is still to be queued
 job:{id}:deliveries      list   one JSON object per callback delivery attempt; TTL = result_ttl
 visionq:idem:{owner}:{sha256(key)}  string  an Idempotency-Key's request fingerprint and original answer; TTL 24 h
+visionq:apikey:{sha256}  string the principal of an API key (JSON), or "revoked"; a cache of the database, 60 s
+visionq:revoked:{key_id} string set when a key is revoked; refuses its access tokens until they expire
+visionq:refresh:{sha256} string a refresh token's key id and role; TTL = refresh_token_ttl, deleted on use
+visionq:ratelimit:{who}:{minute}  string requests counted in one fixed one-minute window; TTL 60 s
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
@@ -64,6 +68,22 @@ def job_id_from_events(channel: str) -> str:
 def idempotency(owner: str, key: str) -> str:
     """Hashed, so that any header value makes a well-formed key of bounded length."""
     return f"visionq:idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def api_key_cache(key_hash: str) -> str:
+    return f"visionq:apikey:{key_hash}"
+
+
+def revoked_key(key_id: str) -> str:
+    return f"visionq:revoked:{key_id}"
+
+
+def refresh_token(token: str) -> str:
+    return f"visionq:refresh:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def rate_limit(who: str, window: int) -> str:
+    return f"visionq:ratelimit:{who}:{window}"
 
 
 def worker(name: str) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from visionq.api.dependencies import StateDep
+from visionq.api.dependencies import StateDep, get_principal
+from visionq.api.problems import protected_responses
 from visionq.api.schemas import ModelInfo
 from visionq.jobs import keys
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
 
 
 async def loaded_models(state: StateDep) -> set[str]:

@@ -16,8 +16,8 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import OwnerDep, StateDep
-from visionq.api.problems import problem_responses
+from visionq.api.dependencies import PrincipalDep, StateDep
+from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import ClassifyForm, JobAccepted, Links
 from visionq.api.state import AppState
 from visionq.api.uploads import FILE_FIELD, read_upload
@@ -28,7 +28,7 @@ from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.worker.celery_app import CLASSIFY_TASK
 
-router = APIRouter(tags=["classification"])
+router = APIRouter(tags=["classification"], responses=protected_responses())
 
 #: Attempts to hand a job to the broker before the request fails with 503 (the job is then failed too).
 ENQUEUE_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.5}
@@ -73,7 +73,7 @@ async def classify(
     request: Request,
     response: Response,
     state: StateDep,
-    owner: OwnerDep,
+    principal: PrincipalDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -90,6 +90,7 @@ async def classify(
     form = _parse_form(upload.fields)
     if upload.file is None:
         raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
+    owner = principal.id
     if idempotency_key is None:
         return await _accept(request, response, state, owner, form, upload.file)
 
@@ -142,6 +143,7 @@ async def _accept(
         image_sha256=hashlib.sha256(image).hexdigest(),
         request_id=request.state.request_id,
     )
+    request.state.job_id = record.job_id  # for the access log
     await state.store.create(record, image)
     await _enqueue(state, record)
     wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)

@@ -12,22 +12,23 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import ArchiveDep, JobStoreDep, OwnerDep
-from visionq.api.problems import problem_responses
+from visionq.api.dependencies import ArchiveDep, JobStoreDep, PrincipalDep, VisibleJobDep
+from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import DeliveriesBody, DeliveryAttempt, JobPageBody, JobSummary, Links, StatusBody
+from visionq.api.security import require_admin
 from visionq.archive.repository import MAX_PAGE, BadCursor, JobQuery
 from visionq.archive.tables import ArchivedJob
 from visionq.jobs.records import ImageInfo, JobError, JobRecord, Prediction, dump_status, isoformat
 from visionq.jobs.states import JobStatus, Priority
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=protected_responses())
 
 
 @router.get("/jobs", response_model=JobPageBody, responses=problem_responses(errors.ValidationFailed))
 async def list_jobs(
     store: JobStoreDep,
     archive: ArchiveDep,
-    owner: OwnerDep,
+    principal: PrincipalDep,
     status: Annotated[list[JobStatus] | None, Query(description="Only jobs in these statuses (repeatable).")] = None,
     model: Annotated[
         str | None, Query(max_length=200, description="A model name (any version) or `name@version`.")
@@ -36,14 +37,19 @@ async def list_jobs(
     created_before: Annotated[datetime | None, Query(description="RFC 3339; jobs created before it.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Jobs per page.")] = 20,
     cursor: Annotated[str | None, Query(max_length=500, description="`next_cursor` of the previous page.")] = None,
+    owner: Annotated[
+        str | None, Query(max_length=200, description="Admins only: another principal's jobs (`key:<id>`).")
+    ] = None,
 ) -> JobPageBody:
     """The caller's jobs, newest first, a page at a time. Jobs reach this list through the archive, within
     about a second of being accepted; the status of a job still running is read live."""
     for bound, name in ((created_after, "created_after"), (created_before, "created_before")):
         if bound is not None and bound.tzinfo is None:
             raise errors.ValidationFailed(f"`{name}` needs a time zone, as RFC 3339 has: `2026-11-27T10:00:00Z`")
+    if owner is not None and owner != principal.id:
+        require_admin(principal)
     query = JobQuery(
-        owner=owner,
+        owner=owner or principal.id,
         statuses=[value.value for value in status or ()],
         model=model,
         created_after=created_after,
@@ -80,10 +86,9 @@ def _summary(row: ArchivedJob, live: JobRecord | None) -> JobSummary:
 
 
 @router.get("/jobs/{job_id}/deliveries", response_model=DeliveriesBody, responses=problem_responses(errors.JobNotFound))
-async def list_deliveries(job_id: str, store: JobStoreDep) -> DeliveriesBody:
+async def list_deliveries(job_id: str, record: VisibleJobDep, store: JobStoreDep) -> DeliveriesBody:
     """Every attempt to deliver the job's callback, oldest first (empty until the job ends, or without a
     callback URL). Kept as long as the job's result."""
-    record = await store.require(job_id)
     attempts = [DeliveryAttempt.model_validate_json(entry) for entry in await store.get_deliveries(job_id)]
     return DeliveriesBody(job_id=job_id, callback_url=record.callback_url, deliveries=attempts)
 
@@ -93,7 +98,7 @@ async def list_deliveries(job_id: str, store: JobStoreDep) -> DeliveriesBody:
     response_model=StatusBody,
     responses=problem_responses(errors.JobNotFound, errors.Conflict),
 )
-async def cancel_job(job_id: str, store: JobStoreDep) -> JSONResponse:
+async def cancel_job(job_id: str, record: VisibleJobDep, store: JobStoreDep) -> JSONResponse:
     """Cancel a job: at once if queued, at its next stage if running; 409 if it already finished."""
     if not await store.cancel(job_id):
         record = await store.require(job_id)

@@ -12,27 +12,33 @@ from starlette import status as http
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import ArchiveDep, EventsDep, JobStoreDep
-from visionq.api.problems import problem_responses
+from visionq.api.dependencies import ArchiveDep, EventsDep, JobStoreDep, PrincipalDep, StateDep, VisibleJobDep
+from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import FailureBody, ResultBody, StatusBody
+from visionq.api.security import check_owner
 from visionq.archive.repository import Archive
 from visionq.archive.rows import outcome_from_row
+from visionq.auth.principals import Principal
 from visionq.jobs.records import JobRecord, dump_status
 from visionq.jobs.states import JobStatus
 from visionq.jobs.store import JobStore
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=protected_responses())
 
-#: Close code for an unknown job id on the WebSocket (API.md).
+#: Close code for an unknown job id on the WebSocket (API.md), and for another principal's job.
 WS_UNKNOWN_JOB = 4404
+#: Close code for missing or invalid credentials (4000 + the HTTP status, like 4404).
+WS_UNAUTHORIZED = 4401
+#: Longest close reason the WebSocket protocol carries (123 bytes); ours are ASCII.
+WS_REASON_MAX = 123
 #: Seconds a WebSocket waits for a pushed update before re-reading the job, in case one was missed.
 WS_RESYNC_INTERVAL = 5.0
 
 
 @router.get("/status/{job_id}", response_model=StatusBody, responses=problem_responses(errors.JobNotFound))
-async def get_status(job_id: str, store: JobStoreDep) -> JSONResponse:
+async def get_status(record: VisibleJobDep) -> JSONResponse:
     """Where a job is: status, stage and progress."""
-    return JSONResponse(dump_status((await store.require(job_id)).status_body()))
+    return JSONResponse(dump_status(record.status_body()))
 
 
 @router.get(
@@ -43,12 +49,13 @@ async def get_status(job_id: str, store: JobStoreDep) -> JSONResponse:
         **problem_responses(errors.JobNotFound),
     },
 )
-async def get_result(job_id: str, store: JobStoreDep, archive: ArchiveDep) -> Response:
+async def get_result(job_id: str, store: JobStoreDep, archive: ArchiveDep, principal: PrincipalDep) -> Response:
     """The predictions of a completed job; 202 with the status while it runs. Once Redis has let a result
     expire, it comes from the archive."""
     record = await store.get(job_id)
     if record is None:
-        return await _archived_result(archive, job_id)
+        return await _archived_result(archive, job_id, principal)
+    check_owner(principal, record.owner, job_id)
     if record.status is JobStatus.COMPLETED:
         body = await store.get_result(job_id)
         if body is None:
@@ -59,8 +66,10 @@ async def get_result(job_id: str, store: JobStoreDep, archive: ArchiveDep) -> Re
     return JSONResponse(dump_status(record.status_body()), status_code=http.HTTP_202_ACCEPTED)
 
 
-async def _archived_result(archive: Archive, job_id: str) -> Response:
+async def _archived_result(archive: Archive, job_id: str, principal: Principal) -> Response:
     row = await run_in_threadpool(archive.find, job_id)
+    if row is not None:
+        check_owner(principal, row.owner, job_id)
     outcome = outcome_from_row(row) if row is not None else None
     if outcome is None:  # unknown, or archived while pending and never finished in time to be kept
         raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
@@ -68,13 +77,18 @@ async def _archived_result(archive: Archive, job_id: str) -> Response:
 
 
 @router.websocket("/ws/{job_id}")
-async def watch_job(websocket: WebSocket, job_id: str, store: JobStoreDep, events: EventsDep) -> None:
+async def watch_job(websocket: WebSocket, job_id: str, store: JobStoreDep, events: EventsDep, state: StateDep) -> None:
     """Pushes the status body on connect and on every change, then the result once, then closes."""
     await websocket.accept()
+    try:
+        principal = await state.auth.principal(websocket)
+    except errors.Unauthorized as refused:
+        await websocket.close(code=WS_UNAUTHORIZED, reason=refused.detail[:WS_REASON_MAX])
+        return
     # Watch before the first read, so no update between the read and the subscription is lost.
     async with events.watch(job_id) as updates:
         record = await store.get(job_id)
-        if record is None:
+        if record is None or not principal.may_see(record.owner):
             await websocket.close(code=WS_UNKNOWN_JOB, reason="unknown job id")
             return
         try:

@@ -1,0 +1,111 @@
+"""Rate limits in Redis: fixed one-minute windows per client address and per API key (HLD §3.3).
+
+Each window is one counter (`visionq:ratelimit:{who}:{minute}`), raised and given its expiry by one Lua
+script, so the count is exact across any number of API processes sharing the Redis. The client address is
+the TCP peer's, unless the peer is a trusted proxy: only then is `X-Forwarded-For` read, from the right,
+skipping the trusted hops, so a client cannot choose its own address by sending the header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
+
+from visionq import errors
+from visionq.auth.principals import Principal, Role
+from visionq.jobs import keys
+from visionq.settings import Settings
+
+#: Seconds in a window.
+WINDOW = 60
+
+_COUNT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What the `RateLimit-*` headers of a response say: the tightest limit that applied."""
+
+    limit: int
+    remaining: int
+    reset: int
+    exceeded: str | None = None
+    """What went over its limit (`this address`, `this API key`), or None."""
+
+    def refusal(self) -> errors.RateLimited:
+        return errors.RateLimited(
+            f"{self.exceeded} made more than {self.limit} requests this minute; try again in {self.reset} s",
+            retry_after=self.reset,
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+        }
+
+
+class RateLimiter:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.redis = redis
+        self.per_ip = settings.rate_limit_ip
+        self.per_role = {Role.USER: settings.rate_limit_user, Role.ADMIN: settings.rate_limit_admin}
+        self.trusted = trusted_networks(settings.trusted_proxies)
+        self._count = redis.register_script(_COUNT)
+
+    async def check_address(self, connection: HTTPConnection) -> Quota | None:
+        """Count the request against its client address."""
+        address = client_address(connection, self.trusted)
+        return await self._take(f"ip:{address}", self.per_ip, "this address")
+
+    async def check_principal(self, principal: Principal) -> Quota | None:
+        """Count the request against its API key (and the tokens made from it)."""
+        if principal.key_id is None:
+            return None
+        return await self._take(f"key:{principal.key_id}", self.per_role[principal.role], "this API key")
+
+    async def _take(self, who: str, limit: int, whose: str) -> Quota | None:
+        if limit == 0:
+            return None
+        now = time.time()
+        window = int(now // WINDOW)
+        count = int(await self._count(keys=[keys.rate_limit(who, window)], args=[WINDOW]))
+        reset = max(1, math.ceil((window + 1) * WINDOW - now))
+        return Quota(limit, max(0, limit - count), reset, exceeded=whose if count > limit else None)
+
+
+def trusted_networks(entries: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+
+
+def client_address(connection: HTTPConnection, trusted: list[Network]) -> str:
+    """The client's address: the peer's, or, from a trusted proxy, the last untrusted X-Forwarded-For hop."""
+    peer = connection.client.host if connection.client else "unknown"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in connection.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+    for hop in reversed(hops):
+        if hop and not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _is_trusted(address: str, trusted: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
