@@ -34,6 +34,7 @@ class ClusterSnapshot:
     workers: int = 0
     processing_seconds: float = 0.0
     archive_backlog: int = 0
+    dead_letters: int = 0
 
 
 async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
@@ -41,9 +42,10 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         pipe.scard(keys.PROCESSING_JOBS)
         pipe.hgetall(keys.JOB_STATS)
         pipe.zcard(keys.ARCHIVE_OUTBOX)
+        pipe.zcard(keys.DEAD_LETTERS)
         for step in BROKER_PRIORITY.values():
             pipe.llen(keys.priority_list(queue, step))
-        active, totals, backlog, *depths = await pipe.execute()
+        active, totals, backlog, dead_letters, *depths = await pipe.execute()
     inference: dict[str, dict[str, float]] = {}
     async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
         fields = await redis.hgetall(key)
@@ -59,6 +61,7 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         inference=inference,
         workers=workers,
         archive_backlog=int(backlog),
+        dead_letters=int(dead_letters),
     )
 
 
@@ -93,6 +96,9 @@ class _ClusterCollector(Collector):
         yield GaugeMetricFamily("visionq_workers", "Live worker processes (fresh heartbeats).", value=snap.workers)
         yield GaugeMetricFamily(
             "visionq_archive_backlog", "Job changes not yet written to the archive.", value=snap.archive_backlog
+        )
+        yield GaugeMetricFamily(
+            "visionq_dlq_size", "Jobs in the dead-letter queue (used up their attempts).", value=snap.dead_letters
         )
 
 

@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     """Deliveries of one job (first run, retries of transient faults and redeliveries after a
     worker died) before it is failed for good."""
 
+    dead_letter_ttl: Annotated[int, Field(gt=0)] = 7 * 24 * 3600
+    """Seconds a job that used up its attempts stays in the dead-letter queue, image included, for an admin
+    to retry (`POST /admin/dlq/{job_id}/retry`) or purge."""
+
     # --- models ------------------------------------------------------------------------------
     default_model: str = "efficientnet-lite0"
     """Model that `latest` resolves to: a name (its highest version) or `name@version`."""

@@ -35,6 +35,10 @@ FAST_RECOVERY: dict[str, Any] = {
     "heartbeat_interval": 0.5,
     "sweep_interval": 1.0,
     "archive_interval": 0.2,
+    # Tests poll fast from one address; the rate-limit tests set their own limits.
+    "rate_limit_ip": 0,
+    "rate_limit_user": 0,
+    "rate_limit_admin": 0,
     "retry_backoff": 0.2,
     "log_level": "WARNING",
 }

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq import __version__
 from visionq.api import problems
-from visionq.api.endpoints import catalog, classification, health, jobs, status
+from visionq.api.endpoints import admin, auth, catalog, classification, health, jobs, status
 from visionq.api.middleware import RequestMiddleware
 from visionq.api.ratelimit import RateLimiter
 from visionq.api.security import Authenticator
@@ -87,7 +87,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="visionq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     problems.install_problem_handlers(app)
-    for router in (classification.router, status.router, jobs.router, catalog.router, health.router):
+    routers = (classification.router, status.router, jobs.router, catalog.router, auth.router, admin.router)
+    for router in (*routers, health.router):
         app.include_router(router)
 
     # Mounted after every router, so API routes win and the page only answers paths nothing else claims.

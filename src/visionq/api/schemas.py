@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
+from visionq.auth.principals import Role
 from visionq.jobs.records import FailureBody, ImageInfo, JobError, Prediction, ResultBody, StatusBody
 from visionq.jobs.states import JobStatus, Priority
 
@@ -110,3 +112,74 @@ class DeliveriesBody(BaseModel):
 class Readiness(BaseModel):
     status: CheckState
     checks: dict[str, str | int | dict[str, object]]
+
+
+class TokenBody(BaseModel):
+    """`POST /auth/token` and `POST /auth/refresh`."""
+
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds the access token is valid.")
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class KeyRequest(BaseModel):
+    role: Role = Role.USER
+    name: str = Field(default="", max_length=200)
+
+
+class KeyBody(BaseModel):
+    key_id: str
+    name: str
+    role: Role
+    owner: str = Field(description="The principal id its jobs belong to: `key:<key_id>`.")
+    created_at: str
+    revoked_at: str | None
+
+
+class NewKeyBody(KeyBody):
+    key: str = Field(description="The key itself: shown this once, never again.")
+
+
+class QueuesBody(BaseModel):
+    queue_depth: dict[str, int] = Field(description="Jobs waiting, per priority.")
+    processing: int
+    dead_letters: int
+    archive_backlog: int
+    callbacks_due: int
+
+
+class WorkerBody(BaseModel):
+    worker_id: str
+    hostname: str
+    pid: int
+    queue: str
+    started_at: str
+    seen_at: str
+    models: list[str]
+    jobs_done: int
+    current_jobs: list[str] = Field(description="Jobs this worker process is on now.")
+
+
+class DeadLetterBody(BaseModel):
+    job_id: str
+    owner: str
+    model_version: str
+    attempts: int
+    error: JobError | None
+    created_at: str
+    dead_lettered_at: str
+
+
+class AuditEntryBody(BaseModel):
+    entry_id: int
+    at: str
+    principal: str
+    action: str
+    target: str | None
+    details: dict[str, Any] | None
+    request_id: str | None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from visionq.cli import jobs
+from visionq.cli import jobs, keys
 from visionq.cli.options import console, errors, load_settings
 from visionq.settings import Settings, WorkerPool
 
@@ -101,6 +101,8 @@ def worker(
 for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models):
     app.command()(command)
 
+
+app.add_typer(keys.app, name="keys")
 
 db = typer.Typer(help="The job archive's schema (SQLite or PostgreSQL, VISIONQ_DATABASE_URL).", no_args_is_help=True)
 app.add_typer(db, name="db")

@@ -9,6 +9,7 @@ visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_j
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
 visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
 visionq:archive:outbox   zset   job id → when it changed: jobs whose archive row is behind (see archive/archiver.py)
+visionq:dlq              zset   job id → when it was dead-lettered: jobs that used up their attempts
 visionq:callbacks:due    zset   job id → when it ended: finished jobs whose callback is still to be queued
 job:{id}:deliveries      list   one JSON object per callback delivery attempt; TTL = result_ttl
 visionq:idem:{owner}:{sha256(key)}  string  an Idempotency-Key's request fingerprint and original answer; TTL 24 h
@@ -34,6 +35,7 @@ WORKERS_SEEN = "visionq:workers"
 JOB_STATS = "visionq:stats:jobs"
 ARCHIVE_OUTBOX = "visionq:archive:outbox"
 CALLBACKS_DUE = "visionq:callbacks:due"
+DEAD_LETTERS = "visionq:dlq"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 #: Separator kombu puts between a queue's name and its priority step.
 PRIORITY_SEPARATOR = ":"

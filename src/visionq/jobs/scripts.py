@@ -85,8 +85,9 @@ return 1
 """
 )
 
-# KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due.
-# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds).
+# KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due, dead letters.
+# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds), dead-letter TTL.
+# A dead-lettered job (dead-letter TTL > 0) keeps its status and image for that long, so it can be retried.
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _CALLBACK_DUE
@@ -94,13 +95,47 @@ FINISH_UNSUCCESSFULLY = (
     + """
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
            'updated_at', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'job_id'))
-redis.call('SREM', KEYS[6], redis.call('HGET', KEYS[1], 'job_id'))
+local job_id = redis.call('HGET', KEYS[1], 'job_id')
+if tonumber(ARGV[7]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('EXPIRE', KEYS[2], ARGV[7])
+  redis.call('ZADD', KEYS[9], ARGV[6], job_id)
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('DEL', KEYS[2])
+end
+redis.call('ZREM', KEYS[3], job_id)
+redis.call('SREM', KEYS[6], job_id)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
-redis.call('ZADD', KEYS[7], ARGV[6], redis.call('HGET', KEYS[1], 'job_id'))
+redis.call('ZADD', KEYS[7], ARGV[6], job_id)
 callback_due(KEYS[1], KEYS[8], ARGV[6])
+publish(KEYS[1], KEYS[4])
+return 1
+"""
+)
+
+# KEYS: status, image, live, events, dead letters, archive outbox.
+# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds).
+# Puts a dead-lettered job back in the queue's state: pending, no attempts, no error. The caller then queues
+# its task. Returns 1, 0 if the job is not in the dead-letter queue, -1 if its image has expired.
+REVIVE = (
+    _PUBLISH
+    + """
+if not redis.call('ZSCORE', KEYS[5], redis.call('HGET', KEYS[1], 'job_id') or '') then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return -1
+end
+local job_id = redis.call('HGET', KEYS[1], 'job_id')
+redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
+           'updated_at', ARGV[1])
+redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], job_id)
+redis.call('ZREM', KEYS[5], job_id)
+redis.call('ZADD', KEYS[6], ARGV[5], job_id)
 publish(KEYS[1], KEYS[4])
 return 1
 """

@@ -52,7 +52,11 @@ def complete_call(
     )
 
 
-def finish_call(job_id: str, status: JobStatus, code: str, message: str, result_ttl: int) -> ScriptCall:
+def finish_call(
+    job_id: str, status: JobStatus, code: str, message: str, result_ttl: int, dead_letter_ttl: int = 0
+) -> ScriptCall:
+    """Fail or cancel a live job; with `dead_letter_ttl`, it also lands in the dead-letter queue, kept
+    (image included) that long so that an admin can retry it."""
     return (
         [
             keys.status(job_id),
@@ -63,8 +67,9 @@ def finish_call(job_id: str, status: JobStatus, code: str, message: str, result_
             keys.PROCESSING_JOBS,
             keys.ARCHIVE_OUTBOX,
             keys.CALLBACKS_DUE,
+            keys.DEAD_LETTERS,
         ],
-        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time()],
+        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time(), dead_letter_ttl],
     )
 
 
@@ -82,6 +87,7 @@ class JobStore:
         self.result_ttl = result_ttl
         self.image_ttl = image_ttl
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
+        self._revive = redis.register_script(scripts.REVIVE)
 
     async def create(self, record: JobRecord, image: bytes) -> None:
         """Store a new pending job and its image in one transaction, and mark it for the archive. The job's
@@ -127,6 +133,38 @@ class JobStore:
         """Fail a live job (for example one the broker refused); False if it was already terminal."""
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
         return bool(await self._finish(keys=job_keys, args=args))
+
+    async def dead_letters(self) -> list[tuple[JobRecord, float]]:
+        """The dead-letter queue, oldest first: each job and when it landed there (unix seconds)."""
+        entries = await self.redis.zrange(keys.DEAD_LETTERS, 0, -1, withscores=True)
+        records = [(await self.get(str(entry[0])), float(entry[1])) for entry in entries if isinstance(entry, tuple)]
+        return [(record, score) for record, score in records if record is not None]
+
+    async def revive(self, job_id: str) -> int:
+        """Put a dead-lettered job back to pending (the caller queues it): 1, or 0 if it is not in the
+        dead-letter queue, or -1 if its image has expired."""
+        deadline = time.time() + self.image_ttl
+        return int(
+            await self._revive(
+                keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
+                      keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX],
+                args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time()],
+            )
+        )  # fmt: skip
+
+    async def purge_dead_letters(self, job_ids: list[str] | None = None) -> int:
+        """Drop dead-lettered jobs (all of them by default) and their images; their failure stays visible."""
+        if job_ids is None:
+            job_ids = [str(job_id) for job_id in await self.redis.zrange(keys.DEAD_LETTERS, 0, -1)]
+        if not job_ids:
+            return 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(keys.DEAD_LETTERS, *job_ids)
+            for job_id in job_ids:
+                pipe.delete(keys.image(job_id))
+                pipe.expire(keys.status(job_id), self.result_ttl)
+            removed, *_ = await pipe.execute()
+        return int(removed)
 
     async def estimate_wait(self, queue: str, broker_priority: int) -> float | None:
         """Seconds until a job queued now at `broker_priority` should be done: the jobs ahead of it

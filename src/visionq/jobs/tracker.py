@@ -28,8 +28,11 @@ class JobTracker:
     >>> tracker.advance(job_id, Stage.PREPROCESSING)                                       # doctest: +SKIP
     """
 
-    def __init__(self, redis: Redis, *, worker_id: str, result_ttl: int, stale_after: int) -> None:
+    def __init__(
+        self, redis: Redis, *, worker_id: str, result_ttl: int, stale_after: int, dead_letter_ttl: int = 0
+    ) -> None:
         self.redis = redis
+        self.dead_letter_ttl = dead_letter_ttl
         self.worker_id = worker_id
         self.result_ttl = result_ttl
         self.stale_after = stale_after
@@ -68,6 +71,11 @@ class JobTracker:
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
+        return bool(self._finish(keys=job_keys, args=args))
+
+    def dead_letter(self, job_id: str, code: str, message: str) -> bool:
+        """Fail a job that used up its attempts and keep it, image included, in the dead-letter queue."""
+        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl)
         return bool(self._finish(keys=job_keys, args=args))
 
     def record_inference(self, model_ref: str, seconds: float, images: int = 1) -> None:

@@ -43,6 +43,7 @@ class WorkerContext:
             worker_id=self.worker_id,
             result_ttl=settings.result_ttl,
             stale_after=settings.stale_job_after,
+            dead_letter_ttl=settings.dead_letter_ttl,
         )
         self.archive = Archive(settings.archive_url)
         self.archiver = Archiver(self.redis, self.archive)

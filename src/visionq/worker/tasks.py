@@ -4,7 +4,8 @@ Failure policy, in one place:
 - the job is gone or already finished → nothing to do (a duplicate or late delivery);
 - a `VisionqError` that is not transient (bad image, unknown model) → the job fails at once with its code;
 - anything else (Redis hiccup, runtime error) → retried with exponential back-off, and once the
-  job has used `max_attempts` deliveries it fails with `internal_error`;
+  job has used `max_attempts` deliveries it fails and lands in the dead-letter queue, kept for an admin
+  to retry once the fault is mended;
 - the worker dies mid-job → the unacknowledged message is redelivered (acks_late), counted as an attempt.
 """
 
@@ -44,22 +45,25 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         log.info("job is no longer live, skipping", extra={"job_id": job_id})
         return
     if attempts > ctx.settings.max_attempts:
-        ctx.tracker.fail(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
+        ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
         return
     try:
         _classify(ctx, job_id, picked_up)
     except JobNoLongerLive:
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
     except VisionqError as exc:
-        if exc.transient and attempts < ctx.settings.max_attempts:
+        if not exc.transient:
+            ctx.tracker.fail(job_id, exc.code, exc.detail)
+        elif attempts < ctx.settings.max_attempts:
             raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
-        ctx.tracker.fail(job_id, exc.code, exc.detail)
+        else:
+            ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
     except Exception as exc:
         if attempts < ctx.settings.max_attempts:
             log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
             raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
-        log.exception("job failed for good", extra={"job_id": job_id})
-        ctx.tracker.fail(job_id, "internal_error", f"classification failed after {attempts} attempts")
+        log.exception("job used up its attempts; dead-lettered", extra={"job_id": job_id})
+        ctx.tracker.dead_letter(job_id, "internal_error", f"classification failed after {attempts} attempts")
     finally:
         ctx.jobs_done += 1
 

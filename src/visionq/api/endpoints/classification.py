@@ -145,7 +145,7 @@ async def _accept(
     )
     request.state.job_id = record.job_id  # for the access log
     await state.store.create(record, image)
-    await _enqueue(state, record)
+    await enqueue(state, record)
     wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)
 
     links = Links(
@@ -172,7 +172,8 @@ def _parse_form(fields: dict[str, str]) -> ClassifyForm:
         raise errors.ValidationFailed(f"the form is not valid: {summary}", errors=problems) from exc
 
 
-async def _enqueue(state: AppState, record: JobRecord) -> None:
+async def enqueue(state: AppState, record: JobRecord) -> None:
+    """Hand the job to the broker; if it cannot be, fail the job and answer 503."""
     try:
         await run_in_threadpool(
             state.celery.send_task,

@@ -1,0 +1,203 @@
+"""The admin API under /admin/ (the admin role only): queues, workers, API keys, the dead-letter queue and
+the audit log. Every change made here is written to the audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from visionq import errors
+from visionq.api.dependencies import AdminDep, StateDep, get_admin
+from visionq.api.endpoints.classification import enqueue
+from visionq.api.problems import problem_responses, protected_responses
+from visionq.api.schemas import (
+    AuditEntryBody,
+    DeadLetterBody,
+    KeyBody,
+    KeyRequest,
+    NewKeyBody,
+    QueuesBody,
+    StatusBody,
+    WorkerBody,
+)
+from visionq.api.state import AppState
+from visionq.archive import audit
+from visionq.auth import keys as api_keys
+from visionq.auth.principals import Principal
+from visionq.jobs import keys
+from visionq.jobs.records import dump_status, isoformat
+from visionq.metrics import read_cluster
+
+router = APIRouter(prefix="/admin", tags=["admin"], responses=protected_responses(), dependencies=[Depends(get_admin)])
+
+
+async def _audit(
+    state: AppState, request: Request, admin: Principal, action: str, target: str | None, **details: Any
+) -> None:
+    await run_in_threadpool(
+        audit.record_action,
+        state.archive.engine,
+        admin.id,
+        action,
+        target,
+        details or None,
+        request.state.request_id,
+    )
+
+
+@router.get("/queues", response_model=QueuesBody)
+async def queues(state: StateDep) -> QueuesBody:
+    """Jobs waiting per priority, in progress, dead-lettered; archive and callback backlogs."""
+    snapshot = await read_cluster(state.redis, state.settings.queue)
+    return QueuesBody(
+        queue_depth=snapshot.queue_depth,
+        processing=snapshot.active_jobs,
+        dead_letters=snapshot.dead_letters,
+        archive_backlog=snapshot.archive_backlog,
+        callbacks_due=int(await state.redis.zcard(keys.CALLBACKS_DUE)),
+    )
+
+
+@router.get("/workers", response_model=list[WorkerBody])
+async def workers(state: StateDep) -> list[WorkerBody]:
+    """Live worker processes (fresh heartbeats) and the jobs each is on now."""
+    current: dict[str, list[str]] = {}
+    for job_id in sorted(map(str, await state.redis.smembers(keys.PROCESSING_JOBS))):
+        worker_id = await state.redis.hget(keys.status(job_id), "worker_id")
+        if worker_id:
+            current.setdefault(str(worker_id), []).append(job_id)
+    found = []
+    async for name in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
+        beat = await state.redis.hgetall(name)
+        if beat:
+            found.append(
+                WorkerBody(
+                    worker_id=beat["worker_id"],
+                    hostname=beat["hostname"],
+                    pid=int(beat["pid"]),
+                    queue=beat["queue"],
+                    started_at=beat["started_at"],
+                    seen_at=beat["seen_at"],
+                    models=orjson.loads(beat.get("models", "[]")),
+                    jobs_done=int(beat.get("jobs_done", 0)),
+                    current_jobs=current.get(str(beat["worker_id"]), []),
+                )
+            )
+    return sorted(found, key=lambda worker: worker.worker_id)
+
+
+def _key_body(info: api_keys.KeyInfo) -> KeyBody:
+    return KeyBody(
+        key_id=info.key_id,
+        name=info.name,
+        role=info.role,
+        owner=f"key:{info.key_id}",
+        created_at=isoformat(info.created_at),
+        revoked_at=isoformat(info.revoked_at) if info.revoked_at else None,
+    )
+
+
+@router.get("/keys", response_model=list[KeyBody])
+async def list_keys(state: StateDep) -> list[KeyBody]:
+    """Every API key, revoked ones included; never the keys themselves."""
+    return [_key_body(info) for info in await run_in_threadpool(api_keys.list_keys, state.archive.engine)]
+
+
+@router.post("/keys", response_model=NewKeyBody, status_code=201)
+async def create_key(body: KeyRequest, request: Request, state: StateDep, admin: AdminDep) -> NewKeyBody:
+    """Make an API key. The answer holds the key itself, this once."""
+    key, info = await run_in_threadpool(api_keys.create_key, state.archive.engine, body.role, body.name)
+    await _audit(state, request, admin, "key.create", info.key_id, role=info.role.value, name=info.name)
+    return NewKeyBody(key=key, **_key_body(info).model_dump())
+
+
+@router.delete("/keys/{key_id}", response_model=KeyBody, responses=problem_responses(errors.JobNotFound))
+async def revoke_key(key_id: str, request: Request, state: StateDep, admin: AdminDep) -> KeyBody:
+    """Revoke a key: its next request, and those of the tokens made from it, are refused."""
+    info = await run_in_threadpool(api_keys.revoke_key, state.archive.engine, key_id)
+    if info is None:
+        raise errors.JobNotFound(f"no API key {key_id!r}")
+    async with state.redis.pipeline(transaction=True) as pipe:
+        api_keys.queue_forget(pipe, info, state.settings.access_token_ttl)
+        await pipe.execute()
+    await _audit(state, request, admin, "key.revoke", key_id)
+    return _key_body(info)
+
+
+@router.get("/dlq", response_model=list[DeadLetterBody])
+async def dead_letters(state: StateDep) -> list[DeadLetterBody]:
+    """Jobs that used up their attempts, oldest first, with their last error."""
+    return [
+        DeadLetterBody(
+            job_id=record.job_id,
+            owner=record.owner,
+            model_version=record.model_version,
+            attempts=record.attempts,
+            error=record.error,
+            created_at=record.created_at,
+            dead_lettered_at=isoformat(datetime.fromtimestamp(at, UTC)),
+        )
+        for record, at in await state.store.dead_letters()
+    ]
+
+
+@router.post(
+    "/dlq/{job_id}/retry",
+    response_model=StatusBody,
+    status_code=202,
+    responses=problem_responses(errors.JobNotFound, errors.Conflict, errors.BrokerUnavailable),
+)
+async def retry_dead_letter(job_id: str, request: Request, state: StateDep, admin: AdminDep) -> JSONResponse:
+    """Queue a dead-lettered job again, from the start, with its attempts reset."""
+    revived = await state.store.revive(job_id)
+    if revived == 0:
+        raise errors.JobNotFound(f"job {job_id!r} is not in the dead-letter queue")
+    if revived < 0:
+        raise errors.Conflict(f"the image of job {job_id} has expired; it cannot run again")
+    record = await state.store.require(job_id)
+    await enqueue(state, record)
+    await _audit(state, request, admin, "dlq.retry", job_id)
+    return JSONResponse(dump_status(record.status_body()), status_code=202)
+
+
+@router.delete("/dlq/{job_id}", responses=problem_responses(errors.JobNotFound), status_code=204)
+async def purge_dead_letter(job_id: str, request: Request, state: StateDep, admin: AdminDep) -> None:
+    """Drop one job from the dead-letter queue (it stays failed)."""
+    if not await state.store.purge_dead_letters([job_id]):
+        raise errors.JobNotFound(f"job {job_id!r} is not in the dead-letter queue")
+    await _audit(state, request, admin, "dlq.purge", job_id)
+
+
+@router.delete("/dlq")
+async def purge_dead_letters(request: Request, state: StateDep, admin: AdminDep) -> dict[str, int]:
+    """Empty the dead-letter queue."""
+    purged = await state.store.purge_dead_letters()
+    await _audit(state, request, admin, "dlq.purge_all", None, purged=purged)
+    return {"purged": purged}
+
+
+@router.get("/audit", response_model=list[AuditEntryBody])
+async def audit_log(
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(description="Entries older than this `entry_id`.")] = None,
+) -> list[AuditEntryBody]:
+    """Administrative actions, newest first."""
+    entries = await run_in_threadpool(audit.read_actions, state.archive.engine, limit=limit, before=before)
+    return [
+        AuditEntryBody(
+            entry_id=entry.entry_id,
+            at=isoformat(entry.at),
+            principal=entry.principal,
+            action=entry.action,
+            target=entry.target,
+            details=entry.details,
+            request_id=entry.request_id,
+        )
+        for entry in entries
+    ]
