@@ -125,6 +125,7 @@ def test_cancelling_a_queued_job_means_it_never_runs(start_stack: StackFactory) 
     with httpx.Client(base_url=server.url, timeout=30) as api:
         busy = [submit(api, CAT_JPEG, model_version="efficientnet-lite2").json()["job_id"] for _ in range(6)]
         queued = submit(api, CAT_JPEG, priority="low").json()["job_id"]
+        lite0_inferences = _inference_count(api, "efficientnet-lite0@1")
 
         response = api.delete(f"/jobs/{queued}")
         assert response.status_code == 200
@@ -134,6 +135,7 @@ def test_cancelling_a_queued_job_means_it_never_runs(start_stack: StackFactory) 
 
         status = api.get(f"/status/{queued}").json()
         assert (status["status"], status["attempts"], status["error"]["code"]) == ("cancelled", 0, "cancelled")
+        assert _inference_count(api, "efficientnet-lite0@1") == lite0_inferences, "it never reached a model"
         result = api.get(f"/result/{queued}")
         assert result.status_code == 200
         assert result.json()["status"] == "cancelled"
@@ -157,3 +159,10 @@ def test_cancelling_a_running_job_stops_it_at_the_next_stage(start_stack: StackF
         assert status["status"] == "cancelled"
         assert status["progress"] < 100
         assert api.get(f"/result/{job_id}").json()["status"] == "cancelled"
+
+
+def _inference_count(api: httpx.Client, model_ref: str) -> float:
+    """`visionq_model_inference_seconds_count` of one model version, 0 before its first inference."""
+    prefix = f'visionq_model_inference_seconds_count{{model_version="{model_ref}"}} '
+    lines = [line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].split()[-1]) if lines else 0.0

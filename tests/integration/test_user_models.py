@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,12 @@ from model_factories import tiny_model_dir
 
 
 @pytest.fixture(scope="module")
-def user_api(start_stack: StackFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    model_dir: Path = tiny_model_dir(tmp_path_factory.mktemp("models"))
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def user_api(start_stack: StackFactory, model_dir: Path) -> Iterator[httpx.Client]:
     _, _, server = start_stack("user-models", model_dir=model_dir, warm_models=["tiny"], max_attempts=3)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
@@ -49,3 +54,51 @@ def test_model_that_cannot_load_is_retried_then_fails_with_a_code(user_api: http
     result = user_api.get(f"/result/{job_id}")
     assert result.status_code == 200
     assert result.json()["error"]["code"] == "internal_error"
+
+
+def test_a_job_that_used_up_its_attempts_is_dead_lettered_and_runs_again_once_mended(
+    user_api: httpx.Client, model_dir: Path
+) -> None:
+    image = encode(Image.new("RGB", (8, 8), (200, 10, 10)), "PNG")
+    job_id = submit(user_api, image, model_version="broken").json()["job_id"]
+    assert wait_terminal(user_api, job_id)["status"] == "failed"
+
+    letters = {entry["job_id"]: entry for entry in user_api.get("/admin/dlq").json()}
+    assert letters[job_id]["attempts"] == 3
+    assert letters[job_id]["error"]["code"] == "internal_error"
+    assert letters[job_id]["model_version"] == "broken@1"
+    assert float(_metric(user_api.get("/metrics").text, "visionq_dlq_size")) >= 1
+
+    shutil.copyfile(model_dir / "tiny" / "model.onnx", model_dir / "broken" / "model.onnx")  # the fault mended
+    retried = user_api.post(f"/admin/dlq/{job_id}/retry")
+    assert retried.status_code == 202
+    assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
+
+    final = wait_terminal(user_api, job_id)
+    assert (final["status"], final["attempts"]) == ("completed", 1)
+    assert user_api.get(f"/result/{job_id}").json()["predictions"][0]["class_name"] == "red"
+    assert job_id not in {entry["job_id"] for entry in user_api.get("/admin/dlq").json()}
+    assert user_api.post(f"/admin/dlq/{job_id}/retry").status_code == 404, "only dead letters are retried"
+    actions = [(entry["action"], entry["target"]) for entry in user_api.get("/admin/audit").json()]
+    assert ("dlq.retry", job_id) in actions
+
+
+def test_a_job_refused_for_its_input_is_not_dead_lettered(user_api: httpx.Client) -> None:
+    """Only faults of the moment that outlast every attempt land in the DLQ; a request cancelled or refused
+    for what it is does not."""
+    job_id = submit(user_api, encode(Image.new("RGB", (8, 8)), "PNG"), model_version="tiny").json()["job_id"]
+    user_api.delete(f"/jobs/{job_id}")
+    wait_terminal(user_api, job_id)
+    assert job_id not in {entry["job_id"] for entry in user_api.get("/admin/dlq").json()}
+
+
+def test_purging_the_dead_letter_queue_empties_it(user_api: httpx.Client) -> None:
+    purged = user_api.delete("/admin/dlq")
+    assert purged.status_code == 200
+    assert purged.json()["purged"] >= 1, "the job of test_model_that_cannot_load is still there"
+    assert user_api.get("/admin/dlq").json() == []
+    assert user_api.delete("/admin/dlq/no-such-job").status_code == 404
+
+
+def _metric(text: str, name: str) -> str:
+    return next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} "))
