@@ -8,6 +8,7 @@ from importlib import resources
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -86,6 +87,23 @@ def create_app(settings: Settings) -> FastAPI:
             archive.close()
 
     app = FastAPI(title="visionq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Idempotency-Key", "X-Request-ID", "Content-Type"],
+            expose_headers=[
+                "Location",
+                "Retry-After",
+                "X-Request-ID",
+                "Idempotent-Replayed",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+            max_age=600,
+        )
     problems.install_problem_handlers(app)
     routers = (classification.router, status.router, jobs.router, catalog.router, auth.router, admin.router)
     for router in (*routers, health.router):

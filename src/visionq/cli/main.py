@@ -3,7 +3,6 @@ models) in `cli/jobs.py`."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -12,7 +11,8 @@ import typer
 
 from visionq.cli import jobs, keys
 from visionq.cli.options import console, errors, load_settings
-from visionq.settings import Settings, WorkerPool
+from visionq.logging import configure_logging
+from visionq.settings import WorkerPool
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -25,10 +25,6 @@ app = typer.Typer(
 )
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
@@ -38,7 +34,7 @@ def serve(
     from visionq.cli.serve import serve as run
 
     settings = load_settings(host=host, port=port)
-    _configure_logging(settings)
+    configure_logging(settings)
     console.print(f"visionq on http://{settings.host}:{settings.port}  (API docs at /docs, Ctrl-C to stop)")
     try:
         run(settings)
@@ -57,7 +53,7 @@ def api(
     from visionq.api.app import server_config
 
     settings = load_settings(host=host, port=port)
-    _configure_logging(settings)
+    configure_logging(settings)
     uvicorn.Server(server_config(settings)).run()
 
 
@@ -74,7 +70,7 @@ def worker(
     from visionq.worker.celery_app import CALLBACKS, create_celery_app
 
     settings = load_settings(worker_concurrency=concurrency, worker_pool=pool)
-    _configure_logging(settings)
+    configure_logging(settings)
     celery = create_celery_app(settings)
     if callbacks:
         if settings.callback_secret is None:

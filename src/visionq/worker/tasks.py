@@ -20,6 +20,7 @@ from redis import RedisError
 from visionq.errors import VisionqError
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.states import Stage
+from visionq.logging import log_context
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.deliveries import DELIVER_TASK
@@ -48,7 +49,8 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
         return
     try:
-        _classify(ctx, job_id, picked_up)
+        with log_context(job_id=job_id, attempt=attempts):
+            _classify(ctx, job_id, picked_up)
     except JobNoLongerLive:
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
     except VisionqError as exc:
@@ -73,6 +75,12 @@ def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None
     if loaded is None:
         return
     record, image = loaded
+    with log_context(request_id=record.request_id, owner=record.owner):
+        _run(ctx, record, image, picked_up)
+
+
+def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, picked_up: float) -> None:
+    job_id = record.job_id
     if image is None:
         ctx.tracker.fail(job_id, "internal_error", "the job's image expired before it could be processed")
         return
@@ -91,6 +99,15 @@ def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None
     result = _result(record, outcome, started_at.timestamp(), picked_up)
     if not ctx.tracker.complete(result):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
+        return
+    log.info(
+        "job completed",
+        extra={
+            "model_version": spec.ref,
+            "processing_time": result.processing_time,
+            "top_class": outcome.predictions[0].class_id,
+        },
+    )
 
 
 def _advance(ctx: context.WorkerContext, job_id: str, stage: Stage) -> None:
