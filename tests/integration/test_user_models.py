@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 
 from factories import encode
 from integration.conftest import StackFactory
-from integration.stack import submit, wait_terminal
+from integration.stack import submit, wait_for, wait_terminal
 from model_factories import tiny_model_dir
 
 
@@ -102,3 +103,35 @@ def test_purging_the_dead_letter_queue_empties_it(user_api: httpx.Client) -> Non
 
 def _metric(text: str, name: str) -> str:
     return next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} "))
+
+
+def test_an_admin_points_latest_at_another_model_and_back(user_api: httpx.Client) -> None:
+    green = encode(Image.new("RGB", (40, 30), (10, 200, 20)), "PNG")
+    try:
+        assert user_api.put("/admin/models/latest", json={"model": "tiny"}).json() == {"latest": "tiny@1"}
+        wait_for(lambda: submit(user_api, green).json()["model_version"] == "tiny@1", 5, "latest to move")
+        aliases = {f"{m['name']}@{m['version']}": m["aliases"] for m in user_api.get("/models").json()}
+        assert "latest" in aliases["tiny@1"]
+        assert "latest" not in aliases["efficientnet-lite0@1"]
+    finally:
+        back = user_api.delete("/admin/models/latest")
+    assert back.json() == {"latest": "efficientnet-lite0@1"}
+    wait_for(lambda: submit(user_api, green).json()["model_version"] == "efficientnet-lite0@1", 5, "latest back")
+    assert user_api.put("/admin/models/latest", json={"model": "resnet"}).json()["code"] == "model_not_found"
+
+
+def test_an_admin_unloads_and_loads_a_model_on_every_worker(user_api: httpx.Client) -> None:
+    def tiny() -> dict[str, Any]:
+        return next(m for m in user_api.get("/admin/models").json() if m["name"] == "tiny")
+
+    assert tiny()["workers_loaded"] >= 1, "warmed at start"
+    assert user_api.post("/admin/models/tiny/unload").status_code == 202
+    wait_for(lambda: tiny()["workers_loaded"] == 0, 15, "the workers to drop tiny")
+    assert not tiny()["keep_loaded"]
+
+    assert user_api.post("/admin/models/tiny@1/load").status_code == 202
+    wait_for(lambda: tiny()["workers_loaded"] >= 1, 15, "the workers to load tiny")
+    assert tiny()["keep_loaded"]
+    assert user_api.post("/admin/models/nope/load").json()["code"] == "model_not_found"
+    actions = [entry["action"] for entry in user_api.get("/admin/audit").json()]
+    assert {"model.load", "model.unload", "model.set_latest", "model.reset_latest"} <= set(actions)

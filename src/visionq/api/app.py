@@ -23,6 +23,7 @@ from visionq.archive import schema
 from visionq.archive.repository import Archive
 from visionq.connections import async_redis
 from visionq.inference.catalog import build_catalog
+from visionq.inference.control import LatestChoice
 from visionq.jobs.events import JobEvents
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
             archive=archive,
             auth=Authenticator(settings, redis, archive),
             rate_limiter=RateLimiter(settings, redis),
+            latest=LatestChoice(redis),
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)

@@ -183,3 +183,14 @@ class AuditEntryBody(BaseModel):
     target: str | None
     details: dict[str, Any] | None
     request_id: str | None
+
+
+class LatestRequest(BaseModel):
+    model: str = Field(max_length=200, description="A model name (its highest version) or `name@version`.")
+
+
+class AdminModelBody(ModelInfo):
+    """`GET /admin/models`: a model, and what admins asked of it."""
+
+    workers_loaded: int = Field(description="Live worker processes that have it loaded.")
+    keep_loaded: bool = Field(description="Workers were asked to load it and keep it loaded.")

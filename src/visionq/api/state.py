@@ -10,6 +10,7 @@ from visionq.api.ratelimit import RateLimiter
 from visionq.api.security import Authenticator
 from visionq.archive.repository import Archive
 from visionq.inference.catalog import Catalog
+from visionq.inference.control import LatestChoice
 from visionq.jobs.events import JobEvents
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
@@ -29,3 +30,4 @@ class AppState:
     archive: Archive
     auth: Authenticator
     rate_limiter: RateLimiter
+    latest: LatestChoice

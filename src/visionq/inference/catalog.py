@@ -230,14 +230,22 @@ class Catalog:
         """The model `latest` resolves to."""
         return self._default
 
-    def resolve(self, ref: str) -> ModelSpec:
+    def resolve(self, ref: str, *, latest: str | None = None) -> ModelSpec:
         """The model version that `latest`, `name` (its highest version) or `name@version` means.
+        `latest`, when given, is what `latest` means instead of the default (an admin's choice, kept in Redis).
 
         Raises `ModelNotFound` (422 model_not_found) for anything else, with the available names.
         """
         if ref.strip() == LATEST:
-            return self._default
+            return self._latest(latest)
         return self._resolve_named(ref)
+
+    def _latest(self, choice: str | None) -> ModelSpec:
+        # A choice this catalog does not know (made by a process with other models) falls back to the default.
+        try:
+            return self._resolve_named(choice) if choice else self._default
+        except ModelNotFound:
+            return self._default
 
     def _resolve_named(self, ref: str) -> ModelSpec:
         match = _REF.fullmatch(ref.strip())
@@ -270,14 +278,18 @@ class Catalog:
         """Every model version, sorted by name, then version (as integers)."""
         return sorted(self._by_ref.values(), key=lambda spec: (spec.name, spec.version))
 
+    def refs(self) -> set[str]:
+        """Every `name@version`."""
+        return set(self._by_ref)
+
     def names(self) -> list[str]:
         """The model names, sorted."""
         return sorted(self._versions)
 
-    def aliases(self, spec: ModelSpec) -> list[str]:
+    def aliases(self, spec: ModelSpec, *, latest: str | None = None) -> list[str]:
         """The other refs that resolve to `spec`: `latest` for the default, its name for its highest version."""
         result = []
-        if spec == self._default:
+        if spec == self.resolve(LATEST, latest=latest):
             result.append(LATEST)
         if self._highest.get(spec.name) == spec:
             result.append(spec.name)

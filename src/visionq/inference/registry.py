@@ -76,6 +76,12 @@ class ModelRegistry:
             self.get(spec)
         return specs
 
+    def unload(self, ref: str) -> bool:
+        """Forget the loaded model `ref` (its memory goes once no job still holds it); False if not loaded.
+        A later job for it loads it again."""
+        with self._lock_for(ref):
+            return self._models.pop(ref, None) is not None
+
     def loaded(self) -> list[str]:
         """The refs of the models loaded in this process, sorted."""
         return sorted(self._models)

@@ -17,6 +17,9 @@ visionq:apikey:{sha256}  string the principal of an API key (JSON), or "revoked"
 visionq:revoked:{key_id} string set when a key is revoked; refuses its access tokens until they expire
 visionq:refresh:{sha256} string a refresh token's key id and role; TTL = refresh_token_ttl, deleted on use
 visionq:ratelimit:{who}:{minute}  string requests counted in one fixed one-minute window; TTL 60 s
+visionq:models:latest    string the model `latest` means, set by an admin (else VISIONQ_DEFAULT_MODEL)
+visionq:models:load      set    model refs every worker should keep loaded (admin: load)
+visionq:models:unload    hash   model ref → when an admin asked workers to unload it (unix s)
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
@@ -36,6 +39,9 @@ JOB_STATS = "visionq:stats:jobs"
 ARCHIVE_OUTBOX = "visionq:archive:outbox"
 CALLBACKS_DUE = "visionq:callbacks:due"
 DEAD_LETTERS = "visionq:dlq"
+MODELS_LATEST = "visionq:models:latest"
+MODELS_LOAD = "visionq:models:load"
+MODELS_UNLOAD = "visionq:models:unload"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 #: Separator kombu puts between a queue's name and its priority step.
 PRIORITY_SEPARATOR = ":"

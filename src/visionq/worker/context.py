@@ -22,6 +22,7 @@ from visionq.archive.archiver import Archiver
 from visionq.archive.repository import Archive
 from visionq.connections import sync_redis
 from visionq.inference.catalog import Catalog, build_catalog
+from visionq.inference.control import ModelControl
 from visionq.inference.registry import ModelRegistry
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
@@ -45,6 +46,7 @@ class WorkerContext:
             stale_after=settings.stale_job_after,
             dead_letter_ttl=settings.dead_letter_ttl,
         )
+        self.models = ModelControl(self.redis, self.catalog, self.registry)
         self.archive = Archive(settings.archive_url)
         self.archiver = Archiver(self.redis, self.archive)
         self.started_at = isoformat(utcnow())
@@ -58,6 +60,7 @@ class WorkerContext:
         if self.settings.database_migrate:
             schema.upgrade(self.archive.engine)
         self.registry.warm(self.settings.warm_models)
+        self.models.apply()
         self.heartbeat()
         self._housekeeping = threading.Thread(target=self._run_housekeeping, name="visionq-housekeeping", daemon=True)
         self._housekeeping.start()
@@ -103,6 +106,7 @@ class WorkerContext:
             now = time.monotonic()
             try:
                 if now - last_beat >= self.settings.heartbeat_interval:
+                    self.models.apply()  # before the beat, which reports what is loaded
                     self.heartbeat()
                     last_beat = now
                 if now - last_sweep >= self.settings.sweep_interval:

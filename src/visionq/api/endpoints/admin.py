@@ -16,10 +16,12 @@ from visionq.api.dependencies import AdminDep, StateDep, get_admin
 from visionq.api.endpoints.classification import enqueue
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import (
+    AdminModelBody,
     AuditEntryBody,
     DeadLetterBody,
     KeyBody,
     KeyRequest,
+    LatestRequest,
     NewKeyBody,
     QueuesBody,
     StatusBody,
@@ -29,6 +31,7 @@ from visionq.api.state import AppState
 from visionq.archive import audit
 from visionq.auth import keys as api_keys
 from visionq.auth.principals import Principal
+from visionq.inference.control import request_load, request_unload
 from visionq.jobs import keys
 from visionq.jobs.records import dump_status, isoformat
 from visionq.metrics import read_cluster
@@ -179,6 +182,67 @@ async def purge_dead_letters(request: Request, state: StateDep, admin: AdminDep)
     purged = await state.store.purge_dead_letters()
     await _audit(state, request, admin, "dlq.purge_all", None, purged=purged)
     return {"purged": purged}
+
+
+@router.get("/models", response_model=list[AdminModelBody])
+async def models(state: StateDep) -> list[AdminModelBody]:
+    """Every model, how many live workers have it loaded, and whether they were asked to keep it so."""
+    loaded_by: dict[str, int] = {}
+    async for name in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
+        for ref in orjson.loads(await state.redis.hget(name, "models") or "[]"):
+            loaded_by[ref] = loaded_by.get(ref, 0) + 1
+    keep = set(map(str, await state.redis.smembers(keys.MODELS_LOAD)))
+    latest = await state.latest.get()
+    return [
+        AdminModelBody(
+            name=spec.name,
+            version=spec.version,
+            aliases=state.catalog.aliases(spec, latest=latest),
+            input_size=spec.input_size,
+            num_classes=spec.num_classes,
+            runtime=spec.runtime.value,
+            loaded=spec.ref in loaded_by,
+            description=spec.description,
+            workers_loaded=loaded_by.get(spec.ref, 0),
+            keep_loaded=spec.ref in keep,
+        )
+        for spec in state.catalog.specs()
+    ]
+
+
+@router.post("/models/{model}/load", status_code=202, responses=problem_responses(errors.ModelNotFound))
+async def load_model(model: str, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
+    """Ask every worker to load the model and keep it loaded (done on their next heartbeat)."""
+    ref = state.catalog.resolve(model).ref
+    await request_load(state.redis, ref)
+    await _audit(state, request, admin, "model.load", ref)
+    return {"model_version": ref, "requested": "load"}
+
+
+@router.post("/models/{model}/unload", status_code=202, responses=problem_responses(errors.ModelNotFound))
+async def unload_model(model: str, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
+    """Ask every worker to drop the model now, freeing its memory; a later job for it loads it again."""
+    ref = state.catalog.resolve(model).ref
+    await request_unload(state.redis, ref)
+    await _audit(state, request, admin, "model.unload", ref)
+    return {"model_version": ref, "requested": "unload"}
+
+
+@router.put("/models/latest", responses=problem_responses(errors.ModelNotFound))
+async def set_latest(body: LatestRequest, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
+    """Make `latest` mean this model for every API process (within a second)."""
+    ref = state.catalog.resolve(body.model).ref
+    await state.latest.set(ref)
+    await _audit(state, request, admin, "model.set_latest", ref)
+    return {"latest": ref}
+
+
+@router.delete("/models/latest")
+async def reset_latest(request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
+    """Make `latest` mean VISIONQ_DEFAULT_MODEL again."""
+    await state.latest.set(None)
+    await _audit(state, request, admin, "model.reset_latest", None)
+    return {"latest": state.catalog.default.ref}
 
 
 @router.get("/audit", response_model=list[AuditEntryBody])

@@ -27,11 +27,12 @@ async def loaded_models(state: StateDep) -> set[str]:
 async def list_models(state: StateDep) -> list[ModelInfo]:
     """Every model of the catalog, with its aliases and whether a worker has it loaded."""
     loaded = await loaded_models(state)
+    latest = await state.latest.get()
     return [
         ModelInfo(
             name=spec.name,
             version=spec.version,
-            aliases=state.catalog.aliases(spec),
+            aliases=state.catalog.aliases(spec, latest=latest),
             input_size=spec.input_size,
             num_classes=spec.num_classes,
             runtime=spec.runtime.value,

@@ -115,7 +115,7 @@ async def _accept(
 ) -> JobAccepted:
     """Check the request, store the job and its image, queue it: the `202` body."""
     settings = state.settings
-    spec = state.catalog.resolve(form.model_version)
+    spec = state.catalog.resolve(form.model_version, latest=await state.latest.get())
     if form.callback_url is not None:
         if settings.callback_secret is None:
             raise errors.ValidationFailed(

@@ -40,7 +40,7 @@ async def readiness(state: StateDep) -> JSONResponse:
             checks={"redis": "down", "workers": "unknown", "models": "unknown", "database": await _database(state)},
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
-    default = state.catalog.resolve("latest").ref
+    default = state.catalog.resolve("latest", latest=await state.latest.get()).ref
     models_ok = default in loaded
     database = await _database(state)
     # Jobs flow without the archive (it catches up later), so a database outage degrades, never stops.
