@@ -6,6 +6,7 @@ rate limits shared by two API processes, and X-Forwarded-For only from trusted p
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -349,3 +350,33 @@ def _start_of_a_window() -> None:
     left = 60 - time.time() % 60
     if left < 10:
         time.sleep(left + 0.1)
+
+
+def admin_cli(url: str, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    return subprocess.run(
+        [sys.executable, "-m", "visionq", "admin", *args, "--url", url, "--api-key", key],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_admin_cli_speaks_for_admins_only(secure: tuple[Settings, str], keys: dict[str, str]) -> None:
+    url = secure[1]
+    queues = admin_cli(url, keys["admin"], "queues", "--json")
+    assert queues.returncode == 0, queues.stderr
+    assert set(json.loads(queues.stdout)["queue_depth"]) == {"low", "normal", "high", "urgent"}
+
+    models = admin_cli(url, keys["admin"], "models", "--json")
+    assert "efficientnet-lite0" in {model["name"] for model in json.loads(models.stdout)}
+    assert json.loads(admin_cli(url, keys["admin"], "dlq", "--json").stdout) == []
+    workers = json.loads(admin_cli(url, keys["admin"], "workers", "--json").stdout)
+    assert "visionq-test-secure" in {worker["queue"] for worker in workers}
+    assert admin_cli(url, keys["admin"], "audit").returncode == 0
+
+    refused = admin_cli(url, keys["alice"], "queues")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error[forbidden]: ")

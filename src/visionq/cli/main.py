@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from visionq.cli import jobs, keys
+from visionq.cli import admin, jobs, keys
 from visionq.cli.options import console, errors, load_settings
 from visionq.logging import configure_logging
 from visionq.settings import WorkerPool
@@ -99,6 +99,7 @@ for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models
 
 
 app.add_typer(keys.app, name="keys")
+app.add_typer(admin.app, name="admin")
 
 db = typer.Typer(help="The job archive's schema (SQLite or PostgreSQL, VISIONQ_DATABASE_URL).", no_args_is_help=True)
 app.add_typer(db, name="db")
