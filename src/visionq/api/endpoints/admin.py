@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
 from visionq.api.dependencies import AdminDep, StateDep, get_admin
+from visionq.api.endpoints.catalog import model_info
 from visionq.api.endpoints.classification import enqueue
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import (
@@ -195,14 +196,7 @@ async def models(state: StateDep) -> list[AdminModelBody]:
     latest = await state.latest.get()
     return [
         AdminModelBody(
-            name=spec.name,
-            version=spec.version,
-            aliases=state.catalog.aliases(spec, latest=latest),
-            input_size=spec.input_size,
-            num_classes=spec.num_classes,
-            runtime=spec.runtime.value,
-            loaded=spec.ref in loaded_by,
-            description=spec.description,
+            **model_info(spec, state.catalog, loaded=spec.ref in loaded_by, latest=latest).model_dump(),
             workers_loaded=loaded_by.get(spec.ref, 0),
             keep_loaded=spec.ref in keep,
         )

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends
 from visionq.api.dependencies import StateDep, get_principal
 from visionq.api.problems import protected_responses
 from visionq.api.schemas import ModelInfo
+from visionq.inference.catalog import Catalog
+from visionq.inference.spec import ModelSpec
 from visionq.jobs import keys
 
 router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
@@ -28,16 +30,17 @@ async def list_models(state: StateDep) -> list[ModelInfo]:
     """Every model of the catalog, with its aliases and whether a worker has it loaded."""
     loaded = await loaded_models(state)
     latest = await state.latest.get()
-    return [
-        ModelInfo(
-            name=spec.name,
-            version=spec.version,
-            aliases=state.catalog.aliases(spec, latest=latest),
-            input_size=spec.input_size,
-            num_classes=spec.num_classes,
-            runtime=spec.runtime.value,
-            loaded=spec.ref in loaded,
-            description=spec.description,
-        )
-        for spec in state.catalog.specs()
-    ]
+    return [model_info(spec, state.catalog, loaded=spec.ref in loaded, latest=latest) for spec in state.catalog.specs()]
+
+
+def model_info(spec: ModelSpec, catalog: Catalog, *, loaded: bool, latest: str | None) -> ModelInfo:
+    return ModelInfo(
+        name=spec.name,
+        version=spec.version,
+        aliases=catalog.aliases(spec, latest=latest),
+        input_size=spec.input_size,
+        num_classes=spec.num_classes,
+        runtime=spec.runtime.value,
+        loaded=loaded,
+        description=spec.description,
+    )

@@ -91,17 +91,19 @@ async def classify(
     if upload.file is None:
         raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
     owner = principal.id
+    # Computed once, off the event loop: the archive keeps it, and idempotency compares requests by it.
+    digest = await run_in_threadpool(lambda: hashlib.sha256(upload.file or b"").hexdigest())
     if idempotency_key is None:
-        return await _accept(request, response, state, owner, form, upload.file)
+        return await _accept(request, response, state, owner, form, upload.file, digest)
 
     remembered = IdempotencyKeys(state.redis)
     fields = (form.model_version, form.priority.value, str(form.top_k), str(form.callback_url or ""))
-    request_print = fingerprint(upload.file, *fields)
+    request_print = fingerprint(digest, *fields)
     original = await remembered.reserve(owner, idempotency_key, request_print)
     if original is not None:
         return JSONResponse(original, headers={"Location": original["links"]["status"], "Idempotent-Replayed": "true"})
     try:
-        accepted = await _accept(request, response, state, owner, form, upload.file)
+        accepted = await _accept(request, response, state, owner, form, upload.file, digest)
     except BaseException:
         with contextlib.suppress(RedisError):
             await remembered.release(owner, idempotency_key)
@@ -111,7 +113,13 @@ async def classify(
 
 
 async def _accept(
-    request: Request, response: Response, state: AppState, owner: str, form: ClassifyForm, image: bytes
+    request: Request,
+    response: Response,
+    state: AppState,
+    owner: str,
+    form: ClassifyForm,
+    image: bytes,
+    digest: str,
 ) -> JobAccepted:
     """Check the request, store the job and its image, queue it: the `202` body."""
     settings = state.settings
@@ -140,7 +148,7 @@ async def _accept(
         image_width=decoded.width,
         image_height=decoded.height,
         owner=owner,
-        image_sha256=hashlib.sha256(image).hexdigest(),
+        image_sha256=digest,
         request_id=request.state.request_id,
     )
     request.state.job_id = record.job_id  # for the access log
