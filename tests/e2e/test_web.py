@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,13 +33,13 @@ PHONE: ViewportSize = {"width": 360, "height": 740}
 SAVE_SCREENSHOTS = os.environ.get("VISIONQ_SCREENSHOTS") == "1"
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def serving(home: Path, **settings: str) -> Iterator[str]:
     """`visionq serve` on a free port, as a user starts it; its log goes to a file so it never blocks on a pipe."""
-    home = tmp_path_factory.mktemp("serve")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
     env |= {"VISIONQ_DATA_DIR": str(home / "data"), "VISIONQ_LOG_LEVEL": "WARNING"}
+    env |= {f"VISIONQ_{name.upper()}": value for name, value in settings.items()}
     log_path = home / "serve.log"
     with log_path.open("wb") as log:
         serve = subprocess.Popen(
@@ -52,6 +53,31 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=60)
     assert serve.returncode == 0, log_path.read_text(errors="replace")[-2000:]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving(tmp_path_factory.mktemp("serve")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def secure_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """`visionq serve` with authentication required, and a user key made by `visionq keys create`."""
+    home = tmp_path_factory.mktemp("secure-serve")
+    settings = {"auth": "required", "auth_secret": "browser-suite-secret-" + "x" * 24}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env["VISIONQ_DATA_DIR"] = str(home / "data")
+    made = subprocess.run(
+        [sys.executable, "-m", "visionq", "keys", "create", "--role", "user", "--name", "browser"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    with serving(home, **settings) as url:
+        yield url, made.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +262,22 @@ def test_the_api_key_is_remembered_and_sent_over_http_and_the_websocket(page: Pa
     assert request.headers["x-api-key"] == key
     expect_finished(page, "cat.jpg")
     assert [url for url in sockets if url.endswith(f"?token={key}")], sockets
+
+
+def test_with_authentication_on_the_page_needs_a_key_and_works_with_one(
+    page: Page, secure_service: tuple[str, str]
+) -> None:
+    url, key = secure_service
+    page.goto(url)
+    upload(page, CAT)
+    refused = page.locator(".job", has=page.get_by_role("heading", name="cat.jpg"))
+    expect(refused.locator(".job-problem")).to_contain_text("requires authentication")
+
+    page.get_by_label("API key or token").fill(key)
+    page.get_by_label("API key or token").press("Enter")
+    upload(page, CAT)
+    finished = page.locator(".job", has=page.get_by_role("heading", name="cat.jpg")).filter(
+        has=page.locator(".prediction")
+    )
+    expect(finished.locator(".prediction")).to_have_count(5, timeout=RESULT_TIMEOUT_MS)
+    expect(finished.locator(".prediction").first).to_contain_text(CAT_NAMES)
