@@ -94,6 +94,32 @@ def worker(
     )
 
 
+@app.command("worker-alive", hidden=True)
+def worker_alive(
+    callbacks: Annotated[bool, typer.Option("--callbacks", help="Check a callbacks worker instead.")] = False,
+) -> None:
+    """Exit 0 while a worker process on this host sends heartbeats to Redis (a container health check)."""
+    import socket
+
+    from redis import RedisError
+
+    from visionq.connections import sync_redis
+    from visionq.jobs import keys
+
+    prefix = keys.deliverer("") if callbacks else keys.worker("")
+    redis = sync_redis(load_settings())
+    try:
+        alive = any(redis.scan_iter(match=f"{prefix}{socket.gethostname()}:*", count=1000))
+    except RedisError as exc:
+        errors.print(f"Redis unreachable: {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        redis.close()
+    if not alive:
+        errors.print(f"no heartbeat from a {'callbacks ' if callbacks else ''}worker on {socket.gethostname()}")
+        raise typer.Exit(1)
+
+
 for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models):
     app.command()(command)
 

@@ -7,6 +7,7 @@ job:{id}:events          pub/sub channel: the status body on every change
 visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job sweeper
 visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
+visionq:deliverer:{name} string heartbeat of one callbacks worker process; TTL = 10 s
 visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
 visionq:archive:outbox   zset   job id → when it changed: jobs whose archive row is behind (see archive/archiver.py)
 visionq:dlq              zset   job id → when it was dead-lettered: jobs that used up their attempts
@@ -35,6 +36,7 @@ LIVE_JOBS = "visionq:jobs:live"
 PROCESSING_JOBS = "visionq:jobs:processing"
 WORKER_PREFIX = "visionq:worker:"
 WORKERS_SEEN = "visionq:workers"
+DELIVERER_PREFIX = "visionq:deliverer:"
 JOB_STATS = "visionq:stats:jobs"
 ARCHIVE_OUTBOX = "visionq:archive:outbox"
 CALLBACKS_DUE = "visionq:callbacks:due"
@@ -92,6 +94,10 @@ def refresh_token(token: str) -> str:
 
 def rate_limit(who: str, window: int) -> str:
     return f"visionq:ratelimit:{who}:{window}"
+
+
+def deliverer(name: str) -> str:
+    return f"{DELIVERER_PREFIX}{name}"
 
 
 def worker(name: str) -> str:

@@ -10,6 +10,8 @@ not as Celery ETA messages, and survive restarts of every worker.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -32,6 +34,8 @@ DELIVER_TASK = "visionq.deliver_callback"
 QUEUE_BATCH = 100
 #: Seconds between housekeeping passes.
 TICK = 0.5
+#: Seconds a callbacks worker's heartbeat lasts (it is renewed every TICK).
+DELIVERER_HEARTBEAT_TTL = 10
 #: Outcomes after which no attempt follows.
 FINAL = frozenset({"delivered", "refused"})
 
@@ -58,8 +62,10 @@ class DeliveryWorker:
         self.http.close()
 
     def _run(self) -> None:
+        name = keys.deliverer(f"{socket.gethostname()}:{os.getpid()}")
         while not self._stop.wait(TICK):
             try:
+                self.redis.set(name, b"1", ex=DELIVERER_HEARTBEAT_TTL)
                 self.queue_due()
             except RedisError as exc:
                 log.warning("callbacks not queued, Redis unreachable: %s", exc)
