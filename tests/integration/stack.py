@@ -26,6 +26,8 @@ from visionq.settings import Settings
 WORKER_START_TIMEOUT = 90.0
 
 #: Worker settings that keep failure tests short: fast redelivery, heartbeat and sweep.
+#: Seconds a `visionq api` process may take to answer its first request.
+API_START_TIMEOUT = 60.0
 #: Seconds a callbacks worker gets to fail at start-up before the test goes on with it.
 CALLBACK_WORKER_SETTLE = 1.0
 
@@ -126,6 +128,26 @@ class CallbackWorkerProcess(WorkerProcess):
         )
         time.sleep(CALLBACK_WORKER_SETTLE)
         assert self.process.poll() is None, "the callbacks worker exited during start-up"
+
+
+class ApiProcess(WorkerProcess):
+    """`visionq api` as its own process on a free loopback port (WorkerProcess lends it the environment)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "visionq", "api", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env(),
+            start_new_session=True,
+        )
+        wait_for(lambda: service_ready(self.url), API_START_TIMEOUT, f"visionq api on port {self.port}", 0.1)
 
 
 class ApiServer:
