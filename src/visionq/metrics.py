@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 
 from visionq.jobs import keys
 from visionq.jobs.states import BROKER_PRIORITY, TERMINAL_STATUSES, JobStatus
-from visionq.jobs.tracker import INFERENCE_BUCKETS
+from visionq.jobs.tracker import BATCH_BUCKETS, INFERENCE_BUCKETS
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -35,6 +36,8 @@ class ClusterSnapshot:
     processing_seconds: float = 0.0
     archive_backlog: int = 0
     dead_letters: int = 0
+    load_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(model ref, worker id) → seconds that worker took to load that model."""
 
 
 async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
@@ -51,8 +54,12 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         fields = await redis.hgetall(key)
         inference[key.removeprefix(keys.INFERENCE_STATS_PREFIX)] = {str(k): float(v) for k, v in fields.items()}
     workers = 0
-    async for _ in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
+    load_seconds: dict[tuple[str, str], float] = {}
+    async for name in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
         workers += 1
+        loads = await redis.hget(name, "load_seconds")
+        for model_ref, seconds in orjson.loads(loads or "{}").items():
+            load_seconds[(model_ref, name.removeprefix(keys.WORKER_PREFIX))] = float(seconds)
     return ClusterSnapshot(
         active_jobs=int(active),
         queue_depth={p.value: int(d) for p, d in zip(BROKER_PRIORITY, depths, strict=True)},
@@ -62,6 +69,7 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         workers=workers,
         archive_backlog=int(backlog),
         dead_letters=int(dead_letters),
+        load_seconds=load_seconds,
     )
 
 
@@ -93,6 +101,22 @@ class _ClusterCollector(Collector):
             buckets.append(("+Inf", fields.get("count", 0.0)))
             inference.add_metric([model_ref], buckets, sum_value=fields.get("sum", 0.0))
         yield inference
+        batches = HistogramMetricFamily(
+            "visionq_inference_batch_size", "Images per call of the model.", labels=["model_version"]
+        )
+        for model_ref, fields in sorted(snap.inference.items()):
+            buckets = [(str(size), fields.get(f"batch:le:{size}", 0.0)) for size in BATCH_BUCKETS]
+            buckets.append(("+Inf", fields.get("batch:count", 0.0)))
+            batches.add_metric([model_ref], buckets, sum_value=fields.get("batch:sum", 0.0))
+        yield batches
+        loads = GaugeMetricFamily(
+            "visionq_model_load_seconds",
+            "Seconds a live worker took to load a model.",
+            labels=["model_version", "worker"],
+        )
+        for (model_ref, worker), seconds in sorted(snap.load_seconds.items()):
+            loads.add_metric([model_ref, worker], seconds)
+        yield loads
         yield GaugeMetricFamily("visionq_workers", "Live worker processes (fresh heartbeats).", value=snap.workers)
         yield GaugeMetricFamily(
             "visionq_archive_backlog", "Job changes not yet written to the archive.", value=snap.archive_backlog

@@ -223,6 +223,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Log level for visionq's loggers."""
 
+    otlp_endpoint: str | None = None
+    """OpenTelemetry collector (OTLP over HTTP, e.g. `http://jaeger:4318`). When set, the API and the
+    workers send traces there: one trace per job, from the upload to the worker's task and the callback."""
+
     log_format: LogFormat = LogFormat.TEXT
     """`json`: one JSON object per line (for log collectors), with request id, route, status, duration,
     principal and job id as fields. `text`: for people."""

@@ -106,6 +106,11 @@ def test_metrics_count_real_jobs_and_requests(api: httpx.Client) -> None:
     posts = ("visionq_http_requests_total", (("method", "POST"), ("route", "/classify"), ("status", "202")))
     assert after[completed] >= before.get(completed, 0) + 1
     assert after[inferences] >= before.get(inferences, 0) + 1
+    batches = ("visionq_inference_batch_size_count", (("model_version", "efficientnet-lite0@1"),))
+    assert after[batches] >= before.get(batches, 0) + 1, "worker-side: one call of the model"
+    loads = [key for key in after if key[0] == "visionq_model_load_seconds"]
+    assert any(dict(labels)["model_version"] == "efficientnet-lite0@1" for _, labels in loads), "worker-side load time"
+    assert all(after[key] > 0 for key in loads)
     assert after[posts] >= before.get(posts, 0) + 1
     status_route = ("method", "GET"), ("route", "/status/{job_id}"), ("status", "200")
     assert ("visionq_http_request_duration_seconds_count", status_route) in after

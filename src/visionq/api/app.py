@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.concurrency import run_in_threadpool
 
 from visionq import __version__
@@ -28,6 +29,7 @@ from visionq.jobs.events import JobEvents
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
 from visionq.settings import Settings
+from visionq.telemetry import start_tracing
 from visionq.worker.celery_app import create_celery_app
 
 #: Seconds the app waits at start-up for its job-event subscription before serving anyway.
@@ -54,6 +56,7 @@ def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Con
 
 
 def create_app(settings: Settings) -> FastAPI:
+    tracing = start_tracing(settings, "visionq-api")
     metrics = Metrics()
     model_catalog = build_catalog(settings)
 
@@ -115,4 +118,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/", StaticFiles(directory=str(resources.files("visionq") / "web"), html=True), name="web")
 
     app.add_middleware(RequestMiddleware, metrics=metrics)
+    if tracing is not None:
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=tracing, excluded_urls="health,metrics")
     return app

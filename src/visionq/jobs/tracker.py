@@ -14,6 +14,8 @@ from visionq.jobs.store import advance_call, claim_call, complete_call, finish_c
 
 log = logging.getLogger(__name__)
 
+#: Bucket bounds (images) of the batch-size histogram kept in Redis for `visionq_inference_batch_size`.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 #: Bucket bounds (seconds) of the inference-time histogram kept in Redis for `visionq_model_inference_seconds`.
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Jobs the sweeper gives up in one pass; the rest wait for the next pass.
@@ -79,7 +81,8 @@ class JobTracker:
         return bool(self._finish(keys=job_keys, args=args))
 
     def record_inference(self, model_ref: str, seconds: float, images: int = 1) -> None:
-        """Add one observation per image to the cluster-wide inference histogram."""
+        """Add one observation per image to the cluster-wide inference histogram, and one per batch (a call
+        of the model) to the batch-size histogram."""
         key = keys.inference_stats(model_ref)
         with self.redis.pipeline(transaction=True) as pipe:
             for bound in INFERENCE_BUCKETS:
@@ -87,6 +90,11 @@ class JobTracker:
                     pipe.hincrby(key, f"le:{bound}", images)
             pipe.hincrby(key, "count", images)
             pipe.hincrbyfloat(key, "sum", seconds * images)
+            for size in BATCH_BUCKETS:
+                if images <= size:
+                    pipe.hincrby(key, f"batch:le:{size}", 1)
+            pipe.hincrby(key, "batch:count", 1)
+            pipe.hincrby(key, "batch:sum", images)
             pipe.execute()
 
     def sweep(self, now: float | None = None) -> list[str]:

@@ -88,6 +88,7 @@ class WorkerContext:
             "started_at": self.started_at,
             "seen_at": isoformat(utcnow()),
             "models": orjson.dumps(self.registry.loaded()).decode(),
+            "load_seconds": orjson.dumps(self.registry.load_seconds).decode(),
             "jobs_done": self.jobs_done,
         }
         with self.redis.pipeline(transaction=True) as pipe:

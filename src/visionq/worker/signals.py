@@ -7,11 +7,13 @@ from typing import Any
 from celery import signals
 
 from visionq.settings import WorkerPool
+from visionq.telemetry import start_tracing, stop_tracing
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CALLBACKS, VisionqCelery
 
 
 def _setup(app: VisionqCelery) -> None:
+    start_tracing(app.settings, "visionq-worker")
     ctx = context.WorkerContext(app.settings)
     context.install(ctx)
     ctx.start()
@@ -28,12 +30,14 @@ def _on_child_start(**_: Any) -> None:
 @signals.worker_process_shutdown.connect
 def _on_child_stop(**_: Any) -> None:
     context.current().stop()
+    stop_tracing()
 
 
 @signals.worker_init.connect
 def _on_worker_init(sender: Any, **_: Any) -> None:
     app: VisionqCelery = sender.app
     if app.role == CALLBACKS:
+        start_tracing(app.settings, "visionq-callbacks")
         worker = deliveries.DeliveryWorker(app.settings, app)
         deliveries.install(worker)
         worker.start()
@@ -48,3 +52,4 @@ def _on_worker_stop(sender: Any, **_: Any) -> None:
         deliveries.current().stop()
     elif sender.app.settings.worker_pool is not WorkerPool.PREFORK:
         context.current().stop()
+    stop_tracing()

@@ -1,0 +1,53 @@
+"""OpenTelemetry tracing: one trace per job, from the upload through Redis and Celery to the worker's task
+and its callback. Off unless VISIONQ_OTLP_ENDPOINT is set.
+
+The Celery instrumentation carries the trace context in the task message's headers, so the worker's spans
+join the trace of the request that queued the job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.redis import RedisInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from visionq import __version__
+from visionq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_provider: TracerProvider | None = None
+
+
+def start_tracing(settings: Settings, service: str) -> TracerProvider | None:
+    """Set up tracing for this process once: spans of Redis commands, Celery tasks (published and run) and
+    outgoing HTTP (callbacks), exported over OTLP/HTTP. Returns the provider, or None when tracing is off.
+    The API adds its own requests with `FastAPIInstrumentor` (api/app.py). Call it after any fork: the
+    exporter's thread does not survive one."""
+    global _provider
+    if _provider is not None or settings.otlp_endpoint is None:
+        return _provider
+    resource = Resource.create({"service.name": service, "service.version": __version__})
+    provider = TracerProvider(resource=resource)
+    endpoint = f"{settings.otlp_endpoint.rstrip('/')}/v1/traces"
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    log.info("tracing to %s", endpoint)
+    trace.set_tracer_provider(provider)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    _provider = provider
+    return provider
+
+
+def stop_tracing() -> None:
+    """Send what is buffered (a worker process calls it on its way out)."""
+    if _provider is not None:
+        _provider.force_flush()
