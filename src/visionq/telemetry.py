@@ -8,8 +8,11 @@ join the trace of the request that queued the job.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -51,3 +54,23 @@ def stop_tracing() -> None:
     """Send what is buffered (a worker process calls it on its way out)."""
     if _provider is not None:
         _provider.force_flush()
+
+
+def current_traceparent() -> str | None:
+    """The W3C `traceparent` of the current span, or None when tracing is off or no span is active."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def trace_context(traceparent: str | None) -> Iterator[None]:
+    """Run the block as part of the trace `traceparent` names (a job's, for its callback)."""
+    if traceparent is None:
+        yield
+        return
+    token = otel_context.attach(propagate.extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -17,7 +17,15 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from factories import cat_variants
-from integration.stack import FAST_RECOVERY, ApiProcess, WorkerProcess, submit, wait_for, wait_terminal
+from integration.stack import (
+    FAST_RECOVERY,
+    ApiProcess,
+    CallbackWorkerProcess,
+    WorkerProcess,
+    submit,
+    wait_for,
+    wait_terminal,
+)
 from visionq.settings import Settings
 
 #: Seconds the exporters may take to send their spans (they batch every 200 ms here).
@@ -96,27 +104,39 @@ def traced_api(
         data_dir=tmp_path_factory.mktemp("tracing"),
         worker_pool="solo",
         otlp_endpoint=collector[1],
+        callback_secret="tracing-callback-secret",
+        callback_allow_private=True,
     )
-    worker, api = WorkerProcess(settings), ApiProcess(settings)
-    worker.start()
-    api.start()
+    worker, deliverer, api = WorkerProcess(settings), CallbackWorkerProcess(settings), ApiProcess(settings)
+    for process in (worker, deliverer, api):
+        process.start()
     yield api.url
-    api.stop()
-    worker.stop()
+    for process in (api, deliverer, worker):
+        process.stop()
     monkeypatch.undo()
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
 
 
 def test_one_trace_spans_the_upload_and_the_workers_task(traced_api: str, collector: tuple[Collector, str]) -> None:
     spans, _ = collector
-    with httpx.Client(base_url=traced_api, timeout=30) as api:
-        job_id = submit(api, cat_variants()["jpeg"], "cat.jpg").json()["job_id"]
-        assert wait_terminal(api, job_id)["status"] == "completed"
-
-    def upload_trace() -> str | None:
-        roots = [s for s in spans.spans if s.service == "visionq-api" and s.name == "POST /classify"]
-        return roots[-1].trace_id if roots else None
-
-    trace_id = wait_for(upload_trace, EXPORT_TIMEOUT, "the API's span of the upload")
+    trace_id = _traced_job(traced_api, spans)
     wait_for(
         lambda: any(s.name == "run/visionq.classify_image" for s in spans.trace(trace_id)),
         EXPORT_TIMEOUT,
@@ -131,3 +151,39 @@ def test_one_trace_spans_the_upload_and_the_workers_task(traced_api: str, collec
     by_id = {span.span_id: span for span in in_trace}
     task = next(span for span in in_trace if span.name == "run/visionq.classify_image")
     assert by_id[task.parent_id].name == "apply_async/visionq.classify_image", "the task hangs under its publish"
+
+
+def test_the_callback_joins_the_trace_of_its_job(
+    traced_api: str, collector: tuple[Collector, str], receiver: str
+) -> None:
+    spans, _ = collector
+    trace_id = _traced_job(traced_api, spans, callback_url=receiver)
+
+    wait_for(
+        lambda: any(s.name == "run/visionq.deliver_callback" for s in spans.trace(trace_id)),
+        EXPORT_TIMEOUT,
+        "the callback's span in the job's trace",
+    )
+    callback = {(span.service, span.name) for span in spans.trace(trace_id) if span.service == "visionq-callbacks"}
+    assert ("visionq-callbacks", "run/visionq.deliver_callback") in callback
+    assert ("visionq-callbacks", "POST") in callback, "the delivery's HTTP request itself"
+
+
+def _traced_job(url: str, spans: Collector, **fields: Any) -> str:
+    """Submit the cat, wait for it, and return the trace id of its upload (the one upload made here)."""
+
+    def uploads() -> list[Span]:
+        with spans.lock:
+            return [s for s in spans.spans if s.service == "visionq-api" and s.name == "POST /classify"]
+
+    earlier = len(uploads())
+    with httpx.Client(base_url=url, timeout=30) as api:
+        job_id = submit(api, cat_variants()["jpeg"], "cat.jpg", **fields).json()["job_id"]
+        assert wait_terminal(api, job_id)["status"] == "completed"
+
+    def upload_trace() -> str | None:
+        new = uploads()[earlier:]
+        return new[0].trace_id if new else None
+
+    trace_id: str = wait_for(upload_trace, EXPORT_TIMEOUT, "the API's span of the upload")
+    return trace_id

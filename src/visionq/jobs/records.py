@@ -115,6 +115,8 @@ class JobRecord(BaseModel):
     image_sha256: str | None = None
     request_id: str | None = None
     """The `X-Request-ID` of the submission, to follow the job through the logs."""
+    traceparent: str | None = None
+    """The W3C trace context of the submission (when tracing is on), so that the callback joins its trace."""
 
     @classmethod
     def from_redis(cls, fields: dict[str, str]) -> JobRecord:

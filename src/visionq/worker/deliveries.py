@@ -26,6 +26,7 @@ from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
 from visionq.jobs.states import JobStatus
 from visionq.settings import Settings
+from visionq.telemetry import trace_context
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,10 @@ class DeliveryWorker:
             job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             if not self.redis.zrem(keys.CALLBACKS_DUE, job_id):  # another callbacks worker took it
                 continue
+            traceparent = self.redis.hget(keys.status(job_id), "traceparent")
             try:
-                self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.settings.callback_queue)
+                with trace_context(_text(traceparent) if traceparent else None):  # the callback joins the job's trace
+                    self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.settings.callback_queue)
             except Exception:
                 self.redis.zadd(keys.CALLBACKS_DUE, {job_id: time.time()})
                 raise

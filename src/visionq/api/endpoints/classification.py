@@ -26,6 +26,7 @@ from visionq.imaging.decode import decode_image
 from visionq.jobs.idempotency import IdempotencyKeys, fingerprint
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
+from visionq.telemetry import current_traceparent
 from visionq.worker.celery_app import CLASSIFY_TASK
 
 router = APIRouter(tags=["classification"], responses=protected_responses())
@@ -150,6 +151,7 @@ async def _accept(
         owner=owner,
         image_sha256=digest,
         request_id=request.state.request_id,
+        traceparent=current_traceparent(),
     )
     request.state.job_id = record.job_id  # for the access log
     await state.store.create(record, image)
