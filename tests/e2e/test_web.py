@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,9 +14,8 @@ import pytest
 from PIL import Image, ImageOps
 from playwright.sync_api import Browser, Page, Request, ViewportSize, WebSocketRoute, expect, sync_playwright
 
-from integration.stack import service_ready, wait_for
+from e2e.serving import serving
 from tests_support import REPO
-from visionq.embedded import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -31,28 +28,6 @@ DESKTOP: ViewportSize = {"width": 1200, "height": 800}
 PHONE: ViewportSize = {"width": 360, "height": 740}
 #: Read at import: the suite's autouse fixture clears every VISIONQ_* variable before each test.
 SAVE_SCREENSHOTS = os.environ.get("VISIONQ_SCREENSHOTS") == "1"
-
-
-@contextmanager
-def serving(home: Path, **settings: str) -> Iterator[str]:
-    """`visionq serve` on a free port, as a user starts it; its log goes to a file so it never blocks on a pipe."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-    env |= {"VISIONQ_DATA_DIR": str(home / "data"), "VISIONQ_LOG_LEVEL": "WARNING"}
-    env |= {f"VISIONQ_{name.upper()}": value for name, value in settings.items()}
-    log_path = home / "serve.log"
-    with log_path.open("wb") as log:
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "visionq", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: service_ready(url), SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
-        yield url
-    finally:
-        serve.send_signal(signal.SIGINT)
-        serve.wait(timeout=60)
-    assert serve.returncode == 0, log_path.read_text(errors="replace")[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,20 @@ def test_unknown_ids_routes_and_methods(api: httpx.Client) -> None:
     assert_problem(api.delete("/classify"), 405, "validation_error")
 
 
+def test_a_wrong_method_names_every_method_the_path_takes(api: httpx.Client) -> None:
+    for method, path, allowed in [
+        ("GET", "/classify", "POST"),
+        ("PUT", "/jobs/some-id", "DELETE"),
+        ("OPTIONS", "/admin/dlq", "DELETE, GET, HEAD"),
+        ("POST", "/admin/models/latest", "DELETE, PUT"),
+    ]:
+        response = api.request(method, path)
+        assert_problem(response, 405, "validation_error")
+        assert response.headers["allow"] == allowed, (method, path)
+    assert api.get("/").headers["content-type"].startswith("text/html"), "the page is still at /"
+    assert api.get("/web/app.js").status_code == 200
+
+
 def test_declared_oversized_upload_is_refused_before_it_is_read(start_stack: StackFactory) -> None:
     settings, _, server = start_stack("small-uploads", max_upload_bytes=100_000)
     with httpx.Client(base_url=server.url) as client:

@@ -9,6 +9,7 @@ from importlib import resources
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.concurrency import run_in_threadpool
@@ -114,8 +115,15 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (*routers, health.router):
         app.include_router(router)
 
-    # Mounted after every router, so API routes win and the page only answers paths nothing else claims.
-    app.mount("/", StaticFiles(directory=str(resources.files("visionq") / "web"), html=True), name="web")
+    # The page at `/` and its assets under `/web/`: no catch-all, so that every other path gets the router's
+    # own 404 or 405 (GET /classify is a 405 that names POST).
+    web = resources.files("visionq") / "web"
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(str(web / "index.html"))
+
+    app.mount("/web", StaticFiles(directory=str(web)), name="web")
 
     app.add_middleware(RequestMiddleware, metrics=metrics)
     if tracing is not None:

@@ -7,16 +7,19 @@ unexpected exception are translated here too, so no route ever builds an error b
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 
 from visionq import errors
 from visionq.errors import VisionqError
@@ -95,13 +98,41 @@ async def _validation_error(_: Request, exc: Exception) -> ProblemResponse:
     return from_error(errors.ValidationFailed(f"the request is not valid: {summary}", errors=problems))
 
 
-async def _http_error(_: Request, exc: Exception) -> ProblemResponse:
+async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == HTTPStatus.BAD_REQUEST:
+        # FastAPI's answer to a body it cannot parse (bad JSON): a validation problem like any other.
+        return from_error(errors.ValidationFailed(f"the request body cannot be read: {exc.detail}"))
     status = HTTPStatus(exc.status_code)
     code = _HTTP_CODES.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "validation_error")
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else _default_detail(status)
     retry_after = 1 if exc.status_code in (429, 503) else None
-    return problem_response(exc.status_code, code, status.phrase, detail, retry_after=retry_after)
+    response = problem_response(exc.status_code, code, status.phrase, detail, retry_after=retry_after)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    if status is HTTPStatus.METHOD_NOT_ALLOWED:
+        # RFC 9110 §15.5.6: every method the path takes. Starlette names only those of the first route that
+        # matched the path, and one path here may have a route per method.
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path (HEAD with GET)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if _path_pattern(template).fullmatch(request.url.path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+@functools.cache
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """`/jobs/{job_id}/deliveries` → a pattern matching `/jobs/<anything but />/deliveries`."""
+    parts = re.split(r"\{[^}]+\}", template)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
 
 
 async def _broker_error(_: Request, exc: Exception) -> ProblemResponse:

@@ -1,0 +1,75 @@
+"""Property-based fuzzing of the upload path's image decoding with Hypothesis: real images of every accepted
+format, mutated (bytes flipped, cut, inserted, headers rewritten). Whatever comes in, decoding either gives
+an RGB image within the pixel cap or raises a documented problem; it never crashes, and a test deadline
+bounds its time. The examples are few here (a bounded run in CI); `HYPOTHESIS_PROFILE=fuzz` runs many more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factories import bad_inputs, cat_variants
+from visionq.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from visionq.imaging.decode import decode_image
+
+#: The pixel cap of the test: small, so that a mutated header claiming a huge image is refused cheaply.
+MAX_PIXELS = 2_000_000
+DOCUMENTED = (InvalidImage, UnsupportedMediaType, ImageTooLarge)
+
+settings.register_profile(
+    "ci", max_examples=150, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("fuzz", max_examples=20_000, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+SEEDS = sorted({**cat_variants(), **bad_inputs()}.items())
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    _, data = draw(st.sampled_from(SEEDS))
+    buffer = bytearray(data)
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+        action = draw(st.sampled_from(["flip", "cut", "insert", "header"]))
+        if not buffer:
+            break
+        at = draw(st.integers(min_value=0, max_value=len(buffer) - 1))
+        if action == "flip":
+            buffer[at] ^= draw(st.integers(min_value=1, max_value=255))
+        elif action == "cut":
+            del buffer[at : at + draw(st.integers(min_value=1, max_value=4096))]
+        elif action == "insert":
+            buffer[at:at] = draw(st.binary(min_size=1, max_size=64))
+        else:  # where formats keep their dimensions and chunk lengths
+            position = draw(st.integers(min_value=0, max_value=min(64, len(buffer) - 1)))
+            buffer[position] = draw(st.integers(min_value=0, max_value=255))
+    return bytes(buffer)
+
+
+@given(mutated())
+def test_a_mutated_image_decodes_within_the_cap_or_is_a_documented_problem(data: bytes) -> None:
+    try:
+        decoded = decode_image(data, max_pixels=MAX_PIXELS)
+    except DOCUMENTED:
+        return
+    assert decoded.width * decoded.height <= MAX_PIXELS
+    assert decoded.image.mode == "RGB"
+
+
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes_are_a_documented_problem_or_an_image(data: bytes) -> None:
+    with contextlib.suppress(DOCUMENTED):
+        decode_image(data, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize(("name", "data"), SEEDS)
+def test_every_seed_is_handled_without_mutation(name: str, data: bytes) -> None:
+    try:
+        decode_image(data, max_pixels=MAX_PIXELS)
+    except DOCUMENTED:
+        assert name in bad_inputs(), f"{name} is a good image and must decode"
