@@ -1,0 +1,134 @@
+"""Faults of the store under load: a real redis-server with AOF, stopped and started again under the
+service's feet, with a real worker process and the API. Nothing accepted may be lost.
+
+Each test has a Redis server of its own (the shared one cannot be restarted).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from factories import cat_variants
+from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess, submit, wait_for
+from visionq.embedded import EmbeddedRedis
+from visionq.settings import Settings
+
+CAT = cat_variants()["jpeg"]
+#: Seconds every accepted job may take to reach a terminal state once Redis is back.
+SETTLE_TIMEOUT = 120.0
+#: Seconds Redis stays down in the restart test.
+DOWN_FOR = 1.0
+
+
+class Service:
+    """A private AOF Redis, one prefork worker and the API, over a shared data directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.redis = EmbeddedRedis(root / "redis", persistent=True)
+        self.settings = Settings(
+            **FAST_RECOVERY,
+            redis_url=self.redis.url,
+            data_dir=root / "data",
+            queue="visionq-test-chaos",
+            callback_queue="visionq-test-chaos-callbacks",
+            worker_concurrency=2,
+        )
+        self.worker = WorkerProcess(self.settings)
+        self.api = ApiServer(self.settings)
+
+    def start(self) -> None:
+        self.redis.start()
+        self.worker.start()
+        self.api.start()
+
+    def stop(self) -> None:
+        self.api.stop()
+        self.worker.stop()
+        self.redis.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    running = Service(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def statuses(api: httpx.Client, job_ids: list[str]) -> dict[str, str]:
+    found = {}
+    for job_id in job_ids:
+        answer = api.get(f"/status/{job_id}")
+        found[job_id] = answer.json()["status"] if answer.status_code == 200 else f"HTTP {answer.status_code}"
+    return found
+
+
+def test_a_redis_restart_with_aof_under_load_loses_no_accepted_job(service: Service) -> None:
+    accepted: list[str] = []
+    refused: list[int] = []
+    stop = threading.Event()
+
+    def submitter() -> None:
+        with httpx.Client(base_url=service.api.url, timeout=10) as api:
+            while not stop.is_set():
+                try:
+                    answer = submit(api, CAT, "cat.jpg")
+                except httpx.TransportError:
+                    refused.append(0)
+                    continue
+                if answer.status_code == 202:
+                    accepted.append(answer.json()["job_id"])
+                else:
+                    assert answer.status_code == 503, answer.text  # retryable, never anything else
+                    assert answer.headers["retry-after"]
+                    refused.append(answer.status_code)
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=submitter) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(accepted) >= 10, 60, "jobs before the restart")
+    service.redis.stop()  # SIGTERM: Redis flushes its AOF, as on a planned restart
+    time.sleep(DOWN_FOR)
+    service.redis.start()
+    before = len(accepted)
+    wait_for(lambda: len(accepted) >= before + 10, 60, "jobs accepted after the restart")
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    with httpx.Client(base_url=service.api.url, timeout=10) as api:
+
+        def all_terminal() -> bool:
+            found = statuses(api, accepted)
+            return all(status in ("completed", "failed", "cancelled") for status in found.values())
+
+        wait_for(all_terminal, SETTLE_TIMEOUT, "every accepted job to finish", interval=0.5)
+        final = statuses(api, accepted)
+    assert set(final.values()) == {"completed"}, {job: s for job, s in final.items() if s != "completed"}
+    assert refused, "the submitters met the outage (else the test proved nothing)"
+
+
+def test_with_redis_stopped_submits_get_503_and_all_recovers_when_it_returns(service: Service) -> None:
+    with httpx.Client(base_url=service.api.url, timeout=5) as api:  # a hang would fail at 5 s
+        service.redis.stop()
+        started = time.perf_counter()
+        down = submit(api, CAT, "cat.jpg")
+        time.perf_counter() - started
+        assert down.status_code == 503
+        assert down.json()["code"] == "broker_unavailable"
+        assert int(down.headers["retry-after"]) > 0
+        ready = api.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["redis"] == "down"
+
+        service.redis.start()  # the same data, the same port; nothing else restarted
+        back = wait_for(lambda: (answer := submit(api, CAT, "cat.jpg")).status_code == 202 and answer, 30, "a 202")
+        job_id = back.json()["job_id"]
+        wait_for(lambda: api.get(f"/status/{job_id}").json()["status"] == "completed", 60, "the worker to reconnect")
