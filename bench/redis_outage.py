@@ -20,10 +20,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from factories import cat_variants  # noqa: E402
-from integration.stack import ApiServer  # noqa: E402
-from visionq.embedded import EmbeddedRedis  # noqa: E402
-from visionq.settings import Settings  # noqa: E402
+from factories import cat_variants
+from integration.stack import ApiServer
+from visionq.embedded import EmbeddedRedis
+from visionq.settings import Settings
 
 
 def main() -> None:
@@ -51,9 +51,11 @@ def main() -> None:
             recovered = time.perf_counter() - started
         api.stop()
         redis.stop()
-    print(f"Redis down: {args.submits} submits answered {sorted(statuses)}")
-    print(f"  time to answer: median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
-    print(f"Redis back: first 202 after {recovered * 1000:.0f} ms (no process restarted)")
+    sys.stdout.write(
+        f"Redis down: {args.submits} submits answered {sorted(statuses)}\n"
+        f"  time to answer: median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms\n"
+        f"Redis back: first 202 after {recovered * 1000:.0f} ms (no process restarted)\n"
+    )
 
 
 if __name__ == "__main__":
