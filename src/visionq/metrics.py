@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
+from visionq.inference.breaker import breaker_states
 from visionq.jobs import keys
 from visionq.jobs.states import BROKER_PRIORITY, TERMINAL_STATUSES, JobStatus
 from visionq.jobs.tracker import BATCH_BUCKETS, INFERENCE_BUCKETS
@@ -36,6 +37,8 @@ class ClusterSnapshot:
     processing_seconds: float = 0.0
     archive_backlog: int = 0
     dead_letters: int = 0
+    breakers: dict[str, int] = field(default_factory=dict)
+    """model ref → breaker state as `BreakerState.gauge` (models that never failed have none)."""
     load_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     """(model ref, worker id) → seconds that worker took to load that model."""
 
@@ -70,6 +73,7 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         archive_backlog=int(backlog),
         dead_letters=int(dead_letters),
         load_seconds=load_seconds,
+        breakers={ref: state.gauge for ref, (state, _) in (await breaker_states(redis, closed_too=True)).items()},
     )
 
 
@@ -117,6 +121,14 @@ class _ClusterCollector(Collector):
         for (model_ref, worker), seconds in sorted(snap.load_seconds.items()):
             loads.add_metric([model_ref, worker], seconds)
         yield loads
+        breakers = GaugeMetricFamily(
+            "visionq_model_breaker_state",
+            "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
+            labels=["model_version"],
+        )
+        for model_ref, gauge in sorted(snap.breakers.items()):
+            breakers.add_metric([model_ref], gauge)
+        yield breakers
         yield GaugeMetricFamily("visionq_workers", "Live worker processes (fresh heartbeats).", value=snap.workers)
         yield GaugeMetricFamily(
             "visionq_archive_backlog", "Job changes not yet written to the archive.", value=snap.archive_backlog

@@ -184,6 +184,24 @@ class Settings(BaseSettings):
     model_dir: Path | None = None
     """Folder of user models, one sub-folder each with a `manifest.toml` (see docs/models.md)."""
 
+    fallback_model: str | None = None
+    """A simpler model (name or `name@version`, same label set) that serves jobs whose model is unavailable
+    (its circuit breaker open) when the client allows it. Unset: no fallback; such jobs fail at once."""
+
+    allow_fallback: bool = True
+    """Whether a job may be served by `fallback_model` when its own model is unavailable, unless the client's
+    `fallback` form field says otherwise."""
+
+    breakers: bool = True
+    """Circuit breakers per model. Off: a failing model's jobs are retried and dead-lettered like any other
+    fault, and no fallback is ever used."""
+
+    breaker_failures: Annotated[int, Field(ge=1)] = 3
+    """Failed jobs in a row that open a model's circuit breaker (a model that fails to load opens it at once)."""
+
+    breaker_cooldown: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds an open breaker waits before it lets one job through to probe the model."""
+
     # --- worker ------------------------------------------------------------------------------
     queue: str = "visionq"
     """Celery queue name; its priority lists are `<queue>`, `<queue>:3`, `<queue>:6`, `<queue>:9`."""

@@ -24,7 +24,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def user_api(start_stack: StackFactory, model_dir: Path) -> Iterator[httpx.Client]:
-    _, _, server = start_stack("user-models", model_dir=model_dir, warm_models=["tiny"], max_attempts=3)
+    # Breakers off: the broken model's jobs use up their attempts and reach the dead-letter queue, which is
+    # what these tests are about. test_breaker.py tests the breakers.
+    _, _, server = start_stack("user-models", model_dir=model_dir, warm_models=["tiny"], max_attempts=3, breakers=False)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
 

@@ -24,6 +24,10 @@ class ClassifyForm(BaseModel):
     priority: Priority = Priority.NORMAL
     callback_url: AnyHttpUrl | None = Field(default=None, description="Receives the final result (POST).")
     top_k: int = Field(default=5, ge=MIN_TOP_K, le=MAX_TOP_K, description="How many predictions to return.")
+    fallback: bool | None = Field(
+        default=None,
+        description="May the fallback model serve the job while its own is unavailable? Default: the service's.",
+    )
 
 
 class Links(BaseModel):
@@ -54,6 +58,9 @@ class ModelInfo(BaseModel):
     loaded: bool
     """True when at least one live worker has the model loaded."""
     description: str = ""
+    breaker: str = Field(
+        default="closed", description="`closed`; `open` while the model is unavailable; `half_open` while probed."
+    )
 
 
 class Liveness(BaseModel):

@@ -21,6 +21,8 @@ visionq:ratelimit:{who}:{minute}  string requests counted in one fixed one-minut
 visionq:models:latest    string the model `latest` means, set by an admin (else VISIONQ_DEFAULT_MODEL)
 visionq:models:load      set    model refs every worker should keep loaded (admin: load)
 visionq:models:unload    hash   model ref → when an admin asked workers to unload it (unix s)
+visionq:breaker:{ref}    hash   a model's circuit breaker: state, failures in a row, opened_at, reason
+visionq:breaker:{ref}:probe  string  held by the one job probing a half-open breaker; TTL = cool-down
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
@@ -42,6 +44,8 @@ ARCHIVE_OUTBOX = "visionq:archive:outbox"
 CALLBACKS_DUE = "visionq:callbacks:due"
 DEAD_LETTERS = "visionq:dlq"
 MODELS_LATEST = "visionq:models:latest"
+BREAKER_PREFIX = "visionq:breaker:"
+PROBE_SUFFIX = ":probe"
 MODELS_LOAD = "visionq:models:load"
 MODELS_UNLOAD = "visionq:models:unload"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
@@ -94,6 +98,14 @@ def refresh_token(token: str) -> str:
 
 def rate_limit(who: str, window: int) -> str:
     return f"visionq:ratelimit:{who}:{window}"
+
+
+def breaker(model_ref: str) -> str:
+    return f"{BREAKER_PREFIX}{model_ref}"
+
+
+def breaker_probe(model_ref: str) -> str:
+    return f"{BREAKER_PREFIX}{model_ref}{PROBE_SUFFIX}"
 
 
 def deliverer(name: str) -> str:

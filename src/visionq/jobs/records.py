@@ -65,6 +65,10 @@ class ResultMetadata(BaseModel):
     """Seconds from acceptance to the worker picking the job up (last delivery)."""
     total_time: float
     """Seconds from acceptance to the result being stored."""
+    served_by: str | None = None
+    """The model version that made the predictions: the job's own, or the fallback while it was unavailable."""
+    degraded_reason: str | None = None
+    """Why the fallback served the job instead of its own model; absent when its own model did."""
 
 
 class ResultBody(BaseModel):
@@ -115,6 +119,8 @@ class JobRecord(BaseModel):
     image_sha256: str | None = None
     request_id: str | None = None
     """The `X-Request-ID` of the submission, to follow the job through the logs."""
+    allow_fallback: bool = True
+    """Whether the fallback model may serve the job while its own is unavailable."""
     traceparent: str | None = None
     """The W3C trace context of the submission (when tracing is on), so that the callback joins its trace."""
 

@@ -21,6 +21,7 @@ from visionq.archive import schema
 from visionq.archive.archiver import Archiver
 from visionq.archive.repository import Archive
 from visionq.connections import sync_redis
+from visionq.inference.breaker import Breakers
 from visionq.inference.catalog import Catalog, build_catalog
 from visionq.inference.control import ModelControl
 from visionq.inference.registry import ModelRegistry
@@ -47,6 +48,13 @@ class WorkerContext:
             dead_letter_ttl=settings.dead_letter_ttl,
         )
         self.models = ModelControl(self.redis, self.catalog, self.registry)
+        self.breakers = Breakers(
+            self.redis,
+            failures=settings.breaker_failures,
+            cooldown=settings.breaker_cooldown,
+            enabled=settings.breakers,
+        )
+        self.fallback = self.catalog.resolve(settings.fallback_model) if settings.fallback_model else None
         self.archive = Archive(settings.archive_url)
         self.archiver = Archiver(self.redis, self.archive)
         self.started_at = isoformat(utcnow())

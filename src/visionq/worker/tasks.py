@@ -18,6 +18,7 @@ from celery import Task, shared_task
 from redis import RedisError
 
 from visionq.errors import VisionqError
+from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.states import Stage
 from visionq.logging import log_context
@@ -84,19 +85,33 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     if image is None:
         ctx.tracker.fail(job_id, "internal_error", "the job's image expired before it could be processed")
         return
-    spec = ctx.catalog.resolve(record.model_version)
-    classifier = ctx.registry.get(spec)
+    choice = _choose_model(ctx, record)
+    if choice is None:
+        return
+    spec, degraded = choice
+    try:
+        classifier = ctx.registry.get(spec)
+    except Exception as exc:
+        ctx.breakers.failed(spec.ref, f"{spec.ref} failed to load: {exc}", at_once=True)
+        raise  # retried: the next attempt finds the breaker open and takes the fallback, if it may
     started_at = utcnow()
-    outcome = run_classification(
-        image,
-        classifier=classifier,
-        labels=ctx.catalog.labels(spec),
-        top=record.top_k,
-        max_pixels=ctx.settings.max_pixels,
-        report=lambda stage: _advance(ctx, job_id, stage),
-    )
+    try:
+        outcome = run_classification(
+            image,
+            classifier=classifier,
+            labels=ctx.catalog.labels(spec),
+            top=record.top_k,
+            max_pixels=ctx.settings.max_pixels,
+            report=lambda stage: _advance(ctx, job_id, stage),
+        )
+    except (JobNoLongerLive, VisionqError):
+        raise  # cancelled, or the input's fault: not the model's
+    except Exception as exc:
+        ctx.breakers.failed(spec.ref, f"{spec.ref} failed a job: {type(exc).__name__}: {exc}")
+        raise
+    ctx.breakers.succeeded(spec.ref)
     ctx.tracker.record_inference(spec.ref, outcome.inference_seconds)
-    result = _result(record, outcome, started_at.timestamp(), picked_up)
+    result = _result(record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded)
     if not ctx.tracker.complete(result):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
@@ -106,8 +121,28 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
             "model_version": spec.ref,
             "processing_time": result.processing_time,
             "top_class": outcome.predictions[0].class_id,
+            "degraded_reason": degraded,
         },
     )
+
+
+def _choose_model(ctx: context.WorkerContext, record: JobRecord) -> tuple[ModelSpec, str | None] | None:
+    """The model to run the job with, and why it is not the job's own (None when it is); None, after failing
+    the job with `model_unavailable`, when its model's breaker is open and no fallback may serve it."""
+    spec = ctx.catalog.resolve(record.model_version)
+    if ctx.breakers.allow(spec.ref):
+        return spec, None
+    why = ctx.breakers.reason(spec.ref) or "its circuit breaker is open"
+    fallback = ctx.fallback
+    if record.allow_fallback and fallback is not None and fallback != spec and ctx.breakers.allow(fallback.ref):
+        return fallback, f"{spec.ref} is unavailable ({why}); served by the fallback model {fallback.ref}"
+    ctx.tracker.fail(
+        record.job_id,
+        "model_unavailable",
+        f"{spec.ref} is unavailable ({why}) and no fallback may serve this job; try again later"
+        + ("" if record.allow_fallback else ", or allow the fallback model (fallback=true)"),
+    )
+    return None
 
 
 def _advance(ctx: context.WorkerContext, job_id: str, stage: Stage) -> None:
@@ -116,7 +151,15 @@ def _advance(ctx: context.WorkerContext, job_id: str, stage: Stage) -> None:
         raise JobNoLongerLive(job_id)
 
 
-def _result(record: JobRecord, outcome: Classification, started: float, picked_up: float) -> ResultBody:
+def _result(
+    record: JobRecord,
+    outcome: Classification,
+    started: float,
+    picked_up: float,
+    *,
+    served_by: str,
+    degraded: str | None,
+) -> ResultBody:
     completed = utcnow()
     created = parse_time(record.created_at).timestamp()
     return ResultBody(
@@ -124,13 +167,15 @@ def _result(record: JobRecord, outcome: Classification, started: float, picked_u
         predictions=outcome.predictions,
         confidence_score=outcome.predictions[0].confidence,
         processing_time=round(time.perf_counter() - picked_up, 6),
-        model_version=record.model_version,
+        model_version=served_by,
         created_at=record.created_at,
         completed_at=isoformat(completed),
         metadata=ResultMetadata(
             image=outcome.image,
             queue_time=round(max(0.0, started - created), 6),
             total_time=round(completed.timestamp() - created, 6),
+            served_by=served_by,
+            degraded_reason=degraded,
         ),
     )
 

@@ -32,6 +32,7 @@ from visionq.api.state import AppState
 from visionq.archive import audit
 from visionq.auth import keys as api_keys
 from visionq.auth.principals import Principal
+from visionq.inference.breaker import breaker_states
 from visionq.inference.control import request_load, request_unload
 from visionq.jobs import keys
 from visionq.jobs.records import dump_status, isoformat
@@ -194,9 +195,12 @@ async def models(state: StateDep) -> list[AdminModelBody]:
             loaded_by[ref] = loaded_by.get(ref, 0) + 1
     keep = set(map(str, await state.redis.smembers(keys.MODELS_LOAD)))
     latest = await state.latest.get()
+    breakers = await breaker_states(state.redis)
     return [
         AdminModelBody(
-            **model_info(spec, state.catalog, loaded=spec.ref in loaded_by, latest=latest).model_dump(),
+            **model_info(
+                spec, state.catalog, loaded=spec.ref in loaded_by, latest=latest, breakers=breakers
+            ).model_dump(),
             workers_loaded=loaded_by.get(spec.ref, 0),
             keep_loaded=spec.ref in keep,
         )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from visionq.api.dependencies import StateDep, get_principal
 from visionq.api.problems import protected_responses
 from visionq.api.schemas import ModelInfo
+from visionq.inference.breaker import BreakerState, breaker_states
 from visionq.inference.catalog import Catalog
 from visionq.inference.spec import ModelSpec
 from visionq.jobs import keys
@@ -30,10 +31,21 @@ async def list_models(state: StateDep) -> list[ModelInfo]:
     """Every model of the catalog, with its aliases and whether a worker has it loaded."""
     loaded = await loaded_models(state)
     latest = await state.latest.get()
-    return [model_info(spec, state.catalog, loaded=spec.ref in loaded, latest=latest) for spec in state.catalog.specs()]
+    breakers = await breaker_states(state.redis)
+    return [
+        model_info(spec, state.catalog, loaded=spec.ref in loaded, latest=latest, breakers=breakers)
+        for spec in state.catalog.specs()
+    ]
 
 
-def model_info(spec: ModelSpec, catalog: Catalog, *, loaded: bool, latest: str | None) -> ModelInfo:
+def model_info(
+    spec: ModelSpec,
+    catalog: Catalog,
+    *,
+    loaded: bool,
+    latest: str | None,
+    breakers: dict[str, tuple[BreakerState, str]],
+) -> ModelInfo:
     return ModelInfo(
         name=spec.name,
         version=spec.version,
@@ -43,4 +55,5 @@ def model_info(spec: ModelSpec, catalog: Catalog, *, loaded: bool, latest: str |
         runtime=spec.runtime.value,
         loaded=loaded,
         description=spec.description,
+        breaker=breakers.get(spec.ref, (BreakerState.CLOSED, ""))[0].value,
     )

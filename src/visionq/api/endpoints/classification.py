@@ -98,7 +98,13 @@ async def classify(
         return await _accept(request, response, state, owner, form, upload.file, digest)
 
     remembered = IdempotencyKeys(state.redis)
-    fields = (form.model_version, form.priority.value, str(form.top_k), str(form.callback_url or ""))
+    fields = (
+        form.model_version,
+        form.priority.value,
+        str(form.top_k),
+        str(form.callback_url or ""),
+        str(form.fallback),
+    )
     request_print = fingerprint(digest, *fields)
     original = await remembered.reserve(owner, idempotency_key, request_print)
     if original is not None:
@@ -152,6 +158,7 @@ async def _accept(
         image_sha256=digest,
         request_id=request.state.request_id,
         traceparent=current_traceparent(),
+        allow_fallback=settings.allow_fallback if form.fallback is None else form.fallback,
     )
     request.state.job_id = record.job_id  # for the access log
     await state.store.create(record, image)

@@ -13,6 +13,7 @@ from visionq.api.dependencies import StateDep
 from visionq.api.endpoints.catalog import loaded_models
 from visionq.api.schemas import CheckState, Liveness, Readiness
 from visionq.api.state import AppState
+from visionq.inference.breaker import BreakerState, breaker_states
 from visionq.jobs import keys
 from visionq.metrics import read_cluster
 
@@ -41,7 +42,8 @@ async def readiness(state: StateDep) -> JSONResponse:
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
     default = state.catalog.resolve("latest", latest=await state.latest.get()).ref
-    models_ok = default in loaded
+    breakers = await breaker_states(state.redis)
+    models_ok = default in loaded and default not in breakers
     database = await _database(state)
     # Jobs flow without the archive (it catches up later), so a database outage degrades, never stops.
     status = CheckState.OK if workers and models_ok and database == "ok" else CheckState.DEGRADED
@@ -50,11 +52,18 @@ async def readiness(state: StateDep) -> JSONResponse:
         checks={
             "redis": "ok",
             "workers": workers,
-            "models": "ok" if models_ok else f"{default} not loaded by any worker",
+            "models": "ok" if models_ok else _model_problem(default, loaded, breakers),
             "database": database,
         },
     )
     return JSONResponse(body.model_dump(mode="json"))
+
+
+def _model_problem(default: str, loaded: set[str], breakers: dict[str, tuple[BreakerState, str]]) -> str:
+    if default in breakers:
+        breaker, reason = breakers[default]
+        return f"{default} unavailable, breaker {breaker.value}: {reason}"
+    return f"{default} not loaded by any worker"
 
 
 async def _database(state: AppState) -> str:

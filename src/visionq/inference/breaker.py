@@ -1,0 +1,109 @@
+"""Circuit breakers per model version, kept in Redis so that every worker and API process sees the same.
+
+closed ──(a load failure, or `breaker_failures` failed jobs in a row)──▶ open
+open ──(`breaker_cooldown` seconds later, one job is let through as a probe)──▶ half_open
+half_open ──(the probe succeeds)──▶ closed;  half_open ──(it fails)──▶ open again
+
+While a model's breaker is open, its jobs go to the fallback model when the client allows it, and fail at
+once with `model_unavailable` otherwise (HLD §8.1 "model fallback", §8.2 "circuit breakers").
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from visionq.jobs import keys
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    @property
+    def gauge(self) -> int:
+        """`visionq_model_breaker_state`: 0 closed, 1 half-open, 2 open."""
+        return {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}[self]
+
+
+# KEYS: breaker hash, probe lock. ARGV: now, failures that open it, reason, 1 to open at once (a load failure).
+_FAILED = """
+redis.call('DEL', KEYS[2])
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if ARGV[4] == '1' or failures >= tonumber(ARGV[2]) or state ~= 'closed' then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[1], 'reason', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class Breakers:
+    """The worker's side: ask before using a model, and report how it went."""
+
+    def __init__(self, redis: Redis, *, failures: int, cooldown: float, enabled: bool = True) -> None:
+        self.redis = redis
+        self.enabled = enabled
+        self.failures = failures
+        self.cooldown = cooldown
+        self._failed = redis.register_script(_FAILED)
+
+    def allow(self, ref: str) -> bool:
+        """Whether a job may use `ref` now: yes while closed; once open, no until the cool-down has passed,
+        then yes for one job at a time (the probe) until a probe succeeds."""
+        if not self.enabled:
+            return True
+        fields = {_text(k): _text(v) for k, v in self.redis.hgetall(keys.breaker(ref)).items()}
+        state = BreakerState(fields.get("state", BreakerState.CLOSED))
+        if state is BreakerState.CLOSED:
+            return True
+        if time.time() - float(fields.get("opened_at", 0)) < self.cooldown:
+            return False
+        if not self.redis.set(keys.breaker_probe(ref), b"1", nx=True, ex=max(1, int(self.cooldown))):
+            return False  # another job is probing
+        self.redis.hset(keys.breaker(ref), "state", BreakerState.HALF_OPEN.value)
+        return True
+
+    def failed(self, ref: str, reason: str, *, at_once: bool = False) -> bool:
+        """Count a failure of `ref`; True if that opened (or kept open) its breaker."""
+        if not self.enabled:
+            return False
+        opened = self._failed(
+            keys=[keys.breaker(ref), keys.breaker_probe(ref)],
+            args=[time.time(), self.failures, reason[:500], "1" if at_once else "0"],
+        )
+        return bool(opened)
+
+    def succeeded(self, ref: str) -> None:
+        if not self.enabled:
+            return
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.breaker(ref), mapping={"state": BreakerState.CLOSED.value, "failures": 0})
+            pipe.hdel(keys.breaker(ref), "reason", "opened_at")
+            pipe.delete(keys.breaker_probe(ref))
+            pipe.execute()
+
+    def reason(self, ref: str) -> str:
+        return _text(self.redis.hget(keys.breaker(ref), "reason") or b"")
+
+
+async def breaker_states(redis: AsyncRedis, *, closed_too: bool = False) -> dict[str, tuple[BreakerState, str]]:
+    """Every model whose breaker is not closed (or every one that has a breaker): its state and why."""
+    found: dict[str, tuple[BreakerState, str]] = {}
+    async for name in redis.scan_iter(match=f"{keys.BREAKER_PREFIX}*", count=100):
+        if str(name).endswith(keys.PROBE_SUFFIX):
+            continue
+        fields = await redis.hgetall(name)
+        state = BreakerState(str(fields.get("state", BreakerState.CLOSED.value)))
+        if closed_too or state is not BreakerState.CLOSED:
+            found[str(name).removeprefix(keys.BREAKER_PREFIX)] = (state, str(fields.get("reason", "")))
+    return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
