@@ -20,7 +20,8 @@ from PIL import Image
 from factories import encode
 from integration.conftest import StackFactory
 from integration.stack import submit, wait_for, wait_terminal
-from model_factories import SIZE, TinyColourNet, export_module_onnx, manifest, model_folder
+from model_factories import SIZE, TinyColourNet, manifest, model_folder
+from visionq.inference.onnx_backend import export_module_onnx
 
 RED = encode(Image.new("RGB", (40, 30), (220, 10, 10)), "PNG")
 #: Seconds an open breaker waits before its probe, on this stack.
