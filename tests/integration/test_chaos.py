@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from factories import cat_variants
-from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess, submit, wait_for
+from integration.stack import FAST_RECOVERY, ApiProcess, ApiServer, WorkerProcess, submit, wait_for
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
 
@@ -132,3 +132,61 @@ def test_with_redis_stopped_submits_get_503_and_all_recovers_when_it_returns(ser
         back = wait_for(lambda: (answer := submit(api, CAT, "cat.jpg")).status_code == 202 and answer, 30, "a 202")
         job_id = back.json()["job_id"]
         wait_for(lambda: api.get(f"/status/{job_id}").json()["status"] == "completed", 60, "the worker to reconnect")
+
+
+def test_an_api_restart_under_load_loses_no_accepted_job(tmp_path: Path) -> None:
+    """SIGTERM the API process while clients submit, then start it again on the same port: every submit got
+    a 202 for a job that then completed, or an answer it can retry (503, or no connection)."""
+    with EmbeddedRedis(tmp_path / "redis", persistent=True) as redis:
+        settings = Settings(
+            **FAST_RECOVERY,
+            redis_url=redis.url,
+            data_dir=tmp_path / "data",
+            queue="visionq-test-api-restart",
+            callback_queue="visionq-test-api-restart-callbacks",
+        )
+        worker, api = WorkerProcess(settings), ApiProcess(settings)
+        worker.start()
+        api.start()
+        accepted: list[str] = []
+        retryable: list[str] = []
+        stop = threading.Event()
+
+        def submitter() -> None:
+            while not stop.is_set():
+                try:
+                    with httpx.Client(base_url=api.url, timeout=10) as client:
+                        answer = submit(client, CAT, "cat.jpg")
+                except httpx.TransportError as exc:
+                    retryable.append(type(exc).__name__)
+                    time.sleep(0.05)
+                    continue
+                if answer.status_code == 202:
+                    accepted.append(answer.json()["job_id"])
+                else:
+                    assert answer.status_code == 503, answer.text
+                    retryable.append("503")
+
+        threads = [threading.Thread(target=submitter) for _ in range(2)]
+        try:
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(accepted) >= 10, 60, "jobs before the restart")
+            api.stop()  # SIGTERM: uvicorn finishes the requests in flight, then exits
+            api.start()  # the same port
+            before = len(accepted)
+            wait_for(lambda: len(accepted) >= before + 10, 60, "jobs accepted after the restart")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+
+        with httpx.Client(base_url=api.url, timeout=10) as client:
+
+            def all_completed() -> bool:
+                return set(statuses(client, accepted).values()) == {"completed"}
+
+            wait_for(all_completed, SETTLE_TIMEOUT, "every accepted job to complete", interval=0.5)
+        api.stop()
+        worker.stop()
+    assert retryable, "the clients met the restart (else the test proved nothing)"
