@@ -97,3 +97,18 @@ def test_a_cursor_carries_the_last_row_exactly() -> None:
 def test_anything_else_is_not_a_cursor(cursor: str) -> None:
     with pytest.raises(BadCursor):
         decode_cursor(cursor)
+
+
+def test_a_result_served_by_the_fallback_keeps_who_served_it_and_why() -> None:
+    degraded = RESULT.model_copy(
+        update={
+            "model_version": "efficientnet-lite1@1",
+            "metadata": RESULT.metadata.model_copy(
+                update={"served_by": "efficientnet-lite1@1", "degraded_reason": "lite0 is unavailable"}
+            ),
+        }
+    )
+    row = row_from_job(RECORD, degraded)
+
+    assert row["model_version"] == row["served_by"] == "efficientnet-lite1@1"
+    assert outcome_from_row(ArchivedJob(**row)) == degraded

@@ -41,6 +41,8 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
         "processing_time": None,
         "queue_time": None,
         "total_time": None,
+        "served_by": None,
+        "degraded_reason": None,
         "error_code": record.error_code,
         "error_message": record.error_message,
         "created_at": parse_time(record.created_at),
@@ -55,6 +57,9 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
             "processing_time": result.processing_time,
             "queue_time": result.metadata.queue_time,
             "total_time": result.metadata.total_time,
+            "served_by": result.metadata.served_by,
+            "degraded_reason": result.metadata.degraded_reason,
+            "model_version": result.model_version,
             "completed_at": parse_time(result.completed_at),
         }
     return row
@@ -76,6 +81,8 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
                 image=ImageInfo(width=row.image_width, height=row.image_height, format=row.image_format),
                 queue_time=row.queue_time or 0.0,
                 total_time=row.total_time or 0.0,
+                served_by=row.served_by,
+                degraded_reason=row.degraded_reason,
             ),
         )
     if status in (JobStatus.FAILED, JobStatus.CANCELLED):

@@ -67,6 +67,9 @@ class ArchivedJob(Base):
     processing_time: Mapped[float | None] = mapped_column(Float)
     queue_time: Mapped[float | None] = mapped_column(Float)
     total_time: Mapped[float | None] = mapped_column(Float)
+    served_by: Mapped[str | None] = mapped_column(String(200))
+    """The model version that made the predictions (the fallback's while the job's own was unavailable)."""
+    degraded_reason: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 
