@@ -91,9 +91,11 @@ def gateway(apis: list[ApiProcess], tmp_path_factory: pytest.TempPathFactory) ->
     if not Path(NGINX).exists():
         pytest.fail("the gateway test runs Debian's nginx: scripts/install-deploy-tools installs it (CI runs it)")
     edge = Gateway(tmp_path_factory.mktemp("nginx"), [f"127.0.0.1:{api.port}" for api in apis])
-    edge.start()
-    yield edge
-    edge.stop()
+    try:
+        edge.start()
+        yield edge
+    finally:  # also when it never came up: no nginx outlives the test
+        edge.stop()
 
 
 def test_requests_are_spread_over_both_api_processes(gateway: Gateway, apis: list[ApiProcess]) -> None:
