@@ -86,6 +86,9 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
             ),
         )
     if status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        error = JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None
-        return FailureBody(job_id=row.job_id, status=status, error=error)
+        return FailureBody(job_id=row.job_id, status=status, error=error_from_row(row))
     return None
+
+
+def error_from_row(row: ArchivedJob) -> JobError | None:
+    return JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None

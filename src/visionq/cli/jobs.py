@@ -33,6 +33,7 @@ from visionq.cli.progress import JobBars
 from visionq.cli.report import (
     ImageJob,
     accepted_table,
+    failure_text,
     json_line,
     models_table,
     predictions_table,
@@ -261,7 +262,7 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         console.print(predictions_table(outcome))
     if isinstance(outcome, FailureBody):
         if not as_json:
-            code, message = (outcome.error.code, outcome.error.message) if outcome.error else (outcome.status, "")
+            code, message = failure_text(outcome)
             errors.print(f"job {outcome.job_id} {outcome.status.value}: error[{code}]: {message}", markup=False)
         raise typer.Exit(EXIT_FAILED)
 

@@ -63,12 +63,18 @@ class ImageJob:
         if self.refusal is not None:
             return f"{self.file}: error[{self.refusal.code}]: {self.refusal.detail}"
         if isinstance(self.outcome, FailureBody):
-            error = self.outcome.error
-            code, message = (error.code, error.message) if error is not None else (self.outcome.status, "")
+            code, message = failure_text(self.outcome)
             return f"{self.file}: error[{code}]: {message} (job {self.outcome.job_id})"
         if self.timeout is not None:
             return f"{self.file}: error[{TIMED_OUT}]: {self.timeout}"
         return None
+
+
+def failure_text(outcome: FailureBody) -> tuple[str, str]:
+    """The code and message of a failed or cancelled job (its status when it carries no error)."""
+    if outcome.error is None:
+        return outcome.status.value, ""
+    return outcome.error.code, outcome.error.message
 
 
 def problem_json(error: ClientError) -> dict[str, Any]:

@@ -17,8 +17,9 @@ from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import DeliveriesBody, DeliveryAttempt, JobPageBody, JobSummary, Links, StatusBody
 from visionq.api.security import require_admin
 from visionq.archive.repository import MAX_PAGE, BadCursor, JobQuery
+from visionq.archive.rows import error_from_row
 from visionq.archive.tables import ArchivedJob
-from visionq.jobs.records import ImageInfo, JobError, JobRecord, Prediction, dump_status, isoformat
+from visionq.jobs.records import ImageInfo, JobRecord, Prediction, dump_status, isoformat
 from visionq.jobs.states import JobStatus, Priority
 
 router = APIRouter(tags=["jobs"], responses=protected_responses())
@@ -79,7 +80,7 @@ def _summary(row: ArchivedJob, live: JobRecord | None) -> JobSummary:
         completed_at=isoformat(row.completed_at) if row.completed_at else None,
         top_prediction=top,
         confidence_score=row.confidence_score,
-        error=JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None,
+        error=error_from_row(row),
         image=ImageInfo(width=row.image_width, height=row.image_height, format=row.image_format),
         links=Links(status=f"/status/{row.job_id}", result=f"/result/{row.job_id}", websocket=f"/ws/{row.job_id}"),
     )
