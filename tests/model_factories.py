@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -83,3 +84,36 @@ def tiny_model_dir(root: Path) -> Path:
     broken = model_folder(root, "broken", manifest("broken", 1, "onnx", "model.onnx"))
     (broken / "model.onnx").write_bytes(b"these bytes are not an ONNX model")
     return root
+
+
+class Spins(nn.Module):
+    """A model that is busy in native code for `steps` steps (TorchScript's interpreter loop, which no Python
+    signal handler interrupts), then answers by the mean of each colour: a slow or stuck model."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for _ in range(self.steps):
+            y = y * 1.0
+        return y.mean((2, 3))
+
+
+def save_spinning(steps: int, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Spins(steps)).save(str(path))  # type: ignore[no-untyped-call]
+
+
+def spin_steps_per_second() -> float:
+    """How many `Spins` steps this machine runs in a second (measured, so that tests ask for seconds)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        probe = torch.jit.script(Spins(20_000))
+    batch = torch.zeros(1, 3, SIZE, SIZE)
+    probe(batch)  # the first call compiles
+    started = time.perf_counter()
+    probe(batch)
+    return 20_000 / (time.perf_counter() - started)

@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     """Port the API listens on."""
 
+    shutdown_timeout: Annotated[int, Field(gt=0)] = 25
+    """Seconds the API waits, on SIGTERM, for the requests in flight before it closes them. It stops accepting
+    at once, and closes WebSockets at once with code 1012 (service restart): clients reconnect to another
+    replica. Keep it under the orchestrator's grace period (Kubernetes: 30 s)."""
+
     max_upload_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
     """Largest accepted image file, in bytes. Larger uploads are refused with 413 while they stream."""
 
@@ -173,6 +178,19 @@ class Settings(BaseSettings):
     """Deliveries of one job (first run, retries of transient faults and redeliveries after a
     worker died) before it is failed for good."""
 
+    poison_after: Annotated[int, Field(ge=0)] = 2
+    """Deliveries of one job whose worker process died while reading or running its image (killed, out of
+    memory, crashed) before the image is taken for poison: the job fails with `poison_input` and goes to the
+    dead-letter queue with that evidence, instead of taking down more workers. 0: never."""
+
+    job_soft_time_limit: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds one attempt at a job may run before it is interrupted and the job fails with
+    `time_limit_exceeded` (dead-lettered). Enforced by the prefork pool only."""
+
+    job_time_limit: Annotated[float, Field(gt=0)] = 90.0
+    """Seconds after which a process stuck in one job (where the soft limit cannot interrupt it, as in native
+    code) is killed and replaced, and the job fails with `time_limit_exceeded`. Prefork pool only."""
+
     dead_letter_ttl: Annotated[int, Field(gt=0)] = 7 * 24 * 3600
     """Seconds a job that used up its attempts stays in the dead-letter queue, image included, for an admin
     to retry (`POST /admin/dlq/{job_id}/retry`) or purge."""
@@ -253,6 +271,12 @@ class Settings(BaseSettings):
     def _check_cuda_pool(self) -> Self:
         if self.device.startswith("cuda") and self.worker_pool is WorkerPool.PREFORK:
             raise ValueError("device=cuda needs worker_pool=solo or threads: CUDA does not survive fork (celery#6036)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_time_limits(self) -> Self:
+        if self.job_time_limit <= self.job_soft_time_limit:
+            raise ValueError("job_time_limit must exceed job_soft_time_limit, which is the one a job can handle")
         return self
 
     @model_validator(mode="after")

@@ -65,6 +65,14 @@ def service_ready(url: str) -> bool:
         return False
 
 
+def serving(url: str) -> bool:
+    """Whether the process at `url` answers its liveness check (ready or not)."""
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class WorkerProcess:
     """`visionq worker` in its own process group, so a test can kill it and everything it forked."""
 
@@ -141,13 +149,14 @@ class ApiProcess(WorkerProcess):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *, ready: Callable[[str], bool] = service_ready) -> None:
+        """Start it and wait until `ready(url)`: by default until the whole service is ready."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "visionq", "api", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env(),
             start_new_session=True,
         )
-        wait_for(lambda: service_ready(self.url), API_START_TIMEOUT, f"visionq api on port {self.port}", 0.1)
+        wait_for(lambda: ready(self.url), API_START_TIMEOUT, f"visionq api on port {self.port}", 0.1)
 
 
 class ApiServer:

@@ -6,6 +6,9 @@ Each test has a Redis server of its own (the shared one cannot be restarted).
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from factories import cat_variants
-from integration.stack import FAST_RECOVERY, ApiProcess, ApiServer, WorkerProcess, submit, wait_for
+from integration.stack import FAST_RECOVERY, ApiProcess, ApiServer, WorkerProcess, serving, submit, wait_for
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
 
@@ -190,3 +195,27 @@ def test_an_api_restart_under_load_loses_no_accepted_job(tmp_path: Path) -> None
         api.stop()
         worker.stop()
     assert retryable, "the clients met the restart (else the test proved nothing)"
+
+
+def test_sigterm_on_the_api_closes_websockets_with_1012_and_exits(tmp_path: Path) -> None:
+    """No worker: the job stays pending, so its WebSocket is open when the API is told to stop."""
+    with EmbeddedRedis(tmp_path / "redis") as redis:
+        settings = Settings(**FAST_RECOVERY, redis_url=redis.url, data_dir=tmp_path / "data", queue="visionq-test-ws")
+        api = ApiProcess(settings)
+        api.start(ready=serving)
+        try:
+            with httpx.Client(base_url=api.url, timeout=10) as client:
+                job_id = submit(client, CAT, "cat.jpg").json()["job_id"]
+            with connect(f"ws://127.0.0.1:{api.port}/ws/{job_id}", open_timeout=10) as ws:
+                assert json.loads(ws.recv(timeout=10))["status"] == "pending"
+                assert api.process is not None
+                os.kill(api.process.pid, signal.SIGTERM)
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+            # It shut down at once (nothing held it open), then re-raised SIGTERM, as uvicorn does.
+            assert api.process.wait(15) == -signal.SIGTERM
+        finally:
+            api.stop()
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012, "service restart: the client reconnects elsewhere"

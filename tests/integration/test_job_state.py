@@ -41,7 +41,7 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     record = new_record()
     create(redis_url, record)
 
-    assert tracker.claim(record.job_id) == 1
+    assert tracker.claim(record.job_id) == (1, 0)
     assert redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
     assert tracker.advance(record.job_id, Stage.INFERENCE)
     assert tracker.advance(record.job_id, Stage.PREPROCESSING)  # a redelivery restarting its stages…
@@ -51,7 +51,7 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     assert not tracker.complete(result_for(record)), "a second result is refused"
     assert not tracker.fail(record.job_id, "internal_error", "late failure"), "a finished job cannot fail"
     assert not tracker.advance(record.job_id, Stage.POSTPROCESSING)
-    assert tracker.claim(record.job_id) == 0
+    assert tracker.claim(record.job_id).attempts == 0
     status = redis_client.hgetall(keys.status(record.job_id))
     assert (status["status"], status["progress"], status["attempts"]) == ("completed", "100", "1")
     assert redis_client.exists(keys.image(record.job_id)) == 0
@@ -59,6 +59,32 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     assert 0 < redis_client.ttl(keys.status(record.job_id)) <= RESULT_TTL
     assert redis_client.zscore(keys.LIVE_JOBS, record.job_id) is None
     assert not redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
+
+
+def test_a_delivery_that_died_on_the_image_is_counted_with_its_evidence(
+    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
+) -> None:
+    record = new_record()
+    create(redis_url, record)
+
+    tracker.claim(record.job_id)
+    tracker.advance(record.job_id, Stage.PREPROCESSING)
+    assert tracker.claim(record.job_id) == (2, 1), "the first delivery never ended: it died decoding"
+    tracker.advance(record.job_id, Stage.PREPROCESSING)
+    tracker.end_attempt(record.job_id)  # a retry: it ended alive
+    assert tracker.claim(record.job_id) == (3, 1)
+    assert tracker.claim(record.job_id) == (4, 1), "died before touching the image: not the image's fault"
+    tracker.advance(record.job_id, Stage.INFERENCE)
+    assert tracker.claim(record.job_id) == (5, 2)
+
+    fields = redis_client.hgetall(keys.status(record.job_id))
+    log = JobRecord.from_redis({str(k): str(v) for k, v in fields.items()}).crash_log
+    assert [(c.attempt, c.stage, c.worker_id) for c in log] == [
+        (1, Stage.PREPROCESSING, "test:1"),
+        (4, Stage.INFERENCE, "test:1"),
+    ]
+    assert tracker.dead_letter(record.job_id, "poison_input", "quarantined")
+    assert not redis_client.hexists(keys.status(record.job_id), "running"), "a finished job has no attempt running"
 
 
 def test_every_change_is_published(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:

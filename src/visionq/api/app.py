@@ -50,6 +50,7 @@ def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Con
         log_config=None,
         access_log=False,
         ws="websockets-sansio",
+        timeout_graceful_shutdown=settings.shutdown_timeout,
         # X-Forwarded-For is read by the rate limiter, from VISIONQ_TRUSTED_PROXIES only; uvicorn would
         # otherwise believe it from any local peer.
         proxy_headers=False,

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import AnyHttpUrl, BaseModel, Field
 
 from visionq.auth.principals import Role
-from visionq.jobs.records import FailureBody, ImageInfo, JobError, Prediction, ResultBody, StatusBody
+from visionq.jobs.records import Crash, FailureBody, ImageInfo, JobError, Prediction, ResultBody, StatusBody
 from visionq.jobs.states import JobStatus, Priority
 
 __all__ = ["FailureBody", "ResultBody", "StatusBody"]
@@ -180,6 +180,10 @@ class DeadLetterBody(BaseModel):
     error: JobError | None
     created_at: str
     dead_lettered_at: str
+    crashes: list[Crash] = Field(
+        default_factory=list,
+        description="Deliveries whose worker process died on the job: the evidence of a `poison_input`.",
+    )
 
 
 class AuditEntryBody(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+import orjson
+from pydantic import BaseModel, Field, field_validator
 
 from visionq.jobs.states import JobStatus, Priority, Stage
 
@@ -93,6 +94,18 @@ class FailureBody(BaseModel):
     error: JobError | None
 
 
+class Crash(BaseModel):
+    """Evidence of a delivery whose worker process died on a job (kept in `crash_log`, written by the CLAIM script)."""
+
+    attempt: int
+    stage: Stage
+    """How far the dead delivery got: `preprocessing` (decoding the image) or `inference`."""
+    worker_id: str | None = None
+    started_at: str | None = None
+    noticed_at: str
+    """When the next delivery found the previous one had died."""
+
+
 class JobRecord(BaseModel):
     """Everything `job:{id}:status` holds. Redis stores each field as a string; this parses them."""
 
@@ -123,13 +136,22 @@ class JobRecord(BaseModel):
     """Whether the fallback model may serve the job while its own is unavailable."""
     traceparent: str | None = None
     """The W3C trace context of the submission (when tracing is on), so that the callback joins its trace."""
+    crashes: int = 0
+    """Deliveries whose worker process died while reading or running the image."""
+    crash_log: list[Crash] = Field(default_factory=list)
+
+    @field_validator("crash_log", mode="before")
+    @classmethod
+    def _parse_crash_log(cls, value: object) -> object:
+        return orjson.loads(value) if isinstance(value, str | bytes) else value
 
     @classmethod
     def from_redis(cls, fields: dict[str, str]) -> JobRecord:
         return cls.model_validate({k: v for k, v in fields.items() if v != ""})
 
     def to_redis(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.model_dump(mode="json").items() if v is not None}
+        fields = self.model_dump(mode="json", exclude={"crash_log"})
+        return {k: str(v) for k, v in fields.items() if v is not None}
 
     @property
     def error(self) -> JobError | None:

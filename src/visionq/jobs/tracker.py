@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
+import orjson
 from redis import Redis
 
 from visionq.jobs import keys, scripts
@@ -20,6 +22,13 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Jobs the sweeper gives up in one pass; the rest wait for the next pass.
 SWEEP_BATCH = 100
+
+
+class Claim(NamedTuple):
+    attempts: int
+    """The delivery number of this attempt; 0 when the job is no longer live."""
+    crashes: int
+    """Earlier deliveries whose process died while reading or running the image."""
 
 
 class JobTracker:
@@ -46,10 +55,23 @@ class JobTracker:
     def _deadline(self) -> float:
         return time.time() + self.stale_after
 
-    def claim(self, job_id: str) -> int:
-        """Mark the job as taken by this worker; returns its delivery count, 0 if it is no longer live."""
+    def claim(self, job_id: str) -> Claim:
+        """Mark the job as taken by this worker: its delivery count (0 if it is no longer live), and how many
+        earlier deliveries died while reading or running its image."""
         job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
-        return int(self._claim(keys=job_keys, args=args))
+        reply = self._claim(keys=job_keys, args=args)
+        if not isinstance(reply, list):
+            return Claim(attempts=0, crashes=0)
+        return Claim(attempts=int(reply[0]), crashes=int(reply[1]))
+
+    def end_attempt(self, job_id: str) -> None:
+        """The attempt in progress ended without finishing the job, which is retried: not a crash."""
+        self.redis.hdel(keys.status(job_id), "running")
+
+    def crash_log(self, job_id: str) -> list[dict[str, object]]:
+        """The evidence of the deliveries that died on the job (see `scripts.CLAIM`)."""
+        raw = self.redis.hget(keys.status(job_id), "crash_log")
+        return orjson.loads(raw) if raw else []
 
     def load(self, job_id: str) -> tuple[JobRecord, bytes | None] | None:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -6,28 +6,42 @@ Failure policy, in one place:
 - anything else (Redis hiccup, runtime error) → retried with exponential back-off, and once the
   job has used `max_attempts` deliveries it fails and lands in the dead-letter queue, kept for an admin
   to retry once the fault is mended;
-- the worker dies mid-job → the unacknowledged message is redelivered (acks_late), counted as an attempt.
+- the worker dies mid-job → the unacknowledged message is redelivered (acks_late), counted as an attempt;
+  once `poison_after` deliveries died while reading or running the image, it fails as `poison_input`
+  and is dead-lettered with the evidence (quarantined) instead of taking down more workers;
+- the job runs past its soft time limit → it fails with `time_limit_exceeded` and is dead-lettered;
+  past the hard limit its process is killed and replaced, and the main process fails it the same way
+  (`signals.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import NoReturn
 
 from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from redis import RedisError
 
+from visionq.connections import sync_redis
 from visionq.errors import VisionqError
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.states import Stage
+from visionq.jobs.tracker import JobTracker
 from visionq.logging import log_context
+from visionq.settings import Settings
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.deliveries import DELIVER_TASK
 from visionq.worker.pipeline import Classification, run_classification
 
 log = logging.getLogger(__name__)
+
+#: The job error code of a job that ran past its soft or hard time limit.
+TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 
 
 class JobNoLongerLive(Exception):
@@ -38,37 +52,96 @@ class JobNoLongerLive(Exception):
 def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
     ctx = context.current()
     picked_up = time.perf_counter()
-    try:
-        attempts = ctx.tracker.claim(job_id)
-    except RedisError as exc:
-        # The job was not touched; the message comes back later and the claim is tried again.
-        raise self.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
+    attempts = _admit(self, ctx, job_id)
     if attempts == 0:
-        log.info("job is no longer live, skipping", extra={"job_id": job_id})
-        return
-    if attempts > ctx.settings.max_attempts:
-        ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
         return
     try:
         with log_context(job_id=job_id, attempt=attempts):
             _classify(ctx, job_id, picked_up)
     except JobNoLongerLive:
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
+    except SoftTimeLimitExceeded:
+        log.error("job ran past its soft time limit; dead-lettered", extra={"job_id": job_id})
+        ctx.tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, _over_time(ctx.settings.job_soft_time_limit))
     except VisionqError as exc:
         if not exc.transient:
             ctx.tracker.fail(job_id, exc.code, exc.detail)
         elif attempts < ctx.settings.max_attempts:
-            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
+            _retry(self, ctx, job_id, exc, attempts)
         else:
             ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
     except Exception as exc:
         if attempts < ctx.settings.max_attempts:
             log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
-            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
+            _retry(self, ctx, job_id, exc, attempts)
         log.exception("job used up its attempts; dead-lettered", extra={"job_id": job_id})
         ctx.tracker.dead_letter(job_id, "internal_error", f"classification failed after {attempts} attempts")
     finally:
         ctx.jobs_done += 1
+
+
+def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> int:  # type: ignore[type-arg]
+    """Claim the job: its delivery number, or 0 when it is not to be run (no longer live, poison, out of
+    attempts: the last two are dead-lettered here)."""
+    try:
+        attempts, crashes = ctx.tracker.claim(job_id)
+    except RedisError as exc:
+        # The job was not touched; the message comes back later and the claim is tried again.
+        raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
+    if attempts == 0:
+        log.info("job is no longer live, skipping", extra={"job_id": job_id})
+    elif 0 < ctx.settings.poison_after <= crashes:
+        quarantine(ctx.tracker, job_id, crashes)
+        return 0
+    elif attempts > ctx.settings.max_attempts:
+        ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
+        return 0
+    return attempts
+
+
+def _retry(task: Task, ctx: context.WorkerContext, job_id: str, exc: Exception, attempts: int) -> NoReturn:  # type: ignore[type-arg]
+    # The attempt ends here, alive: the next claim must not count it as a crash.
+    with contextlib.suppress(RedisError):
+        ctx.tracker.end_attempt(job_id)
+    raise task.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
+
+
+def quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
+    """Fail a job whose image took down `crashes` worker processes, and keep it in the dead-letter queue
+    with the evidence (`crash_log`: attempt, stage, worker, when) rather than let it take down more."""
+    evidence = tracker.crash_log(job_id)
+    stages = sorted({str(entry.get("stage")) for entry in evidence})
+    log.error("poison input quarantined", extra={"job_id": job_id, "crashes": crashes, "stages": stages})
+    tracker.dead_letter(
+        job_id,
+        "poison_input",
+        f"the worker process died {crashes} times while processing this image (during {', '.join(stages)}); "
+        "it was quarantined in the dead-letter queue",
+    )
+
+
+def _over_time(limit: float) -> str:
+    return f"processing took longer than the time limit of {limit:g} s; the job was dead-lettered"
+
+
+def fail_over_time(settings: Settings, job_id: str) -> None:
+    """Dead-letter a job whose process the pool killed at the hard time limit (run in the main process,
+    which has no worker context of its own)."""
+    redis = sync_redis(settings)
+    try:
+        tracker = JobTracker(
+            redis,
+            worker_id="pool",
+            result_ttl=settings.result_ttl,
+            stale_after=settings.stale_job_after,
+            dead_letter_ttl=settings.dead_letter_ttl,
+        )
+        if tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, _over_time(settings.job_time_limit)):
+            log.error("job ran past its hard time limit; its process was replaced", extra={"job_id": job_id})
+    except RedisError:
+        log.exception("could not fail job %s after its hard time limit; the sweeper will", job_id)
+    finally:
+        redis.close()
 
 
 def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None:

@@ -136,7 +136,8 @@ async def revoke_key(key_id: str, request: Request, state: StateDep, admin: Admi
 
 @router.get("/dlq", response_model=list[DeadLetterBody])
 async def dead_letters(state: StateDep) -> list[DeadLetterBody]:
-    """Jobs that used up their attempts, oldest first, with their last error."""
+    """Jobs that used up their attempts, ran out of time or were quarantined as poison, oldest first, with
+    their last error and the evidence of the worker processes that died on them."""
     return [
         DeadLetterBody(
             job_id=record.job_id,
@@ -146,6 +147,7 @@ async def dead_letters(state: StateDep) -> list[DeadLetterBody]:
             error=record.error,
             created_at=record.created_at,
             dead_lettered_at=isoformat(datetime.fromtimestamp(at, UTC)),
+            crashes=record.crash_log,
         )
         for record, at in await state.store.dead_letters()
     ]

@@ -4,6 +4,7 @@ WebSocket /ws/{id}."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -91,10 +92,23 @@ async def watch_job(websocket: WebSocket, job_id: str, store: JobStoreDep, event
         if record is None or not principal.may_see(record.owner):
             await websocket.close(code=WS_UNKNOWN_JOB, reason="unknown job id")
             return
+        # The stream waits on updates, not on the client: a listener ends it as soon as the client leaves
+        # (or the server shuts down), instead of when the job next changes.
+        streaming = asyncio.create_task(_stream(websocket, store, record, updates))
+        listening = asyncio.create_task(_until_disconnected(websocket))
         try:
-            await _stream(websocket, store, record, updates)
-        except WebSocketDisconnect:
-            return
+            await asyncio.wait({streaming, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, listening):
+                task.cancel()
+            with contextlib.suppress(WebSocketDisconnect, asyncio.CancelledError):
+                await streaming
+
+
+async def _until_disconnected(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends until it disconnects."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, updates: asyncio.Queue[JobRecord]) -> None:
