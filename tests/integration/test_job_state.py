@@ -61,30 +61,29 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     assert not redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
 
 
-def test_a_delivery_that_died_on_the_image_is_counted_with_its_evidence(
+def test_a_process_that_died_on_the_image_is_counted_with_its_evidence(
     redis_url: str, redis_client: redis.Redis, tracker: JobTracker
 ) -> None:
     record = new_record()
     create(redis_url, record)
 
     tracker.claim(record.job_id)
+    assert tracker.crashed(record.job_id, "signal 9") == 0, "died before touching the image: not the image's fault"
+    assert tracker.claim(record.job_id) == (2, 0)
     tracker.advance(record.job_id, Stage.PREPROCESSING)
-    assert tracker.claim(record.job_id) == (2, 1), "the first delivery never ended: it died decoding"
-    tracker.advance(record.job_id, Stage.PREPROCESSING)
-    tracker.end_attempt(record.job_id)  # a retry: it ended alive
+    assert tracker.crashed(record.job_id, "signal 9 (SIGKILL)") == 1
     assert tracker.claim(record.job_id) == (3, 1)
-    assert tracker.claim(record.job_id) == (4, 1), "died before touching the image: not the image's fault"
     tracker.advance(record.job_id, Stage.INFERENCE)
-    assert tracker.claim(record.job_id) == (5, 2)
+    assert tracker.crashed(record.job_id, "exitcode 139") == 2
 
     fields = redis_client.hgetall(keys.status(record.job_id))
     log = JobRecord.from_redis({str(k): str(v) for k, v in fields.items()}).crash_log
-    assert [(c.attempt, c.stage, c.worker_id) for c in log] == [
-        (1, Stage.PREPROCESSING, "test:1"),
-        (4, Stage.INFERENCE, "test:1"),
+    assert [(c.attempt, c.stage, c.worker_id, c.reason) for c in log] == [
+        (2, Stage.PREPROCESSING, "test:1", "signal 9 (SIGKILL)"),
+        (3, Stage.INFERENCE, "test:1", "exitcode 139"),
     ]
     assert tracker.dead_letter(record.job_id, "poison_input", "quarantined")
-    assert not redis_client.hexists(keys.status(record.job_id), "running"), "a finished job has no attempt running"
+    assert tracker.crashed(record.job_id, "late") == 0, "a finished job counts nothing more"
 
 
 def test_every_change_is_published(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:

@@ -25,36 +25,39 @@ end
 """
 
 # KEYS: status, live, events, processing. ARGV: now, worker_id, deadline.
-# Returns {delivery number (attempts), crashes}, or 0 when the job is no longer live.
-#
-# `running` holds the number of the attempt in progress; the worker removes it when the attempt ends
-# (`JobTracker.end_attempt` before a retry, or the job finishing). Found still set, the previous attempt's
-# process died without ending it. If it died while reading or running the image (preprocessing,
-# inference), that is counted in `crashes`, with its evidence appended to `crash_log` (JSON): enough of
-# them and the input is poison.
+# Returns {delivery number (attempts), crashes so far}, or 0 when the job is no longer live.
 CLAIM = (
     _PUBLISH
     + _LIVE_JOB
     + """
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
-local died = redis.call('HGET', KEYS[1], 'running')
-if died then
-  local stage = redis.call('HGET', KEYS[1], 'stage')
-  if stage == 'preprocessing' or stage == 'inference' then
-    redis.call('HINCRBY', KEYS[1], 'crashes', 1)
-    local log = cjson.decode(redis.call('HGET', KEYS[1], 'crash_log') or '[]')
-    log[#log + 1] = {attempt = tonumber(died), stage = stage, worker_id = redis.call('HGET', KEYS[1], 'worker_id'),
-                     started_at = redis.call('HGET', KEYS[1], 'started_at'), noticed_at = ARGV[1]}
-    redis.call('HSET', KEYS[1], 'crash_log', cjson.encode(log))
-  end
-end
 redis.call('SADD', KEYS[4], job_id)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'stage', 'initializing', 'worker_id', ARGV[2],
-           'updated_at', ARGV[1], 'started_at', ARGV[1], 'running', attempts)
+           'updated_at', ARGV[1], 'started_at', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], job_id)
 publish(KEYS[1], KEYS[3])
 return {attempts, tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')}
+"""
+)
+
+# KEYS: status. ARGV: now, why the process died.
+# The pool process running the job died (seen by its parent). If it died reading or running the image
+# (preprocessing, inference), that counts in `crashes`, with its evidence appended to `crash_log` (JSON):
+# enough of them and the image is taken for poison. Returns the crashes so far (0 if not live).
+CRASHED = (
+    _LIVE_JOB
+    + """
+local stage = redis.call('HGET', KEYS[1], 'stage')
+if stage ~= 'preprocessing' and stage ~= 'inference' then
+  return tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
+end
+local log = cjson.decode(redis.call('HGET', KEYS[1], 'crash_log') or '[]')
+log[#log + 1] = {attempt = tonumber(redis.call('HGET', KEYS[1], 'attempts')), stage = stage,
+                 worker_id = redis.call('HGET', KEYS[1], 'worker_id'),
+                 started_at = redis.call('HGET', KEYS[1], 'started_at'), noticed_at = ARGV[1], reason = ARGV[2]}
+redis.call('HSET', KEYS[1], 'crash_log', cjson.encode(log))
+return redis.call('HINCRBY', KEYS[1], 'crashes', 1)
 """
 )
 
@@ -89,7 +92,6 @@ COMPLETE = (
     + _LIVE_JOB
     + """
 redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', ARGV[2])
-redis.call('HDEL', KEYS[1], 'running')
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[3])
@@ -114,7 +116,6 @@ FINISH_UNSUCCESSFULLY = (
     + """
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
            'updated_at', ARGV[4])
-redis.call('HDEL', KEYS[1], 'running')
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 if tonumber(ARGV[7]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[7])
@@ -150,7 +151,7 @@ end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
            'updated_at', ARGV[1])
-redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'running', 'crashes',
+redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'crashes',
            'crash_log')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])

@@ -10,7 +10,7 @@ import orjson
 from redis import Redis
 
 from visionq.jobs import keys, scripts
-from visionq.jobs.records import JobRecord, ResultBody
+from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.jobs.store import advance_call, claim_call, complete_call, finish_call
 
@@ -48,6 +48,7 @@ class JobTracker:
         self.result_ttl = result_ttl
         self.stale_after = stale_after
         self._claim = redis.register_script(scripts.CLAIM)
+        self._crashed = redis.register_script(scripts.CRASHED)
         self._advance = redis.register_script(scripts.ADVANCE)
         self._complete = redis.register_script(scripts.COMPLETE)
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
@@ -57,19 +58,20 @@ class JobTracker:
 
     def claim(self, job_id: str) -> Claim:
         """Mark the job as taken by this worker: its delivery count (0 if it is no longer live), and how many
-        earlier deliveries died while reading or running its image."""
+        earlier deliveries' processes died while reading or running its image."""
         job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
         reply = self._claim(keys=job_keys, args=args)
         if not isinstance(reply, list):
             return Claim(attempts=0, crashes=0)
         return Claim(attempts=int(reply[0]), crashes=int(reply[1]))
 
-    def end_attempt(self, job_id: str) -> None:
-        """The attempt in progress ended without finishing the job, which is retried: not a crash."""
-        self.redis.hdel(keys.status(job_id), "running")
+    def crashed(self, job_id: str, reason: str) -> int:
+        """The process running the job died (`reason`, as its parent saw it): count it against the image if
+        it died reading or running it (see `scripts.CRASHED`). Returns the job's crashes so far."""
+        return int(self._crashed(keys=[keys.status(job_id)], args=[isoformat(utcnow()), reason]))
 
     def crash_log(self, job_id: str) -> list[dict[str, object]]:
-        """The evidence of the deliveries that died on the job (see `scripts.CLAIM`)."""
+        """The evidence of the deliveries whose process died on the job."""
         raw = self.redis.hget(keys.status(job_id), "crash_log")
         return orjson.loads(raw) if raw else []
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals
-from celery.exceptions import TimeLimitExceeded
 
 from visionq.settings import WorkerPool
 from visionq.telemetry import start_tracing, stop_tracing
 from visionq.worker import context, deliveries
-from visionq.worker.celery_app import CALLBACKS, CLASSIFY_TASK, VisionqCelery
+from visionq.worker.celery_app import CALLBACKS, VisionqCelery
 
 
 def _setup(app: VisionqCelery) -> None:
@@ -54,13 +53,3 @@ def _on_worker_stop(sender: Any, **_: Any) -> None:
     elif sender.app.settings.worker_pool is not WorkerPool.PREFORK:
         context.current().stop()
     stop_tracing()
-
-
-@signals.task_failure.connect
-def _on_task_failure(sender: Any, task_id: str, exception: BaseException, args: Any, **_: Any) -> None:
-    # Sent by the main process when it killed a pool process stuck past the hard time limit. The message
-    # is acknowledged, so the job must be finished here or it would wait for the sweeper.
-    if isinstance(exception, TimeLimitExceeded) and sender.name == CLASSIFY_TASK and args:
-        from visionq.worker.tasks import fail_over_time
-
-        fail_over_time(sender.app.settings, str(args[0]))
