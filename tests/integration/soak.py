@@ -1,0 +1,250 @@
+"""The soak: many jobs over mixed priorities and models, while worker processes are SIGKILLed and Redis is
+restarted at random (seeded), then a count of what became of every job.
+
+Used by `tests/integration/test_soak.py` (a reduced run in CI) and `bench/soak.py` (the full run).
+Everything is real: a private redis-server with AOF, `visionq worker` processes, the API under uvicorn,
+the built-in models, the SQLite archive. A client submits each job with an `Idempotency-Key` and
+retries on 503 or a dropped connection, as the SDK would, so a retried submit never makes a second job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess, wait_for
+from visionq.archive.repository import Archive
+from visionq.embedded import EmbeddedRedis
+from visionq.jobs import keys
+from visionq.settings import Settings
+
+PRIORITIES = ("low", "normal", "high")
+#: Models drawn for jobs, each as likely as it appears here (lite0 is `latest`, the common case).
+MODELS = ("efficientnet-lite0", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    jobs: int = 2000
+    seed: int = 20261127
+    workers: int = 2
+    #: Mean seconds between two faults (exponentially distributed).
+    fault_every: float = 6.0
+    #: The share of faults that are Redis restarts; the others SIGKILL a worker (and its pool).
+    redis_share: float = 0.3
+    #: Jobs accepted but not yet finished beyond which the clients wait: the queue stays short, so the
+    #: faults land on jobs in hand rather than on a backlog.
+    max_in_flight: int = 30
+    submitters: int = 2
+    settle_timeout: float = 300.0
+
+
+@dataclass
+class SoakReport:
+    plan: SoakPlan
+    accepted: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    """`completed`, or `failed:<code>`: how many jobs ended so."""
+    lost: list[str] = field(default_factory=list)
+    """Accepted jobs that are gone from Redis, or were never finished."""
+    duplicated: int = 0
+    """Jobs finished beyond one per submission, by Redis's own counters: a second completion of a job, or a
+    second job made by a retried submit."""
+    strays: list[str] = field(default_factory=list)
+    """Jobs in Redis that no client was told of: a submit that made a job but was answered with an error."""
+    archive_mismatches: list[str] = field(default_factory=list)
+    worker_kills: int = 0
+    redis_restarts: int = 0
+    retried_submits: int = 0
+    """Submits answered 503 or cut off, sent again with the same `Idempotency-Key`."""
+    replays: int = 0
+    """Retried submits answered 200 with the job the first one had made (it was accepted, then cut off)."""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        outcomes = ", ".join(f"{name} {count}" for name, count in sorted(self.outcomes.items()))
+        return (
+            f"soak (seed {self.plan.seed}): {self.plan.jobs} jobs, {self.plan.workers} workers, "
+            f"{self.worker_kills} worker SIGKILLs, {self.redis_restarts} Redis restarts, {self.seconds:.0f} s\n"
+            f"  accepted {self.accepted} ({self.retried_submits} submits retried, {self.replays} replayed); "
+            f"{outcomes}\n"
+            f"  lost {len(self.lost)}, duplicated {self.duplicated}, strays {len(self.strays)}, "
+            f"archive mismatches {len(self.archive_mismatches)}"
+        )
+
+
+class _Soak:
+    def __init__(self, plan: SoakPlan, root: Path, image: bytes) -> None:
+        self.plan = plan
+        self.image = image
+        self.redis = EmbeddedRedis(root / "redis", persistent=True)
+        self.settings = Settings(
+            **{**FAST_RECOVERY, "log_level": "ERROR"},
+            redis_url=self.redis.url,
+            data_dir=root / "data",
+            queue="visionq-soak",
+            callback_queue="visionq-soak-callbacks",
+            warm_models=["*"],
+        )
+        self.workers = [WorkerProcess(self.settings) for _ in range(plan.workers)]
+        self.api = ApiServer(self.settings)
+        self.client = redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=5)
+        draw = random.Random(plan.seed)
+        self.jobs = [(draw.choice(PRIORITIES), draw.choice(MODELS)) for _ in range(plan.jobs)]
+        self.job_ids: dict[int, str] = {}
+        self.report = SoakReport(plan)
+        self._next = 0
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def run(self) -> SoakReport:
+        started = time.monotonic()
+        self.redis.start()
+        for worker in self.workers:
+            worker.start()
+        self.api.start()
+        try:
+            faults = threading.Thread(target=self._faults, name="soak-faults")
+            faults.start()
+            with httpx.Client(base_url=self.api.url, timeout=30) as http:
+                submitters = [threading.Thread(target=self._submit, args=(http,)) for _ in range(self.plan.submitters)]
+                for thread in submitters:
+                    thread.start()
+                for thread in submitters:
+                    thread.join()
+            self._done.set()
+            faults.join()
+            self._settle()
+            self._count()
+        finally:
+            self.api.stop()
+            for worker in self.workers:
+                worker.stop()
+            self.client.close()
+            self.redis.stop()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    # --- clients -----------------------------------------------------------------------------
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= len(self.jobs):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _submit(self, http: httpx.Client) -> None:
+        while (index := self._take()) is not None:
+            self._wait_for_room()
+            priority, model = self.jobs[index]
+            headers = {"Idempotency-Key": f"soak-{self.plan.seed}-{index}"}
+            while True:
+                try:
+                    answer = http.post(
+                        "/classify",
+                        files={"file": ("cat.jpg", self.image)},
+                        data={"priority": priority, "model_version": model},
+                        headers=headers,
+                    )
+                except httpx.TransportError:
+                    answer = None
+                if answer is not None and answer.status_code in (200, 202):
+                    break
+                if answer is not None and answer.status_code != 503:
+                    raise AssertionError(f"submit refused: {answer.status_code} {answer.text}")
+                with self._lock:
+                    self.report.retried_submits += 1
+                time.sleep(0.1)
+            with self._lock:
+                self.job_ids[index] = answer.json()["job_id"]
+                self.report.replays += answer.status_code == 200
+
+    def _wait_for_room(self) -> None:
+        while True:
+            try:
+                stats = self.client.hgetall(keys.JOB_STATS)
+            except redis.RedisError:
+                time.sleep(0.1)  # Redis is restarting
+                continue
+            finished = sum(int(stats.get(name, 0)) for name in TERMINAL)
+            with self._lock:
+                in_flight = len(self.job_ids) - finished
+            if in_flight < self.plan.max_in_flight:
+                return
+            time.sleep(0.02)
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def _faults(self) -> None:
+        draw = random.Random(self.plan.seed + 1)
+        while not self._done.wait(draw.expovariate(1 / self.plan.fault_every)):
+            if draw.random() < self.plan.redis_share:
+                self.redis.stop()  # SIGTERM: Redis flushes its AOF, as on a planned restart
+                time.sleep(draw.uniform(0.2, 1.5))
+                self.redis.start()
+                self.report.redis_restarts += 1
+            else:
+                worker = draw.choice(self.workers)
+                worker.kill()
+                worker.start()
+                self.report.worker_kills += 1
+
+    # --- the count ---------------------------------------------------------------------------
+
+    def _statuses(self) -> dict[str, str | None]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in self.job_ids.values():
+                pipe.hget(keys.status(job_id), "status")
+            return dict(zip(self.job_ids.values(), pipe.execute(), strict=True))
+
+    def _settle(self) -> None:
+        def all_terminal() -> bool:
+            return all(state in TERMINAL or state is None for state in self._statuses().values())
+
+        with contextlib.suppress(AssertionError):  # what never finished is counted below, as lost
+            wait_for(all_terminal, self.plan.settle_timeout, "every accepted job to finish", interval=0.5)
+        wait_for(lambda: self.client.zcard(keys.ARCHIVE_OUTBOX) == 0, 60, "the archive to catch up", 0.2)
+
+    def _count(self) -> None:
+        report = self.report
+        report.accepted = len(self.job_ids)
+        outcomes: Counter[str] = Counter()
+        archive = Archive(self.settings.archive_url)
+        try:
+            for job_id, state in self._statuses().items():
+                if state not in TERMINAL:
+                    report.lost.append(job_id)
+                    continue
+                code = str(self.client.hget(keys.status(job_id), "error_code"))
+                outcomes["completed" if state == "completed" else f"{state}:{code}"] += 1
+                row = archive.find(job_id)
+                if row is None or row.status != state:
+                    report.archive_mismatches.append(job_id)
+        finally:
+            archive.close()
+        report.outcomes = dict(outcomes)
+        stats = self.client.hgetall(keys.JOB_STATS)
+        report.duplicated = sum(int(stats.get(name, 0)) for name in TERMINAL) - sum(outcomes.values())
+        ours = {keys.status(job_id) for job_id in self.job_ids.values()}
+        report.strays = sorted(
+            str(key).split(":")[1] for key in self.client.scan_iter(keys.status("*")) if key not in ours
+        )
+
+
+def run_soak(plan: SoakPlan, root: Path, image: bytes) -> SoakReport:
+    """Run the soak in `root` (its Redis data, archive and logs) with `image` as every job's upload."""
+    return _Soak(plan, root, image).run()

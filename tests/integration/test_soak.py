@@ -1,0 +1,29 @@
+"""A reduced soak in CI (`bench/soak.py` runs the full one): jobs over mixed priorities and models while
+worker processes are SIGKILLed and Redis restarts at random, seeded. Nothing may be lost or duplicated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from factories import cat_variants
+from integration.soak import SoakPlan, run_soak
+
+PLAN = SoakPlan(jobs=200, seed=20261127, fault_every=3.0, settle_timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_a_soak_with_worker_kills_and_redis_restarts_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    report = run_soak(PLAN, tmp_path, cat_variants()["jpeg"])
+    sys.stdout.write(report.summary() + "\n")  # the figures, with -s
+
+    assert report.worker_kills + report.redis_restarts >= 3, f"too few faults to prove anything: {report.summary()}"
+    assert report.accepted == PLAN.jobs
+    assert report.lost == []
+    assert report.duplicated == 0
+    assert report.strays == []
+    assert report.archive_mismatches == []
+    assert sum(report.outcomes.values()) == PLAN.jobs
+    assert report.outcomes.get("completed", 0) >= 0.95 * PLAN.jobs, report.outcomes
