@@ -71,8 +71,10 @@ def test_models_lists_the_catalog_with_loaded_state(api: httpx.Client) -> None:
     lite0 = models["efficientnet-lite0"]
     assert lite0["version"] == 1
     assert "latest" in lite0["aliases"]
-    assert (lite0["input_size"], lite0["num_classes"], lite0["runtime"]) == (224, 1000, "torch")
+    assert (lite0["input_size"], lite0["num_classes"], lite0["runtime"]) == (224, 1000, "onnx")
     assert all(m["loaded"] for m in models.values()), "the shared worker warms every model"
+    builtins = [models[f"efficientnet-lite{n}"] for n in range(3)]
+    assert all(m["agreement"] >= 0.99 for m in builtins), "each export was checked against PyTorch"
 
 
 def test_readiness_is_ok_with_redis_a_worker_and_the_default_model(api: httpx.Client) -> None:

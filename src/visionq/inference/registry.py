@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from visionq.errors import ModelNotFound
 from visionq.inference.catalog import Catalog
 from visionq.inference.classifier import Classifier
+from visionq.inference.export import Verification
 from visionq.inference.spec import ModelSpec, Runtime
 
 __all__ = ["ALL_MODELS", "ModelRegistry"]
@@ -35,12 +37,23 @@ class ModelRegistry:
     threads (once, before the first torch model loads) and each ONNX session's intra-op threads.
     """
 
-    def __init__(self, catalog: Catalog, *, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        device: str = "cpu",
+        threads: int = 0,
+        onnx_cache: Path | None = None,
+    ) -> None:
         if threads < 0:
             raise ValueError("threads must be >= 0")
         self.catalog = catalog
         self.device = device
         self.threads = threads
+        #: Where verified ONNX exports of built-in models are kept; None runs built-ins with PyTorch.
+        self.onnx_cache = onnx_cache
+        #: The export check of each built-in model served by ONNX Runtime, by ref.
+        self.exports: dict[str, Verification] = {}
         #: Seconds each model took to load, by ref.
         self.load_seconds: dict[str, float] = {}
         self._models: dict[str, Classifier] = {}
@@ -89,6 +102,22 @@ class ModelRegistry:
     def is_loaded(self, spec: ModelSpec) -> bool:
         return spec.ref in self._models
 
+    def _export(self, spec: ModelSpec) -> Classifier | None:
+        """A built-in model on ONNX Runtime from its verified export; None (PyTorch then) if it was refused."""
+        from visionq.inference.export import ExportRefused, ensure_onnx
+        from visionq.inference.onnx_backend import OnnxClassifier
+
+        assert self.onnx_cache is not None
+        try:
+            path, verification = ensure_onnx(spec, self.onnx_cache, threads=self.threads)
+        except ExportRefused:
+            logger.exception("serving %s with PyTorch instead of ONNX Runtime", spec.ref)
+            return None
+        self.exports[spec.ref] = verification
+        return OnnxClassifier(
+            spec.model_copy(update={"runtime": Runtime.ONNX, "weights": str(path)}), threads=self.threads
+        )
+
     def _lock_for(self, ref: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(ref, threading.Lock())
@@ -110,6 +139,8 @@ class ModelRegistry:
             from visionq.inference.onnx_backend import OnnxClassifier
 
             model = OnnxClassifier(spec, threads=self.threads)
+        elif spec.runtime == Runtime.TORCH and self.onnx_cache is not None and (exported := self._export(spec)):
+            model = exported
         else:
             self._configure_torch()
             from visionq.inference.torch_backend import TorchClassifier
@@ -118,5 +149,6 @@ class ModelRegistry:
         model.setup(self.device)
         seconds = time.perf_counter() - started
         self.load_seconds[spec.ref] = seconds
-        logger.info("loaded model %s (%s) on %s in %.2fs", spec.ref, spec.runtime.value, self.device, seconds)
+        runtime = "onnx" if spec.ref in self.exports else spec.runtime.value
+        logger.info("loaded model %s (%s) on %s in %.2fs", spec.ref, runtime, self.device, seconds)
         return model

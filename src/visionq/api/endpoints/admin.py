@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
 from visionq.api.dependencies import AdminDep, StateDep, get_admin
-from visionq.api.endpoints.catalog import model_info
+from visionq.api.endpoints.catalog import model_info, worker_models
 from visionq.api.endpoints.classification import enqueue
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import (
@@ -191,19 +191,14 @@ async def purge_dead_letters(request: Request, state: StateDep, admin: AdminDep)
 @router.get("/models", response_model=list[AdminModelBody])
 async def models(state: StateDep) -> list[AdminModelBody]:
     """Every model, how many live workers have it loaded, and whether they were asked to keep it so."""
-    loaded_by: dict[str, int] = {}
-    async for name in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
-        for ref in orjson.loads(await state.redis.hget(name, "models") or "[]"):
-            loaded_by[ref] = loaded_by.get(ref, 0) + 1
+    workers = await worker_models(state)
     keep = set(map(str, await state.redis.smembers(keys.MODELS_LOAD)))
     latest = await state.latest.get()
     breakers = await breaker_states(state.redis)
     return [
         AdminModelBody(
-            **model_info(
-                spec, state.catalog, loaded=spec.ref in loaded_by, latest=latest, breakers=breakers
-            ).model_dump(),
-            workers_loaded=loaded_by.get(spec.ref, 0),
+            **model_info(spec, state, workers=workers, latest=latest, breakers=breakers).model_dump(),
+            workers_loaded=workers.loaded_by.get(spec.ref, 0),
             keep_loaded=spec.ref in keep,
         )
         for spec in state.catalog.specs()

@@ -2,58 +2,75 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Depends
 
 from visionq.api.dependencies import StateDep, get_principal
 from visionq.api.problems import protected_responses
 from visionq.api.schemas import ModelInfo
+from visionq.api.state import AppState
 from visionq.inference.breaker import BreakerState, breaker_states
-from visionq.inference.catalog import Catalog
-from visionq.inference.spec import ModelSpec
+from visionq.inference.spec import ModelSpec, Runtime
 from visionq.jobs import keys
 
 router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
 
 
-async def loaded_models(state: StateDep) -> set[str]:
-    """Model refs that at least one live worker process reports loaded in its heartbeat."""
-    loaded: set[str] = set()
+@dataclass
+class WorkerModels:
+    """What the live worker processes report of their models in their heartbeats."""
+
+    loaded_by: dict[str, int] = field(default_factory=dict)
+    """How many processes have each model (by ref) loaded."""
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """How each built-in model served from a verified export is run: runtime, agreement, sample."""
+
+
+async def worker_models(state: AppState) -> WorkerModels:
+    report = WorkerModels()
     async for key in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
-        models = await state.redis.hget(key, "models")
-        if models:
-            loaded.update(orjson.loads(models))
-    return loaded
+        models, exports = await state.redis.hmget(key, ["models", "exports"])
+        for ref in orjson.loads(models or "[]"):
+            report.loaded_by[ref] = report.loaded_by.get(ref, 0) + 1
+        report.exports.update(orjson.loads(exports or "{}"))
+    return report
 
 
 @router.get("/models", response_model=list[ModelInfo])
 async def list_models(state: StateDep) -> list[ModelInfo]:
-    """Every model of the catalog, with its aliases and whether a worker has it loaded."""
-    loaded = await loaded_models(state)
+    """Every model of the catalog, with its aliases, how it runs and whether a worker has it loaded."""
+    workers = await worker_models(state)
     latest = await state.latest.get()
     breakers = await breaker_states(state.redis)
     return [
-        model_info(spec, state.catalog, loaded=spec.ref in loaded, latest=latest, breakers=breakers)
-        for spec in state.catalog.specs()
+        model_info(spec, state, workers=workers, latest=latest, breakers=breakers) for spec in state.catalog.specs()
     ]
 
 
 def model_info(
     spec: ModelSpec,
-    catalog: Catalog,
+    state: AppState,
     *,
-    loaded: bool,
+    workers: WorkerModels,
     latest: str | None,
     breakers: dict[str, tuple[BreakerState, str]],
 ) -> ModelInfo:
+    export = workers.exports.get(spec.ref)
+    runtime = spec.runtime.value
+    if spec.runtime is Runtime.TORCH:  # a built-in: run as the workers say, else as configured
+        runtime = export["runtime"] if export else state.settings.builtin_runtime.value
     return ModelInfo(
         name=spec.name,
         version=spec.version,
-        aliases=catalog.aliases(spec, latest=latest),
+        aliases=state.catalog.aliases(spec, latest=latest),
         input_size=spec.input_size,
         num_classes=spec.num_classes,
-        runtime=spec.runtime.value,
-        loaded=loaded,
+        runtime=runtime,
+        agreement=export["agreement"] if export else None,
+        loaded=spec.ref in workers.loaded_by,
         description=spec.description,
         breaker=breakers.get(spec.ref, (BreakerState.CLOSED, ""))[0].value,
     )

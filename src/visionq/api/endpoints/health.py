@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from visionq.api.dependencies import StateDep
-from visionq.api.endpoints.catalog import loaded_models
+from visionq.api.endpoints.catalog import worker_models
 from visionq.api.schemas import CheckState, Liveness, Readiness
 from visionq.api.state import AppState
 from visionq.inference.breaker import BreakerState, breaker_states
@@ -34,7 +34,7 @@ async def readiness(state: StateDep) -> JSONResponse:
         workers = 0
         async for _ in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
             workers += 1
-        loaded = await loaded_models(state)
+        loaded = set((await worker_models(state)).loaded_by)
     except (RedisError, OSError):
         body = Readiness(
             status=CheckState.DOWN,
