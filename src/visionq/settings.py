@@ -7,6 +7,7 @@ field docstrings below (`python -m visionq.cli.main config-docs`), and a test ke
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -33,6 +34,11 @@ class LogFormat(StrEnum):
 UNSAFE_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "secret", "visionq"})
 #: Shortest signing secret accepted: 32 characters, 256 bits of a random token.
 MIN_SECRET_LENGTH = 32
+
+
+class BuiltinRuntime(StrEnum):
+    ONNX = "onnx"
+    TORCH = "torch"
 
 
 class WorkerPool(StrEnum):
@@ -178,10 +184,24 @@ class Settings(BaseSettings):
     """Deliveries of one job (first run, retries of transient faults and redeliveries after a
     worker died) before it is failed for good."""
 
+    max_queued_jobs: Annotated[int, Field(ge=0)] = 10_000
+    """Jobs waiting in the queue (all priorities) above which `POST /classify` answers 503 `queue_full` with
+    `Retry-After`, instead of letting Redis fill up. 0: no bound."""
+
+    max_redis_memory: Annotated[int, Field(ge=0)] = 0
+    """Bytes of Redis memory above which `POST /classify` answers 503 `queue_full`. 0: 90% of Redis's own
+    `maxmemory` when it has one, else no bound."""
+
+    max_queue_wait: Annotated[float, Field(ge=0)] = 0.0
+    """Seconds a job may wait in the queue; one that waited longer is failed with `deadline_exceeded` when a
+    worker reaches it, instead of running late. A job's own `max_wait` form field may ask for less.
+    0: no limit but the image's expiry (`image_ttl`)."""
+
     poison_after: Annotated[int, Field(ge=0)] = 2
-    """Deliveries of one job whose worker process died while reading or running its image (killed, out of
-    memory, crashed) before the image is taken for poison: the job fails with `poison_input` and goes to the
-    dead-letter queue with that evidence, instead of taking down more workers. 0: never."""
+    """Pool processes that may die while decoding or running one job's image (killed, out of memory, crashed
+    in native code; as seen by the prefork parent) before the image is taken for poison: the job fails with
+    `poison_input` and goes to the dead-letter queue with that evidence, instead of taking down more
+    workers. 0: never. (A `solo` or `threads` worker that dies is bounded by `max_attempts` instead.)"""
 
     job_soft_time_limit: Annotated[float, Field(gt=0)] = 60.0
     """Seconds one attempt at a job may run before it is interrupted and the job fails with
@@ -201,6 +221,15 @@ class Settings(BaseSettings):
 
     model_dir: Path | None = None
     """Folder of user models, one sub-folder each with a `manifest.toml` (see docs/models.md)."""
+
+    builtin_runtime: BuiltinRuntime = BuiltinRuntime.ONNX
+    """How workers run the built-in models: `onnx` (ONNX Runtime, about 4x faster on a CPU), from an export of
+    the PyTorch weights that is made once, checked against PyTorch on a fixed sample (top-1 agreement ≥ 99%,
+    else PyTorch is used) and cached in `model_cache_dir`; or `torch` (PyTorch itself)."""
+
+    model_cache_dir: Path | None = None
+    """Where verified ONNX exports of the built-in models are kept. Unset: `$XDG_CACHE_HOME/visionq`
+    (`~/.cache/visionq`), shared by every service on the machine."""
 
     fallback_model: str | None = None
     """A simpler model (name or `name@version`, same label set) that serves jobs whose model is unavailable
@@ -227,15 +256,17 @@ class Settings(BaseSettings):
     worker_pool: WorkerPool = WorkerPool.PREFORK
     """Celery pool: `prefork` (one process per slot), `solo` (in the main process) or `threads`."""
 
-    worker_concurrency: Annotated[int, Field(ge=1)] = 1
-    """Jobs one worker runs at once (processes for `prefork`)."""
+    worker_concurrency: Annotated[int | None, Field(ge=1)] = None
+    """Jobs one worker runs at once (processes for `prefork`). Unset: one per CPU core, which measures best
+    on a CPU: decoding in one process overlaps inference in another."""
 
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     """Where workers run inference: `cpu`, `cuda` or `cuda:<index>`. With CUDA use `--pool solo` (or
     threads): CUDA does not survive the fork of a prefork pool."""
 
     inference_threads: Annotated[int, Field(ge=0)] = 0
-    """Intra-op threads for each inference process; 0 leaves the runtime's default."""
+    """Intra-op threads of each inference process. 0: the cores shared out among the worker's concurrent jobs
+    (1 each with the default one process per core), so that processes do not fight over cores."""
 
     warm_models: list[str] = Field(default_factory=lambda: ["latest"])
     """Models each worker process loads before it takes jobs (`*` for every model in the catalog)."""
@@ -309,6 +340,22 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def concurrency(self) -> int:
+        """`worker_concurrency`, or one per CPU core."""
+        return self.worker_concurrency or os.cpu_count() or 1
+
+    @property
+    def threads_per_job(self) -> int:
+        """`inference_threads`, or the cores shared out among the worker's concurrent jobs."""
+        return self.inference_threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+
+    @property
+    def model_cache(self) -> Path:
+        if self.model_cache_dir is not None:
+            return self.model_cache_dir
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionq"
 
     @property
     def archive_url(self) -> str:

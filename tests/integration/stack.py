@@ -42,6 +42,8 @@ FAST_RECOVERY: dict[str, Any] = {
     "rate_limit_user": 0,
     "rate_limit_admin": 0,
     "retry_backoff": 0.2,
+    # One pool process per worker, whatever the machine: the tests reason about which process has which job.
+    "worker_concurrency": 1,
     "log_level": "WARNING",
 }
 

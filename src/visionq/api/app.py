@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq import __version__
 from visionq.api import problems
+from visionq.api.backpressure import Backpressure
 from visionq.api.endpoints import admin, auth, catalog, classification, health, jobs, status
 from visionq.api.middleware import RequestMiddleware
 from visionq.api.ratelimit import RateLimiter
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
             archive=archive,
             auth=Authenticator(settings, redis, archive),
             rate_limiter=RateLimiter(settings, redis),
+            backpressure=Backpressure(settings, redis),
             latest=LatestChoice(redis),
         )
         await events.start()

@@ -28,6 +28,14 @@ class ClassifyForm(BaseModel):
         default=None,
         description="May the fallback model serve the job while its own is unavailable? Default: the service's.",
     )
+    max_wait: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="Seconds the job may wait in the queue; if no worker has started it by then, it fails with "
+        "`deadline_exceeded` instead of running late. Default: the service's `VISIONQ_MAX_QUEUE_WAIT`, if any; "
+        "the lower of the two applies.",
+    )
 
 
 class Links(BaseModel):
@@ -55,6 +63,12 @@ class ModelInfo(BaseModel):
     input_size: int
     num_classes: int
     runtime: str
+    """How workers run it: `onnx`, `torch` or `torchscript`."""
+    agreement: float | None = Field(
+        default=None,
+        description="For a built-in model served from its ONNX export: the share of a fixed sample on which its "
+        "top-1 class is PyTorch's (the export is refused under 0.99). Null until a worker has loaded it.",
+    )
     loaded: bool
     """True when at least one live worker has the model loaded."""
     description: str = ""

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from visionq.api.backpressure import Backpressure
 from visionq.api.ratelimit import RateLimiter
 from visionq.api.security import Authenticator
 from visionq.archive.repository import Archive
@@ -30,4 +31,5 @@ class AppState:
     archive: Archive
     auth: Authenticator
     rate_limiter: RateLimiter
+    backpressure: Backpressure
     latest: LatestChoice

@@ -95,7 +95,7 @@ class FailureBody(BaseModel):
 
 
 class Crash(BaseModel):
-    """Evidence of a delivery whose worker process died on a job (kept in `crash_log`, written by the CLAIM script)."""
+    """Evidence of a delivery whose pool process died on a job (kept in `crash_log`, by the CRASHED script)."""
 
     attempt: int
     stage: Stage
@@ -103,7 +103,9 @@ class Crash(BaseModel):
     worker_id: str | None = None
     started_at: str | None = None
     noticed_at: str
-    """When the next delivery found the previous one had died."""
+    """When its parent process saw it die."""
+    reason: str | None = None
+    """How it died, as its parent saw it (`signal 9 (SIGKILL)`, an exit code)."""
 
 
 class JobRecord(BaseModel):
@@ -136,6 +138,8 @@ class JobRecord(BaseModel):
     """Whether the fallback model may serve the job while its own is unavailable."""
     traceparent: str | None = None
     """The W3C trace context of the submission (when tracing is on), so that the callback joins its trace."""
+    max_wait: float | None = None
+    """Seconds the job may wait in the queue before a worker starts it (`deadline_exceeded` after that)."""
     crashes: int = 0
     """Deliveries whose worker process died while reading or running the image."""
     crash_log: list[Crash] = Field(default_factory=list)

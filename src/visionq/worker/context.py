@@ -28,7 +28,7 @@ from visionq.inference.registry import ModelRegistry
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
-from visionq.settings import Settings
+from visionq.settings import BuiltinRuntime, Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,12 @@ class WorkerContext:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.catalog: Catalog = build_catalog(settings)
-        self.registry = ModelRegistry(self.catalog, device=settings.device, threads=settings.inference_threads)
+        self.registry = ModelRegistry(
+            self.catalog,
+            device=settings.device,
+            threads=settings.threads_per_job,
+            onnx_cache=settings.model_cache if settings.builtin_runtime is BuiltinRuntime.ONNX else None,
+        )
         self.redis: Redis = sync_redis(settings)
         self.tracker = JobTracker(
             self.redis,
@@ -97,6 +102,12 @@ class WorkerContext:
             "seen_at": isoformat(utcnow()),
             "models": orjson.dumps(self.registry.loaded()).decode(),
             "load_seconds": orjson.dumps(self.registry.load_seconds).decode(),
+            "exports": orjson.dumps(
+                {
+                    ref: {"runtime": v.runtime, "agreement": v.agreement, "sample": v.sample}
+                    for ref, v in self.registry.exports.items()
+                }
+            ).decode(),
             "jobs_done": self.jobs_done,
         }
         with self.redis.pipeline(transaction=True) as pipe:

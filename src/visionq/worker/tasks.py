@@ -11,12 +11,11 @@ Failure policy, in one place:
   and is dead-lettered with the evidence (quarantined) instead of taking down more workers;
 - the job runs past its soft time limit → it fails with `time_limit_exceeded` and is dead-lettered;
   past the hard limit its process is killed and replaced, and the main process fails it the same way
-  (`signals.py`).
+  (`pool.py`, which also counts the crashes that make an input poison).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from typing import NoReturn
@@ -25,30 +24,33 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis import RedisError
 
-from visionq.connections import sync_redis
 from visionq.errors import VisionqError
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.states import Stage
 from visionq.jobs.tracker import JobTracker
 from visionq.logging import log_context
-from visionq.settings import Settings
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.deliveries import DELIVER_TASK
 from visionq.worker.pipeline import Classification, run_classification
+from visionq.worker.pool import TIME_LIMIT_EXCEEDED, ClassifyTask, over_time
 
 log = logging.getLogger(__name__)
-
-#: The job error code of a job that ran past its soft or hard time limit.
-TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 
 
 class JobNoLongerLive(Exception):
     """The job was cancelled or finished elsewhere while this worker was on it."""
 
 
-@shared_task(bind=True, name=CLASSIFY_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@shared_task(
+    bind=True,
+    base=ClassifyTask,
+    name=CLASSIFY_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+)
 def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
     ctx = context.current()
     picked_up = time.perf_counter()
@@ -62,18 +64,18 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
     except SoftTimeLimitExceeded:
         log.error("job ran past its soft time limit; dead-lettered", extra={"job_id": job_id})
-        ctx.tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, _over_time(ctx.settings.job_soft_time_limit))
+        ctx.tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, over_time(ctx.settings.job_soft_time_limit))
     except VisionqError as exc:
         if not exc.transient:
             ctx.tracker.fail(job_id, exc.code, exc.detail)
         elif attempts < ctx.settings.max_attempts:
-            _retry(self, ctx, job_id, exc, attempts)
+            _retry(self, ctx, exc, attempts)
         else:
             ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
     except Exception as exc:
         if attempts < ctx.settings.max_attempts:
             log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
-            _retry(self, ctx, job_id, exc, attempts)
+            _retry(self, ctx, exc, attempts)
         log.exception("job used up its attempts; dead-lettered", extra={"job_id": job_id})
         ctx.tracker.dead_letter(job_id, "internal_error", f"classification failed after {attempts} attempts")
     finally:
@@ -99,10 +101,7 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> int:  # type:
     return attempts
 
 
-def _retry(task: Task, ctx: context.WorkerContext, job_id: str, exc: Exception, attempts: int) -> NoReturn:  # type: ignore[type-arg]
-    # The attempt ends here, alive: the next claim must not count it as a crash.
-    with contextlib.suppress(RedisError):
-        ctx.tracker.end_attempt(job_id)
+def _retry(task: Task, ctx: context.WorkerContext, exc: Exception, attempts: int) -> NoReturn:  # type: ignore[type-arg]
     raise task.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
 
 
@@ -120,30 +119,6 @@ def quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
     )
 
 
-def _over_time(limit: float) -> str:
-    return f"processing took longer than the time limit of {limit:g} s; the job was dead-lettered"
-
-
-def fail_over_time(settings: Settings, job_id: str) -> None:
-    """Dead-letter a job whose process the pool killed at the hard time limit (run in the main process,
-    which has no worker context of its own)."""
-    redis = sync_redis(settings)
-    try:
-        tracker = JobTracker(
-            redis,
-            worker_id="pool",
-            result_ttl=settings.result_ttl,
-            stale_after=settings.stale_job_after,
-            dead_letter_ttl=settings.dead_letter_ttl,
-        )
-        if tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, _over_time(settings.job_time_limit)):
-            log.error("job ran past its hard time limit; its process was replaced", extra={"job_id": job_id})
-    except RedisError:
-        log.exception("could not fail job %s after its hard time limit; the sweeper will", job_id)
-    finally:
-        redis.close()
-
-
 def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None:
     loaded = ctx.tracker.load(job_id)
     if loaded is None:
@@ -158,6 +133,15 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     if image is None:
         ctx.tracker.fail(job_id, "internal_error", "the job's image expired before it could be processed")
         return
+    if record.max_wait and record.attempts == 1:
+        waited = time.time() - parse_time(record.created_at).timestamp()
+        if waited > record.max_wait:
+            ctx.tracker.fail(
+                job_id,
+                "deadline_exceeded",
+                f"the job waited {waited:.1f} s in the queue, longer than its {record.max_wait:g} s; it was not run",
+            )
+            return
     choice = _choose_model(ctx, record)
     if choice is None:
         return

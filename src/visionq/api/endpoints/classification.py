@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import uuid
 from datetime import timedelta
 from typing import Annotated, Any
@@ -28,6 +29,8 @@ from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.telemetry import current_traceparent
 from visionq.worker.celery_app import CLASSIFY_TASK
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["classification"], responses=protected_responses())
 
@@ -65,6 +68,7 @@ def _request_body_schema() -> dict[str, Any]:
             errors.ImageTooLarge,
             errors.ModelNotFound,
             errors.Conflict,
+            errors.QueueFull,
             errors.BrokerUnavailable,
         ),
     },
@@ -104,6 +108,7 @@ async def classify(
         str(form.top_k),
         str(form.callback_url or ""),
         str(form.fallback),
+        str(form.max_wait),
     )
     request_print = fingerprint(digest, *fields)
     original = await remembered.reserve(owner, idempotency_key, request_print)
@@ -115,7 +120,11 @@ async def classify(
         with contextlib.suppress(RedisError):
             await remembered.release(owner, idempotency_key)
         raise
-    await remembered.record(owner, idempotency_key, request_print, accepted.model_dump(mode="json"))
+    try:
+        await remembered.record(owner, idempotency_key, request_print, accepted.model_dump(mode="json"))
+    except RedisError:
+        # The job is accepted all the same; a retry with this key meets 409 until the reservation expires.
+        log.warning("could not remember Idempotency-Key for job %s: Redis unreachable", accepted.job_id)
     return accepted
 
 
@@ -137,6 +146,7 @@ async def _accept(
                 "callbacks are off on this service: it has no VISIONQ_CALLBACK_SECRET to sign them with"
             )
         check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
+    await state.backpressure.check(lambda: state.store.estimate_wait(settings.queue, form.priority.broker_priority))
     # Decoding costs milliseconds of CPU per image: keep it off the event loop.
     decoded = await run_in_threadpool(decode_image, image, max_pixels=settings.max_pixels)
 
@@ -159,11 +169,17 @@ async def _accept(
         request_id=request.state.request_id,
         traceparent=current_traceparent(),
         allow_fallback=settings.allow_fallback if form.fallback is None else form.fallback,
+        max_wait=min((w for w in (form.max_wait, settings.max_queue_wait) if w), default=None),
     )
     request.state.job_id = record.job_id  # for the access log
     await state.store.create(record, image)
     await enqueue(state, record)
-    wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)
+    # From here on the job is accepted: a fault must not turn the answer into an error, or the client's
+    # retry would make a second job. Without Redis there is no estimate, nothing worse.
+    try:
+        wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)
+    except RedisError:
+        wait = None
 
     links = Links(
         status=f"/status/{record.job_id}", result=f"/result/{record.job_id}", websocket=f"/ws/{record.job_id}"

@@ -1,0 +1,64 @@
+"""Backpressure (HLD §5.2, §8): refuse new jobs with 503 `queue_full` before Redis fills up.
+
+Two bounds, checked on every submit before anything is stored:
+- the jobs waiting in the queue (all priorities), against `max_queued_jobs`;
+- Redis's memory, against `max_redis_memory`, or 90% of Redis's own `maxmemory` when that is unset.
+The queue length is read on every submit (four LLENs in one round trip); Redis's memory at most once a
+second per API process, since `INFO memory` is heavier and memory moves slowly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from visionq import errors
+from visionq.jobs import keys
+from visionq.jobs.states import PRIORITY_STEPS
+from visionq.settings import Settings
+
+#: Share of Redis's `maxmemory` above which submits are refused, when no explicit bound is set.
+MAXMEMORY_SHARE = 0.9
+#: Seconds a reading of Redis's memory is trusted.
+MEMORY_READ_EVERY = 1.0
+#: `Retry-After` when the queue is full but no estimate of its draining is known.
+DEFAULT_RETRY_AFTER = 5
+
+
+class Backpressure:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self._memory: tuple[float, int, int] | None = None  # (read at, used, bound)
+
+    async def check(self, estimate_wait: Callable[[], Awaitable[float | None]]) -> None:
+        """Raise `QueueFull` when a bound is crossed, with the queue's `estimate_wait()` (seconds until a job
+        queued now would be done) as its Retry-After."""
+        bound = self.settings.max_queued_jobs
+        if bound and (queued := await self.queued()) >= bound:
+            problem = f"{queued} jobs are waiting, the most this service queues; try again later"
+        else:
+            used, limit = await self._redis_memory()
+            if not limit or used < limit:
+                return
+            problem = f"the job store is nearly full ({used // 2**20} MiB of {limit // 2**20} MiB); try again later"
+        wait = await estimate_wait()
+        raise errors.QueueFull(problem, retry_after=max(1, round(wait)) if wait else DEFAULT_RETRY_AFTER)
+
+    async def queued(self) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for step in PRIORITY_STEPS:
+                pipe.llen(keys.priority_list(self.settings.queue, step))
+            return sum(await pipe.execute())
+
+    async def _redis_memory(self) -> tuple[int, int]:
+        """Redis's used memory and the bound it is held to (0: none), read at most once a second."""
+        now = time.monotonic()
+        if self._memory is None or now - self._memory[0] >= MEMORY_READ_EVERY:
+            info = await self.redis.info("memory")
+            used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            bound = self.settings.max_redis_memory or int(maxmemory * MAXMEMORY_SHARE)
+            self._memory = (now, used, bound)
+        return self._memory[1], self._memory[2]

@@ -1,0 +1,76 @@
+"""Backpressure on a real stack: above its bound on queued jobs or on Redis memory, `POST /classify` answers
+503 `queue_full` with Retry-After and stores nothing; a job that waited in the queue past its `max_wait`
+fails with `deadline_exceeded` instead of running late."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import redis
+
+from factories import cat_variants
+from integration.conftest import StackFactory
+from integration.stack import ApiServer, submit, wait_terminal
+from visionq.jobs import keys
+
+CAT_JPEG = cat_variants()["jpeg"]
+
+
+def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: StackFactory) -> None:
+    settings, worker, server = start_stack("backpressure", max_queued_jobs=3)
+    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    worker.stop()  # nothing drains the queue
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        queued = [submit(api, CAT_JPEG).json()["job_id"] for _ in range(3)]
+        jobs_before = len(list(client.scan_iter(keys.status("*"))))
+        refused = submit(api, CAT_JPEG)
+        jobs_after = len(list(client.scan_iter(keys.status("*"))))
+
+        worker.start()
+        finals = [wait_terminal(api, job_id) for job_id in queued]
+        accepted_again = submit(api, CAT_JPEG)
+
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "queue_full"
+    assert "3 jobs are waiting" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) >= 1
+    assert jobs_after == jobs_before, "a refused job is not stored"
+    assert [final["status"] for final in finals] == ["completed"] * 3
+    assert accepted_again.status_code == 202
+    client.close()
+
+
+def test_above_the_redis_memory_bound_submits_are_refused(start_stack: StackFactory) -> None:
+    settings, _, _ = start_stack("memory-bound")
+    api_server = ApiServer(settings.model_copy(update={"max_redis_memory": 1}))  # any Redis is over one byte
+    api_server.start()
+    try:
+        with httpx.Client(base_url=api_server.url, timeout=30) as api:
+            refused = submit(api, CAT_JPEG)
+            ready = api.get("/health")
+    finally:
+        api_server.stop()
+
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "queue_full"
+    assert "nearly full" in refused.json()["detail"]
+    assert "retry-after" in refused.headers
+    assert ready.status_code == 200, "the service stays healthy"
+
+
+def test_a_job_that_waited_past_its_max_wait_fails_instead_of_running_late(start_stack: StackFactory) -> None:
+    _, worker, server = start_stack("deadline")
+    worker.stop()
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        hurried = submit(api, CAT_JPEG, max_wait=0.5).json()["job_id"]
+        patient = submit(api, CAT_JPEG, max_wait=600).json()["job_id"]
+        time.sleep(1.0)
+        worker.start()
+        late, in_time = wait_terminal(api, hurried), wait_terminal(api, patient)
+
+    assert late["status"] == "failed"
+    assert late["error"]["code"] == "deadline_exceeded"
+    assert "0.5 s" in late["error"]["message"]
+    assert in_time["status"] == "completed"
