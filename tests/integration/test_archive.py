@@ -104,6 +104,19 @@ def test_a_saved_row_reads_back_and_saving_again_updates_it(archive: Archive) ->
     assert archive.find("no-such-job") is None
 
 
+def test_an_older_snapshot_written_late_does_not_replace_a_newer_row(archive: Archive) -> None:
+    # Two workers' archivers read the job before and after it finished, and write in the other order.
+    queued = new_record()
+    later = (datetime.fromisoformat(queued.updated_at) + timedelta(milliseconds=80)).isoformat()
+    done = queued.model_copy(update={"status": JobStatus.COMPLETED, "attempts": 1, "updated_at": later})
+    archive.save([row_from_job(done, result_for(done))])
+    archive.save([row_from_job(queued, None)])
+
+    found = archive.find(queued.job_id)
+    assert found is not None
+    assert (found.status, found.attempts) == ("completed", 1)
+
+
 def test_a_failed_row_gives_the_failure_body(archive: Archive) -> None:
     failed = new_record().model_copy(
         update={"status": JobStatus.FAILED, "error_code": "invalid_image", "error_message": "truncated"}

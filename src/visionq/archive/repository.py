@@ -78,13 +78,17 @@ class Archive:
             connection.execute(text("SELECT 1"))
 
     def save(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert or update the rows (column → value, `job_id` required) in one transaction."""
+        """Insert or update the rows (column → value, `job_id` and `updated_at` required) in one transaction.
+
+        A row never replaces a newer one: two workers' archivers may read a job at different moments and
+        write in the other order, and the older snapshot must not win."""
         if not rows:
             return
         statement = _insert(self.engine)(ArchivedJob).values(list(rows))
         updated = {column: statement.excluded[column] for column in rows[0] if column != "job_id"}
+        newer = ArchivedJob.updated_at <= statement.excluded.updated_at
         with self.engine.begin() as connection:
-            connection.execute(statement.on_conflict_do_update(index_elements=["job_id"], set_=updated))
+            connection.execute(statement.on_conflict_do_update(index_elements=["job_id"], set_=updated, where=newer))
 
     def find(self, job_id: str) -> ArchivedJob | None:
         with Session(self.engine, expire_on_commit=False) as session:
