@@ -44,6 +44,11 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The redis-server's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         persistence = (

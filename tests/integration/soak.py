@@ -63,6 +63,9 @@ class SoakReport:
     strays: list[str] = field(default_factory=list)
     """Jobs in Redis that no client was told of: a submit that made a job but was answered with an error."""
     archive_mismatches: list[str] = field(default_factory=list)
+    """`job_id: redis status != archived status` for each job whose archive row disagrees with Redis."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Each failed job's error message, by id."""
     worker_kills: int = 0
     redis_restarts: int = 0
     retried_submits: int = 0
@@ -229,11 +232,13 @@ class _Soak:
                 if state not in TERMINAL:
                     report.lost.append(job_id)
                     continue
-                code = str(self.client.hget(keys.status(job_id), "error_code"))
-                outcomes["completed" if state == "completed" else f"{state}:{code}"] += 1
+                code, message = self.client.hmget(keys.status(job_id), ["error_code", "error_message"])
+                outcomes["completed" if state == "completed" else f"{state}:{code!s}"] += 1
+                if state != "completed":
+                    report.failures[job_id] = str(message)
                 row = archive.find(job_id)
                 if row is None or row.status != state:
-                    report.archive_mismatches.append(job_id)
+                    report.archive_mismatches.append(f"{job_id}: {state} != {row.status if row else None}")
         finally:
             archive.close()
         report.outcomes = dict(outcomes)

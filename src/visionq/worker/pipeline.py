@@ -33,11 +33,13 @@ def run_classification(
     top: int,
     max_pixels: int,
     report: StageReporter,
+    draft: bool = True,
 ) -> Classification:
-    """Classify one image; `report` is told each stage as it begins (HLD §3.2.1)."""
+    """Classify one image; `report` is told each stage as it begins (HLD §3.2.1). With `draft`, a large JPEG
+    is decoded at a reduced scale that still covers the model's input (see `decode_image`)."""
     report(Stage.PREPROCESSING)
-    decoded = decode_image(image_bytes, max_pixels=max_pixels)
     spec = classifier.spec
+    decoded = decode_image(image_bytes, max_pixels=max_pixels, draft=spec.input_size if draft else None)
     batch = stack([to_input(decoded.image, size=spec.input_size, mean=spec.mean, std=spec.std)])
 
     report(Stage.INFERENCE)

@@ -160,6 +160,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
             top=record.top_k,
             max_pixels=ctx.settings.max_pixels,
             report=lambda stage: _advance(ctx, job_id, stage),
+            draft=ctx.settings.jpeg_draft,
         )
     except (JobNoLongerLive, VisionqError):
         raise  # cancelled, or the input's fault: not the model's

@@ -32,6 +32,9 @@ from visionq.worker.celery_app import CLASSIFY_TASK
 
 log = logging.getLogger(__name__)
 
+#: The side, in pixels, a JPEG is decoded to when the API checks it (the worker decodes it for the model).
+CHECK_DRAFT = 32
+
 router = APIRouter(tags=["classification"], responses=protected_responses())
 
 #: Attempts to hand a job to the broker before the request fails with 503 (the job is then failed too).
@@ -147,8 +150,8 @@ async def _accept(
             )
         check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
     await state.backpressure.check(lambda: state.store.estimate_wait(settings.queue, form.priority.broker_priority))
-    # Decoding costs milliseconds of CPU per image: keep it off the event loop.
-    decoded = await run_in_threadpool(decode_image, image, max_pixels=settings.max_pixels)
+    # Decoded only to check it, off the event loop, at the smallest JPEG scale: every byte is still read.
+    decoded = await run_in_threadpool(decode_image, image, max_pixels=settings.max_pixels, draft=CHECK_DRAFT)
 
     now = isoformat(utcnow())
     record = JobRecord(
