@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import multiprocessing
@@ -118,12 +119,18 @@ class Service:
         )
         self.worker, self.api = WorkerProcess(settings), ApiProcess(settings)
 
-    def processes(self) -> list[psutil.Process]:
-        roots = [p.process.pid for p in (self.worker, self.api) if p.process is not None]
-        found = [psutil.Process(pid) for pid in roots]
-        found += [child for parent in list(found) for child in parent.children(recursive=True)]
-        redis_pid = self.redis.pid
-        return [*found, psutil.Process(redis_pid)] if redis_pid else found
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """The service's processes by role: Redis, the API, the worker's main process and its pool."""
+        assert self.worker.process is not None
+        assert self.api.process is not None
+        assert self.redis.pid is not None
+        worker = psutil.Process(self.worker.process.pid)
+        return {
+            "redis": [psutil.Process(self.redis.pid)],
+            "api": [psutil.Process(self.api.process.pid)],
+            "worker main": [worker],
+            "worker pool": worker.children(recursive=True),
+        }
 
 
 @contextmanager
@@ -140,15 +147,16 @@ def running(root: Path, concurrency: int) -> Iterator[Service]:
         service.redis.stop()
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """CPU seconds (user + system) each role's processes have used so far."""
+    used: dict[str, float] = {}
+    for role, processes in roles.items():
+        used[role] = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                used[role] += times.user + times.system
+    return used
 
 
 async def _one(client: AsyncClient, image: bytes, model: str) -> float:
@@ -210,12 +218,15 @@ def main() -> None:
         for processes in sorted({1, cores}):
             with running(Path(root) / f"w{processes}", processes) as service:
                 watched = service.processes()
-                cpu = cpu_seconds(watched)
+                before, client_before = cpu_seconds(watched), time.process_time()
                 rate, latencies = asyncio.run(saturate(service.api.url, image, args.model, args.jobs, 4 * processes))
-                cpu = cpu_seconds(watched) - cpu
+                after, client = cpu_seconds(watched), time.process_time() - client_before
+                by_role = {role: 1000 * (after[role] - before[role]) / args.jobs for role in after}
                 saturation[processes] = {
                     "jobs_per_s": rate,
-                    "cpu_per_job_ms": 1000 * cpu / args.jobs,
+                    "cpu_per_job_ms": sum(by_role.values()),
+                    "cpu_per_job_by_role_ms": by_role,
+                    "client_cpu_per_job_ms": 1000 * client / args.jobs,
                     **percentiles(latencies),
                 }
                 if processes == cores:
@@ -255,6 +266,8 @@ def _table(report: dict[str, Any]) -> str:
             for point in report["latency"]
         ),
         ("CPU per job, service", f"{full['cpu_per_job_ms']:.1f} ms (Redis + API + workers)"),
+        *((f"  {role}", f"{ms:.1f} ms") for role, ms in full["cpu_per_job_by_role_ms"].items()),
+        ("CPU per job, the client", f"{full['client_cpu_per_job_ms']:.1f} ms (the SDK, on the same cores)"),
         ("CPU per image, decode + inference", f"{ceiling_['cpu_per_image_ms']:.1f} ms"),
         ("service overhead", f"{report['overhead_cpu_per_job_ms']:.1f} ms CPU per job"),
     ]

@@ -20,7 +20,7 @@ from factories import (
     png_header_only,
 )
 from visionq.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType, VisionqError
-from visionq.imaging.decode import SUPPORTED_FORMATS, decode_image, read_header, sniff_format
+from visionq.imaging.decode import SUPPORTED_FORMATS, check_image, decode_image, read_header, sniff_format
 
 MAX_PIXELS = 40_000_000
 GREY_VARIANTS = {"jpeg_grey", "png_16bit"}
@@ -263,3 +263,56 @@ def test_damaged_files_raise_only_visionq_errors(name: str) -> None:
     for sample in damaged:
         with contextlib.suppress(VisionqError):
             decode(sample)
+
+
+# --- the API's check, and draft decoding -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(FORMAT_OF_VARIANT))
+def test_every_variant_passes_the_check_with_its_upright_size(name: str) -> None:
+    checked = check_image(cat_variants()[name], max_pixels=MAX_PIXELS)
+
+    assert (checked.format, checked.width, checked.height) == (FORMAT_OF_VARIANT[name], *CAT_SIZE)
+
+
+def test_the_check_gives_the_upright_size_of_a_sideways_photo() -> None:
+    checked = check_image(cat_variants()["jpeg_exif_rotated"], max_pixels=MAX_PIXELS)
+
+    assert (checked.width, checked.height) == CAT_SIZE
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "match"),
+    [
+        ("truncated_jpeg", InvalidImage, "ends before its image data"),
+        ("corrupt_png", InvalidImage, "not a readable one"),
+        ("bomb_png", ImageTooLarge, "400,000,000 pixels"),
+        ("text", UnsupportedMediaType, "accepted: JPEG"),
+        ("empty", InvalidImage, "empty"),
+    ],
+)
+def test_the_check_refuses_what_decoding_refuses(name: str, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        check_image(bad_inputs()[name], max_pixels=MAX_PIXELS)
+
+
+def test_a_png_cut_inside_its_data_fails_the_check() -> None:
+    data = cat_variants()["png"]
+
+    with pytest.raises(InvalidImage):
+        check_image(data[: len(data) * 2 // 3], max_pixels=MAX_PIXELS)
+
+
+def test_a_large_jpeg_is_drafted_just_above_the_models_input_and_keeps_its_full_size() -> None:
+    big = encode(chelsea().resize((1600, 1200)), "JPEG", quality=90)
+
+    drafted = decode_image(big, max_pixels=MAX_PIXELS, draft=224)
+    full = decode_image(big, max_pixels=MAX_PIXELS)
+
+    assert (drafted.width, drafted.height) == (full.width, full.height) == (1600, 1200)
+    assert drafted.image.size == (400, 300), "the 1/4 scale: the smallest still at least 224 a side"
+    assert difference(drafted.image, full.image.resize((400, 300), Image.Resampling.BOX)) < LOOKS_THE_SAME
+
+
+def test_draft_leaves_other_formats_whole() -> None:
+    assert decode_image(cat_variants()["png"], max_pixels=MAX_PIXELS, draft=32).image.size == CAT_SIZE

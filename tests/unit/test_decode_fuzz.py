@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from factories import bad_inputs, cat_variants
 from visionq.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
-from visionq.imaging.decode import decode_image
+from visionq.imaging.decode import check_image, decode_image
 
 #: The pixel cap of the test: small, so that a mutated header claiming a huge image is refused cheaply.
 MAX_PIXELS = 2_000_000
@@ -59,6 +59,15 @@ def test_a_mutated_image_decodes_within_the_cap_or_is_a_documented_problem(data:
         return
     assert decoded.width * decoded.height <= MAX_PIXELS
     assert decoded.image.mode == "RGB"
+
+
+@given(mutated())
+def test_a_mutated_image_passes_the_apis_check_within_the_cap_or_is_a_documented_problem(data: bytes) -> None:
+    try:
+        checked = check_image(data, max_pixels=MAX_PIXELS)
+    except DOCUMENTED:
+        return
+    assert checked.width * checked.height <= MAX_PIXELS
 
 
 @given(st.binary(max_size=4096))

@@ -23,7 +23,7 @@ from visionq.api.schemas import ClassifyForm, JobAccepted, Links
 from visionq.api.state import AppState
 from visionq.api.uploads import FILE_FIELD, read_upload
 from visionq.callbacks.targets import check_callback_url
-from visionq.imaging.decode import decode_image
+from visionq.imaging.decode import check_image
 from visionq.jobs.idempotency import IdempotencyKeys, fingerprint
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
@@ -31,9 +31,6 @@ from visionq.telemetry import current_traceparent
 from visionq.worker.celery_app import CLASSIFY_TASK
 
 log = logging.getLogger(__name__)
-
-#: The side, in pixels, a JPEG is decoded to when the API checks it (the worker decodes it for the model).
-CHECK_DRAFT = 32
 
 router = APIRouter(tags=["classification"], responses=protected_responses())
 
@@ -150,8 +147,8 @@ async def _accept(
             )
         check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
     await state.backpressure.check(lambda: state.store.estimate_wait(settings.queue, form.priority.broker_priority))
-    # Decoded only to check it, off the event loop, at the smallest JPEG scale: every byte is still read.
-    decoded = await run_in_threadpool(decode_image, image, max_pixels=settings.max_pixels, draft=CHECK_DRAFT)
+    # Checked, not decoded: the worker decodes it once, for the model. Off the event loop all the same.
+    decoded = await run_in_threadpool(check_image, image, max_pixels=settings.max_pixels)
 
     now = isoformat(utcnow())
     record = JobRecord(
