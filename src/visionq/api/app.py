@@ -51,6 +51,8 @@ def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Con
         log_config=None,
         access_log=False,
         ws="websockets-sansio",
+        # Status messages are a few hundred bytes: compressing each costs more CPU than it saves.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
         # X-Forwarded-For is read by the rate limiter, from VISIONQ_TRUSTED_PROXIES only; uvicorn would
         # otherwise believe it from any local peer.
