@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+import redis
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -44,7 +45,7 @@ from factories import chelsea
 from integration.stack import ApiProcess, WorkerProcess
 from visionq.client import AsyncClient
 from visionq.embedded import EmbeddedRedis
-from visionq.settings import Settings
+from visionq.settings import BuiltinRuntime, Settings
 
 OUT = Path("var/bench")
 
@@ -71,7 +72,8 @@ def _classify_for(args: tuple[str, bytes, float, Any]) -> tuple[int, float]:
     settings = Settings()
     catalog = build_catalog(settings)
     spec = catalog.resolve(model)
-    classifier = ModelRegistry(catalog, threads=1, onnx_cache=settings.model_cache).get(spec)
+    onnx = settings.builtin_runtime is BuiltinRuntime.ONNX  # as the workers run it (VISIONQ_BUILTIN_RUNTIME)
+    classifier = ModelRegistry(catalog, threads=1, onnx_cache=settings.model_cache if onnx else None).get(spec)
     labels = catalog.labels(spec)
 
     def once() -> None:
@@ -159,6 +161,19 @@ def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
     return used
 
 
+def redis_stats(service: Service) -> dict[str, int]:
+    """Redis's counters of commands and network bytes so far."""
+    client = redis.Redis.from_url(service.redis.url)
+    try:
+        stats = client.info("stats")
+    finally:
+        client.close()
+    return {
+        name: int(stats[name])
+        for name in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes")
+    }
+
+
 async def _one(client: AsyncClient, image: bytes, model: str) -> float:
     started = time.perf_counter()
     outcome = await client.classify(image, model=model, timeout=120)
@@ -210,7 +225,8 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     image = photo()
-    report: dict[str, Any] = {"model": args.model, "photo_bytes": len(image), "cores": cores}
+    runtime = Settings().builtin_runtime.value
+    report: dict[str, Any] = {"model": args.model, "runtime": runtime, "photo_bytes": len(image), "cores": cores}
 
     report["ceiling"] = ceiling(args.model, image, cores, args.seconds)
     with tempfile.TemporaryDirectory() as root:
@@ -218,12 +234,14 @@ def main() -> None:
         for processes in sorted({1, cores}):
             with running(Path(root) / f"w{processes}", processes) as service:
                 watched = service.processes()
-                before, client_before = cpu_seconds(watched), time.process_time()
+                before, client_before, redis_before = cpu_seconds(watched), time.process_time(), redis_stats(service)
                 rate, latencies = asyncio.run(saturate(service.api.url, image, args.model, args.jobs, 4 * processes))
                 after, client = cpu_seconds(watched), time.process_time() - client_before
                 by_role = {role: 1000 * (after[role] - before[role]) / args.jobs for role in after}
+                redis_after = redis_stats(service)
                 saturation[processes] = {
                     "jobs_per_s": rate,
+                    "redis_per_job": {k: (redis_after[k] - redis_before[k]) / args.jobs for k in redis_after},
                     "cpu_per_job_ms": sum(by_role.values()),
                     "cpu_per_job_by_role_ms": by_role,
                     "client_cpu_per_job_ms": 1000 * client / args.jobs,
@@ -251,7 +269,8 @@ def main() -> None:
 def _table(report: dict[str, Any]) -> str:
     ceiling_, full = report["ceiling"], report["saturation"][report["cores"]]
     rows = [
-        ("photo", f"{report['photo_bytes'] / 1024:.0f} KiB JPEG, 1600x1600; model {report['model']}"),
+        ("photo", f"{report['photo_bytes'] / 1024:.0f} KiB JPEG, 1600x1600"),
+        ("model", f"{report['model']} on {report['runtime']}"),
         ("in-process ceiling", f"{ceiling_['images_per_s']:.1f} images/s ({ceiling_['processes']} processes)"),
         *(
             (f"service, {n} worker process{'es' if n > 1 else ''}", f"{s['jobs_per_s']:.1f} jobs/s")
@@ -269,6 +288,12 @@ def _table(report: dict[str, Any]) -> str:
         *((f"  {role}", f"{ms:.1f} ms") for role, ms in full["cpu_per_job_by_role_ms"].items()),
         ("CPU per job, the client", f"{full['client_cpu_per_job_ms']:.1f} ms (the SDK, on the same cores)"),
         ("CPU per image, decode + inference", f"{ceiling_['cpu_per_image_ms']:.1f} ms"),
+        (
+            "Redis per job",
+            f"{full['redis_per_job']['total_commands_processed']:.0f} commands, "
+            f"{full['redis_per_job']['total_net_input_bytes'] / 1024:.0f} KiB in, "
+            f"{full['redis_per_job']['total_net_output_bytes'] / 1024:.0f} KiB out",
+        ),
         ("service overhead", f"{report['overhead_cpu_per_job_ms']:.1f} ms CPU per job"),
     ]
     width = max(len(name) for name, _ in rows)

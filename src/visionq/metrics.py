@@ -101,7 +101,7 @@ class _ClusterCollector(Collector):
             "visionq_model_inference_seconds", "Seconds spent in model prediction.", labels=["model_version"]
         )
         for model_ref, fields in sorted(snap.inference.items()):
-            buckets = [(str(bound), fields.get(f"le:{bound}", 0.0)) for bound in INFERENCE_BUCKETS]
+            buckets = _cumulative(fields, "in:", INFERENCE_BUCKETS)
             buckets.append(("+Inf", fields.get("count", 0.0)))
             inference.add_metric([model_ref], buckets, sum_value=fields.get("sum", 0.0))
         yield inference
@@ -109,7 +109,7 @@ class _ClusterCollector(Collector):
             "visionq_inference_batch_size", "Images per call of the model.", labels=["model_version"]
         )
         for model_ref, fields in sorted(snap.inference.items()):
-            buckets = [(str(size), fields.get(f"batch:le:{size}", 0.0)) for size in BATCH_BUCKETS]
+            buckets = _cumulative(fields, "batch:in:", BATCH_BUCKETS)
             buckets.append(("+Inf", fields.get("batch:count", 0.0)))
             batches.add_metric([model_ref], buckets, sum_value=fields.get("batch:sum", 0.0))
         yield batches
@@ -165,3 +165,12 @@ class Metrics:
     def render(self, snapshot: ClusterSnapshot) -> bytes:
         self._cluster.snapshot = snapshot
         return generate_latest(self.registry)
+
+
+def _cumulative(fields: dict[str, float], prefix: str, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """Prometheus's `le` buckets from counts kept per bucket (`<prefix><bound>`, see `record_inference`)."""
+    total, buckets = 0.0, []
+    for bound in bounds:
+        total += fields.get(f"{prefix}{bound}", 0.0)
+        buckets.append((str(bound), total))
+    return buckets

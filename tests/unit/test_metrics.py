@@ -10,11 +10,9 @@ from visionq.jobs.tracker import INFERENCE_BUCKETS
 from visionq.metrics import ClusterSnapshot, Metrics
 
 MODEL = "efficientnet-lite0@1"
-#: Cumulative counts, as the workers keep them in Redis: 4 observations, one slower than every bound.
-INFERENCE_FIELDS = {f"le:{bound}": (2.0 if bound < 0.1 else 3.0) for bound in INFERENCE_BUCKETS} | {
-    "count": 4.0,
-    "sum": 12.5,
-}
+#: Counts per bucket, as the workers keep them in Redis: 4 observations, two in the first bucket, one in the
+#: 0.1 s bucket and one slower than every bound.
+INFERENCE_FIELDS = {f"in:{INFERENCE_BUCKETS[0]}": 2.0, "in:0.1": 1.0, "count": 4.0, "sum": 12.5}
 SNAPSHOT = ClusterSnapshot(
     active_jobs=2,
     queue_depth={"urgent": 1, "high": 0, "normal": 3, "low": 7},

@@ -106,17 +106,18 @@ class JobTracker:
 
     def record_inference(self, model_ref: str, seconds: float, images: int = 1) -> None:
         """Add one observation per image to the cluster-wide inference histogram, and one per batch (a call
-        of the model) to the batch-size histogram."""
+        of the model) to the batch-size histogram. Each observation counts in its own bucket only (`in:`);
+        `/metrics` adds them up into Prometheus's cumulative buckets, so a job costs six increments."""
         key = keys.inference_stats(model_ref)
         with self.redis.pipeline(transaction=True) as pipe:
-            for bound in INFERENCE_BUCKETS:
-                if seconds <= bound:
-                    pipe.hincrby(key, f"le:{bound}", images)
+            bound = next((b for b in INFERENCE_BUCKETS if seconds <= b), None)
+            if bound is not None:
+                pipe.hincrby(key, f"in:{bound}", images)
             pipe.hincrby(key, "count", images)
             pipe.hincrbyfloat(key, "sum", seconds * images)
-            for size in BATCH_BUCKETS:
-                if images <= size:
-                    pipe.hincrby(key, f"batch:le:{size}", 1)
+            size = next((b for b in BATCH_BUCKETS if images <= b), None)
+            if size is not None:
+                pipe.hincrby(key, f"batch:in:{size}", 1)
             pipe.hincrby(key, "batch:count", 1)
             pipe.hincrby(key, "batch:sum", images)
             pipe.execute()
