@@ -38,7 +38,8 @@ def main() -> int:
     sys.stdout.write(report.summary() + "\n")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
-    sound = not report.lost and report.duplicated == 0 and not report.strays and not report.archive_mismatches
+    sound = not (report.lost or report.duplicated or report.archive_mismatches or report.refusals)
+    sound = sound and report.accepted == plan.jobs
     return 0 if sound else 1
 
 

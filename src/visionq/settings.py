@@ -176,6 +176,11 @@ class Settings(BaseSettings):
     """Seconds an uploaded image waits in Redis for a worker. A job still queued when its image
     expires can never run, and is failed by the sweeper."""
 
+    requeue_lost_after: Annotated[float, Field(ge=0)] = 120.0
+    """Seconds a queued job may go without its Celery message being in the queue or held by a worker before
+    the sweeper queues it again (a worker's fetch cut off by a Redis restart can lose the message). Checked
+    only for jobs queued at least this long; 0: never."""
+
     stale_job_after: Annotated[int, Field(gt=0)] = 300
     """Seconds a processing job may go without progress before the sweeper fails it. Must exceed
     `visibility_timeout`, so that a job whose worker died is redelivered before it is given up."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import redis
+import redis.asyncio
 
 from factories import bad_inputs, cat_variants
 from integration.stack import submit
 from visionq import Client
 from visionq.jobs import keys
+from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys
 from visionq.jobs.records import ANONYMOUS
 
 CAT = cat_variants()["jpeg"]
@@ -79,6 +82,28 @@ def test_concurrent_requests_with_one_key_make_one_job(api: httpx.Client) -> Non
     for answer in answers:
         if answer.status_code == 409:
             assert "still being handled" in answer.json()["detail"]
+            assert answer.headers["Retry-After"] == "1"
+
+
+def test_a_reservation_its_request_could_not_release_frees_itself(redis_url: str) -> None:
+    """A request that reserved a key and then lost Redis cannot release it; the reservation must not hold the
+    key for 24 hours, or every retry of that submit would be refused (found by the soak)."""
+
+    async def reserve_then_record() -> tuple[int, int]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        remembered, key = IdempotencyKeys(client), str(uuid.uuid4())
+        try:
+            assert await remembered.reserve(ANONYMOUS, key, "a request") is None
+            while_reserved = await client.ttl(keys.idempotency(ANONYMOUS, key))
+            await remembered.record(ANONYMOUS, key, "a request", {"job_id": "j"})
+            return while_reserved, await client.ttl(keys.idempotency(ANONYMOUS, key))
+        finally:
+            await client.aclose()
+
+    while_reserved, once_answered = asyncio.run(reserve_then_record())
+
+    assert 0 < while_reserved <= RESERVATION_TTL
+    assert once_answered > 23 * 3600
 
 
 def test_a_key_longer_than_255_characters_is_a_validation_problem(api: httpx.Client) -> None:

@@ -20,10 +20,10 @@ def test_a_soak_with_worker_kills_and_redis_restarts_loses_and_duplicates_nothin
     sys.stdout.write(report.summary() + "\n")  # the figures, with -s
 
     assert report.worker_kills + report.redis_restarts >= 3, f"too few faults to prove anything: {report.summary()}"
+    assert report.refusals == []
     assert report.accepted == PLAN.jobs
     assert report.lost == []
     assert report.duplicated == 0
-    assert report.strays == []
     assert report.archive_mismatches == []
     assert sum(report.outcomes.values()) == PLAN.jobs
     assert report.outcomes.get("completed", 0) >= 0.95 * PLAN.jobs, report.outcomes

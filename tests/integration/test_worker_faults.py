@@ -167,3 +167,21 @@ def test_sigterm_lets_the_job_in_hand_finish_and_leaves_the_queue_to_others(
     assert (finished["status"], finished["attempts"]) == ("completed", 1)
     assert [status["status"] for status in waiting] == ["pending", "pending"]
     assert [(status["status"], status["attempts"]) for status in taken_over] == [("completed", 1)] * 2
+
+
+def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackFactory) -> None:
+    settings, worker, server = start_stack("lost-message", requeue_lost_after=1.0)
+    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    worker.stop()
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        lost = submit(api, CAT_JPEG, priority="high").json()["job_id"]
+        kept = submit(api, CAT_JPEG, priority="high").json()["job_id"]
+        queue = keys.priority_list(settings.queue, 3)
+        # As a worker's fetch cut off by a Redis restart would: the message is gone, the job still queued.
+        [message] = [m for m in client.lrange(queue, 0, -1) if lost in m]
+        assert client.lrem(queue, 1, message) == 1
+        worker.start()
+        finals = [wait_terminal(api, job_id, timeout=60) for job_id in (lost, kept)]
+
+    assert [(f["status"], f["attempts"]) for f in finals] == [("completed", 1), ("completed", 1)]
+    client.close()

@@ -125,3 +125,30 @@ def test_every_field_appears_in_the_generated_reference() -> None:
 def test_the_configuration_page_is_current() -> None:
     page = REPO / "docs" / "configuration.md"
     assert page.read_text() == config_docs.render(), "regenerate: python -m visionq config-docs > docs/configuration.md"
+
+
+def test_a_hard_time_limit_not_above_the_soft_one_is_refused(make_settings: SettingsFactory) -> None:
+    with pytest.raises(ValidationError, match="job_time_limit must exceed job_soft_time_limit"):
+        make_settings(job_soft_time_limit=30, job_time_limit=30)
+
+
+def test_the_cores_are_shared_out_among_a_workers_processes(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+
+    default, two = make_settings(), make_settings(worker_concurrency=2)
+
+    assert (default.concurrency, default.threads_per_job) == (8, 1)
+    assert (two.concurrency, two.threads_per_job) == (2, 4)
+    assert make_settings(worker_concurrency=16).threads_per_job == 1
+    assert make_settings(inference_threads=3).threads_per_job == 3
+
+
+def test_the_model_cache_follows_xdg_unless_set(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    assert make_settings().model_cache == tmp_path / "visionq"
+    assert make_settings(model_cache_dir=tmp_path / "mine").model_cache == tmp_path / "mine"

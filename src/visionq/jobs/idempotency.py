@@ -3,7 +3,8 @@
 A key is reserved (SET NX) before the job is made and holds the request's fingerprint; once the job is
 accepted, the reservation is replaced by the original `202` body, which later requests with that key get
 back as a `200`. The same key with a different request, or while the first is still being handled, is a
-409 `conflict`. A request that fails releases its key, so the client may retry it as it is.
+409 `conflict` (the latter with `Retry-After`). A request that fails releases its key, so the client may
+retry it as it is; if it cannot (Redis is away), the reservation expires by itself within a minute.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from visionq.jobs import keys
 
 #: Seconds a key is remembered (API.md: 24 h).
 IDEMPOTENCY_TTL = 24 * 3600
+#: Seconds a reservation lives before its request has been answered. A request stores and queues its job in
+#: well under this; if it fails and cannot release its key (Redis went away), the key frees itself.
+RESERVATION_TTL = 60
 
 
 def fingerprint(*parts: str | bytes) -> str:
@@ -40,7 +44,7 @@ class IdempotencyKeys:
         original answer's body to give back. Raises Conflict for another request under the same key."""
         name = keys.idempotency(owner, key)
         claim = orjson.dumps({"request": request, "accepted": None})
-        if await self.redis.set(name, claim, nx=True, ex=IDEMPOTENCY_TTL):
+        if await self.redis.set(name, claim, nx=True, ex=RESERVATION_TTL):
             return None
         stored = await self.redis.get(name)
         if stored is None:  # expired between the two commands: it is free again
@@ -52,14 +56,16 @@ class IdempotencyKeys:
                 "use a new key for a new request"
             )
         if entry["accepted"] is None:
-            raise errors.Conflict("a request with this Idempotency-Key is still being handled; retry it in a moment")
+            raise errors.Conflict(
+                "a request with this Idempotency-Key is still being handled; retry it in a moment", retry_after=1
+            )
         accepted: dict[str, Any] = entry["accepted"]
         return accepted
 
     async def record(self, owner: str, key: str, request: str, accepted: dict[str, Any]) -> None:
         """Keep the answer given to the request that reserved `key`, for the rest of the key's 24 h."""
         entry = orjson.dumps({"request": request, "accepted": accepted})
-        await self.redis.set(keys.idempotency(owner, key), entry, xx=True, keepttl=True)
+        await self.redis.set(keys.idempotency(owner, key), entry, ex=IDEMPOTENCY_TTL, xx=True)
 
     async def release(self, owner: str, key: str) -> None:
         await self.redis.delete(keys.idempotency(owner, key))

@@ -26,6 +26,8 @@ visionq:breaker:{ref}:probe  string  held by the one job probing a half-open bre
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
+unacked                  hash   kombu's messages delivered to a worker and not yet acknowledged
+visionq:lock:requeue     string held by the one worker looking for queued jobs whose message was lost
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ PROBE_SUFFIX = ":probe"
 MODELS_LOAD = "visionq:models:load"
 MODELS_UNLOAD = "visionq:models:unload"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
+#: kombu's hash of delivered, unacknowledged messages (its Redis transport's default `unacked_key`).
+BROKER_UNACKED = "unacked"
+REQUEUE_LOCK = "visionq:lock:requeue"
 #: Separator kombu puts between a queue's name and its priority step.
 PRIORITY_SEPARATOR = ":"
 #: Heartbeats older than this many intervals mean the worker is gone.

@@ -11,7 +11,7 @@ from redis import Redis
 
 from visionq.jobs import keys, scripts
 from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
-from visionq.jobs.states import JobStatus, Stage
+from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Priority, Stage
 from visionq.jobs.store import advance_call, claim_call, complete_call, finish_call
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,37 @@ class JobTracker:
             pipe.hincrby(key, "batch:count", 1)
             pipe.hincrby(key, "batch:sum", images)
             pipe.execute()
+
+    def lost_messages(
+        self, queue: str, *, waited: float, image_ttl: int, now: float | None = None
+    ) -> list[tuple[str, Priority]]:
+        """Queued jobs older than `waited` seconds whose Celery message is in no priority list and not held by
+        any worker: the message was lost (a worker's BRPOP answered as Redis went down takes it off the list
+        without ever reaching the worker). The caller queues them again; a second message for a job is
+        harmless, since a claim refuses a finished job."""
+        # A pending job's deadline in the live set is its creation + image_ttl (JobStore.create).
+        cutoff = (now or time.time()) - waited + image_ttl
+        overdue = self.redis.zrangebyscore(keys.LIVE_JOBS, "-inf", cutoff, start=0, num=SWEEP_BATCH)
+        candidates = [_text(raw) for raw in overdue if isinstance(raw, bytes | str)]
+        if not candidates:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in candidates:
+                pipe.hmget(keys.status(job_id), ["status", "priority"])
+            fields = pipe.execute()
+        pending = {
+            job_id: Priority(_text(priority))
+            for job_id, (state, priority) in zip(candidates, fields, strict=True)
+            if state and priority and _text(state) == JobStatus.PENDING
+        }
+        if not pending:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for step in PRIORITY_STEPS:
+                pipe.lrange(keys.priority_list(queue, step), 0, -1)
+            pipe.hvals(keys.BROKER_UNACKED)
+            held = b"".join(m if isinstance(m, bytes) else m.encode() for ms in pipe.execute() for m in ms)
+        return [(job_id, priority) for job_id, priority in pending.items() if job_id.encode() not in held]
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Fail live jobs past their deadline: queued jobs whose image expired, and processing jobs

@@ -14,6 +14,8 @@ import threading
 import time
 
 import orjson
+from celery import current_app
+from kombu.exceptions import OperationalError
 from redis import Redis, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,6 +31,7 @@ from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import BuiltinRuntime, Settings
+from visionq.worker.celery_app import CLASSIFY_TASK
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +134,31 @@ class WorkerContext:
                     last_beat = now
                 if now - last_sweep >= self.settings.sweep_interval:
                     self.tracker.sweep()
+                    self._requeue_lost()
                     last_sweep = now
             except RedisError as exc:
                 log.warning("housekeeping skipped, Redis unreachable: %s", exc)
             self._drain_archive()
+
+    def _requeue_lost(self) -> None:
+        """Queue again the jobs whose message was lost; one worker at a time (a lock for one sweep interval)."""
+        settings = self.settings
+        if not settings.requeue_lost_after:
+            return
+        if not self.redis.set(keys.REQUEUE_LOCK, self.worker_id, nx=True, px=int(settings.sweep_interval * 1000)):
+            return
+        lost = self.tracker.lost_messages(
+            settings.queue, waited=settings.requeue_lost_after, image_ttl=settings.image_ttl
+        )
+        for job_id, priority in lost:
+            log.warning("job's message was lost; queued again", extra={"job_id": job_id})
+            try:
+                current_app.send_task(
+                    CLASSIFY_TASK, args=[job_id], queue=settings.queue, priority=priority.broker_priority
+                )
+            except OperationalError as exc:  # the broker went away again: the next sweep tries once more
+                log.warning("could not queue job %s again: %s", job_id, exc)
+                return
 
     def _drain_archive(self) -> None:
         # An outage is logged when it starts and when it ends, not on every tick in between.
