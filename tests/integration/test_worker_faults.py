@@ -179,7 +179,7 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackF
         queue = keys.priority_list(settings.queue, 3)
         # As a worker's fetch cut off by a Redis restart would: the message is gone, the job still queued.
         [message] = [m for m in client.lrange(queue, 0, -1) if lost in m]
-        assert client.lrem(queue, 1, message) == 1
+        assert client.lrem(queue, 1, str(message)) == 1
         worker.start()
         finals = [wait_terminal(api, job_id, timeout=60) for job_id in (lost, kept)]
 

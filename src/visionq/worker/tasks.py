@@ -7,8 +7,9 @@ Failure policy, in one place:
   job has used `max_attempts` deliveries it fails and lands in the dead-letter queue, kept for an admin
   to retry once the fault is mended;
 - the worker dies mid-job → the unacknowledged message is redelivered (acks_late), counted as an attempt;
-  once `poison_after` deliveries died while reading or running the image, it fails as `poison_input`
-  and is dead-lettered with the evidence (quarantined) instead of taking down more workers;
+  once `poison_after` pool processes died while decoding or running the image, the next delivery fails it
+  as `poison_input` and dead-letters it with the evidence (quarantined) instead of taking down more;
+- the job waited in the queue past its `max_wait` → it fails with `deadline_exceeded`, unrun;
 - the job runs past its soft time limit → it fails with `time_limit_exceeded` and is dead-lettered;
   past the hard limit its process is killed and replaced, and the main process fails it the same way
   (`pool.py`, which also counts the crashes that make an input poison).
@@ -93,7 +94,7 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> int:  # type:
     if attempts == 0:
         log.info("job is no longer live, skipping", extra={"job_id": job_id})
     elif 0 < ctx.settings.poison_after <= crashes:
-        quarantine(ctx.tracker, job_id, crashes)
+        _quarantine(ctx.tracker, job_id, crashes)
         return 0
     elif attempts > ctx.settings.max_attempts:
         ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
@@ -105,7 +106,7 @@ def _retry(task: Task, ctx: context.WorkerContext, exc: Exception, attempts: int
     raise task.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
 
 
-def quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
+def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
     """Fail a job whose image took down `crashes` worker processes, and keep it in the dead-letter queue
     with the evidence (`crash_log`: attempt, stage, worker, when) rather than let it take down more."""
     evidence = tracker.crash_log(job_id)
