@@ -2,7 +2,7 @@
 restarts at random (seeded); then what became of every job. CI runs a reduced one
 (`tests/integration/test_soak.py`).
 
-    .venv/bin/python bench/soak.py [--jobs 2000] [--seed 20261127] [--fault-every 6] [--json var/bench/soak.json]
+    .venv/bin/python bench/soak.py [--jobs 2000] [--seed 20261127] [--faults 30] [--json var/bench/soak.json]
 
 Exits 1 if any job was lost or duplicated, or did not reach a terminal state.
 """
@@ -28,11 +28,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=defaults.jobs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=defaults.workers)
-    parser.add_argument("--fault-every", type=float, default=defaults.fault_every, help="mean seconds between faults")
+    parser.add_argument("--faults", type=int, default=defaults.faults, help="worker kills and Redis restarts")
     parser.add_argument("--json", type=Path, default=Path("var/bench/soak.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    plan = SoakPlan(jobs=args.jobs, seed=args.seed, workers=args.workers, fault_every=args.fault_every)
+    plan = SoakPlan(jobs=args.jobs, seed=args.seed, workers=args.workers, faults=args.faults)
     with tempfile.TemporaryDirectory() as root:
         report = run_soak(plan, Path(root), cat_variants()["jpeg"])
     sys.stdout.write(report.summary() + "\n")

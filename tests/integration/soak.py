@@ -38,8 +38,9 @@ class SoakPlan:
     jobs: int = 2000
     seed: int = 20261127
     workers: int = 2
-    #: Mean seconds between two faults (exponentially distributed).
-    fault_every: float = 6.0
+    #: Faults in the run, each after a seeded number of accepted jobs (so the run is the same on a fast
+    #: machine and a slow one), spread over its middle 90%.
+    faults: int = 30
     #: The share of faults that are Redis restarts; the others SIGKILL a worker (and its pool).
     redis_share: float = 0.3
     #: Jobs accepted but not yet finished beyond which the clients wait: the queue stays short, so the
@@ -200,7 +201,11 @@ class _Soak:
 
     def _faults(self) -> None:
         draw = random.Random(self.plan.seed + 1)
-        while not self._done.wait(draw.expovariate(1 / self.plan.fault_every)):
+        jobs = self.plan.jobs
+        after = sorted(draw.sample(range(jobs // 20, jobs - jobs // 20), self.plan.faults))
+        for accepted in after:
+            while len(self.job_ids) < accepted and not self._done.is_set():
+                time.sleep(0.01)
             if draw.random() < self.plan.redis_share:
                 self.redis.stop()  # SIGTERM: Redis flushes its AOF, as on a planned restart
                 time.sleep(draw.uniform(0.2, 1.5))

@@ -37,12 +37,11 @@ class Service:
     def __init__(self, root: Path) -> None:
         self.redis = EmbeddedRedis(root / "redis", persistent=True)
         self.settings = Settings(
-            **FAST_RECOVERY,
+            **{**FAST_RECOVERY, "worker_concurrency": 2},
             redis_url=self.redis.url,
             data_dir=root / "data",
             queue="visionq-test-chaos",
             callback_queue="visionq-test-chaos-callbacks",
-            worker_concurrency=2,
         )
         self.worker = WorkerProcess(self.settings)
         self.api = ApiServer(self.settings)

@@ -27,7 +27,7 @@ visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); t
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
 unacked                  hash   kombu's messages delivered to a worker and not yet acknowledged
-visionq:lock:requeue     string held by the one worker looking for queued jobs whose message was lost
+visionq:lock:requeue:{queue}  string  held by the one worker of a queue looking for jobs whose message was lost
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ MODELS_UNLOAD = "visionq:models:unload"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 #: kombu's hash of delivered, unacknowledged messages (its Redis transport's default `unacked_key`).
 BROKER_UNACKED = "unacked"
-REQUEUE_LOCK = "visionq:lock:requeue"
 #: Separator kombu puts between a queue's name and its priority step.
 PRIORITY_SEPARATOR = ":"
 #: Heartbeats older than this many intervals mean the worker is gone.
@@ -123,6 +122,10 @@ def worker(name: str) -> str:
 
 def inference_stats(model_ref: str) -> str:
     return f"{INFERENCE_STATS_PREFIX}{model_ref}"
+
+
+def requeue_lock(queue: str) -> str:
+    return f"visionq:lock:requeue:{queue}"
 
 
 def priority_list(queue: str, broker_priority: int) -> str:

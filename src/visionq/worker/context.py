@@ -145,7 +145,9 @@ class WorkerContext:
         settings = self.settings
         if not settings.requeue_lost_after:
             return
-        if not self.redis.set(keys.REQUEUE_LOCK, self.worker_id, nx=True, px=int(settings.sweep_interval * 1000)):
+        if not self.redis.set(
+            keys.requeue_lock(settings.queue), self.worker_id, nx=True, px=int(settings.sweep_interval * 1000)
+        ):
             return
         lost = self.tracker.lost_messages(
             settings.queue, waited=settings.requeue_lost_after, image_ttl=settings.image_ttl
