@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from integration.stack import WorkerProcess, submit, wait_for, wait_terminal
 from model_factories import manifest, model_folder, save_spinning, spin_steps_per_second
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
+from visionq.jobs.store import QUEUED_FIELD
 
 CAT_JPEG = cat_variants()["jpeg"]
 RED = encode(Image.new("RGB", (40, 30), (220, 10, 10)), "PNG")
@@ -173,15 +175,20 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackF
     settings, worker, server = start_stack("lost-message", requeue_lost_after=1.0)
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
     worker.stop()
+    queue = keys.priority_list(settings.queue, 3)
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        lost = submit(api, CAT_JPEG, priority="high").json()["job_id"]
-        kept = submit(api, CAT_JPEG, priority="high").json()["job_id"]
-        queue = keys.priority_list(settings.queue, 3)
+        lost, kept, unqueued = (submit(api, CAT_JPEG, priority="high").json()["job_id"] for _ in range(3))
         # As a worker's fetch cut off by a Redis restart would: the message is gone, the job still queued.
-        [message] = [m for m in client.lrange(queue, 0, -1) if lost in m]
-        assert client.lrem(queue, 1, str(message)) == 1
+        # `unqueued` stands for a job whose queueing failed (its client got 503): it must not run.
+        for job_id in (lost, unqueued):
+            [message] = [m for m in client.lrange(queue, 0, -1) if job_id in m]
+            assert client.lrem(queue, 1, str(message)) == 1
+        client.hdel(keys.status(unqueued), QUEUED_FIELD)
         worker.start()
         finals = [wait_terminal(api, job_id, timeout=60) for job_id in (lost, kept)]
+        time.sleep(2 * settings.sweep_interval)  # sweeps enough to have queued it, had it been eligible
+        left = api.get(f"/status/{unqueued}").json()
 
     assert [(f["status"], f["attempts"]) for f in finals] == [("completed", 1), ("completed", 1)]
+    assert (left["status"], left["attempts"]) == ("pending", 0)
     client.close()

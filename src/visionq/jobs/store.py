@@ -16,6 +16,8 @@ from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus
 
 ScriptCall = tuple[list[str], list[str | int | float]]
+#: The status-hash field that says the job's message was handed to the broker.
+QUEUED_FIELD = "queued"
 
 
 def claim_call(job_id: str, worker_id: str, deadline: float) -> ScriptCall:
@@ -166,17 +168,24 @@ class JobStore:
             removed, *_ = await pipe.execute()
         return int(removed)
 
-    async def estimate_wait(self, queue: str, broker_priority: int) -> float | None:
+    async def estimate_wait(self, queue: str, broker_priority: int, *, queued: str | None = None) -> float | None:
         """Seconds until a job queued now at `broker_priority` should be done: the jobs ahead of it
         (its priority and higher) times the mean processing time, shared among live workers.
-        None until some job has completed, or while no worker is live."""
+        None until some job has completed, or while no worker is live.
+
+        With `queued` (a job id), that job is marked as handed to the broker in the same round trip: only
+        such a job is queued again if its message is lost (`JobTracker.lost_messages`); one whose queueing
+        failed was answered 503, and running it anyway would make a duplicate of the client's retry."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            if queued is not None:
+                pipe.hset(keys.status(queued), QUEUED_FIELD, 1)
             for step in PRIORITY_STEPS:
                 if step <= broker_priority:
                     pipe.llen(keys.priority_list(queue, step))
             pipe.hmget(keys.JOB_STATS, ["completed", "processing_seconds"])
             pipe.zcount(keys.WORKERS_SEEN, time.time(), "+inf")
-            *depths, (completed, seconds), workers = await pipe.execute()
+            answers = await pipe.execute()
+        *depths, (completed, seconds), workers = answers[1:] if queued is not None else answers
         if not completed or not workers:
             return None
         mean = float(seconds or 0.0) / int(completed)

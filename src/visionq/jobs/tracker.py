@@ -12,7 +12,7 @@ from redis import Redis
 from visionq.jobs import keys, scripts
 from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Priority, Stage
-from visionq.jobs.store import advance_call, claim_call, complete_call, finish_call
+from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,13 @@ class JobTracker:
             return []
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in candidates:
-                pipe.hmget(keys.status(job_id), ["status", "priority"])
+                pipe.hmget(keys.status(job_id), ["status", "priority", QUEUED_FIELD])
             fields = pipe.execute()
+        # Only jobs the API handed to the broker: one whose queueing failed was answered 503 (see estimate_wait).
         pending = {
             job_id: Priority(_text(priority))
-            for job_id, (state, priority) in zip(candidates, fields, strict=True)
-            if state and priority and _text(state) == JobStatus.PENDING
+            for job_id, (state, priority, queued) in zip(candidates, fields, strict=True)
+            if state and priority and queued and _text(state) == JobStatus.PENDING
         }
         if not pending:
             return []

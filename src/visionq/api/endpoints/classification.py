@@ -177,7 +177,7 @@ async def _accept(
     # From here on the job is accepted: a fault must not turn the answer into an error, or the client's
     # retry would make a second job. Without Redis there is no estimate, nothing worse.
     try:
-        wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority)
+        wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority, queued=record.job_id)
     except RedisError:
         wait = None
 
