@@ -97,22 +97,16 @@ class _ClusterCollector(Collector):
             "Worker seconds spent on completed jobs, from pick-up to stored result.",
             value=snap.processing_seconds,
         )
-        inference = HistogramMetricFamily(
-            "visionq_model_inference_seconds", "Seconds spent in model prediction.", labels=["model_version"]
+        yield _histogram(
+            "visionq_model_inference_seconds",
+            "Seconds spent in model prediction.",
+            snap.inference,
+            "",
+            INFERENCE_BUCKETS,
         )
-        for model_ref, fields in sorted(snap.inference.items()):
-            buckets = _cumulative(fields, "in:", INFERENCE_BUCKETS)
-            buckets.append(("+Inf", fields.get("count", 0.0)))
-            inference.add_metric([model_ref], buckets, sum_value=fields.get("sum", 0.0))
-        yield inference
-        batches = HistogramMetricFamily(
-            "visionq_inference_batch_size", "Images per call of the model.", labels=["model_version"]
+        yield _histogram(
+            "visionq_inference_batch_size", "Images per call of the model.", snap.inference, "batch:", BATCH_BUCKETS
         )
-        for model_ref, fields in sorted(snap.inference.items()):
-            buckets = _cumulative(fields, "batch:in:", BATCH_BUCKETS)
-            buckets.append(("+Inf", fields.get("batch:count", 0.0)))
-            batches.add_metric([model_ref], buckets, sum_value=fields.get("batch:sum", 0.0))
-        yield batches
         loads = GaugeMetricFamily(
             "visionq_model_load_seconds",
             "Seconds a live worker took to load a model.",
@@ -167,10 +161,18 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _cumulative(fields: dict[str, float], prefix: str, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-    """Prometheus's `le` buckets from counts kept per bucket (`<prefix><bound>`, see `record_inference`)."""
-    total, buckets = 0.0, []
-    for bound in bounds:
-        total += fields.get(f"{prefix}{bound}", 0.0)
-        buckets.append((str(bound), total))
-    return buckets
+def _histogram(
+    name: str, documentation: str, stats: dict[str, dict[str, float]], prefix: str, bounds: tuple[float, ...]
+) -> HistogramMetricFamily:
+    """A histogram per model from the counts the workers keep in Redis (see `JobTracker.record_inference`):
+    `<prefix>in:<bound>` per bucket, which are summed here into Prometheus's cumulative `le` buckets, and
+    `<prefix>count`, `<prefix>sum`."""
+    family = HistogramMetricFamily(name, documentation, labels=["model_version"])
+    for model_ref, fields in sorted(stats.items()):
+        total, buckets = 0.0, []
+        for bound in bounds:
+            total += fields.get(f"{prefix}in:{bound}", 0.0)
+            buckets.append((str(bound), total))
+        buckets.append(("+Inf", fields.get(f"{prefix}count", 0.0)))
+        family.add_metric([model_ref], buckets, sum_value=fields.get(f"{prefix}sum", 0.0))
+    return family

@@ -102,14 +102,13 @@ class ModelRegistry:
     def is_loaded(self, spec: ModelSpec) -> bool:
         return spec.ref in self._models
 
-    def _export(self, spec: ModelSpec) -> Classifier | None:
+    def _export(self, spec: ModelSpec, cache: Path) -> Classifier | None:
         """A built-in model on ONNX Runtime from its verified export; None (PyTorch then) if it was refused."""
         from visionq.inference.export import ExportRefused, ensure_onnx
         from visionq.inference.onnx_backend import OnnxClassifier
 
-        assert self.onnx_cache is not None
         try:
-            path, verification = ensure_onnx(spec, self.onnx_cache, threads=self.threads)
+            path, verification = ensure_onnx(spec, cache, threads=self.threads)
         except ExportRefused:
             logger.exception("serving %s with PyTorch instead of ONNX Runtime", spec.ref)
             return None
@@ -139,7 +138,7 @@ class ModelRegistry:
             from visionq.inference.onnx_backend import OnnxClassifier
 
             model = OnnxClassifier(spec, threads=self.threads)
-        elif spec.runtime == Runtime.TORCH and self.onnx_cache is not None and (exported := self._export(spec)):
+        elif spec.runtime == Runtime.TORCH and self.onnx_cache and (exported := self._export(spec, self.onnx_cache)):
             model = exported
         else:
             self._configure_torch()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import NoReturn
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -70,13 +69,13 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         if not exc.transient:
             ctx.tracker.fail(job_id, exc.code, exc.detail)
         elif attempts < ctx.settings.max_attempts:
-            _retry(self, ctx, exc, attempts)
+            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
         else:
             ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
     except Exception as exc:
         if attempts < ctx.settings.max_attempts:
             log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
-            _retry(self, ctx, exc, attempts)
+            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
         log.exception("job used up its attempts; dead-lettered", extra={"job_id": job_id})
         ctx.tracker.dead_letter(job_id, "internal_error", f"classification failed after {attempts} attempts")
     finally:
@@ -100,10 +99,6 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> int:  # type:
         ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
         return 0
     return attempts
-
-
-def _retry(task: Task, ctx: context.WorkerContext, exc: Exception, attempts: int) -> NoReturn:  # type: ignore[type-arg]
-    raise task.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
 
 
 def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
