@@ -90,10 +90,14 @@ def test_repeated_sigkills_of_the_whole_worker_lose_no_job(start_stack: StackFac
     # Kills can land on the same job more than once: enough attempts that every job must complete.
     settings, worker, server = start_stack("kills", max_attempts=10)
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    # A PNG is decoded in full (no draft mode), so each job is in hand long enough to be caught.
+    photo = encode(chelsea().resize((1800, 1200)), "PNG")
+    job_ids: list[str] = []
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        job_ids = [submit(api, CAT_JPEG, priority=p).json()["job_id"] for p in ("low", "normal", "high") * 4]
         for _ in range(3):
+            # Each round brings its own jobs: a fast worker may have finished the previous round's.
             since = isoformat(utcnow())  # a job in hand of the worker started last, not one its predecessor left
+            job_ids += [submit(api, photo, priority=p).json()["job_id"] for p in ("low", "normal", "high", "normal")]
             wait_for(partial(in_hand_since, api, job_ids, since), 60, "a job in hand", 0.005)
             worker.kill()
             worker.start()
