@@ -275,8 +275,17 @@ class Settings(BaseSettings):
     Off: every image is decoded in full."""
 
     inference_threads: Annotated[int, Field(ge=0)] = 0
-    """Intra-op threads of each inference process. 0: the cores shared out among the worker's concurrent jobs
-    (1 each with the default one process per core), so that processes do not fight over cores."""
+    """Intra-op threads of each inference process. 0: for `prefork`, the cores shared out among the worker's
+    processes (1 each with the default one process per core), so that processes do not fight over cores; for
+    `solo` and `threads`, every core, since the process's jobs share one model session and its batches."""
+
+    batch_max_size: Annotated[int, Field(ge=1)] = 8
+    """Most images in one call of the model when a process runs several jobs at once (`threads` pool): jobs that
+    reach inference together share a call (dynamic batching). 1: every job calls the model alone."""
+
+    batch_max_wait: Annotated[float, Field(ge=0, le=1)] = 0.005
+    """Seconds the first job of a batch may wait for others of its process that are still preprocessing. A job
+    with none on their way never waits."""
 
     warm_models: list[str] = Field(default_factory=lambda: ["latest"])
     """Models each worker process loads before it takes jobs (`*` for every model in the catalog)."""
@@ -358,8 +367,12 @@ class Settings(BaseSettings):
 
     @property
     def threads_per_job(self) -> int:
-        """`inference_threads`, or the cores shared out among the worker's concurrent jobs."""
-        return self.inference_threads or max(1, (os.cpu_count() or 1) // self.concurrency)
+        """`inference_threads`, or the cores shared out among a prefork worker's processes (all of them for the
+        one process of a `solo` or `threads` worker)."""
+        cores = os.cpu_count() or 1
+        if self.inference_threads:
+            return self.inference_threads
+        return max(1, cores // self.concurrency) if self.worker_pool is WorkerPool.PREFORK else cores
 
     @property
     def model_cache(self) -> Path:

@@ -145,6 +145,16 @@ def test_the_cores_are_shared_out_among_a_workers_processes(
     assert make_settings(inference_threads=3).threads_per_job == 3
 
 
+def test_a_threads_pool_gives_its_one_shared_session_every_core(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+
+    assert make_settings(worker_pool="threads", worker_concurrency=8).threads_per_job == 8
+    assert make_settings(worker_pool="solo").threads_per_job == 8
+    assert make_settings(worker_pool="threads", inference_threads=2).threads_per_job == 2
+
+
 def test_the_model_cache_follows_xdg_unless_set(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -70,6 +70,10 @@ class ResultMetadata(BaseModel):
     """The model version that made the predictions: the job's own, or the fallback while it was unavailable."""
     degraded_reason: str | None = None
     """Why the fallback served the job instead of its own model; absent when its own model did."""
+    batch_size: int | None = None
+    """Images in the call of the model that classified this one (dynamic batching); 1 when it ran alone."""
+    batch_wait: float | None = None
+    """Seconds that call waited for other jobs' images still being decoded; 0 when none were on their way."""
 
 
 class ResultBody(BaseModel):

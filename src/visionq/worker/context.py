@@ -23,8 +23,10 @@ from visionq.archive import schema
 from visionq.archive.archiver import Archiver
 from visionq.archive.repository import Archive
 from visionq.connections import sync_redis
+from visionq.inference.batching import Batcher
 from visionq.inference.breaker import Breakers
 from visionq.inference.catalog import Catalog, build_catalog
+from visionq.inference.classifier import Classifier
 from visionq.inference.control import ModelControl
 from visionq.inference.registry import ModelRegistry
 from visionq.jobs import keys
@@ -68,6 +70,8 @@ class WorkerContext:
         self.started_at = isoformat(utcnow())
         self.jobs_done = 0
         self._archive_failing = False
+        self._batchers: dict[str, tuple[Classifier, Batcher]] = {}
+        self._batchers_guard = threading.Lock()
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
 
@@ -93,6 +97,20 @@ class WorkerContext:
             self.redis.zrem(keys.WORKERS_SEEN, self.worker_id)
         except RedisError:
             log.warning("could not remove the heartbeat of %s", self.worker_id)
+
+    def batcher(self, classifier: Classifier) -> Batcher:
+        """The batcher the process's jobs share for `classifier` (a new one if the model was loaded again)."""
+        ref = classifier.spec.ref
+        with self._batchers_guard:
+            held = self._batchers.get(ref)
+            if held is None or held[0] is not classifier:
+                settings = self.settings
+                held = (
+                    classifier,
+                    Batcher(classifier.predict, max_size=settings.batch_max_size, max_wait=settings.batch_max_wait),
+                )
+                self._batchers[ref] = held
+            return held[1]
 
     def heartbeat(self) -> None:
         name = keys.worker(self.worker_id)

@@ -5,12 +5,12 @@ Kept apart from Celery so it can be tested with any `Classifier` and any stage r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from visionq.imaging.decode import decode_image
 from visionq.imaging.transforms import stack, to_input
+from visionq.inference.batching import Batcher, Inferred
 from visionq.inference.classifier import Classifier, top_k
 from visionq.jobs.records import ImageInfo, Prediction
 from visionq.jobs.states import Stage
@@ -23,6 +23,13 @@ class Classification:
     predictions: list[Prediction]
     image: ImageInfo
     inference_seconds: float
+    """How long the call of the model took (the whole batch's call, when batched)."""
+    batch_size: int = 1
+    """Images in that call."""
+    batch_wait: float = 0.0
+    """How long that call waited for other jobs' inputs (0 when none were on their way)."""
+    led_batch: bool = True
+    """Whether this job made the call, and so is the one to record it in the metrics."""
 
 
 def run_classification(
@@ -34,26 +41,34 @@ def run_classification(
     max_pixels: int,
     report: StageReporter,
     draft: bool = True,
+    batcher: Batcher | None = None,
 ) -> Classification:
     """Classify one image; `report` is told each stage as it begins (HLD §3.2.1). With `draft`, a large JPEG
-    is decoded at a reduced scale that still covers the model's input (see `decode_image`)."""
-    report(Stage.PREPROCESSING)
+    is decoded at a reduced scale that still covers the model's input (see `decode_image`). With `batcher`
+    (the classifier's, shared by the process's jobs), the model call may be shared with other jobs."""
     spec = classifier.spec
-    decoded = decode_image(image_bytes, max_pixels=max_pixels, draft=spec.input_size if draft else None)
-    batch = stack([to_input(decoded.image, size=spec.input_size, mean=spec.mean, std=spec.std)])
-
-    report(Stage.INFERENCE)
-    started = time.perf_counter()
-    probabilities = classifier.predict(batch)
-    inference_seconds = time.perf_counter() - started
+    batcher = batcher or Batcher(classifier.predict, max_size=1, max_wait=0)
+    with batcher.slot() as slot:  # held while decoding: a batch leader waits for this job's input
+        report(Stage.PREPROCESSING)
+        decoded = decode_image(image_bytes, max_pixels=max_pixels, draft=spec.input_size if draft else None)
+        tensor = stack([to_input(decoded.image, size=spec.input_size, mean=spec.mean, std=spec.std)])
+        report(Stage.INFERENCE)
+        inferred: Inferred = slot.infer(tensor)
 
     report(Stage.POSTPROCESSING)
     predictions = [
         Prediction(class_id=class_id, class_name=_label(labels, class_id), confidence=confidence)
-        for class_id, confidence in top_k(probabilities[0], top)
+        for class_id, confidence in top_k(inferred.probabilities, top)
     ]
     image = ImageInfo(width=decoded.width, height=decoded.height, format=decoded.format)
-    return Classification(predictions=predictions, image=image, inference_seconds=inference_seconds)
+    return Classification(
+        predictions=predictions,
+        image=image,
+        inference_seconds=inferred.seconds,
+        batch_size=inferred.batch_size,
+        batch_wait=inferred.waited,
+        led_batch=inferred.leader,
+    )
 
 
 def _label(labels: tuple[str, ...], class_id: int) -> str:

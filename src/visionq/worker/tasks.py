@@ -157,6 +157,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
             max_pixels=ctx.settings.max_pixels,
             report=lambda stage: _advance(ctx, job_id, stage),
             draft=ctx.settings.jpeg_draft,
+            batcher=ctx.batcher(classifier),
         )
     except (JobNoLongerLive, VisionqError):
         raise  # cancelled, or the input's fault: not the model's
@@ -164,7 +165,8 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         ctx.breakers.failed(spec.ref, f"{spec.ref} failed a job: {type(exc).__name__}: {exc}")
         raise
     ctx.breakers.succeeded(spec.ref)
-    ctx.tracker.record_inference(spec.ref, outcome.inference_seconds)
+    if outcome.led_batch:  # one record per call of the model, with its images
+        ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size)
     result = _result(record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded)
     if not ctx.tracker.complete(result):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
@@ -230,6 +232,8 @@ def _result(
             total_time=round(completed.timestamp() - created, 6),
             served_by=served_by,
             degraded_reason=degraded,
+            batch_size=outcome.batch_size,
+            batch_wait=round(outcome.batch_wait, 6),
         ),
     )
 
