@@ -73,7 +73,7 @@ def _classify_for(args: tuple[str, bytes, float, Any]) -> tuple[int, float]:
     catalog = build_catalog(settings)
     spec = catalog.resolve(model)
     onnx = settings.builtin_runtime is BuiltinRuntime.ONNX  # as the workers run it (VISIONQ_BUILTIN_RUNTIME)
-    classifier = ModelRegistry(catalog, threads=1, onnx_cache=settings.model_cache if onnx else None).get(spec)
+    classifier = ModelRegistry(catalog, threads=1, cache=settings.model_cache, builtin_onnx=onnx).get(spec)
     labels = catalog.labels(spec)
 
     def once() -> None:

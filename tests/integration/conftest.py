@@ -98,11 +98,16 @@ def start_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         worker.stop()
 
 
+#: The exact built-in models (each also has an int8 build, `<name>-int8`).
+EXACT_BUILTINS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
 @pytest.fixture(scope="session")
 def stack(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
-    """The shared stack: a `solo` worker (jobs run in its main process) with every built-in model warm.
+    """The shared stack: a `solo` worker (jobs run in its main process) with every exact built-in model warm, and
+    Lite0's int8 build.
     The stacks of the priority and kill tests use the default prefork pool."""
-    return start_stack("main", warm_models=["*"], worker_pool="solo")
+    return start_stack("main", warm_models=[*EXACT_BUILTINS, "efficientnet-lite0-int8"], worker_pool="solo")
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ class _Soak:
             data_dir=root / "data",
             queue="visionq-soak",
             callback_queue="visionq-soak-callbacks",
-            warm_models=["*"],
+            warm_models=sorted(set(MODELS)),
         )
         self.workers = [WorkerProcess(self.settings) for _ in range(plan.workers)]
         self.api = ApiServer(self.settings)

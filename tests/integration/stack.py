@@ -23,7 +23,7 @@ from visionq.jobs.records import isoformat, utcnow
 from visionq.settings import Settings
 
 #: Seconds a worker may take to import torch, load and warm its models.
-WORKER_START_TIMEOUT = 90.0
+WORKER_START_TIMEOUT = 180.0
 
 #: Worker settings that keep failure tests short: fast redelivery, heartbeat and sweep.
 #: Seconds a `visionq api` process may take to answer its first request.

@@ -25,7 +25,9 @@ def classify(api: httpx.Client, image: bytes, **fields: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize("model", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])
+@pytest.mark.parametrize(
+    "model", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "efficientnet-lite0-int8"]
+)
 def test_each_builtin_model_sees_the_cat(api: httpx.Client, model: str) -> None:
     result = classify(api, CAT_JPEG, model_version=model)
 

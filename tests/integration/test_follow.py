@@ -72,9 +72,14 @@ def test_models_lists_the_catalog_with_loaded_state(api: httpx.Client) -> None:
     assert lite0["version"] == 1
     assert "latest" in lite0["aliases"]
     assert (lite0["input_size"], lite0["num_classes"], lite0["runtime"]) == (224, 1000, "onnx")
-    assert all(m["loaded"] for m in models.values()), "the shared worker warms every model"
     builtins = [models[f"efficientnet-lite{n}"] for n in range(3)]
+    assert all(m["loaded"] for m in builtins), "the shared worker warms every exact built-in"
     assert all(m["agreement"] >= 0.99 for m in builtins), "each export was checked against PyTorch"
+    assert {m["precision"] for m in builtins} == {"fp32"}
+    int8 = models["efficientnet-lite0-int8"]
+    assert (int8["precision"], int8["runtime"], int8["loaded"]) == ("int8", "onnx", True)
+    assert 0.8 <= int8["agreement"] < 1.0, "the int8 build lists how often it agrees with the exact model"
+    assert "latest" not in int8["aliases"]
 
 
 def test_readiness_is_ok_with_redis_a_worker_and_the_default_model(api: httpx.Client) -> None:

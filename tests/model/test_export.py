@@ -69,7 +69,7 @@ def test_an_export_under_the_agreement_required_is_refused(tmp_path: Path) -> No
 
 
 def test_the_registry_serves_built_ins_from_the_export(cache: Path) -> None:
-    registry = ModelRegistry(Catalog(BUILTIN_SPECS, default="efficientnet-lite0"), threads=1, onnx_cache=cache)
+    registry = ModelRegistry(Catalog(BUILTIN_SPECS, default="efficientnet-lite0"), threads=1, cache=cache)
     model = registry.get(LITE0)
 
     assert isinstance(model, OnnxClassifier)

@@ -18,7 +18,7 @@ from visionq.inference.catalog import (
     load_user_models,
 )
 from visionq.inference.imagenet import imagenet_labels
-from visionq.inference.spec import LITE_MEAN, LITE_STD, ModelSpec, Runtime
+from visionq.inference.spec import LITE_MEAN, LITE_STD, ModelSpec, Precision, Runtime
 from visionq.settings import Settings
 
 
@@ -114,10 +114,16 @@ def test_builtin_catalog() -> None:
     catalog = Catalog(BUILTIN_SPECS, default="efficientnet-lite0")
     assert [(s.ref, s.input_size) for s in catalog.specs()] == [
         ("efficientnet-lite0@1", 224),
+        ("efficientnet-lite0-int8@1", 224),
         ("efficientnet-lite1@1", 240),
+        ("efficientnet-lite1-int8@1", 240),
         ("efficientnet-lite2@1", 260),
+        ("efficientnet-lite2-int8@1", 260),
     ]
     lite0 = catalog.resolve("latest")
+    int8 = catalog.resolve("efficientnet-lite0-int8")
+    assert (lite0.precision, int8.precision) == (Precision.FP32, Precision.INT8)
+    assert int8.weights == lite0.weights, "the int8 build is made from the same weights"
     assert lite0.runtime is Runtime.TORCH
     assert lite0.weights == "efficientnet-lite0"
     assert (lite0.mean, lite0.std, lite0.num_classes) == (LITE_MEAN, LITE_STD, 1000)
@@ -229,8 +235,11 @@ def test_user_models_and_labels_through_build_catalog(tmp_path: Path) -> None:
     catalog = build_catalog(Settings(model_dir=tmp_path, default_model="tiny"))
     assert [s.ref for s in catalog.specs()] == [
         "efficientnet-lite0@1",
+        "efficientnet-lite0-int8@1",
         "efficientnet-lite1@1",
+        "efficientnet-lite1-int8@1",
         "efficientnet-lite2@1",
+        "efficientnet-lite2-int8@1",
         "tiny@2",
         "tiny@3",
         "tiny@10",

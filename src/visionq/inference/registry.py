@@ -20,7 +20,7 @@ from visionq.errors import ModelNotFound
 from visionq.inference.catalog import Catalog
 from visionq.inference.classifier import Classifier
 from visionq.inference.export import Verification
-from visionq.inference.spec import ModelSpec, Runtime
+from visionq.inference.spec import ModelSpec, Precision, Runtime
 
 __all__ = ["ALL_MODELS", "ModelRegistry"]
 
@@ -35,6 +35,8 @@ class ModelRegistry:
 
     `device` is where models run ("cpu", "cuda", "cuda:1"); `threads` > 0 sets torch's intra-op
     threads (once, before the first torch model loads) and each ONNX session's intra-op threads.
+    `cache` is where exports of the built-in models are kept: with `builtin_onnx`, the exact built-ins run
+    from their verified ONNX export; the int8 builds always need it.
     """
 
     def __init__(
@@ -43,15 +45,16 @@ class ModelRegistry:
         *,
         device: str = "cpu",
         threads: int = 0,
-        onnx_cache: Path | None = None,
+        cache: Path | None = None,
+        builtin_onnx: bool = True,
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be >= 0")
         self.catalog = catalog
         self.device = device
         self.threads = threads
-        #: Where verified ONNX exports of built-in models are kept; None runs built-ins with PyTorch.
-        self.onnx_cache = onnx_cache
+        self.cache = cache
+        self.builtin_onnx = builtin_onnx
         #: The export check of each built-in model served by ONNX Runtime, by ref.
         self.exports: dict[str, Verification] = {}
         #: Seconds each model took to load, by ref.
@@ -102,14 +105,23 @@ class ModelRegistry:
     def is_loaded(self, spec: ModelSpec) -> bool:
         return spec.ref in self._models
 
-    def _export(self, spec: ModelSpec, cache: Path) -> Classifier | None:
-        """A built-in model on ONNX Runtime from its verified export; None (PyTorch then) if it was refused."""
+    def _export(self, spec: ModelSpec) -> Classifier | None:
+        """A built-in model on ONNX Runtime from its checked export or int8 build; None (PyTorch then) if an
+        exact model's export was refused. An int8 build that was refused, or no cache, fails the load."""
         from visionq.inference.export import ExportRefused, ensure_onnx
         from visionq.inference.onnx_backend import OnnxClassifier
+        from visionq.inference.quantize import ensure_int8
 
+        int8 = spec.precision is Precision.INT8
+        if self.cache is None:
+            if int8:
+                raise ValueError(f"{spec.ref}: an int8 build needs a model cache to be made in")
+            return None
         try:
-            path, verification = ensure_onnx(spec, cache, threads=self.threads)
+            path, verification = (ensure_int8 if int8 else ensure_onnx)(spec, self.cache, threads=self.threads)
         except ExportRefused:
+            if int8:
+                raise
             logger.exception("serving %s with PyTorch instead of ONNX Runtime", spec.ref)
             return None
         self.exports[spec.ref] = verification
@@ -138,7 +150,9 @@ class ModelRegistry:
             from visionq.inference.onnx_backend import OnnxClassifier
 
             model = OnnxClassifier(spec, threads=self.threads)
-        elif spec.runtime == Runtime.TORCH and self.onnx_cache and (exported := self._export(spec, self.onnx_cache)):
+        elif spec.runtime == Runtime.TORCH and (
+            (self.builtin_onnx or spec.precision is Precision.INT8) and (exported := self._export(spec))
+        ):
             model = exported
         else:
             self._configure_torch()

@@ -25,6 +25,14 @@ class Runtime(StrEnum):
     """An ONNX file run by ONNX Runtime."""
 
 
+class Precision(StrEnum):
+    FP32 = "fp32"
+    """Exact: the model as trained (or a runtime whose answers agree with it on at least 99% of a sample)."""
+    INT8 = "int8"
+    """A built-in model's static int8 build on ONNX Runtime: about twice as fast on a CPU, less exact (its
+    measured agreement with the exact model is listed in `/models`)."""
+
+
 class ModelSpec(BaseModel):
     """One version of one model.
 
@@ -50,6 +58,7 @@ class ModelSpec(BaseModel):
     description: str = ""
     source: Path | None = None
     """Folder of a user model's manifest; None for built-ins."""
+    precision: Precision = Precision.FP32
 
     @property
     def ref(self) -> str:

@@ -47,7 +47,8 @@ class WorkerContext:
             self.catalog,
             device=settings.device,
             threads=settings.threads_per_job,
-            onnx_cache=settings.model_cache if settings.builtin_runtime is BuiltinRuntime.ONNX else None,
+            cache=settings.model_cache,
+            builtin_onnx=settings.builtin_runtime is BuiltinRuntime.ONNX,
         )
         self.redis: Redis = sync_redis(settings)
         self.tracker = JobTracker(

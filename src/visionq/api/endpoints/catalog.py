@@ -13,7 +13,7 @@ from visionq.api.problems import protected_responses
 from visionq.api.schemas import ModelInfo
 from visionq.api.state import AppState
 from visionq.inference.breaker import BreakerState, breaker_states
-from visionq.inference.spec import ModelSpec, Runtime
+from visionq.inference.spec import ModelSpec, Precision, Runtime
 from visionq.jobs import keys
 
 router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
@@ -61,7 +61,8 @@ def model_info(
     export = workers.exports.get(spec.ref)
     runtime = spec.runtime.value
     if spec.runtime is Runtime.TORCH:  # a built-in: run as the workers say, else as configured
-        runtime = export["runtime"] if export else state.settings.builtin_runtime.value
+        configured = "onnx" if spec.precision is Precision.INT8 else state.settings.builtin_runtime.value
+        runtime = export["runtime"] if export else configured
     return ModelInfo(
         name=spec.name,
         version=spec.version,
@@ -69,6 +70,7 @@ def model_info(
         input_size=spec.input_size,
         num_classes=spec.num_classes,
         runtime=runtime,
+        precision=spec.precision.value,
         agreement=export["agreement"] if export else None,
         loaded=spec.ref in workers.loaded_by,
         description=spec.description,
