@@ -10,6 +10,7 @@ import redis
 import redis.asyncio
 
 from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, result_for
+from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
 from visionq.jobs.states import Stage
@@ -35,6 +36,37 @@ def test_create_stores_status_image_and_deadline(redis_url: str, redis_client: r
     deadline = redis_client.zscore(keys.LIVE_JOBS, record.job_id)
     assert deadline is not None
     assert deadline <= time.time() + IMAGE_TTL
+
+
+def test_taking_a_job_claims_it_and_reads_it_in_one_go(redis_url: str, tracker: JobTracker) -> None:
+    record = new_record()
+    create(redis_url, record, image=b"the image")
+
+    taken = tracker.take(record.job_id)
+    tracker.complete(result_for(record))
+    late = tracker.take(record.job_id)
+
+    assert taken.claim == (1, 0)
+    assert taken.record is not None
+    assert (taken.record.job_id, taken.record.status, taken.record.attempts) == (record.job_id, "processing", 1)
+    assert taken.image == b"the image"
+    assert late.claim.attempts == 0, "a finished job is not taken again"
+    assert late.image is None
+
+
+def test_a_success_writes_to_a_closed_breaker_only_to_reset_its_failures(redis_client: redis.Redis) -> None:
+    breakers = Breakers(redis_client, failures=3, cooldown=1)
+    ref = f"model-{time.time_ns()}@1"
+    breakers.succeeded(ref)  # the first success makes the breaker's record
+    redis_client.hset(keys.breaker(ref), "reason", "a marker that a write would delete")
+    breakers.succeeded(ref)
+    while_healthy = redis_client.hgetall(keys.breaker(ref))
+    breakers.failed(ref, "a failure")
+    breakers.succeeded(ref)
+
+    assert while_healthy["reason"] == "a marker that a write would delete", "a healthy model's success writes nothing"
+    assert redis_client.hgetall(keys.breaker(ref)) == {"state": "closed", "failures": "0"}, "failures reset"
+    assert breakers.allow(ref)
 
 
 def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:

@@ -43,6 +43,8 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
         "total_time": None,
         "served_by": None,
         "degraded_reason": None,
+        "batch_size": None,
+        "batch_wait": None,
         "error_code": record.error_code,
         "error_message": record.error_message,
         "created_at": parse_time(record.created_at),
@@ -59,6 +61,8 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
             "total_time": result.metadata.total_time,
             "served_by": result.metadata.served_by,
             "degraded_reason": result.metadata.degraded_reason,
+            "batch_size": result.metadata.batch_size,
+            "batch_wait": result.metadata.batch_wait,
             "model_version": result.model_version,
             "completed_at": parse_time(result.completed_at),
         }
@@ -83,6 +87,8 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
                 total_time=row.total_time or 0.0,
                 served_by=row.served_by,
                 degraded_reason=row.degraded_reason,
+                batch_size=row.batch_size,
+                batch_wait=row.batch_wait,
             ),
         )
     if status in (JobStatus.FAILED, JobStatus.CANCELLED):

@@ -70,6 +70,9 @@ class ArchivedJob(Base):
     served_by: Mapped[str | None] = mapped_column(String(200))
     """The model version that made the predictions (the fallback's while the job's own was unavailable)."""
     degraded_reason: Mapped[str | None] = mapped_column(Text)
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    """Images in the call of the model that classified the job (dynamic batching)."""
+    batch_wait: Mapped[float | None] = mapped_column(Float)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 

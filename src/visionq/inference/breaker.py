@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
 
 from visionq.jobs import keys
 
@@ -43,6 +44,19 @@ return 0
 """
 
 
+# KEYS: breaker hash, probe lock. Closes the breaker; writes nothing when it is closed with no failures counted
+# (nearly every success), so a healthy model costs no writes.
+_SUCCEEDED = """
+if redis.call('HGET', KEYS[1], 'state') == 'closed' and redis.call('HGET', KEYS[1], 'failures') == '0' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0)
+redis.call('HDEL', KEYS[1], 'reason', 'opened_at')
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
 class Breakers:
     """The worker's side: ask before using a model, and report how it went."""
 
@@ -52,6 +66,7 @@ class Breakers:
         self.failures = failures
         self.cooldown = cooldown
         self._failed = redis.register_script(_FAILED)
+        self._succeeded = redis.register_script(_SUCCEEDED)
 
     def allow(self, ref: str) -> bool:
         """Whether a job may use `ref` now: yes while closed; once open, no until the cool-down has passed,
@@ -79,14 +94,11 @@ class Breakers:
         )
         return bool(opened)
 
-    def succeeded(self, ref: str) -> None:
-        if not self.enabled:
-            return
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.breaker(ref), mapping={"state": BreakerState.CLOSED.value, "failures": 0})
-            pipe.hdel(keys.breaker(ref), "reason", "opened_at")
-            pipe.delete(keys.breaker_probe(ref))
-            pipe.execute()
+    def succeeded(self, ref: str, *, pipe: Pipeline | None = None) -> None:
+        """A job of `ref` succeeded: the breaker closes and its count of failures in a row starts again.
+        With `pipe`, the update is queued there instead of sent."""
+        if self.enabled:
+            self._succeeded(keys=[keys.breaker(ref), keys.breaker_probe(ref)], client=pipe or self.redis)
 
     def reason(self, ref: str) -> str:
         return _text(self.redis.hget(keys.breaker(ref), "reason") or b"")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import orjson
 from redis import Redis
+from redis.client import Pipeline
 
 from visionq.jobs import keys, scripts
 from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
@@ -29,6 +31,16 @@ class Claim(NamedTuple):
     """The delivery number of this attempt; 0 when the job is no longer live."""
     crashes: int
     """Earlier deliveries whose process died while reading or running the image."""
+
+
+class Taken(NamedTuple):
+    """A claimed job, with what the worker needs of it, read in the claim's round trip."""
+
+    claim: Claim
+    record: JobRecord | None
+    """The job as the claim left it; None when it is gone."""
+    image: bytes | None
+    """Its image; None once expired."""
 
 
 class JobTracker:
@@ -65,6 +77,18 @@ class JobTracker:
             return Claim(attempts=0, crashes=0)
         return Claim(attempts=int(reply[0]), crashes=int(reply[1]))
 
+    def take(self, job_id: str) -> Taken:
+        """`claim` the job and read it and its image, in one round trip (the hot path of every job)."""
+        job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._claim(keys=job_keys, args=args, client=pipe)
+            pipe.hgetall(keys.status(job_id))
+            pipe.get(keys.image(job_id))
+            reply, fields, image = pipe.execute()
+        claim = Claim(attempts=int(reply[0]), crashes=int(reply[1])) if isinstance(reply, list) else Claim(0, 0)
+        record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()}) if fields else None
+        return Taken(claim, record, image)
+
     def crashed(self, job_id: str, reason: str) -> int:
         """The process running the job died (`reason`, as its parent saw it): count it against the image if
         it died reading or running it (see `scripts.CRASHED`). Returns the job's crashes so far."""
@@ -75,25 +99,22 @@ class JobTracker:
         raw = self.redis.hget(keys.status(job_id), "crash_log")
         return orjson.loads(raw) if raw else []
 
-    def load(self, job_id: str) -> tuple[JobRecord, bytes | None] | None:
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.status(job_id))
-            pipe.get(keys.image(job_id))
-            fields, image = pipe.execute()
-        if not fields:
-            return None
-        return JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()}), image
-
     def advance(self, job_id: str, stage: Stage) -> bool:
         job_keys, args = advance_call(job_id, stage.value, stage.progress, self._deadline())
         return bool(self._advance(keys=job_keys, args=args))
 
-    def complete(self, result: ResultBody) -> bool:
-        """Store the result and finish the job; False if another delivery finished it first."""
+    def complete(self, result: ResultBody, *, also: Callable[[Pipeline], object] | None = None) -> bool:
+        """Store the result and finish the job; False if another delivery finished it first. `also` queues
+        more commands (metrics, the breaker) into the same round trip, before the result."""
         job_keys, args = complete_call(
             result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl, result.processing_time
         )
-        return bool(self._complete(keys=job_keys, args=args))
+        with self.redis.pipeline(transaction=False) as pipe:
+            if also is not None:
+                also(pipe)
+            self._complete(keys=job_keys, args=args, client=pipe)
+            replies = pipe.execute()
+        return bool(replies[-1])
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
@@ -104,23 +125,29 @@ class JobTracker:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl)
         return bool(self._finish(keys=job_keys, args=args))
 
-    def record_inference(self, model_ref: str, seconds: float, images: int = 1) -> None:
+    def record_inference(
+        self, model_ref: str, seconds: float, images: int = 1, *, pipe: Pipeline | None = None
+    ) -> None:
         """Add one observation per image to the cluster-wide inference histogram, and one per batch (a call
         of the model) to the batch-size histogram. Each observation counts in its own bucket only (`in:`);
-        `/metrics` adds them up into Prometheus's cumulative buckets, so a job costs six increments."""
+        `/metrics` adds them up into Prometheus's cumulative buckets, so a call costs six increments. With
+        `pipe`, they are queued there instead of sent."""
+        if pipe is None:
+            with self.redis.pipeline(transaction=True) as own:
+                self.record_inference(model_ref, seconds, images, pipe=own)
+                own.execute()
+            return
         key = keys.inference_stats(model_ref)
-        with self.redis.pipeline(transaction=True) as pipe:
-            bound = next((b for b in INFERENCE_BUCKETS if seconds <= b), None)
-            if bound is not None:
-                pipe.hincrby(key, f"in:{bound}", images)
-            pipe.hincrby(key, "count", images)
-            pipe.hincrbyfloat(key, "sum", seconds * images)
-            size = next((b for b in BATCH_BUCKETS if images <= b), None)
-            if size is not None:
-                pipe.hincrby(key, f"batch:in:{size}", 1)
-            pipe.hincrby(key, "batch:count", 1)
-            pipe.hincrby(key, "batch:sum", images)
-            pipe.execute()
+        bound = next((b for b in INFERENCE_BUCKETS if seconds <= b), None)
+        if bound is not None:
+            pipe.hincrby(key, f"in:{bound}", images)
+        pipe.hincrby(key, "count", images)
+        pipe.hincrbyfloat(key, "sum", seconds * images)
+        size = next((b for b in BATCH_BUCKETS if images <= b), None)
+        if size is not None:
+            pipe.hincrby(key, f"batch:in:{size}", 1)
+        pipe.hincrby(key, "batch:count", 1)
+        pipe.hincrby(key, "batch:sum", images)
 
     def lost_messages(
         self, queue: str, *, waited: float, image_ttl: int, now: float | None = None

@@ -23,12 +23,13 @@ import time
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis import RedisError
+from redis.client import Pipeline
 
 from visionq.errors import VisionqError
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.states import Stage
-from visionq.jobs.tracker import JobTracker
+from visionq.jobs.tracker import JobTracker, Taken
 from visionq.logging import log_context
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
@@ -54,12 +55,14 @@ class JobNoLongerLive(Exception):
 def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
     ctx = context.current()
     picked_up = time.perf_counter()
-    attempts = _admit(self, ctx, job_id)
-    if attempts == 0:
+    taken = _admit(self, ctx, job_id)
+    if taken is None:
         return
+    attempts, record = taken.claim.attempts, taken.record
+    assert record is not None  # _admit returns only jobs it could read
     try:
-        with log_context(job_id=job_id, attempt=attempts):
-            _classify(ctx, job_id, picked_up)
+        with log_context(job_id=job_id, attempt=attempts, request_id=record.request_id, owner=record.owner):
+            _run(ctx, record, taken.image, picked_up)
     except JobNoLongerLive:
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
     except SoftTimeLimitExceeded:
@@ -82,23 +85,24 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         ctx.jobs_done += 1
 
 
-def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> int:  # type: ignore[type-arg]
-    """Claim the job: its delivery number, or 0 when it is not to be run (no longer live, poison, out of
-    attempts: the last two are dead-lettered here)."""
+def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:  # type: ignore[type-arg]
+    """Claim the job and read it: None when it is not to be run (no longer live, poison, out of attempts: the
+    last two are dead-lettered here)."""
     try:
-        attempts, crashes = ctx.tracker.claim(job_id)
+        taken = ctx.tracker.take(job_id)
     except RedisError as exc:
         # The job was not touched; the message comes back later and the claim is tried again.
         raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
-    if attempts == 0:
+    attempts, crashes = taken.claim
+    if attempts == 0 or taken.record is None:
         log.info("job is no longer live, skipping", extra={"job_id": job_id})
     elif 0 < ctx.settings.poison_after <= crashes:
         _quarantine(ctx.tracker, job_id, crashes)
-        return 0
     elif attempts > ctx.settings.max_attempts:
         ctx.tracker.dead_letter(job_id, "internal_error", f"gave up after {ctx.settings.max_attempts} deliveries")
-        return 0
-    return attempts
+    else:
+        return taken
+    return None
 
 
 def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
@@ -115,29 +119,13 @@ def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
     )
 
 
-def _classify(ctx: context.WorkerContext, job_id: str, picked_up: float) -> None:
-    loaded = ctx.tracker.load(job_id)
-    if loaded is None:
-        return
-    record, image = loaded
-    with log_context(request_id=record.request_id, owner=record.owner):
-        _run(ctx, record, image, picked_up)
-
-
 def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, picked_up: float) -> None:
     job_id = record.job_id
     if image is None:
         ctx.tracker.fail(job_id, "internal_error", "the job's image expired before it could be processed")
         return
-    if record.max_wait and record.attempts == 1:
-        waited = time.time() - parse_time(record.created_at).timestamp()
-        if waited > record.max_wait:
-            ctx.tracker.fail(
-                job_id,
-                "deadline_exceeded",
-                f"the job waited {waited:.1f} s in the queue, longer than its {record.max_wait:g} s; it was not run",
-            )
-            return
+    if _overdue(ctx, record):
+        return
     choice = _choose_model(ctx, record)
     if choice is None:
         return
@@ -164,11 +152,14 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     except Exception as exc:
         ctx.breakers.failed(spec.ref, f"{spec.ref} failed a job: {type(exc).__name__}: {exc}")
         raise
-    ctx.breakers.succeeded(spec.ref)
-    if outcome.led_batch:  # one record per call of the model, with its images
-        ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size)
     result = _result(record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded)
-    if not ctx.tracker.complete(result):
+
+    def and_record(pipe: Pipeline) -> None:  # in the round trip that stores the result
+        ctx.breakers.succeeded(spec.ref, pipe=pipe)
+        if outcome.led_batch:  # one record per call of the model, with its images
+            ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, pipe=pipe)
+
+    if not ctx.tracker.complete(result, also=and_record):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
     log.info(
@@ -180,6 +171,21 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
             "degraded_reason": degraded,
         },
     )
+
+
+def _overdue(ctx: context.WorkerContext, record: JobRecord) -> bool:
+    """Fail the job with `deadline_exceeded` if it waited in the queue past its `max_wait` (first delivery)."""
+    if not record.max_wait or record.attempts != 1:
+        return False
+    waited = time.time() - parse_time(record.created_at).timestamp()
+    if waited <= record.max_wait:
+        return False
+    ctx.tracker.fail(
+        record.job_id,
+        "deadline_exceeded",
+        f"the job waited {waited:.1f} s in the queue, longer than its {record.max_wait:g} s; it was not run",
+    )
+    return True
 
 
 def _choose_model(ctx: context.WorkerContext, record: JobRecord) -> tuple[ModelSpec, str | None] | None:
