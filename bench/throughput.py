@@ -1,6 +1,7 @@
 """The throughput suite: the in-process ceiling and the real service, measured in ONE run on this machine.
 
-    .venv/bin/python bench/throughput.py [--model efficientnet-lite0] [--seconds 10] [--jobs 300]
+    .venv/bin/python bench/throughput.py [--model efficientnet-lite0] [--fast-model efficientnet-lite0-int8]
+                                         [--seconds 10] [--jobs 300] [--threads 8]
 
 On the same ~500 KB 1600x1600 JPEG photo, it measures:
 - the in-process ceiling: `run_classification` (decode, preprocess, the model, top-5) with no service
@@ -11,6 +12,9 @@ On the same ~500 KB 1600x1600 JPEG photo, it measures:
 - latency p50/p95/p99 from submit to result at 10 jobs/s and at 80% of saturation (open loop);
 - the service's own CPU per job: CPU seconds of Redis, the API and the workers, per job, less the ceiling's
   CPU per image (decode and inference);
+- the same saturation with a `threads` worker running `--threads` jobs at once, whose jobs share calls of the
+  model (dynamic batching), and the mean images per call;
+- the reduced-precision build (`--fast-model`): its ceiling and the service's saturation with it;
 and writes the table to stdout, `var/bench/throughput.json`, and `var/bench/latency.png` (latency against
 offered load). Timings on a shared machine are noisy: compare the figures of one run with each other.
 """
@@ -105,6 +109,8 @@ def ceiling(model: str, image: bytes, processes: int, seconds: float) -> dict[st
 class Service:
     root: Path
     concurrency: int
+    pool: str = "prefork"
+    warm: tuple[str, ...] = ("latest",)
     redis: EmbeddedRedis = field(init=False)
     worker: WorkerProcess = field(init=False)
     api: ApiProcess = field(init=False)
@@ -115,6 +121,8 @@ class Service:
             redis_url=self.redis.url,
             data_dir=self.root / "data",
             worker_concurrency=self.concurrency,
+            worker_pool=self.pool,
+            warm_models=list(self.warm),
             log_level="WARNING",
             rate_limit_ip=0,
             rate_limit_user=0,
@@ -136,17 +144,15 @@ class Service:
 
 
 @contextmanager
-def running(root: Path, concurrency: int) -> Iterator[Service]:
-    service = Service(root, concurrency)
-    service.redis.start()
-    service.worker.start()
-    service.api.start()
-    try:
+def running(
+    root: Path, concurrency: int, pool: str = "prefork", warm: tuple[str, ...] = ("latest",)
+) -> Iterator[Service]:
+    service = Service(root, concurrency, pool, warm)
+    with contextlib.ExitStack() as started:  # what started is stopped, even when a later start fails
+        for part in (service.redis, service.worker, service.api):
+            part.start()
+            started.callback(part.stop)
         yield service
-    finally:
-        service.api.stop()
-        service.worker.stop()
-        service.redis.stop()
 
 
 def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
@@ -217,11 +223,48 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 # --- the run -----------------------------------------------------------------------------------------
 
 
+def batch_stats(service: Service, model: str) -> tuple[int, int]:
+    """The cluster's (calls of `model`, images in them) so far."""
+    from visionq.inference.catalog import build_catalog
+    from visionq.jobs import keys
+
+    ref = build_catalog(Settings()).resolve(model).ref
+    client = redis.Redis.from_url(service.redis.url, decode_responses=True)
+    try:
+        calls, images = client.hmget(keys.inference_stats(ref), ["batch:count", "batch:sum"])
+    finally:
+        client.close()
+    return int(calls or 0), int(images or 0)
+
+
+def measure(service: Service, image: bytes, model: str, jobs: int, in_flight: int) -> dict[str, Any]:
+    """Saturate the service (closed loop) and account for what each job cost: CPU by role, Redis, batches."""
+    watched = service.processes()
+    before, client_before, redis_before = cpu_seconds(watched), time.process_time(), redis_stats(service)
+    batches_before = batch_stats(service, model)
+    rate, latencies = asyncio.run(saturate(service.api.url, image, model, jobs, in_flight))
+    after, client = cpu_seconds(watched), time.process_time() - client_before
+    by_role = {role: 1000 * (after[role] - before[role]) / jobs for role in after}
+    redis_after, batches_after = redis_stats(service), batch_stats(service, model)
+    calls = batches_after[0] - batches_before[0]
+    return {
+        "jobs_per_s": rate,
+        "redis_per_job": {k: (redis_after[k] - redis_before[k]) / jobs for k in redis_after},
+        "cpu_per_job_ms": sum(by_role.values()),
+        "cpu_per_job_by_role_ms": by_role,
+        "client_cpu_per_job_ms": 1000 * client / jobs,
+        "mean_batch": (batches_after[1] - batches_before[1]) / calls if calls else 0.0,
+        **percentiles(latencies),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--fast-model", default="efficientnet-lite0-int8", help="the reduced-precision build")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each ceiling and open-loop run")
     parser.add_argument("--jobs", type=int, default=300, help="jobs of each saturation run")
+    parser.add_argument("--threads", type=int, default=8, help="jobs at once of the threads-pool (batching) run")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     image = photo()
@@ -229,36 +272,32 @@ def main() -> None:
     report: dict[str, Any] = {"model": args.model, "runtime": runtime, "photo_bytes": len(image), "cores": cores}
 
     report["ceiling"] = ceiling(args.model, image, cores, args.seconds)
+    fast: dict[str, Any] = {"model": args.fast_model, "ceiling": ceiling(args.fast_model, image, cores, args.seconds)}
     with tempfile.TemporaryDirectory() as root:
         saturation: dict[int, dict[str, Any]] = {}
         for processes in sorted({1, cores}):
             with running(Path(root) / f"w{processes}", processes) as service:
-                watched = service.processes()
-                before, client_before, redis_before = cpu_seconds(watched), time.process_time(), redis_stats(service)
-                rate, latencies = asyncio.run(saturate(service.api.url, image, args.model, args.jobs, 4 * processes))
-                after, client = cpu_seconds(watched), time.process_time() - client_before
-                by_role = {role: 1000 * (after[role] - before[role]) / args.jobs for role in after}
-                redis_after = redis_stats(service)
-                saturation[processes] = {
-                    "jobs_per_s": rate,
-                    "redis_per_job": {k: (redis_after[k] - redis_before[k]) / args.jobs for k in redis_after},
-                    "cpu_per_job_ms": sum(by_role.values()),
-                    "cpu_per_job_by_role_ms": by_role,
-                    "client_cpu_per_job_ms": 1000 * client / args.jobs,
-                    **percentiles(latencies),
-                }
+                saturation[processes] = measure(service, image, args.model, args.jobs, 4 * processes)
                 if processes == cores:
-                    top = rate
-                    loads = [10.0, 0.5 * top, 0.8 * top, top]
+                    top = saturation[processes]["jobs_per_s"]
                     curve = []
-                    for load in loads:
+                    for load in (10.0, 0.5 * top, 0.8 * top, top):
                         observed = asyncio.run(offered(service.api.url, image, args.model, load, args.seconds))
                         curve.append({"offered_per_s": load, **percentiles(observed)})
+        with running(Path(root) / "threads", args.threads, pool="threads") as service:
+            report["batching"] = {
+                "threads": args.threads,
+                **measure(service, image, args.model, args.jobs, 2 * args.threads),
+            }
+        with running(Path(root) / "fast", cores, warm=("latest", args.fast_model)) as service:
+            fast["service"] = measure(service, image, args.fast_model, args.jobs, 4 * cores)
         report["saturation"] = saturation
         report["latency"] = curve
+        report["fast"] = fast
 
     full = saturation[cores]
     report["ratio"] = full["jobs_per_s"] / report["ceiling"]["images_per_s"]
+    fast["ratio"] = fast["service"]["jobs_per_s"] / fast["ceiling"]["images_per_s"]
     report["overhead_cpu_per_job_ms"] = full["cpu_per_job_ms"] - report["ceiling"]["cpu_per_image_ms"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "throughput.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -277,6 +316,16 @@ def _table(report: dict[str, Any]) -> str:
             for n, s in sorted(report["saturation"].items())
         ),
         ("ratio service / ceiling", f"{report['ratio']:.2f}"),
+        (
+            f"service, threads pool ({report['batching']['threads']} jobs at once)",
+            f"{report['batching']['jobs_per_s']:.1f} jobs/s, {report['batching']['mean_batch']:.1f} images per "
+            "call of the model (dynamic batching)",
+        ),
+        (
+            f"reduced precision: {report['fast']['model']}",
+            f"ceiling {report['fast']['ceiling']['images_per_s']:.1f} images/s, service "
+            f"{report['fast']['service']['jobs_per_s']:.1f} jobs/s (ratio {report['fast']['ratio']:.2f})",
+        ),
         *(
             (
                 f"latency at {point['offered_per_s']:.1f} jobs/s",
