@@ -8,12 +8,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from factories import cat_variants
+from factories import cat_variants, chelsea, encode
 from integration.conftest import StackFactory
 from integration.stack import ApiServer, WorkerProcess, submit, wait_terminal
 from visionq.settings import Settings
 
 CAT_JPEG = cat_variants()["jpeg"]
+#: Decoded in full (no draft mode for PNG), so the burst's jobs are still decoding when the first is done,
+#: even on a busy machine where the worker's threads start them some milliseconds apart.
+CAT_PNG = encode(chelsea().resize((1800, 1200)), "PNG")
 MAX_BATCH = 4
 BURST = 12
 MODEL = "efficientnet-lite0@1"
@@ -46,7 +49,7 @@ def test_a_burst_is_classified_in_shared_calls_of_the_model(
     with httpx.Client(base_url=server.url, timeout=30) as api:
         calls_before, images_before = batch_calls(api)
         worker.stop()  # the burst queues up, then reaches the worker's threads at once
-        job_ids = [submit(api, CAT_JPEG, top_k=3).json()["job_id"] for _ in range(BURST)]
+        job_ids = [submit(api, CAT_PNG, top_k=3).json()["job_id"] for _ in range(BURST)]
         worker.start()
         finals = [wait_terminal(api, job_id) for job_id in job_ids]
         results = [api.get(f"/result/{job_id}").json() for job_id in job_ids]

@@ -14,6 +14,7 @@ from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
 from visionq.jobs.states import Stage
+from visionq.jobs.store import QUEUED_FIELD
 from visionq.jobs.tracker import JobTracker
 
 STALE_AFTER = 20
@@ -52,6 +53,21 @@ def test_taking_a_job_claims_it_and_reads_it_in_one_go(redis_url: str, tracker: 
     assert taken.image == b"the image"
     assert late.claim.attempts == 0, "a finished job is not taken again"
     assert late.image is None
+
+
+def test_a_lost_message_is_queued_again_only_by_a_worker_of_its_own_queue(
+    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
+) -> None:
+    record = new_record()
+    create(redis_url, record)
+    redis_client.hset(keys.status(record.job_id), QUEUED_FIELD, "queue-b")  # as the API marks it; no message left
+
+    def lost(queue: str) -> list[str]:
+        found = tracker.lost_messages(queue, waited=0, image_ttl=IMAGE_TTL)
+        return [job_id for job_id, _ in found if job_id == record.job_id]
+
+    assert lost("queue-a") == [], "another queue's job is not this worker's to queue again"
+    assert lost("queue-b") == [record.job_id]
 
 
 def test_a_success_writes_to_a_closed_breaker_only_to_reset_its_failures(redis_client: redis.Redis) -> None:

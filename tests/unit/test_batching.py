@@ -55,6 +55,18 @@ def in_thread(work: Callable[[], Inferred]) -> tuple[threading.Thread, dict[str,
     return thread, out
 
 
+def burst(batcher: Batcher, markers: list[int]) -> list[tuple[threading.Thread, dict[str, object]]]:
+    """One thread per marker, each a job that infers its image once all of them hold a slot (are decoding)."""
+    all_preprocessing = threading.Barrier(len(markers))
+
+    def job(marker: int) -> Inferred:
+        with batcher.slot() as slot:
+            all_preprocessing.wait(JOIN)
+            return slot.infer(image(marker))
+
+    return [in_thread(lambda m=m: job(m)) for m in markers]  # type: ignore[misc]
+
+
 def finished(thread: threading.Thread) -> bool:
     thread.join(JOIN)
     return not thread.is_alive()
@@ -81,14 +93,8 @@ def test_a_lone_job_is_run_at_once_however_long_the_batch_may_wait() -> None:
 def test_a_burst_that_reaches_inference_together_shares_one_call() -> None:
     model = Model()
     batcher = Batcher(model.predict, max_size=8, max_wait=FOREVER)
-    all_preprocessing = threading.Barrier(5)
 
-    def job(marker: int) -> Inferred:
-        with batcher.slot() as slot:
-            all_preprocessing.wait(JOIN)
-            return slot.infer(image(marker))
-
-    runs = [in_thread(lambda m=m: job(m)) for m in range(5)]  # type: ignore[misc]
+    runs = burst(batcher, list(range(5)))
 
     assert all(finished(thread) for thread, _ in runs)
     results = [out["inferred"] for _, out in runs]
@@ -101,14 +107,8 @@ def test_a_burst_that_reaches_inference_together_shares_one_call() -> None:
 def test_no_call_takes_more_than_the_largest_batch() -> None:
     model = Model()
     batcher = Batcher(model.predict, max_size=4, max_wait=FOREVER)
-    all_preprocessing = threading.Barrier(10)
 
-    def job(marker: int) -> Inferred:
-        with batcher.slot() as slot:
-            all_preprocessing.wait(JOIN)
-            return slot.infer(image(marker % 10))
-
-    runs = [in_thread(lambda m=m: job(m)) for m in range(10)]  # type: ignore[misc]
+    runs = burst(batcher, list(range(10)))
 
     assert all(finished(thread) for thread, _ in runs)
     assert sum(model.calls) == 10
@@ -190,14 +190,8 @@ def test_jobs_that_arrive_while_a_call_runs_share_the_next_one() -> None:
 def test_a_failed_call_fails_every_job_in_it() -> None:
     model = Model(error=RuntimeError("the runtime broke"))
     batcher = Batcher(model.predict, max_size=8, max_wait=FOREVER)
-    all_preprocessing = threading.Barrier(3)
 
-    def job(marker: int) -> Inferred:
-        with batcher.slot() as slot:
-            all_preprocessing.wait(JOIN)
-            return slot.infer(image(marker))
-
-    runs = [in_thread(lambda m=m: job(m)) for m in range(3)]  # type: ignore[misc]
+    runs = burst(batcher, list(range(3)))
 
     assert all(finished(thread) for thread, _ in runs)
     assert model.calls == [3]

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from visionq.inference.classifier import Classifier
 from visionq.inference.spec import ModelSpec, Runtime
 
 __all__ = ["MIN_AGREEMENT", "ExportRefused", "Verification", "ensure_onnx", "verification_batch"]
@@ -117,26 +118,48 @@ def _export(spec: ModelSpec, path: Path, *, threads: int, minimum: float) -> Ver
             spec.model_copy(update={"runtime": Runtime.ONNX, "weights": str(partial)}), threads=threads
         )
         exported.setup("cpu")
-        batch = verification_batch(spec)
-        expected, got = reference.predict(batch), exported.predict(batch)
-        agreement = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
-        verification = Verification(
-            runtime=Runtime.ONNX.value,
-            agreement=agreement,
-            sample=len(batch),
-            max_abs_diff=float(np.max(np.abs(expected - got))),
-            seconds=round(time.perf_counter() - started, 3),
+        verification = compare(
+            reference,
+            exported,
+            verification_batch(spec),
+            started=started,
+            minimum=minimum,
+            what=f"{spec.ref}: the ONNX export",
+            against="PyTorch",
         )
-        if agreement < minimum:
-            raise ExportRefused(
-                f"{spec.ref}: the ONNX export agrees with PyTorch on {agreement:.1%} of {len(batch)} images, "
-                f"under the {minimum:.0%} required; it is not used"
-            )
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
     log.info("exported %s to ONNX: %s", spec.ref, verification)
     return verification
+
+
+def compare(
+    reference: Classifier,
+    candidate: Classifier,
+    sample: npt.NDArray[np.float32],
+    *,
+    started: float,
+    minimum: float,
+    what: str,
+    against: str,
+) -> Verification:
+    """How often `candidate` gives `reference`'s top-1 class on `sample`; `ExportRefused` (naming `what` and
+    `against`) under `minimum`. `started` is when the making of the candidate began."""
+    expected, got = reference.predict(sample), candidate.predict(sample)
+    agreement = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
+    if agreement < minimum:
+        raise ExportRefused(
+            f"{what} agrees with {against} on {agreement:.1%} of {len(sample)} images, "
+            f"under the {minimum:.0%} required; it is not used"
+        )
+    return Verification(
+        runtime=Runtime.ONNX.value,
+        agreement=agreement,
+        sample=len(sample),
+        max_abs_diff=float(np.max(np.abs(expected - got))),
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 @contextlib.contextmanager

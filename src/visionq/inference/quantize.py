@@ -25,14 +25,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from visionq.imaging.transforms import to_input
-from visionq.inference.export import (
-    ExportRefused,
-    Verification,
-    ensure_onnx,
-    fingerprint,
-    locked,
-    verification_batch,
-)
+from visionq.inference.export import Verification, compare, ensure_onnx, fingerprint, locked, verification_batch
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 
 __all__ = ["CALIBRATION_CROPS", "MIN_INT8_AGREEMENT", "ensure_int8", "photo_crops"]
@@ -138,21 +131,15 @@ def _quantize(exact: ModelSpec, source: Path, path: Path, *, threads: int, minim
         )
         reference.setup("cpu")
         build.setup("cpu")
-        sample = np.concatenate([photo_crops(exact, CHECK_CROPS, _CHECK_SEED), verification_batch(exact)])
-        expected, got = reference.predict(sample), build.predict(sample)
-        agreement = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
-        verification = Verification(
-            runtime=Runtime.ONNX.value,
-            agreement=agreement,
-            sample=len(sample),
-            max_abs_diff=float(np.max(np.abs(expected - got))),
-            seconds=round(time.perf_counter() - started, 3),
+        verification = compare(
+            reference,
+            build,
+            np.concatenate([photo_crops(exact, CHECK_CROPS, _CHECK_SEED), verification_batch(exact)]),
+            started=started,
+            minimum=minimum,
+            what=f"{exact.name}-int8: the int8 build",
+            against="the exact model",
         )
-        if agreement < minimum:
-            raise ExportRefused(
-                f"{exact.name}-int8: the int8 build agrees with the exact model on {agreement:.1%} of "
-                f"{len(sample)} images, under the {minimum:.0%} required; it is not used"
-            )
         partial.replace(path)
     finally:
         logging.getLogger().removeFilter(quiet)

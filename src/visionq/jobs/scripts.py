@@ -25,8 +25,8 @@ end
 """
 
 # KEYS: status, live, events, processing. ARGV: now, worker_id, deadline.
-# Returns {delivery number (attempts), crashes so far}, or 0 when the job is no longer live.
-CLAIM = (
+# Marks the job taken by this worker: a delivery more, processing, its deadline pushed on.
+_CLAIM_BODY = (
     _PUBLISH
     + _LIVE_JOB
     + """
@@ -37,9 +37,17 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'stage', 'initializing', 'wo
            'updated_at', ARGV[1], 'started_at', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], job_id)
 publish(KEYS[1], KEYS[3])
-return {attempts, tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')}
+local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
 """
 )
+
+# Returns {delivery number (attempts), crashes so far}, or 0 when the job is no longer live.
+CLAIM = _CLAIM_BODY + "return {attempts, crashes}\n"
+
+# KEYS: those of CLAIM, then the image. The same claim, returning what the worker needs to run the job
+# besides, in the same round trip: {attempts, crashes, the status hash (flat), the image or nil}; 0 when not live.
+TAKE = _CLAIM_BODY + "return {attempts, crashes, redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[5])}\n"
+
 
 # KEYS: status. ARGV: now, why the process died.
 # The pool process running the job died (seen by its parent). If it died reading or running the image

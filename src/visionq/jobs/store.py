@@ -17,6 +17,7 @@ from visionq.jobs.states import PRIORITY_STEPS, JobStatus
 
 ScriptCall = tuple[list[str], list[str | int | float]]
 #: The status-hash field that says the job's message was handed to the broker.
+#: The status-hash field naming the queue a job was handed to (set once its message is in the broker).
 QUEUED_FIELD = "queued"
 
 
@@ -173,12 +174,13 @@ class JobStore:
         (its priority and higher) times the mean processing time, shared among live workers.
         None until some job has completed, or while no worker is live.
 
-        With `queued` (a job id), that job is marked as handed to the broker in the same round trip: only
-        such a job is queued again if its message is lost (`JobTracker.lost_messages`); one whose queueing
-        failed was answered 503, and running it anyway would make a duplicate of the client's retry."""
+        With `queued` (a job id), that job is marked as handed to the broker on `queue` in the same round trip:
+        only such a job is queued again if its message is lost (`JobTracker.lost_messages`, by a worker of that
+        queue); one whose queueing failed was answered 503, and running it anyway would make a duplicate of the
+        client's retry."""
         async with self.redis.pipeline(transaction=False) as pipe:
             if queued is not None:
-                pipe.hset(keys.status(queued), QUEUED_FIELD, 1)
+                pipe.hset(keys.status(queued), QUEUED_FIELD, queue)
             for step in PRIORITY_STEPS:
                 if step <= broker_priority:
                     pipe.llen(keys.priority_list(queue, step))

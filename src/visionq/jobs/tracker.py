@@ -60,6 +60,7 @@ class JobTracker:
         self.result_ttl = result_ttl
         self.stale_after = stale_after
         self._claim = redis.register_script(scripts.CLAIM)
+        self._take = redis.register_script(scripts.TAKE)
         self._crashed = redis.register_script(scripts.CRASHED)
         self._advance = redis.register_script(scripts.ADVANCE)
         self._complete = redis.register_script(scripts.COMPLETE)
@@ -80,14 +81,12 @@ class JobTracker:
     def take(self, job_id: str) -> Taken:
         """`claim` the job and read it and its image, in one round trip (the hot path of every job)."""
         job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
-        with self.redis.pipeline(transaction=False) as pipe:
-            self._claim(keys=job_keys, args=args, client=pipe)
-            pipe.hgetall(keys.status(job_id))
-            pipe.get(keys.image(job_id))
-            reply, fields, image = pipe.execute()
-        claim = Claim(attempts=int(reply[0]), crashes=int(reply[1])) if isinstance(reply, list) else Claim(0, 0)
-        record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()}) if fields else None
-        return Taken(claim, record, image)
+        reply = self._take(keys=[*job_keys, keys.image(job_id)], args=args)
+        if not isinstance(reply, list):
+            return Taken(Claim(attempts=0, crashes=0), None, None)
+        attempts, crashes, flat, image = (*reply, None)[:4]  # a nil image ends the reply early
+        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return Taken(Claim(int(attempts), int(crashes)), JobRecord.from_redis(fields), image)
 
     def crashed(self, job_id: str, reason: str) -> int:
         """The process running the job died (`reason`, as its parent saw it): count it against the image if
@@ -152,10 +151,10 @@ class JobTracker:
     def lost_messages(
         self, queue: str, *, waited: float, image_ttl: int, now: float | None = None
     ) -> list[tuple[str, Priority]]:
-        """Queued jobs older than `waited` seconds whose Celery message is in no priority list and not held by
-        any worker: the message was lost (a worker's BRPOP answered as Redis went down takes it off the list
-        without ever reaching the worker). The caller queues them again; a second message for a job is
-        harmless, since a claim refuses a finished job."""
+        """Jobs queued on `queue` older than `waited` seconds whose Celery message is in none of its priority
+        lists and not held by any worker: the message was lost (a worker's BRPOP answered as Redis went down
+        takes it off the list without ever reaching the worker). The caller queues them again; a second message
+        for a job is harmless, since a claim refuses a finished job."""
         # A pending job's deadline in the live set is its creation + image_ttl (JobStore.create).
         cutoff = (now or time.time()) - waited + image_ttl
         overdue = self.redis.zrangebyscore(keys.LIVE_JOBS, "-inf", cutoff, start=0, num=SWEEP_BATCH)
@@ -166,11 +165,12 @@ class JobTracker:
             for job_id in candidates:
                 pipe.hmget(keys.status(job_id), ["status", "priority", QUEUED_FIELD])
             fields = pipe.execute()
-        # Only jobs the API handed to the broker: one whose queueing failed was answered 503 (see estimate_wait).
+        # Only jobs the API handed to the broker, on this queue: one whose queueing failed was answered 503 (see
+        # estimate_wait), and one of another queue has its message there, out of this worker's sight.
         pending = {
             job_id: Priority(_text(priority))
             for job_id, (state, priority, queued) in zip(candidates, fields, strict=True)
-            if state and priority and queued and _text(state) == JobStatus.PENDING
+            if state and priority and queued and _text(state) == JobStatus.PENDING and _text(queued) == queue
         }
         if not pending:
             return []
