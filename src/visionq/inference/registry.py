@@ -22,12 +22,17 @@ from visionq.inference.classifier import Classifier
 from visionq.inference.export import Verification
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 
-__all__ = ["ALL_MODELS", "ModelRegistry"]
+__all__ = ["ALL_MODELS", "ModelRegistry", "onnx_runs_on"]
 
 logger = logging.getLogger(__name__)
 
 #: The `warm` ref that means every model of the catalog.
 ALL_MODELS = "*"
+
+
+def onnx_runs_on(device: str, providers: list[str]) -> bool:
+    """Whether an ONNX Runtime with `providers` runs models on `device` ("cpu", "cuda", "cuda:1")."""
+    return not device.startswith("cuda") or "CUDAExecutionProvider" in providers
 
 
 class ModelRegistry:
@@ -129,6 +134,15 @@ class ModelRegistry:
             spec.model_copy(update={"runtime": Runtime.ONNX, "weights": str(path)}), threads=self.threads
         )
 
+    def _onnx_on_device(self) -> bool:
+        """Whether ONNX Runtime can run on this registry's device (on a GPU, only with onnxruntime-gpu)."""
+        import onnxruntime as ort
+
+        if onnx_runs_on(self.device, list(ort.get_available_providers())):
+            return True
+        logger.warning("onnxruntime has no CUDA provider: the exact built-in models run on PyTorch on %s", self.device)
+        return False
+
     def _lock_for(self, ref: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(ref, threading.Lock())
@@ -151,7 +165,8 @@ class ModelRegistry:
 
             model = OnnxClassifier(spec, threads=self.threads)
         elif spec.runtime == Runtime.TORCH and (
-            (self.builtin_onnx or spec.precision is Precision.INT8) and (exported := self._export(spec))
+            ((self.builtin_onnx and self._onnx_on_device()) or spec.precision is Precision.INT8)
+            and (exported := self._export(spec))
         ):
             model = exported
         else:
