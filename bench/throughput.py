@@ -299,6 +299,8 @@ def main() -> None:
     report["ratio"] = full["jobs_per_s"] / report["ceiling"]["images_per_s"]
     fast["ratio"] = fast["service"]["jobs_per_s"] / fast["ceiling"]["images_per_s"]
     report["overhead_cpu_per_job_ms"] = full["cpu_per_job_ms"] - report["ceiling"]["cpu_per_image_ms"]
+    # What the cores would carry with the load generator on another machine: all of them for the service.
+    report["ratio_client_elsewhere"] = (1000 * cores / full["cpu_per_job_ms"]) / report["ceiling"]["images_per_s"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "throughput.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     _plot(curve, OUT / "latency.png", args.model)
@@ -316,6 +318,10 @@ def _table(report: dict[str, Any]) -> str:
             for n, s in sorted(report["saturation"].items())
         ),
         ("ratio service / ceiling", f"{report['ratio']:.2f}"),
+        (
+            "  estimated, client elsewhere",
+            f"{report['ratio_client_elsewhere']:.2f} (the cores / the service's CPU per job, against the ceiling)",
+        ),
         (
             f"service, threads pool ({report['batching']['threads']} jobs at once)",
             f"{report['batching']['jobs_per_s']:.1f} jobs/s, {report['batching']['mean_batch']:.1f} images per "

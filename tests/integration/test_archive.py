@@ -185,7 +185,7 @@ def test_the_archiver_writes_accepted_then_finished_jobs_and_empties_the_outbox(
     assert archive.find(done.job_id).status == "pending"  # type: ignore[union-attr]
     assert sync_redis.zcard(keys.ARCHIVE_OUTBOX) == 0
 
-    tracker.claim(done.job_id)
+    tracker.take(done.job_id)
     result = result_for(done)
     tracker.complete(result)
     tracker.fail(cancelled.job_id, "internal_error", "gave up")

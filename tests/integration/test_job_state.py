@@ -89,7 +89,7 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     record = new_record()
     create(redis_url, record)
 
-    assert tracker.claim(record.job_id) == (1, 0)
+    assert tracker.take(record.job_id).claim == (1, 0)
     assert redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
     assert tracker.advance(record.job_id, Stage.INFERENCE)
     assert tracker.advance(record.job_id, Stage.PREPROCESSING)  # a redelivery restarting its stages…
@@ -99,7 +99,7 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     assert not tracker.complete(result_for(record)), "a second result is refused"
     assert not tracker.fail(record.job_id, "internal_error", "late failure"), "a finished job cannot fail"
     assert not tracker.advance(record.job_id, Stage.POSTPROCESSING)
-    assert tracker.claim(record.job_id).attempts == 0
+    assert tracker.take(record.job_id).claim.attempts == 0
     status = redis_client.hgetall(keys.status(record.job_id))
     assert (status["status"], status["progress"], status["attempts"]) == ("completed", "100", "1")
     assert redis_client.exists(keys.image(record.job_id)) == 0
@@ -115,12 +115,12 @@ def test_a_process_that_died_on_the_image_is_counted_with_its_evidence(
     record = new_record()
     create(redis_url, record)
 
-    tracker.claim(record.job_id)
+    tracker.take(record.job_id)
     assert tracker.crashed(record.job_id, "signal 9") == 0, "died before touching the image: not the image's fault"
-    assert tracker.claim(record.job_id) == (2, 0)
+    assert tracker.take(record.job_id).claim == (2, 0)
     tracker.advance(record.job_id, Stage.PREPROCESSING)
     assert tracker.crashed(record.job_id, "signal 9 (SIGKILL)") == 1
-    assert tracker.claim(record.job_id) == (3, 1)
+    assert tracker.take(record.job_id).claim == (3, 1)
     tracker.advance(record.job_id, Stage.INFERENCE)
     assert tracker.crashed(record.job_id, "exitcode 139") == 2
 
@@ -141,7 +141,7 @@ def test_every_change_is_published(redis_url: str, redis_client: redis.Redis, tr
     pubsub.subscribe(keys.events(record.job_id))
     assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
 
-    tracker.claim(record.job_id)
+    tracker.take(record.job_id)
     tracker.advance(record.job_id, Stage.PREPROCESSING)
     tracker.fail(record.job_id, "invalid_image", "bad bytes")
 
@@ -155,7 +155,7 @@ def test_sweeper_fails_jobs_past_their_deadline(redis_url: str, redis_client: re
     queued, abandoned, fresh = new_record(), new_record(), new_record()
     for record in (queued, abandoned, fresh):
         create(redis_url, record)
-    tracker.claim(abandoned.job_id)
+    tracker.take(abandoned.job_id)
 
     # A processing job is overdue after STALE_AFTER without progress; a queued one once its image expired.
     assert tracker.sweep(now=time.time() + STALE_AFTER + 1) == [abandoned.job_id]

@@ -24,9 +24,11 @@ local function publish(status_key, channel)
 end
 """
 
-# KEYS: status, live, events, processing. ARGV: now, worker_id, deadline.
-# Marks the job taken by this worker: a delivery more, processing, its deadline pushed on.
-_CLAIM_BODY = (
+# KEYS: status, live, events, processing, image. ARGV: now, worker_id, deadline.
+# Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
+# the worker needs to run it, in the same round trip: {delivery number (attempts), crashes so far, the status
+# hash (flat), the image or nil}; 0 when the job is no longer live.
+TAKE = (
     _PUBLISH
     + _LIVE_JOB
     + """
@@ -38,15 +40,9 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'stage', 'initializing', 'wo
 redis.call('ZADD', KEYS[2], ARGV[3], job_id)
 publish(KEYS[1], KEYS[3])
 local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
+return {attempts, crashes, redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[5])}
 """
 )
-
-# Returns {delivery number (attempts), crashes so far}, or 0 when the job is no longer live.
-CLAIM = _CLAIM_BODY + "return {attempts, crashes}\n"
-
-# KEYS: those of CLAIM, then the image. The same claim, returning what the worker needs to run the job
-# besides, in the same round trip: {attempts, crashes, the status hash (flat), the image or nil}; 0 when not live.
-TAKE = _CLAIM_BODY + "return {attempts, crashes, redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[5])}\n"
 
 
 # KEYS: status. ARGV: now, why the process died.

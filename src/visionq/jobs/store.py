@@ -16,7 +16,6 @@ from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus
 
 ScriptCall = tuple[list[str], list[str | int | float]]
-#: The status-hash field that says the job's message was handed to the broker.
 #: The status-hash field naming the queue a job was handed to (set once its message is in the broker).
 QUEUED_FIELD = "queued"
 

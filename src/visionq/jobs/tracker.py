@@ -47,7 +47,7 @@ class JobTracker:
     """Moves jobs through their stages on behalf of one worker process.
 
     >>> tracker = JobTracker(redis, worker_id="w1@host", result_ttl=3600, stale_after=300)  # doctest: +SKIP
-    >>> attempts = tracker.claim(job_id)                                                   # doctest: +SKIP
+    >>> taken = tracker.take(job_id)                                                       # doctest: +SKIP
     >>> tracker.advance(job_id, Stage.PREPROCESSING)                                       # doctest: +SKIP
     """
 
@@ -59,7 +59,6 @@ class JobTracker:
         self.worker_id = worker_id
         self.result_ttl = result_ttl
         self.stale_after = stale_after
-        self._claim = redis.register_script(scripts.CLAIM)
         self._take = redis.register_script(scripts.TAKE)
         self._crashed = redis.register_script(scripts.CRASHED)
         self._advance = redis.register_script(scripts.ADVANCE)
@@ -69,22 +68,15 @@ class JobTracker:
     def _deadline(self) -> float:
         return time.time() + self.stale_after
 
-    def claim(self, job_id: str) -> Claim:
-        """Mark the job as taken by this worker: its delivery count (0 if it is no longer live), and how many
-        earlier deliveries' processes died while reading or running its image."""
-        job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
-        reply = self._claim(keys=job_keys, args=args)
-        if not isinstance(reply, list):
-            return Claim(attempts=0, crashes=0)
-        return Claim(attempts=int(reply[0]), crashes=int(reply[1]))
-
     def take(self, job_id: str) -> Taken:
-        """`claim` the job and read it and its image, in one round trip (the hot path of every job)."""
+        """Mark the job as taken by this worker and read it and its image, in one round trip (the hot path of
+        every job). Its `claim` says which delivery this is (0: the job is no longer live) and how many earlier
+        deliveries' processes died while reading or running the image."""
         job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
         reply = self._take(keys=[*job_keys, keys.image(job_id)], args=args)
         if not isinstance(reply, list):
             return Taken(Claim(attempts=0, crashes=0), None, None)
-        attempts, crashes, flat, image = (*reply, None)[:4]  # a nil image ends the reply early
+        attempts, crashes, flat, image = (*reply, None)[:4]  # an expired image: nil, or no fourth item
         fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Taken(Claim(int(attempts), int(crashes)), JobRecord.from_redis(fields), image)
 
