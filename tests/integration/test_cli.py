@@ -240,3 +240,19 @@ def _jobs_submitted(env: dict[str, str]) -> float:
         for line in metrics.splitlines()
         if line.startswith("visionq_http_requests_total{") and 'route="/classify"' in line
     )
+
+
+def test_prepare_makes_the_checked_exports_a_worker_will_find(tmp_path: Path) -> None:
+    env = {**os.environ, "VISIONQ_MODEL_CACHE_DIR": str(tmp_path), "COLUMNS": "200"}
+
+    made = visionq("prepare", "latest", "efficientnet-lite0-int8", env=env)
+    unknown = visionq("prepare", "no-such-model", env=env)
+
+    assert made.returncode == 0, made.stderr
+    assert re.search(r"efficientnet-lite0@1\s+│\s+onnx\s+│\s+100\.0% of 64", made.stdout), made.stdout
+    assert re.search(r"efficientnet-lite0-int8@1\s+│\s+onnx\s+│\s+\d+\.\d% of 192", made.stdout), made.stdout
+    exports = sorted(p.name for p in tmp_path.glob("*.onnx"))
+    assert [name.rsplit("-", 1)[0] for name in exports] == ["efficientnet-lite0", "efficientnet-lite0-int8"]
+    assert all(Path(tmp_path / name).with_suffix(".json").exists() for name in exports), "each with its check"
+    assert unknown.returncode == 2
+    assert "Unknown model 'no-such-model'" in unknown.stderr

@@ -3,6 +3,7 @@ does not agree; the registry then serves the model from the export, or from PyTo
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def test_an_export_that_agrees_is_kept_and_then_reused(cache: Path) -> None:
     assert path.stat().st_mtime_ns == made, "the cached file is used, not made again"
     assert int(served.predict(_chelsea_batch()).argmax()) == EGYPTIAN_CAT
     assert [p.name for p in cache.iterdir() if p.suffix == ".partial"] == []
+
+
+def test_a_prepared_cache_is_read_without_taking_the_lock(cache: Path, tmp_path: Path) -> None:
+    # As an image built with `visionq prepare` runs it: the finished files are there, perhaps read-only.
+    made, verification = ensure_onnx(LITE0, cache, threads=1)
+    for part in (made, made.with_suffix(".json")):
+        shutil.copy(part, tmp_path / part.name)
+
+    path, read = ensure_onnx(LITE0, tmp_path, threads=1)
+
+    assert (path, read) == (tmp_path / made.name, verification)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".onnx"], "no lock file was made"
 
 
 def test_an_export_under_the_agreement_required_is_refused(tmp_path: Path) -> None:

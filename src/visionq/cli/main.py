@@ -94,6 +94,47 @@ def worker(
     )
 
 
+@app.command()
+def prepare(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models to prepare: `latest`, names, `name@version`, `*` (default: VISIONQ_WARM_MODELS)."),
+    ] = None,
+) -> None:
+    """Make the built-in models' checked ONNX exports and int8 builds now, in VISIONQ_MODEL_CACHE_DIR, so that
+    no worker makes them at its first start (run it at set-up, e.g. in the worker image's build)."""
+    from rich.table import Table
+
+    from visionq.errors import VisionqError
+    from visionq.inference.catalog import build_catalog
+    from visionq.inference.registry import ModelRegistry
+    from visionq.settings import BuiltinRuntime
+
+    settings = load_settings()
+    configure_logging(settings)
+    registry = ModelRegistry(
+        build_catalog(settings),
+        threads=settings.threads_per_job,
+        cache=settings.model_cache,
+        builtin_onnx=settings.builtin_runtime is BuiltinRuntime.ONNX,
+    )
+    try:
+        specs = registry.warm(models or settings.warm_models)
+    except VisionqError as exc:
+        errors.print(f"error: {exc.detail}")
+        raise typer.Exit(2) from exc
+    table = Table("model", "runs on", "agreement", "seconds", title=f"prepared in {settings.model_cache}")
+    for spec in specs:
+        check = registry.exports.get(spec.ref)
+        table.add_row(
+            spec.ref,
+            check.runtime if check else spec.runtime.value,
+            f"{check.agreement:.1%} of {check.sample}" if check else "-",
+            f"{registry.load_seconds[spec.ref]:.1f}",
+        )
+    console.print(table)
+
+
 @app.command("worker-alive", hidden=True)
 def worker_alive(
     callbacks: Annotated[bool, typer.Option("--callbacks", help="Check a callbacks worker instead.")] = False,

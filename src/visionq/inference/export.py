@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +29,17 @@ from PIL import Image
 from visionq.inference.classifier import Classifier
 from visionq.inference.spec import ModelSpec, Runtime
 
-__all__ = ["MIN_AGREEMENT", "ExportRefused", "Verification", "ensure_onnx", "verification_batch"]
+__all__ = [
+    "MIN_AGREEMENT",
+    "ExportRefused",
+    "Verification",
+    "cached",
+    "compare",
+    "ensure_onnx",
+    "fingerprint",
+    "locked",
+    "verification_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +89,22 @@ def ensure_onnx(
     """The verified ONNX file of the built-in model `spec` in `cache_dir`, exported first if need be."""
     if spec.runtime != Runtime.TORCH:
         raise ValueError(f"{spec.ref}: only built-in models are exported, not runtime {spec.runtime.value!r}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{spec.weights}-{fingerprint(spec)}.onnx"
+    return cached(path, lambda: _export(spec, path, threads=threads, minimum=minimum))
+
+
+def cached(path: Path, make: Callable[[], Verification]) -> tuple[Path, Verification]:
+    """`path` and its check, made by `make` (which writes `path`) unless a finished one is there: its record
+    (`.json`) is written last. Only the making takes the lock, so a cache prepared at set-up may be read-only."""
     record = path.with_suffix(".json")
-    with locked(path.with_suffix(".lock")):
-        if path.exists() and record.exists():
-            return path, Verification(**json.loads(record.read_text(encoding="utf-8")))
-        verification = _export(spec, path, threads=threads, minimum=minimum)
-        record.write_text(json.dumps(asdict(verification), indent=2) + "\n", encoding="utf-8")
-    return path, verification
+    if not (path.exists() and record.exists()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(path.with_suffix(".lock")):
+            if not (path.exists() and record.exists()):  # another process may have made it meanwhile
+                verification = make()
+                record.write_text(json.dumps(asdict(verification), indent=2) + "\n", encoding="utf-8")
+                return path, verification
+    return path, Verification(**json.loads(record.read_text(encoding="utf-8")))
 
 
 def fingerprint(spec: ModelSpec, extra: str = "") -> str:

@@ -12,11 +12,9 @@ Dynamic int8 quantisation is not offered: on these models it is both slower and 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from visionq.imaging.transforms import to_input
-from visionq.inference.export import Verification, compare, ensure_onnx, fingerprint, locked, verification_batch
+from visionq.inference.export import Verification, cached, compare, ensure_onnx, fingerprint, verification_batch
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 
 __all__ = ["CALIBRATION_CROPS", "MIN_INT8_AGREEMENT", "ensure_int8", "photo_crops"]
@@ -75,13 +73,7 @@ def ensure_int8(
 
     made_by = f"int8 onnxruntime {onnxruntime.__version__}|crops {CALIBRATION_CROPS} {CHECK_CROPS}"
     path = cache_dir / f"{spec.weights}-int8-{fingerprint(exact, made_by)}.onnx"
-    record = path.with_suffix(".json")
-    with locked(path.with_suffix(".lock")):
-        if path.exists() and record.exists():
-            return path, Verification(**json.loads(record.read_text(encoding="utf-8")))
-        verification = _quantize(exact, source, path, threads=threads, minimum=minimum)
-        record.write_text(json.dumps(asdict(verification), indent=2) + "\n", encoding="utf-8")
-    return path, verification
+    return cached(path, lambda: _quantize(exact, source, path, threads=threads, minimum=minimum))
 
 
 def _softmax_nodes(model: Path) -> list[str]:
