@@ -65,12 +65,12 @@ def ensure_int8(
 ) -> tuple[Path, Verification]:
     """The checked static int8 build of the built-in model `spec` (precision int8) in `cache_dir`, made first
     (with the exact model's export) if need be; refused under `minimum` agreement."""
+    import onnxruntime
+
     if spec.precision is not Precision.INT8 or spec.runtime is not Runtime.TORCH:
         raise ValueError(f"{spec.ref}: only the int8 builds of built-in models are quantised")
     exact = spec.model_copy(update={"name": spec.weights, "precision": Precision.FP32})
     source, _ = ensure_onnx(exact, cache_dir, threads=threads)
-    import onnxruntime
-
     made_by = f"int8 onnxruntime {onnxruntime.__version__}|crops {CALIBRATION_CROPS} {CHECK_CROPS}"
     path = cache_dir / f"{spec.weights}-int8-{fingerprint(exact, made_by)}.onnx"
     return cached(path, lambda: _quantize(exact, source, path, threads=threads, minimum=minimum))
@@ -137,5 +137,5 @@ def _quantize(exact: ModelSpec, source: Path, path: Path, *, threads: int, minim
         logging.getLogger().removeFilter(quiet)
         prepared.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
-    log.info("quantised %s to int8: %s", exact.ref, verification)
+    log.info("made the int8 build of %s: %s", exact.ref, verification)
     return verification
