@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -58,7 +58,7 @@ class _Waiting:
     done: bool = False
     result: Inferred | None = None
     error: BaseException | None = None
-    leader: bool = field(default=False)
+    leader: bool = False
     waited: float = 0.0
 
 

@@ -116,18 +116,10 @@ class JobTracker:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl)
         return bool(self._finish(keys=job_keys, args=args))
 
-    def record_inference(
-        self, model_ref: str, seconds: float, images: int = 1, *, pipe: Pipeline | None = None
-    ) -> None:
-        """Add one observation per image to the cluster-wide inference histogram, and one per batch (a call
-        of the model) to the batch-size histogram. Each observation counts in its own bucket only (`in:`);
-        `/metrics` adds them up into Prometheus's cumulative buckets, so a call costs six increments. With
-        `pipe`, they are queued there instead of sent."""
-        if pipe is None:
-            with self.redis.pipeline(transaction=True) as own:
-                self.record_inference(model_ref, seconds, images, pipe=own)
-                own.execute()
-            return
+    def record_inference(self, model_ref: str, seconds: float, images: int, *, pipe: Pipeline) -> None:
+        """Queue in `pipe` one observation per image for the cluster-wide inference histogram, and one per batch
+        (a call of the model) for the batch-size histogram. Each observation counts in its own bucket only
+        (`in:`); `/metrics` adds them up into Prometheus's cumulative buckets, so a call costs six increments."""
         key = keys.inference_stats(model_ref)
         bound = next((b for b in INFERENCE_BUCKETS if seconds <= b), None)
         if bound is not None:
