@@ -38,6 +38,9 @@ class Service:
         self.redis = EmbeddedRedis(root / "redis", persistent=True)
         self.settings = Settings(
             **{**FAST_RECOVERY, "worker_concurrency": 2},
+            # A fetch answered just as Redis stops loses its message (see JobTracker.lost_messages): queue such
+            # jobs again within the test's time rather than after the default two minutes.
+            requeue_lost_after=5.0,
             redis_url=self.redis.url,
             data_dir=root / "data",
             queue="visionq-test-chaos",
@@ -73,6 +76,7 @@ def statuses(api: httpx.Client, job_ids: list[str]) -> dict[str, str]:
     return found
 
 
+@pytest.mark.timeout(60 + 60 + SETTLE_TIMEOUT + 60)
 def test_a_redis_restart_with_aof_under_load_loses_no_accepted_job(service: Service) -> None:
     accepted: list[str] = []
     refused: list[int] = []
@@ -113,7 +117,11 @@ def test_a_redis_restart_with_aof_under_load_loses_no_accepted_job(service: Serv
             found = statuses(api, accepted)
             return all(status in ("completed", "failed", "cancelled") for status in found.values())
 
-        wait_for(all_terminal, SETTLE_TIMEOUT, "every accepted job to finish", interval=0.5)
+        try:
+            wait_for(all_terminal, SETTLE_TIMEOUT, "every accepted job to finish", interval=0.5)
+        except AssertionError:
+            unfinished = {job: s for job, s in statuses(api, accepted).items() if s not in ("completed", "failed")}
+            pytest.fail(f"{len(unfinished)} of {len(accepted)} accepted jobs never finished: {unfinished}")
         final = statuses(api, accepted)
     assert set(final.values()) == {"completed"}, {job: s for job, s in final.items() if s != "completed"}
     assert refused, "the submitters met the outage (else the test proved nothing)"
@@ -122,9 +130,7 @@ def test_a_redis_restart_with_aof_under_load_loses_no_accepted_job(service: Serv
 def test_with_redis_stopped_submits_get_503_and_all_recovers_when_it_returns(service: Service) -> None:
     with httpx.Client(base_url=service.api.url, timeout=5) as api:  # a hang would fail at 5 s
         service.redis.stop()
-        started = time.perf_counter()
         down = submit(api, CAT, "cat.jpg")
-        time.perf_counter() - started
         assert down.status_code == 503
         assert down.json()["code"] == "broker_unavailable"
         assert int(down.headers["retry-after"]) > 0

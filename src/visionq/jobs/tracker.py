@@ -158,7 +158,9 @@ class JobTracker:
         }
         if not pending:
             return []
-        with self.redis.pipeline(transaction=False) as pipe:
+        # One snapshot (MULTI), so a message moved between our reads is not missed. Kombu's own move (BRPOP, then
+        # the unacked write) leaves a message in neither for a moment: at worst that queues a harmless duplicate.
+        with self.redis.pipeline(transaction=True) as pipe:
             for step in PRIORITY_STEPS:
                 pipe.lrange(keys.priority_list(queue, step), 0, -1)
             pipe.hvals(keys.BROKER_UNACKED)

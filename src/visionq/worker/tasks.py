@@ -147,8 +147,8 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
             draft=ctx.settings.jpeg_draft,
             batcher=ctx.batcher(classifier),
         )
-    except (JobNoLongerLive, VisionqError):
-        raise  # cancelled, or the input's fault: not the model's
+    except (JobNoLongerLive, VisionqError, RedisError):
+        raise  # cancelled, the input's fault, or Redis away (the job's stage could not be saved): not the model's
     except Exception as exc:
         ctx.breakers.failed(spec.ref, f"{spec.ref} failed a job: {type(exc).__name__}: {exc}")
         raise
