@@ -49,6 +49,9 @@ from factories import chelsea
 from integration.stack import ApiProcess, WorkerProcess
 from visionq.client import AsyncClient
 from visionq.embedded import EmbeddedRedis
+from visionq.inference.catalog import build_catalog
+from visionq.inference.quantize import int8_unsupported
+from visionq.inference.spec import Precision
 from visionq.settings import BuiltinRuntime, Settings
 
 OUT = Path("var/bench")
@@ -272,7 +275,12 @@ def main() -> None:
     report: dict[str, Any] = {"model": args.model, "runtime": runtime, "photo_bytes": len(image), "cores": cores}
 
     report["ceiling"] = ceiling(args.model, image, cores, args.seconds)
-    fast: dict[str, Any] = {"model": args.fast_model, "ceiling": ceiling(args.fast_model, image, cores, args.seconds)}
+    fast: dict[str, Any] = {"model": args.fast_model}
+    int8 = build_catalog(Settings()).resolve(args.fast_model).precision is Precision.INT8
+    if int8 and (why := int8_unsupported()):
+        fast["skipped"] = why  # refused on this CPU (docs/models.md)
+    else:
+        fast["ceiling"] = ceiling(args.fast_model, image, cores, args.seconds)
     with tempfile.TemporaryDirectory() as root:
         saturation: dict[int, dict[str, Any]] = {}
         for processes in sorted({1, cores}):
@@ -289,15 +297,16 @@ def main() -> None:
                 "threads": args.threads,
                 **measure(service, image, args.model, args.jobs, 2 * args.threads),
             }
-        with running(Path(root) / "fast", cores, warm=("latest", args.fast_model)) as service:
-            fast["service"] = measure(service, image, args.fast_model, args.jobs, 4 * cores)
+        if "ceiling" in fast:
+            with running(Path(root) / "fast", cores, warm=("latest", args.fast_model)) as service:
+                fast["service"] = measure(service, image, args.fast_model, args.jobs, 4 * cores)
+                fast["ratio"] = fast["service"]["jobs_per_s"] / fast["ceiling"]["images_per_s"]
         report["saturation"] = saturation
         report["latency"] = curve
         report["fast"] = fast
 
     full = saturation[cores]
     report["ratio"] = full["jobs_per_s"] / report["ceiling"]["images_per_s"]
-    fast["ratio"] = fast["service"]["jobs_per_s"] / fast["ceiling"]["images_per_s"]
     report["overhead_cpu_per_job_ms"] = full["cpu_per_job_ms"] - report["ceiling"]["cpu_per_image_ms"]
     # What the cores would carry with the load generator on another machine: all of them for the service.
     report["ratio_client_elsewhere"] = (1000 * cores / full["cpu_per_job_ms"]) / report["ceiling"]["images_per_s"]
@@ -327,11 +336,7 @@ def _table(report: dict[str, Any]) -> str:
             f"{report['batching']['jobs_per_s']:.1f} jobs/s, {report['batching']['mean_batch']:.1f} images per "
             "call of the model (dynamic batching)",
         ),
-        (
-            f"reduced precision: {report['fast']['model']}",
-            f"ceiling {report['fast']['ceiling']['images_per_s']:.1f} images/s, service "
-            f"{report['fast']['service']['jobs_per_s']:.1f} jobs/s (ratio {report['fast']['ratio']:.2f})",
-        ),
+        (f"reduced precision: {report['fast']['model']}", _fast(report["fast"])),
         *(
             (
                 f"latency at {point['offered_per_s']:.1f} jobs/s",
@@ -353,6 +358,15 @@ def _table(report: dict[str, Any]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+
+
+def _fast(fast: dict[str, Any]) -> str:
+    if "skipped" in fast:
+        return f"not measured: {fast['skipped']}"
+    return (
+        f"ceiling {fast['ceiling']['images_per_s']:.1f} images/s, service {fast['service']['jobs_per_s']:.1f} jobs/s "
+        f"(ratio {fast['ratio']:.2f})"
+    )
 
 
 def _plot(curve: list[dict[str, float]], path: Path, model: str) -> None:

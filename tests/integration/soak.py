@@ -100,6 +100,7 @@ class _Soak:
         self.redis = EmbeddedRedis(root / "redis", persistent=True)
         self.settings = Settings(
             **{**FAST_RECOVERY, "log_level": "ERROR"},
+            requeue_lost_after=5.0,  # a fetch cut off by a Redis restart loses its message: queue it again soon
             redis_url=self.redis.url,
             data_dir=root / "data",
             queue="visionq-soak",

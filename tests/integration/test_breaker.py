@@ -1,6 +1,6 @@
-"""The circuit breaker and the fallback model, on a real stack: a model whose weights cannot load opens its
-breaker; jobs that allow it are served by the fallback, the others fail at once; once the weights are back,
-the breaker's probe closes it.
+"""The circuit breaker and the fallback model, on a real stack: a model whose weights cannot load (at the
+worker's start, or later) opens its breaker; jobs that allow it are served by the fallback, the others fail
+at once; once the weights are back, the breaker's probe closes it.
 
 The models are this module's own (`flaky`, served by `tiny` while it is down), so no other test shares
 their breakers in Redis.
@@ -46,7 +46,7 @@ def api(start_stack: StackFactory, models: Path) -> Iterator[httpx.Client]:
     _, _, server = start_stack(
         "breaker",
         model_dir=models,
-        warm_models=["steady"],
+        warm_models=["steady", "flaky"],  # flaky cannot load: the worker starts all the same
         fallback_model="steady",
         breaker_cooldown=COOLDOWN,
         max_attempts=3,
@@ -61,6 +61,10 @@ def model(api: httpx.Client, name: str) -> dict[str, Any]:
 
 
 def test_a_model_that_cannot_load_is_replaced_by_the_fallback_then_restored(api: httpx.Client, models: Path) -> None:
+    # The worker tried to warm it at start, and serves the other models with its breaker open.
+    assert (model(api, "flaky")["loaded"], model(api, "flaky")["breaker"]) == (False, "open")
+    assert model(api, "steady")["loaded"]
+
     job_id = submit(api, RED, model_version="flaky").json()["job_id"]
     assert wait_terminal(api, job_id)["status"] == "completed"
 

@@ -21,6 +21,7 @@ from integration.stack import ApiServer, WorkerProcess
 from terminal import run_in_terminal
 from tests_support import CAT_CLASSES
 from visionq.embedded import free_port
+from visionq.inference.quantize import int8_unsupported
 from visionq.settings import Settings
 
 Stack = tuple[Settings, WorkerProcess, ApiServer]
@@ -248,11 +249,18 @@ def test_prepare_makes_the_checked_exports_a_worker_will_find(tmp_path: Path) ->
     made = visionq("prepare", "latest", "efficientnet-lite0-int8", env=env)
     unknown = visionq("prepare", "no-such-model", env=env)
 
-    assert made.returncode == 0, made.stderr
     assert re.search(r"efficientnet-lite0@1\s+│\s+onnx\s+│\s+100\.0% of 64", made.stdout), made.stdout
-    assert re.search(r"efficientnet-lite0-int8@1\s+│\s+onnx\s+│\s+\d+\.\d% of 192", made.stdout), made.stdout
     exports = sorted(p.name for p in tmp_path.glob("*.onnx"))
-    assert [name.rsplit("-", 1)[0] for name in exports] == ["efficientnet-lite0", "efficientnet-lite0-int8"]
     assert all(Path(tmp_path / name).with_suffix(".json").exists() for name in exports), "each with its check"
+    why = int8_unsupported()
+    if why is None:
+        assert made.returncode == 0, made.stderr
+        assert re.search(r"efficientnet-lite0-int8@1\s+│\s+onnx\s+│\s+\d+\.\d% of 192", made.stdout), made.stdout
+        assert [name.rsplit("-", 1)[0] for name in exports] == ["efficientnet-lite0", "efficientnet-lite0-int8"]
+    else:  # the others are made; the refused one is listed, with why, and the exit status says so
+        assert made.returncode == 1
+        assert re.search(r"efficientnet-lite0-int8@1\s+│\s+not prepared", made.stdout), made.stdout
+        assert why in " ".join(made.stderr.split()), made.stderr
+        assert [name.rsplit("-", 1)[0] for name in exports] == ["efficientnet-lite0"]
     assert unknown.returncode == 2
     assert "Unknown model 'no-such-model'" in unknown.stderr

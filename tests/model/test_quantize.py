@@ -1,5 +1,7 @@
 """The static int8 builds of the built-in models: calibrated on shipped photos, checked against the exact
-model, cached, refused under the bar, and served by the registry as their own model."""
+model, cached, refused under the bar, and served by the registry as their own model; refused at once on a CPU
+without VNNI. The builds are made and served only where this machine's CPU has VNNI; the machinery that
+refuses a build is tested everywhere."""
 
 from __future__ import annotations
 
@@ -11,16 +13,19 @@ import pytest
 
 from factories import chelsea
 from visionq.imaging.transforms import to_input
+from visionq.inference import quantize
 from visionq.inference.catalog import BUILTIN_SPECS, Catalog
 from visionq.inference.export import ExportRefused, ensure_onnx
 from visionq.inference.onnx_backend import OnnxClassifier
-from visionq.inference.quantize import MIN_INT8_AGREEMENT, ensure_int8, photo_crops
+from visionq.inference.quantize import MIN_INT8_AGREEMENT, ensure_int8, int8_unsupported, photo_crops
 from visionq.inference.registry import ModelRegistry
 from visionq.inference.spec import Precision, Runtime
 
 LITE0 = BUILTIN_SPECS[0]
 LITE0_INT8 = next(spec for spec in BUILTIN_SPECS if spec.name == "efficientnet-lite0-int8")
 EGYPTIAN_CAT = 285
+#: Builds that agree are made only on a CPU that runs them well; elsewhere the refusal's tests run.
+needs_vnni = pytest.mark.skipif(int8_unsupported() is not None, reason=f"int8 not served here: {int8_unsupported()}")
 
 
 def _chelsea_batch() -> np.ndarray:
@@ -49,6 +54,7 @@ def test_the_photo_crops_are_fixed_by_their_seed() -> None:
     assert not np.array_equal(first, other)
 
 
+@needs_vnni
 def test_an_int8_build_that_agrees_is_kept_reused_and_served(cache: Path) -> None:
     path, verification = ensure_int8(LITE0_INT8, cache, threads=1)
     made = path.stat().st_mtime_ns
@@ -69,7 +75,10 @@ def test_an_int8_build_that_agrees_is_kept_reused_and_served(cache: Path) -> Non
     assert not [p.name for p in cache.iterdir() if p.suffix in {".partial", ".prepared"}]
 
 
-def test_an_int8_build_under_the_agreement_required_is_refused(cache: Path, tmp_path: Path) -> None:
+def test_an_int8_build_under_the_agreement_required_is_refused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "int8_unsupported", lambda: None)  # build it whatever this CPU
     exported, _ = ensure_onnx(LITE0, cache, threads=1)
     for made in (exported, exported.with_suffix(".json")):  # the exact export is reused, not made again
         shutil.copy(made, tmp_path / made.name)
@@ -81,6 +90,7 @@ def test_an_int8_build_under_the_agreement_required_is_refused(cache: Path, tmp_
     assert not list(tmp_path.glob("*int8*.onnx")), "nothing refused is kept"
 
 
+@needs_vnni
 def test_the_registry_serves_the_int8_build_as_its_own_model(cache: Path) -> None:
     registry = ModelRegistry(Catalog(BUILTIN_SPECS, default="efficientnet-lite0"), threads=1, cache=cache)
     model = registry.get(LITE0_INT8)
@@ -96,3 +106,20 @@ def test_an_int8_build_cannot_load_without_a_cache() -> None:
 
     with pytest.raises(ValueError, match="needs a model cache"):
         registry.get(LITE0_INT8)
+
+
+def test_on_a_cpu_without_vnni_an_int8_build_is_refused_at_once_with_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "int8_unsupported", lambda: "this CPU has no VNNI instructions")
+    registry = ModelRegistry(Catalog(BUILTIN_SPECS, default="efficientnet-lite0"), threads=1, cache=tmp_path)
+
+    with pytest.raises(ExportRefused) as refused:
+        registry.get(LITE0_INT8)
+
+    assert str(refused.value) == (
+        "efficientnet-lite0-int8@1 is not served on this machine: this CPU has no VNNI instructions; "
+        "efficientnet-lite0 is the exact model"
+    )
+    assert list(tmp_path.iterdir()) == [], "refused before anything is made"
+    assert not registry.is_loaded(LITE0_INT8)

@@ -118,8 +118,9 @@ def prepare(
         cache=settings.model_cache,
         builtin_onnx=settings.builtin_runtime is BuiltinRuntime.ONNX,
     )
+    failures: dict[str, Exception] = {}
     try:
-        specs = registry.warm(models or settings.warm_models)
+        specs = registry.warm(models or settings.warm_models, failed=lambda spec, exc: failures.update({spec.ref: exc}))
     except VisionqError as exc:
         errors.print(f"error: {exc.detail}")
         raise typer.Exit(2) from exc
@@ -132,7 +133,14 @@ def prepare(
             f"{check.agreement:.1%} of {check.sample}" if check else "-",
             f"{registry.load_seconds[spec.ref]:.1f}",
         )
+    for ref in failures:
+        table.add_row(ref, "not prepared", "-", "-")
     console.print(table)
+    for ref, failure in failures.items():
+        message = str(failure)
+        errors.print(f"error: {message if message.startswith(ref) else f'{ref}: {message}'}")
+    if failures:
+        raise typer.Exit(1)
 
 
 @app.command("worker-alive", hidden=True)

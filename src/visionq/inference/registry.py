@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from visionq.errors import ModelNotFound
@@ -83,19 +84,30 @@ class ModelRegistry:
                 self._models[spec.ref] = model
         return model
 
-    def warm(self, refs: list[str]) -> list[ModelSpec]:
+    def warm(
+        self, refs: list[str], *, failed: Callable[[ModelSpec, Exception], object] | None = None
+    ) -> list[ModelSpec]:
         """Resolve and load each ref (`latest`, a name, `name@version`, or `*` for every model).
 
-        Returns the specs loaded (each once). Raises `ModelNotFound` for an unknown ref before loading any.
+        Returns the specs loaded (each once). Raises `ModelNotFound` for an unknown ref before loading any. A
+        model that fails to load raises too, or with `failed`, is handed to it and skipped.
         """
         specs: list[ModelSpec] = []
         for ref in refs:
             for spec in self.catalog.specs() if ref.strip() == ALL_MODELS else [self.catalog.resolve(ref)]:
                 if spec not in specs:
                     specs.append(spec)
+        loaded = []
         for spec in specs:
-            self.get(spec)
-        return specs
+            try:
+                self.get(spec)
+            except Exception as exc:
+                if failed is None:
+                    raise
+                failed(spec, exc)
+                continue
+            loaded.append(spec)
+        return loaded
 
     def unload(self, ref: str) -> bool:
         """Forget the loaded model `ref` (its memory goes once no job still holds it); False if not loaded.

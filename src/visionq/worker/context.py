@@ -28,7 +28,9 @@ from visionq.inference.breaker import Breakers
 from visionq.inference.catalog import Catalog, build_catalog
 from visionq.inference.classifier import Classifier
 from visionq.inference.control import ModelControl
+from visionq.inference.export import ExportRefused
 from visionq.inference.registry import ModelRegistry
+from visionq.inference.spec import ModelSpec
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
@@ -80,12 +82,19 @@ class WorkerContext:
         """Load the models to warm, then announce this process and start its housekeeping."""
         if self.settings.database_migrate:
             schema.upgrade(self.archive.engine)
-        self.registry.warm(self.settings.warm_models)
+        # A model that cannot load does not keep the worker from serving the others: its breaker opens.
+        self.registry.warm(self.settings.warm_models, failed=self.failed_to_load)
         self.models.apply()
         self.heartbeat()
         self._housekeeping = threading.Thread(target=self._run_housekeeping, name="visionq-housekeeping", daemon=True)
         self._housekeeping.start()
         log.info("worker process ready", extra={"worker_id": self.worker_id, "models": self.registry.loaded()})
+
+    def failed_to_load(self, spec: ModelSpec, exc: Exception) -> None:
+        """`spec` could not be loaded: open its breaker, so that its jobs go to the fallback or fail at once
+        (with why) until a probe after the cool-down loads it."""
+        log.error("could not load %s: %s", spec.ref, exc, exc_info=not isinstance(exc, ExportRefused))
+        self.breakers.failed(spec.ref, f"{spec.ref} failed to load: {exc}", at_once=True)
 
     def stop(self) -> None:
         self._stop.set()

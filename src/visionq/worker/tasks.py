@@ -133,7 +133,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     try:
         classifier = ctx.registry.get(spec)
     except Exception as exc:
-        ctx.breakers.failed(spec.ref, f"{spec.ref} failed to load: {exc}", at_once=True)
+        ctx.failed_to_load(spec, exc)
         raise  # retried: the next attempt finds the breaker open and takes the fallback, if it may
     started_at = utcnow()
     try:
