@@ -70,9 +70,10 @@ StackFactory = Callable[..., tuple[Settings, WorkerProcess, ApiServer]]
 
 
 @pytest.fixture(scope="session")
-def start_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+def start_session_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
     """Start a worker and an API sharing settings; each stack gets its own queue. All stacks share one archive,
-    as all processes sharing a Redis must: any worker may archive any job."""
+    as all processes sharing a Redis must: any worker may archive any job. Those still running at the end of
+    the session are stopped then; tests start theirs with `start_stack`."""
     started: list[tuple[WorkerProcess, ApiServer]] = []
     archive_url = f"sqlite:///{tmp_path_factory.mktemp('archive') / 'archive.sqlite3'}"
 
@@ -98,16 +99,33 @@ def start_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         worker.stop()
 
 
+@pytest.fixture(scope="module")
+def start_stack(start_session_stack: StackFactory) -> Iterator[StackFactory]:
+    """`start_session_stack` for one test module: its stacks are stopped when the module ends, so that idle
+    workers (each polling Redis a few times a second) do not pile up and slow the rest of the run."""
+    mine: list[tuple[WorkerProcess, ApiServer]] = []
+
+    def factory(name: str, **overrides: Any) -> tuple[Settings, WorkerProcess, ApiServer]:
+        settings, worker, api = start_session_stack(name, **overrides)
+        mine.append((worker, api))
+        return settings, worker, api
+
+    yield factory
+    for worker, api in mine:
+        api.stop()
+        worker.stop()
+
+
 #: The exact built-in models (each also has an int8 build, `<name>-int8`).
 EXACT_BUILTINS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
 @pytest.fixture(scope="session")
-def stack(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
+def stack(start_session_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
     """The shared stack: a `solo` worker (jobs run in its main process) with every exact built-in model warm, and
     Lite0's int8 build.
     The stacks of the priority and kill tests use the default prefork pool."""
-    return start_stack("main", warm_models=[*EXACT_BUILTINS, "efficientnet-lite0-int8"], worker_pool="solo")
+    return start_session_stack("main", warm_models=[*EXACT_BUILTINS, "efficientnet-lite0-int8"], worker_pool="solo")
 
 
 @pytest.fixture

@@ -61,7 +61,9 @@ def test_high_before_normal_before_low(start_stack: StackFactory) -> None:
 
 
 def test_job_survives_its_worker_being_killed_mid_job(start_stack: StackFactory) -> None:
-    settings, worker, server = start_stack("kill", warm_models=["efficientnet-lite2"])
+    # The job waits for the worker's restart; on a loaded machine that can take longer than FAST_RECOVERY's
+    # stale_job_after, and the sweeper would rightly give it up.
+    settings, worker, server = start_stack("kill", warm_models=["efficientnet-lite2"], stale_job_after=120)
     big_photo = encode(chelsea().resize((3600, 2400)), "JPEG", quality=95)
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api:
@@ -123,11 +125,11 @@ def test_redis_down_gives_503_fast_and_readiness_says_so(make_settings: object) 
 def test_cancelling_a_queued_job_means_it_never_runs(start_stack: StackFactory) -> None:
     _, _, server = start_stack("cancel", warm_models=["efficientnet-lite2"])
     with httpx.Client(base_url=server.url, timeout=30) as api:
+        lite0_inferences = _inference_count(api, "efficientnet-lite0@1")
         busy = [submit(api, CAT_JPEG, model_version="efficientnet-lite2").json()["job_id"] for _ in range(6)]
         queued = submit(api, CAT_JPEG, priority="low").json()["job_id"]
-        lite0_inferences = _inference_count(api, "efficientnet-lite0@1")
 
-        response = api.delete(f"/jobs/{queued}")
+        response = api.delete(f"/jobs/{queued}")  # at once: six jobs are ahead of it
         assert response.status_code == 200
         assert response.json()["status"] == "cancelled"
         for job_id in busy:
