@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -19,11 +21,12 @@ from PIL import Image
 
 from factories import cat_variants, chelsea, encode
 from integration.conftest import StackFactory
-from integration.stack import WorkerProcess, submit, wait_for, wait_terminal
+from integration.stack import FAST_RECOVERY, WorkerProcess, submit, wait_for, wait_terminal
 from model_factories import manifest, model_folder, save_spinning, spin_steps_per_second
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
 from visionq.jobs.store import QUEUED_FIELD
+from visionq.settings import Settings
 
 CAT_JPEG = cat_variants()["jpeg"]
 RED = encode(Image.new("RGB", (40, 30), (220, 10, 10)), "PNG")
@@ -196,3 +199,34 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackF
     assert [(f["status"], f["attempts"]) for f in finals] == [("completed", 1), ("completed", 1)]
     assert (left["status"], left["attempts"]) == ("pending", 0)
     client.close()
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_a_worker_that_cannot_set_up_exits_rather_than_take_jobs_it_cannot_run(
+    redis_url: str, tmp_path: Path, pool: str
+) -> None:
+    settings = Settings(
+        **{**FAST_RECOVERY, "log_level": "INFO"},
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        queue="visionq-test-no-setup",
+        worker_pool=pool,
+        database_url="postgresql+psycopg://visionq@127.0.0.1:9/none",  # nobody listens: the migration fails
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "visionq", "worker"],
+        env=WorkerProcess(settings).env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    logged = stderr.decode()
+    assert process.returncode == 1
+    assert "the worker process could not set up, and exits" in logged
+    assert 'connection to server at "127.0.0.1", port 9 failed' in logged, "with the cause"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import signals
@@ -11,6 +13,8 @@ from visionq.telemetry import start_tracing, stop_tracing
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CALLBACKS, VisionqCelery
 
+log = logging.getLogger(__name__)
+
 
 def _setup(app: VisionqCelery) -> None:
     start_tracing(app.settings, "visionq-worker")
@@ -19,12 +23,23 @@ def _setup(app: VisionqCelery) -> None:
     ctx.start()
 
 
+def _or_exit(set_up: Callable[[], None]) -> None:
+    """Set the process up, or exit it. Celery logs what a signal handler raises and goes on, and a process that
+    could not set up (Redis or the archive unreachable) would take jobs it cannot run, and lose them; exiting
+    lets its supervisor start it again. (A prefork pool starts a failed child again itself.)"""
+    try:
+        set_up()
+    except Exception:
+        log.critical("the worker process could not set up, and exits", exc_info=True)
+        raise SystemExit(1) from None
+
+
 @signals.worker_process_init.connect
 def _on_child_start(**_: Any) -> None:
     # Prefork children load models after the fork: runtimes' thread pools do not survive fork.
     from celery import current_app
 
-    _setup(current_app)  # type: ignore[arg-type]
+    _or_exit(lambda: _setup(current_app))  # type: ignore[arg-type]
 
 
 @signals.worker_process_shutdown.connect
@@ -37,13 +52,17 @@ def _on_child_stop(**_: Any) -> None:
 def _on_worker_init(sender: Any, **_: Any) -> None:
     app: VisionqCelery = sender.app
     if app.role == CALLBACKS:
-        start_tracing(app.settings, "visionq-callbacks")
-        worker = deliveries.DeliveryWorker(app.settings, app)
-        deliveries.install(worker)
-        worker.start()
+        _or_exit(lambda: _setup_callbacks(app))
     elif app.settings.worker_pool is not WorkerPool.PREFORK:
         # Without child processes, the main process runs the jobs, so it sets up before consuming.
-        _setup(app)
+        _or_exit(lambda: _setup(app))
+
+
+def _setup_callbacks(app: VisionqCelery) -> None:
+    start_tracing(app.settings, "visionq-callbacks")
+    worker = deliveries.DeliveryWorker(app.settings, app)
+    deliveries.install(worker)
+    worker.start()
 
 
 @signals.worker_shutdown.connect
