@@ -1,13 +1,16 @@
 """Property-based fuzzing of the upload path's image decoding with Hypothesis: real images of every accepted
 format, mutated (bytes flipped, cut, inserted, headers rewritten). Whatever comes in, decoding either gives
-an RGB image within the pixel cap or raises a documented problem; it never crashes, and a test deadline
-bounds its time. The examples are few here (a bounded run in CI); `HYPOTHESIS_PROFILE=fuzz` runs many more.
+an RGB image within the pixel cap or raises a documented problem; it never crashes, a test deadline
+bounds its time, and a limit on the process's data segment bounds its memory. The examples are few here (a
+bounded run in CI); `HYPOTHESIS_PROFILE=fuzz` runs many more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +23,10 @@ from visionq.imaging.decode import check_image, decode_image
 #: The pixel cap of the test: small, so that a mutated header claiming a huge image is refused cheaply.
 MAX_PIXELS = 2_000_000
 DOCUMENTED = (InvalidImage, UnsupportedMediaType, ImageTooLarge)
+#: Memory a decode may take beyond what the process holds: ten times what the largest image within MAX_PIXELS
+#: needs (its RGBA copy and a float64 grey plane come to about 24 MiB), far below what a decoder that believed
+#: a forged length or count would ask for.
+HEADROOM = 256 * 2**20
 
 settings.register_profile(
     "ci", max_examples=150, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -28,6 +35,25 @@ settings.register_profile("fuzz", max_examples=20_000, deadline=2000, suppress_h
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SEEDS = sorted({**cat_variants(), **bad_inputs()}.items())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def bounded_memory() -> Iterator[None]:
+    """Every example runs under RLIMIT_DATA (heap and private mappings): an allocation past the headroom fails
+    with MemoryError, which is no documented problem, so the example fails. Restored when the module ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = _data_in_use() + HEADROOM
+    resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def _data_in_use() -> int:
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmData:"))
+    return int(kib) * 1024
 
 
 @st.composite
@@ -82,3 +108,9 @@ def test_every_seed_is_handled_without_mutation(name: str, data: bytes) -> None:
         decode_image(data, max_pixels=MAX_PIXELS)
     except DOCUMENTED:
         assert name in bad_inputs(), f"{name} is a good image and must decode"
+
+
+def test_the_memory_bound_holds_during_the_fuzzing() -> None:
+    """The limit is in force: asking for more than the headroom fails (else the properties proved no bound)."""
+    with pytest.raises(MemoryError):
+        bytearray(2 * HEADROOM)
