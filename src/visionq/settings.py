@@ -181,6 +181,11 @@ class Settings(BaseSettings):
     the sweeper queues it again (a worker's fetch cut off by a Redis restart can lose the message). Checked
     only for jobs queued at least this long; 0: never."""
 
+    confirm_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a worker waits for the API to confirm a job whose message it got. The API confirms a job just
+    after queueing it and before answering 202, so this is a wait only when the submit failed in between (its
+    client was told to retry): then the job fails unrun, as `broker_unavailable`."""
+
     stale_job_after: Annotated[int, Field(gt=0)] = 300
     """Seconds a processing job may go without progress before the sweeper fails it. Must exceed
     `visibility_timeout`, so that a job whose worker died is redelivered before it is given up."""

@@ -44,10 +44,36 @@ def result_for(record: JobRecord) -> ResultBody:
     )
 
 
-def create(redis_url: str, record: JobRecord, image: bytes = b"img") -> None:
+#: The queue the jobs made here are confirmed on (no message is sent: the tests play the worker).
+QUEUE = "visionq-test-records"
+
+
+def create(
+    redis_url: str, record: JobRecord, image: bytes = b"img", *, queue: str = QUEUE, confirm: bool = True
+) -> None:
+    """Store the job as the API does, and (unless told not to) confirm it as queued on `queue`."""
+
     async def run() -> None:
         client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-        await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).create(record, image)
+        store = JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL)
+        await store.create(record, image, queue=queue)
+        if confirm:
+            assert await store.confirm(record.job_id, queue)
         await client.aclose()
 
     asyncio.run(run())
+
+
+def confirm(redis_url: str, job_id: str, *, queue: str = QUEUE, remember: tuple[str, bytes] | None = None) -> bool:
+    """`JobStore.confirm`, as the API calls it once the job's message is in the broker."""
+
+    async def run() -> bool:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).confirm(
+                job_id, queue, remember=remember
+            )
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())

@@ -60,10 +60,11 @@ class SoakReport:
     """Accepted jobs that are gone from Redis, or were never finished."""
     duplicated: int = 0
     """Jobs finished beyond one per submission, by Redis's own counters: a second completion of a job, or a
-    second job made by a retried submit."""
-    strays: list[str] = field(default_factory=list)
-    """Jobs in Redis that no client was told of: a submit that stored a job, then failed to queue it and was
-    answered 503. Harmless unless one ran (then `duplicated` counts it); the sweeper fails them later."""
+    second job made by a retried submit that ran (a stray failed unrun, its submit refused, is no result)."""
+    strays: dict[str, str] = field(default_factory=dict)
+    """Jobs in Redis that no client was told of, by id, with `status[:error code], attempts N`: a submit that
+    stored a job, then failed to queue it and was answered 503. Harmless unless one ran (then `duplicated`
+    counts it); the API fails them when it can, the sweeper later otherwise."""
     refusals: list[str] = field(default_factory=list)
     """Submits answered with an error a client cannot retry."""
     archive_mismatches: list[str] = field(default_factory=list)
@@ -90,6 +91,7 @@ class SoakReport:
             f"{outcomes}\n"
             f"  lost {len(self.lost)}, duplicated {self.duplicated}, strays {len(self.strays)}, "
             f"archive mismatches {len(self.archive_mismatches)}, refused {len(self.refusals)}"
+            + "".join(f"\n  stray {job_id}: {what}" for job_id, what in sorted(self.strays.items()))
         )
 
 
@@ -255,12 +257,18 @@ class _Soak:
             archive.close()
         report.outcomes = dict(outcomes)
         report.refusals = self.refusals
-        stats = self.client.hgetall(keys.JOB_STATS)
-        report.duplicated = sum(int(stats.get(name, 0)) for name in TERMINAL) - sum(outcomes.values())
         ours = {keys.status(job_id) for job_id in self.job_ids.values()}
-        report.strays = sorted(
-            str(key).split(":")[1] for key in self.client.scan_iter(keys.status("*")) if key not in ours
-        )
+        unrun = 0  # strays that reached a terminal state without running: failed by the API that refused them
+        for key in self.client.scan_iter(keys.status("*")):
+            if key in ours:
+                continue
+            stray, code, attempts = (
+                str(value) if value else "" for value in self.client.hmget(key, ["status", "error_code", "attempts"])
+            )
+            report.strays[str(key).split(":")[1]] = f"{stray}{f':{code}' if code else ''}, attempts {attempts or 0}"
+            unrun += stray in TERMINAL and not int(attempts or 0)
+        stats = self.client.hgetall(keys.JOB_STATS)
+        report.duplicated = sum(int(stats.get(name, 0)) for name in TERMINAL) - sum(outcomes.values()) - unrun
 
 
 def run_soak(plan: SoakPlan, root: Path, image: bytes) -> SoakReport:

@@ -11,10 +11,11 @@ import redis
 import redis.asyncio
 
 from factories import bad_inputs, cat_variants
+from integration.records import confirm, create, new_record
 from integration.stack import submit
 from visionq import Client
 from visionq.jobs import keys
-from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys
+from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_entry
 from visionq.jobs.records import ANONYMOUS
 
 CAT = cat_variants()["jpeg"]
@@ -89,18 +90,22 @@ def test_a_reservation_its_request_could_not_release_frees_itself(redis_url: str
     """A request that reserved a key and then lost Redis cannot release it; the reservation must not hold the
     key for 24 hours, or every retry of that submit would be refused (found by the soak)."""
 
-    async def reserve_then_record() -> tuple[int, int]:
+    record, key = new_record(), str(uuid.uuid4())
+    create(redis_url, record, confirm=False)
+
+    async def reserve() -> int:
         client = redis.asyncio.Redis.from_url(redis_url)
-        remembered, key = IdempotencyKeys(client), str(uuid.uuid4())
         try:
-            assert await remembered.reserve(ANONYMOUS, key, "a request") is None
-            while_reserved = await client.ttl(keys.idempotency(ANONYMOUS, key))
-            await remembered.record(ANONYMOUS, key, "a request", {"job_id": "j"})
-            return while_reserved, await client.ttl(keys.idempotency(ANONYMOUS, key))
+            assert await IdempotencyKeys(client).reserve(ANONYMOUS, key, "a request") is None
+            return int(await client.ttl(keys.idempotency(ANONYMOUS, key)))
         finally:
             await client.aclose()
 
-    while_reserved, once_answered = asyncio.run(reserve_then_record())
+    while_reserved = asyncio.run(reserve())
+    assert confirm(redis_url, record.job_id, remember=answer_entry(ANONYMOUS, key, "a request", {"job_id": "j"}))
+    client = redis.Redis.from_url(redis_url)
+    once_answered = client.ttl(keys.idempotency(ANONYMOUS, key))
+    client.close()
 
     assert 0 < while_reserved <= RESERVATION_TTL
     assert once_answered > 23 * 3600

@@ -9,7 +9,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, result_for
+from integration.records import IMAGE_TTL, RESULT_TTL, confirm, create, new_record, result_for
 from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
@@ -53,6 +53,56 @@ def test_taking_a_job_claims_it_and_reads_it_in_one_go(redis_url: str, tracker: 
     assert taken.image == b"the image"
     assert late.claim.attempts == 0, "a finished job is not taken again"
     assert late.image is None
+
+
+def test_a_job_is_taken_only_once_the_api_has_confirmed_it(redis_url: str, tracker: JobTracker) -> None:
+    record = new_record()
+    create(redis_url, record, confirm=False)  # stored and queued; the API's confirmation not yet in
+
+    early = tracker.take(record.job_id)
+    assert confirm(redis_url, record.job_id)
+    taken = tracker.take(record.job_id)
+    tracker.complete(result_for(record))  # nothing left processing for the sweeper tests
+
+    assert early.unconfirmed
+    assert (early.claim, early.record) == ((0, 0), None), "nothing claimed"
+    assert not taken.unconfirmed
+    assert taken.claim == (1, 0), "the early look was no delivery"
+    assert not tracker.give_up_unconfirmed(record.job_id), "a confirmed job is never given up"
+
+
+def test_a_job_never_confirmed_is_failed_unrun_and_a_late_confirmation_refused(
+    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
+) -> None:
+    record = new_record()
+    create(redis_url, record, confirm=False)
+
+    assert tracker.give_up_unconfirmed(record.job_id)
+    late = confirm(redis_url, record.job_id)
+
+    assert not late, "the API answers 503: its client's retry makes the only job"
+    status = redis_client.hgetall(keys.status(record.job_id))
+    assert (status["status"], status["error_code"], status["attempts"]) == ("failed", "broker_unavailable", "0")
+    assert QUEUED_FIELD not in status
+    assert tracker.take(record.job_id).claim.attempts == 0
+
+
+def test_the_confirmation_gives_a_reserved_idempotency_key_its_answer_in_the_same_step(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    reserved, unreserved = f"reserved-{time.time_ns()}", f"unreserved-{time.time_ns()}"
+    redis_client.set(reserved, '{"request": "r", "accepted": null}', ex=60)  # as IdempotencyKeys.reserve leaves it
+    answer = b'{"request": "r", "accepted": {"job_id": "j"}}'
+    first, second = new_record(), new_record()
+    create(redis_url, first, confirm=False)
+    create(redis_url, second, confirm=False)
+
+    assert confirm(redis_url, first.job_id, remember=(reserved, answer))
+    assert confirm(redis_url, second.job_id, remember=(unreserved, answer))
+
+    assert redis_client.get(reserved) == answer.decode()
+    assert redis_client.ttl(reserved) > 23 * 3600
+    assert redis_client.get(unreserved) is None, "a reservation that expired is not made again"
 
 
 def test_a_lost_message_is_queued_again_only_by_a_worker_of_its_own_queue(

@@ -1,10 +1,11 @@
 """Idempotency-Key: the same key from the same principal within 24 h gives back the original job.
 
 A key is reserved (SET NX) before the job is made and holds the request's fingerprint; once the job is
-accepted, the reservation is replaced by the original `202` body, which later requests with that key get
-back as a `200`. The same key with a different request, or while the first is still being handled, is a
-409 `conflict` (the latter with `Retry-After`). A request that fails releases its key, so the client may
-retry it as it is; if it cannot (Redis is away), the reservation expires by itself within a minute.
+accepted, the reservation is replaced by the original `202` body, in the same step that confirms the job
+(`JobStore.confirm`), and later requests with that key get it back as a `200`. The same key with a different
+request, or while the first is still being handled, is a 409 `conflict` (the latter with `Retry-After`). A
+request that fails before its job is confirmed releases its key, so the client may retry it as it is; if it
+cannot (Redis is away), the reservation expires by itself within a minute.
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ class IdempotencyKeys:
         accepted: dict[str, Any] = entry["accepted"]
         return accepted
 
-    async def record(self, owner: str, key: str, request: str, accepted: dict[str, Any]) -> None:
-        """Keep the answer given to the request that reserved `key`, for the rest of the key's 24 h."""
-        entry = orjson.dumps({"request": request, "accepted": accepted})
-        await self.redis.set(keys.idempotency(owner, key), entry, ex=IDEMPOTENCY_TTL, xx=True)
-
     async def release(self, owner: str, key: str) -> None:
         await self.redis.delete(keys.idempotency(owner, key))
+
+
+def answer_entry(owner: str, key: str, request: str, accepted: dict[str, Any]) -> tuple[str, bytes]:
+    """The entry that keeps the answer given to the request that reserved `key` (for the rest of its 24 h):
+    its name and value, for `JobStore.confirm` to write in the step that confirms the job."""
+    return keys.idempotency(owner, key), orjson.dumps({"request": request, "accepted": accepted})

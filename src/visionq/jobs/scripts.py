@@ -24,14 +24,35 @@ local function publish(status_key, channel)
 end
 """
 
+# KEYS: status, then the Idempotency-Key's entry or nothing. ARGV: queue, then the entry and its TTL.
+# The API's last step of a submit, once the job's message is in the broker: the job is confirmed as queued on
+# ARGV[1] (only a confirmed job is ever run, or queued again when its message is lost) and, in the same step,
+# the request's Idempotency-Key is given the answer. So a client that saw this step fail (its reply lost to a
+# Redis restart) and retries with its key gets the job back if the step was done, and a job nobody was told
+# of never runs if it was not. Returns 1; 0 when the job is no longer live (a worker gave up on it waiting).
+CONFIRM = (
+    _LIVE_JOB
+    + """
+redis.call('HSET', KEYS[1], 'queued', ARGV[1])
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3], 'XX')
+end
+return 1
+"""
+)
+
 # KEYS: status, live, events, processing, image. ARGV: now, worker_id, deadline.
 # Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
 # the worker needs to run it, in the same round trip: {delivery number (attempts), crashes so far, the status
-# hash (flat), the image or nil}; 0 when the job is no longer live.
+# hash (flat), the image or nil}; 0 when the job is no longer live; -1, touching nothing, while the API has
+# not confirmed it (see CONFIRM).
 TAKE = (
     _PUBLISH
     + _LIVE_JOB
     + """
+if redis.call('HEXISTS', KEYS[1], 'queued') == 0 then
+  return -1
+end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 redis.call('SADD', KEYS[4], job_id)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -111,13 +132,17 @@ return 1
 )
 
 # KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due, dead letters.
-# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds), dead-letter TTL.
+# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds), dead-letter TTL,
+# '1' to finish the job only while it is unconfirmed (see CONFIRM), else '0'.
 # A dead-lettered job (dead-letter TTL > 0) keeps its status and image for that long, so it can be retried.
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _CALLBACK_DUE
     + _LIVE_JOB
     + """
+if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'queued') == 1 then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
            'updated_at', ARGV[4])
 local job_id = redis.call('HGET', KEYS[1], 'job_id')

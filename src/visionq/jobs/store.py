@@ -7,16 +7,20 @@ Workers change jobs through `JobTracker` (tracker.py); both run the same Lua scr
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from visionq import errors
 from visionq.jobs import keys, scripts
+from visionq.jobs.idempotency import IDEMPOTENCY_TTL
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus
 
 ScriptCall = tuple[list[str], list[str | int | float]]
-#: The status-hash field naming the queue a job was handed to (set once its message is in the broker).
+#: The status-hash field naming the queue a job was handed to: set by `JobStore.confirm` once its message is in
+#: the broker and its client is about to be told 202. Workers run only jobs that have it.
 QUEUED_FIELD = "queued"
 
 
@@ -55,10 +59,18 @@ def complete_call(
 
 
 def finish_call(
-    job_id: str, status: JobStatus, code: str, message: str, result_ttl: int, dead_letter_ttl: int = 0
+    job_id: str,
+    status: JobStatus,
+    code: str,
+    message: str,
+    result_ttl: int,
+    dead_letter_ttl: int = 0,
+    *,
+    unconfirmed_only: bool = False,
 ) -> ScriptCall:
     """Fail or cancel a live job; with `dead_letter_ttl`, it also lands in the dead-letter queue, kept
-    (image included) that long so that an admin can retry it."""
+    (image included) that long so that an admin can retry it. With `unconfirmed_only`, only while the API has
+    not confirmed the job (see `JobStore.confirm`)."""
     return (
         [
             keys.status(job_id),
@@ -71,8 +83,9 @@ def finish_call(
             keys.CALLBACKS_DUE,
             keys.DEAD_LETTERS,
         ],
-        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time(), dead_letter_ttl],
-    )
+        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time(), dead_letter_ttl,
+         int(unconfirmed_only)],
+    )  # fmt: skip
 
 
 class JobStore:
@@ -90,17 +103,35 @@ class JobStore:
         self.image_ttl = image_ttl
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
         self._revive = redis.register_script(scripts.REVIVE)
+        self._confirm = redis.register_script(scripts.CONFIRM)
 
-    async def create(self, record: JobRecord, image: bytes) -> None:
+    async def create(self, record: JobRecord, image: bytes, *, queue: str) -> float | None:
         """Store a new pending job and its image in one transaction, and mark it for the archive. The job's
-        deadline in the live set is its image's expiry: a job still queued then can never run."""
+        deadline in the live set is its image's expiry: a job still queued then can never run. Returns the
+        estimated wait of the job on `queue` (see `estimate_wait`), read in the same round trip.
+
+        No worker runs the job until it is confirmed (`confirm`), once its message is in the broker."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.status(record.job_id), mapping=record.to_redis())  # type: ignore[arg-type]
             pipe.expire(keys.status(record.job_id), self.image_ttl + self.result_ttl)
             pipe.set(keys.image(record.job_id), image, ex=self.image_ttl)
             pipe.zadd(keys.LIVE_JOBS, {record.job_id: time.time() + self.image_ttl})
             pipe.zadd(keys.ARCHIVE_OUTBOX, {record.job_id: time.time()})
-            await pipe.execute()
+            _read_queue_ahead(pipe, queue, record.priority.broker_priority)
+            answers = await pipe.execute()
+        return _estimate(answers[5:])
+
+    async def confirm(self, job_id: str, queue: str, *, remember: tuple[str, bytes] | None = None) -> bool:
+        """Confirm the job as queued on `queue` once its message is in the broker: from now on it may run. With
+        `remember` (an Idempotency-Key's entry name and its answer), the key is given its answer in the same
+        step (see `scripts.CONFIRM`). False when the job is no longer live: a worker that got its message gave
+        up waiting for this, and it will never run."""
+        job_keys: list[str] = [keys.status(job_id)]
+        args: list[str | bytes | int] = [queue]
+        if remember is not None:
+            job_keys.append(remember[0])
+            args += [remember[1], IDEMPOTENCY_TTL]
+        return bool(await self._confirm(keys=job_keys, args=args))
 
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self.redis.hgetall(keys.status(job_id))
@@ -168,26 +199,28 @@ class JobStore:
             removed, *_ = await pipe.execute()
         return int(removed)
 
-    async def estimate_wait(self, queue: str, broker_priority: int, *, queued: str | None = None) -> float | None:
+    async def estimate_wait(self, queue: str, broker_priority: int) -> float | None:
         """Seconds until a job queued now at `broker_priority` should be done: the jobs ahead of it
-        (its priority and higher) times the mean processing time, shared among live workers.
-        None until some job has completed, or while no worker is live.
-
-        With `queued` (a job id), that job is marked as handed to the broker on `queue` in the same round trip:
-        only such a job is queued again if its message is lost (`JobTracker.lost_messages`, by a worker of that
-        queue); one whose queueing failed was answered 503, and running it anyway would make a duplicate of the
-        client's retry."""
+        (its priority and higher) and itself, times the mean processing time, shared among live workers.
+        None until some job has completed, or while no worker is live."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            if queued is not None:
-                pipe.hset(keys.status(queued), QUEUED_FIELD, queue)
-            for step in PRIORITY_STEPS:
-                if step <= broker_priority:
-                    pipe.llen(keys.priority_list(queue, step))
-            pipe.hmget(keys.JOB_STATS, ["completed", "processing_seconds"])
-            pipe.zcount(keys.WORKERS_SEEN, time.time(), "+inf")
-            answers = await pipe.execute()
-        *depths, (completed, seconds), workers = answers[1:] if queued is not None else answers
-        if not completed or not workers:
-            return None
-        mean = float(seconds or 0.0) / int(completed)
-        return float((sum(depths) + 1) * mean / int(workers))
+            _read_queue_ahead(pipe, queue, broker_priority)
+            return _estimate(await pipe.execute())
+
+
+def _read_queue_ahead(pipe: Pipeline, queue: str, broker_priority: int) -> None:
+    """Queue in `pipe` what `_estimate` needs: the lists of `broker_priority` and higher, the mean processing
+    time, the live workers."""
+    for step in PRIORITY_STEPS:
+        if step <= broker_priority:
+            pipe.llen(keys.priority_list(queue, step))
+    pipe.hmget(keys.JOB_STATS, ["completed", "processing_seconds"])
+    pipe.zcount(keys.WORKERS_SEEN, time.time(), "+inf")
+
+
+def _estimate(answers: list[Any]) -> float | None:
+    *depths, (completed, seconds), workers = answers
+    if not completed or not workers:
+        return None
+    mean = float(seconds or 0.0) / int(completed)
+    return float((sum(depths) + 1) * mean / int(workers))

@@ -38,9 +38,11 @@ class Taken(NamedTuple):
 
     claim: Claim
     record: JobRecord | None
-    """The job as the claim left it; None when it is gone."""
+    """The job as the claim left it; None when it is gone, or not yet confirmed."""
     image: bytes | None
     """Its image; None once expired."""
+    unconfirmed: bool = False
+    """The API has not yet confirmed the job (`JobStore.confirm`): nothing was claimed; try again shortly."""
 
 
 class JobTracker:
@@ -75,7 +77,7 @@ class JobTracker:
         job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
         reply = self._take(keys=[*job_keys, keys.image(job_id)], args=args)
         if not isinstance(reply, list):
-            return Taken(Claim(attempts=0, crashes=0), None, None)
+            return Taken(Claim(attempts=0, crashes=0), None, None, unconfirmed=reply == -1)
         attempts, crashes, flat, image = (*reply, None)[:4]  # an expired image: nil, or no fourth item
         fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Taken(Claim(int(attempts), int(crashes)), JobRecord.from_redis(fields), image)
@@ -109,6 +111,20 @@ class JobTracker:
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
+        return bool(self._finish(keys=job_keys, args=args))
+
+    def give_up_unconfirmed(self, job_id: str) -> bool:
+        """Fail a job whose message came but whose confirmation never did: its submit was answered 503 (or
+        never answered), so its client retries, and running it would make a second job. False if it was
+        confirmed after all (run it) or is no longer live."""
+        job_keys, args = finish_call(
+            job_id,
+            JobStatus.FAILED,
+            "broker_unavailable",
+            "the request that made this job was refused before the job was confirmed as queued; it was not run",
+            self.result_ttl,
+            unconfirmed_only=True,
+        )
         return bool(self._finish(keys=job_keys, args=args))
 
     def dead_letter(self, job_id: str, code: str, message: str) -> bool:
@@ -149,8 +165,8 @@ class JobTracker:
             for job_id in candidates:
                 pipe.hmget(keys.status(job_id), ["status", "priority", QUEUED_FIELD])
             fields = pipe.execute()
-        # Only jobs the API handed to the broker, on this queue: one whose queueing failed was answered 503 (see
-        # estimate_wait), and one of another queue has its message there, out of this worker's sight.
+        # Only jobs the API confirmed as queued on this queue: one whose queueing failed was answered 503 (see
+        # JobStore.confirm), and one of another queue has its message there, out of this worker's sight.
         pending = {
             job_id: Priority(_text(priority))
             for job_id, (state, priority, queued) in zip(candidates, fields, strict=True)

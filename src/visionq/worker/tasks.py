@@ -2,6 +2,8 @@
 
 Failure policy, in one place:
 - the job is gone or already finished → nothing to do (a duplicate or late delivery);
+- the API that made the job never confirmed it (its submit failed after queueing it, and its client was told
+  to retry) → it fails unrun after `confirm_timeout`, so a retried submit never runs twice;
 - a `VisionqError` that is not transient (bad image, unknown model) → the job fails at once with its code;
 - anything else (Redis hiccup, runtime error) → retried with exponential back-off, and once the
   job has used `max_attempts` deliveries it fails and lands in the dead-letter queue, kept for an admin
@@ -38,6 +40,10 @@ from visionq.worker.pipeline import Classification, run_classification
 from visionq.worker.pool import TIME_LIMIT_EXCEEDED, ClassifyTask, over_time
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds between claims of a job its API has not yet confirmed: the first pause, doubled up to the second.
+CONFIRM_POLL = (0.002, 0.2)
 
 
 class JobNoLongerLive(Exception):
@@ -89,7 +95,7 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:
     """Claim the job and read it: None when it is not to be run (no longer live, poison, out of attempts: the
     last two are dead-lettered here)."""
     try:
-        taken = ctx.tracker.take(job_id)
+        taken = _take_once_confirmed(ctx, job_id)
     except RedisError as exc:
         # The job was not touched; the message comes back later and the claim is tried again.
         raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
@@ -103,6 +109,21 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:
     else:
         return taken
     return None
+
+
+def _take_once_confirmed(ctx: context.WorkerContext, job_id: str) -> Taken:
+    """Claim the job once its API has confirmed it. The confirmation follows the message at once, but a worker
+    can see the message first; a job still unconfirmed after `confirm_timeout` is failed unrun, since its
+    submit was refused and its client makes the job again."""
+    deadline = time.monotonic() + ctx.settings.confirm_timeout
+    pause = CONFIRM_POLL[0]
+    while (taken := ctx.tracker.take(job_id)).unconfirmed:
+        if time.monotonic() >= deadline and ctx.tracker.give_up_unconfirmed(job_id):
+            log.warning("job never confirmed by the API that made it; failed unrun", extra={"job_id": job_id})
+            break
+        time.sleep(pause)
+        pause = min(2 * pause, CONFIRM_POLL[1])
+    return taken
 
 
 def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:

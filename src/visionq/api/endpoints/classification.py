@@ -24,7 +24,7 @@ from visionq.api.state import AppState
 from visionq.api.uploads import FILE_FIELD, read_upload
 from visionq.callbacks.targets import check_callback_url
 from visionq.imaging.decode import check_image
-from visionq.jobs.idempotency import IdempotencyKeys, fingerprint
+from visionq.jobs.idempotency import IdempotencyKeys, answer_entry, fingerprint
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.telemetry import current_traceparent
@@ -99,7 +99,8 @@ async def classify(
     # Computed once, off the event loop: the archive keeps it, and idempotency compares requests by it.
     digest = await run_in_threadpool(lambda: hashlib.sha256(upload.file or b"").hexdigest())
     if idempotency_key is None:
-        return await _accept(request, response, state, owner, form, upload.file, digest)
+        record, wait = await _store_and_queue(request, state, owner, form, upload.file, digest)
+        return await _confirm(response, state, record, wait)
 
     remembered = IdempotencyKeys(state.redis)
     fields = (
@@ -115,29 +116,24 @@ async def classify(
     if original is not None:
         return JSONResponse(original, headers={"Location": original["links"]["status"], "Idempotent-Replayed": "true"})
     try:
-        accepted = await _accept(request, response, state, owner, form, upload.file, digest)
+        record, wait = await _store_and_queue(request, state, owner, form, upload.file, digest)
     except BaseException:
         with contextlib.suppress(RedisError):
             await remembered.release(owner, idempotency_key)
         raise
-    try:
-        await remembered.record(owner, idempotency_key, request_print, accepted.model_dump(mode="json"))
-    except RedisError:
-        # The job is accepted all the same; a retry with this key meets 409 until the reservation expires.
-        log.warning("could not remember Idempotency-Key for job %s: Redis unreachable", accepted.job_id)
-    return accepted
+    # Never released from here on: if the confirmation fails, it may have been done, and the key have its answer.
+    return await _confirm(response, state, record, wait, remember=(owner, idempotency_key, request_print))
 
 
-async def _accept(
+async def _store_and_queue(
     request: Request,
-    response: Response,
     state: AppState,
     owner: str,
     form: ClassifyForm,
     image: bytes,
     digest: str,
-) -> JobAccepted:
-    """Check the request, store the job and its image, queue it: the `202` body."""
+) -> tuple[JobRecord, float | None]:
+    """Check the request, store the job and its image, hand it to the broker: the job, and its estimated wait."""
     settings = state.settings
     spec = state.catalog.resolve(form.model_version, latest=await state.latest.get())
     if form.callback_url is not None:
@@ -172,28 +168,49 @@ async def _accept(
         max_wait=min((w for w in (form.max_wait, settings.max_queue_wait) if w), default=None),
     )
     request.state.job_id = record.job_id  # for the access log
-    await state.store.create(record, image)
+    wait = await state.store.create(record, image, queue=settings.queue)
     await enqueue(state, record)
-    # From here on the job is accepted: a fault must not turn the answer into an error, or the client's
-    # retry would make a second job. Without Redis there is no estimate, nothing worse.
-    try:
-        wait = await state.store.estimate_wait(settings.queue, record.priority.broker_priority, queued=record.job_id)
-    except RedisError:
-        wait = None
+    return record, wait
 
+
+async def _confirm(
+    response: Response,
+    state: AppState,
+    record: JobRecord,
+    wait: float | None,
+    *,
+    remember: tuple[str, str, str] | None = None,
+) -> JobAccepted:
+    """Confirm the queued job, so that it may run, and answer `202`. With `remember` (owner, Idempotency-Key,
+    request fingerprint), the key gets the answer in the same step. Without a confirmation, 503: the job then
+    never runs, so the client's retry makes the only one."""
     links = Links(
         status=f"/status/{record.job_id}", result=f"/result/{record.job_id}", websocket=f"/ws/{record.job_id}"
     )
-    response.headers["Location"] = links.status
-    return JobAccepted(
+    accepted = JobAccepted(
         job_id=record.job_id,
         status=record.status,
         created_at=record.created_at,
-        estimated_completion=None if wait is None else isoformat(parse_time(now) + timedelta(seconds=wait)),
+        estimated_completion=None
+        if wait is None
+        else isoformat(parse_time(record.created_at) + timedelta(seconds=wait)),
         model_version=record.model_version,
         priority=record.priority,
         links=links,
     )
+    entry = None if remember is None else answer_entry(*remember, accepted.model_dump(mode="json"))
+    try:
+        confirmed = await state.store.confirm(record.job_id, state.settings.queue, remember=entry)
+    except RedisError as exc:
+        # Done or not, nobody can tell. Not done, the job never runs; done, it runs and the Idempotency-Key
+        # (if any) has its answer: a retry with the key gets the job back either way.
+        raise errors.BrokerUnavailable(
+            "the job store went away as the job was queued; try again with the same Idempotency-Key", retry_after=5
+        ) from exc
+    if not confirmed:  # too late: a worker that got its message gave it up
+        raise errors.BrokerUnavailable("the job could not be confirmed in time; try again", retry_after=5)
+    response.headers["Location"] = links.status
+    return accepted
 
 
 def _parse_form(fields: dict[str, str]) -> ClassifyForm:
