@@ -11,6 +11,7 @@ from celery import Celery
 from visionq.jobs.keys import PRIORITY_SEPARATOR
 from visionq.jobs.states import PRIORITY_STEPS
 from visionq.settings import Settings
+from visionq.worker.broker import TRANSPORT
 
 CLASSIFY_TASK = "visionq.classify_image"
 #: The role of a worker that delivers callbacks instead of classifying.
@@ -51,6 +52,8 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, but for a reconnection fault that made a Redis restart stop a worker.
+        broker_transport=TRANSPORT,
         broker_transport_options={
             # One Redis list per step; BRPOP lists them in ascending order, so step 0 is always served first.
             "priority_steps": PRIORITY_STEPS,
