@@ -77,3 +77,16 @@ def confirm(redis_url: str, job_id: str, *, queue: str = QUEUE, remember: tuple[
             await client.aclose()
 
     return asyncio.run(run())
+
+
+def settle_refused(redis_url: str, job_id: str, reservation: str | None) -> None:
+    """`JobStore.settle_refused`, as the API runs it once Redis is back after refusing a submit."""
+
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).settle_refused(job_id, reservation)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())

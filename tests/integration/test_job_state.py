@@ -9,7 +9,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from integration.records import IMAGE_TTL, RESULT_TTL, confirm, create, new_record, result_for
+from integration.records import IMAGE_TTL, RESULT_TTL, confirm, create, new_record, result_for, settle_refused
 from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
@@ -103,6 +103,27 @@ def test_the_confirmation_gives_a_reserved_idempotency_key_its_answer_in_the_sam
     assert redis_client.get(reserved) == answer.decode()
     assert redis_client.ttl(reserved) > 23 * 3600
     assert redis_client.get(unreserved) is None, "a reservation that expired is not made again"
+
+
+def test_a_refused_submit_is_settled_once_redis_is_back(redis_url: str, redis_client: redis.Redis) -> None:
+    """Its confirmation failed, done or not: an unconfirmed job is failed unrun and its key freed for the
+    client's retry; a confirmed one (the reply was lost) keeps running, and its key keeps the answer."""
+    unconfirmed, confirmed = new_record(), new_record()
+    reserved, answered = f"reserved-{time.time_ns()}", f"answered-{time.time_ns()}"
+    redis_client.set(reserved, '{"request": "r", "accepted": null}', ex=60)
+    redis_client.set(answered, '{"request": "r", "accepted": null}', ex=60)
+    create(redis_url, unconfirmed, confirm=False)
+    create(redis_url, confirmed, confirm=False)
+    assert confirm(redis_url, confirmed.job_id, remember=(answered, b'{"request": "r", "accepted": {}}'))
+
+    settle_refused(redis_url, unconfirmed.job_id, reserved)
+    settle_refused(redis_url, confirmed.job_id, answered)
+
+    refused = redis_client.hgetall(keys.status(unconfirmed.job_id))
+    assert (refused["status"], refused["error_code"], refused["attempts"]) == ("failed", "broker_unavailable", "0")
+    assert redis_client.exists(reserved) == 0, "the retry may make the job"
+    assert redis_client.hget(keys.status(confirmed.job_id), "status") == "pending"
+    assert redis_client.get(answered) == '{"request": "r", "accepted": {}}', "the retry gets the job back"
 
 
 def test_a_lost_message_is_queued_again_only_by_a_worker_of_its_own_queue(

@@ -133,6 +133,23 @@ class JobStore:
             args += [remember[1], IDEMPOTENCY_TTL]
         return bool(await self._confirm(keys=job_keys, args=args))
 
+    async def settle_refused(self, job_id: str, reservation: str | None) -> None:
+        """Make certain what became of a submit that was answered 503 after its job was stored, with Redis
+        away: a job not confirmed is failed unrun (it never runs), and then its request's Idempotency-Key
+        `reservation` (an entry name) is freed for the client's retry. A confirmed job is left as it is: it
+        runs, and the key holds its answer. Raises RedisError while Redis is still away."""
+        job_keys, args = finish_call(
+            job_id,
+            JobStatus.FAILED,
+            "broker_unavailable",
+            "the job could not be confirmed as queued, and its submit was refused; it was not run",
+            self.result_ttl,
+            unconfirmed_only=True,
+        )
+        await self._finish(keys=job_keys, args=args)
+        if reservation is not None and not await self.redis.hexists(keys.status(job_id), QUEUED_FIELD):
+            await self.redis.delete(reservation)
+
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self.redis.hgetall(keys.status(job_id))
         return JobRecord.from_redis({str(k): str(v) for k, v in fields.items()}) if fields else None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -24,7 +27,7 @@ from visionq.api.state import AppState
 from visionq.api.uploads import FILE_FIELD, read_upload
 from visionq.callbacks.targets import check_callback_url
 from visionq.imaging.decode import check_image
-from visionq.jobs.idempotency import IdempotencyKeys, answer_entry, fingerprint
+from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_entry, fingerprint
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage
 from visionq.telemetry import current_traceparent
@@ -36,6 +39,10 @@ router = APIRouter(tags=["classification"], responses=protected_responses())
 
 #: Attempts to hand a job to the broker before the request fails with 503 (the job is then failed too).
 ENQUEUE_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.5}
+#: Seconds an API process goes on settling a submit it refused with Redis away (`_settle_in_background`), and
+#: between tries. Well within RESERVATION_TTL, so the reservation it frees is still its own request's.
+SETTLE_FOR, SETTLE_EVERY = RESERVATION_TTL / 3, 0.5
+_settling: set[asyncio.Task[None]] = set()
 
 
 def _request_body_schema() -> dict[str, Any]:
@@ -118,8 +125,10 @@ async def classify(
     try:
         record, wait = await _store_and_queue(request, state, owner, form, upload.file, digest)
     except BaseException:
-        with contextlib.suppress(RedisError):
+        try:
             await remembered.release(owner, idempotency_key)
+        except RedisError:  # Redis away: free the key as soon as it is back, not when the reservation expires
+            _settle_in_background(lambda: remembered.release(owner, idempotency_key))
         raise
     # Never released from here on: if the confirmation fails, it may have been done, and the key have its answer.
     return await _confirm(response, state, record, wait, remember=(owner, idempotency_key, request_print))
@@ -202,8 +211,11 @@ async def _confirm(
     try:
         confirmed = await state.store.confirm(record.job_id, state.settings.queue, remember=entry)
     except RedisError as exc:
-        # Done or not, nobody can tell. Not done, the job never runs; done, it runs and the Idempotency-Key
-        # (if any) has its answer: a retry with the key gets the job back either way.
+        # Done or not, nobody can tell yet. Not done, the job never runs; done, it runs and the Idempotency-Key
+        # (if any) has its answer: a retry with the key gets the job back either way. Once Redis is back, the
+        # job is settled, so that the key's retry need not wait for its reservation to expire.
+        reservation = None if entry is None else entry[0]
+        _settle_in_background(lambda: state.store.settle_refused(record.job_id, reservation))
         raise errors.BrokerUnavailable(
             "the job store went away as the job was queued; try again with the same Idempotency-Key", retry_after=5
         ) from exc
@@ -211,6 +223,27 @@ async def _confirm(
         raise errors.BrokerUnavailable("the job could not be confirmed in time; try again", retry_after=5)
     response.headers["Location"] = links.status
     return accepted
+
+
+def _settle_in_background(attempt: Callable[[], Awaitable[None]]) -> None:
+    """Try `attempt` again every `SETTLE_EVERY` seconds until Redis answers, for `SETTLE_FOR` seconds at most,
+    without holding up the request's answer."""
+
+    async def run() -> None:
+        deadline = time.monotonic() + SETTLE_FOR
+        while True:
+            try:
+                await attempt()
+                return
+            except RedisError:
+                if time.monotonic() >= deadline:
+                    log.warning("gave up settling a refused submit: Redis still unreachable")
+                    return
+                await asyncio.sleep(SETTLE_EVERY)
+
+    task = asyncio.create_task(run())
+    _settling.add(task)  # the event loop holds tasks weakly
+    task.add_done_callback(_settling.discard)
 
 
 def _parse_form(fields: dict[str, str]) -> ClassifyForm:
