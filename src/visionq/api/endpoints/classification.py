@@ -208,18 +208,19 @@ async def _confirm(
         links=links,
     )
     entry = None if remember is None else answer_entry(*remember, accepted.model_dump(mode="json"))
+    reservation = None if entry is None else entry[0]
     try:
         confirmed = await state.store.confirm(record.job_id, state.settings.queue, remember=entry)
     except RedisError as exc:
         # Done or not, nobody can tell yet. Not done, the job never runs; done, it runs and the Idempotency-Key
         # (if any) has its answer: a retry with the key gets the job back either way. Once Redis is back, the
         # job is settled, so that the key's retry need not wait for its reservation to expire.
-        reservation = None if entry is None else entry[0]
         _settle_in_background(lambda: state.store.settle_refused(record.job_id, reservation))
         raise errors.BrokerUnavailable(
             "the job store went away as the job was queued; try again with the same Idempotency-Key", retry_after=5
         ) from exc
-    if not confirmed:  # too late: a worker that got its message gave it up
+    if not confirmed:  # too late: a worker that got its message gave it up; free the key for the retry
+        _settle_in_background(lambda: state.store.settle_refused(record.job_id, reservation))
         raise errors.BrokerUnavailable("the job could not be confirmed in time; try again", retry_after=5)
     response.headers["Location"] = links.status
     return accepted
