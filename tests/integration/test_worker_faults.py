@@ -109,7 +109,10 @@ def test_repeated_sigkills_of_the_whole_worker_lose_no_job(start_stack: StackFac
         finals = [wait_terminal(api, job_id, timeout=120) for job_id in job_ids]
         results = [api.get(f"/result/{job_id}").json() for job_id in job_ids]
 
-    assert [final["status"] for final in finals] == ["completed"] * len(job_ids)
+    failures = {
+        final["job_id"]: (final["attempts"], final.get("error")) for final in finals if final["status"] != "completed"
+    }
+    assert [final["status"] for final in finals] == ["completed"] * len(job_ids), failures
     assert max(final["attempts"] for final in finals) >= 2, "the kills hit jobs in hand"
     assert all(result["predictions"][0]["class_id"] in {281, 282, 285} for result in results)
     assert client.scard(keys.PROCESSING_JOBS) == 0

@@ -61,6 +61,10 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": min(MAX_RESTORE_INTERVAL, settings.visibility_timeout),
             "unacked_restore_throttle": 1,
+            # The lock one consumer holds while it puts back other workers' unacknowledged messages. A worker
+            # SIGKILLed while holding it would stop every worker's redeliveries for kombu's default 5 minutes;
+            # a pass takes milliseconds, and two at once only queue a harmless second message.
+            "unacked_mutex_expire": settings.visibility_timeout,
             "socket_timeout": settings.redis_timeout,
             "socket_connect_timeout": settings.redis_timeout,
         },
