@@ -88,6 +88,12 @@ def finish_call(
     )  # fmt: skip
 
 
+def give_up_call(job_id: str, result_ttl: int) -> ScriptCall:
+    """Fail a job unrun that its API never confirmed (its submit was refused), unless it is confirmed by now."""
+    message = "the submit that made this job was refused before the job was confirmed as queued; it was not run"
+    return finish_call(job_id, JobStatus.FAILED, "broker_unavailable", message, result_ttl, unconfirmed_only=True)
+
+
 class JobStore:
     """Job state as the API reads and writes it.
 
@@ -138,14 +144,7 @@ class JobStore:
         away: a job not confirmed is failed unrun (it never runs), and then its request's Idempotency-Key
         `reservation` (an entry name) is freed for the client's retry. A confirmed job is left as it is: it
         runs, and the key holds its answer. Raises RedisError while Redis is still away."""
-        job_keys, args = finish_call(
-            job_id,
-            JobStatus.FAILED,
-            "broker_unavailable",
-            "the job could not be confirmed as queued, and its submit was refused; it was not run",
-            self.result_ttl,
-            unconfirmed_only=True,
-        )
+        job_keys, args = give_up_call(job_id, self.result_ttl)
         await self._finish(keys=job_keys, args=args)
         if reservation is not None and not await self.redis.hexists(keys.status(job_id), QUEUED_FIELD):
             await self.redis.delete(reservation)

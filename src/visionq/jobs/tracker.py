@@ -14,7 +14,7 @@ from redis.client import Pipeline
 from visionq.jobs import keys, scripts
 from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Priority, Stage
-from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call
+from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call, give_up_call
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,7 @@ class JobTracker:
         """Fail a job whose message came but whose confirmation never did: its submit was answered 503 (or
         never answered), so its client retries, and running it would make a second job. False if it was
         confirmed after all (run it) or is no longer live."""
-        job_keys, args = finish_call(
-            job_id,
-            JobStatus.FAILED,
-            "broker_unavailable",
-            "the request that made this job was refused before the job was confirmed as queued; it was not run",
-            self.result_ttl,
-            unconfirmed_only=True,
-        )
+        job_keys, args = give_up_call(job_id, self.result_ttl)
         return bool(self._finish(keys=job_keys, args=args))
 
     def dead_letter(self, job_id: str, code: str, message: str) -> bool:

@@ -5,9 +5,9 @@ connection. Collecting detaches the transport from its connection (`transport.cl
 the channel then tries to put the unacknowledged messages back, kombu builds a new connection pool from
 that missing client and raises AttributeError. Celery does not take that for a connection error, calls
 it unrecoverable and the whole worker exits, leaving its queue unserved (seen in CI, in the Redis-restart
-chaos test). Here a detached channel raises a connection error instead, which the close
-ignores as it does every other: the worker reconnects, and the messages it held come back to the queue
-after the visibility timeout, as those of a dead worker do.
+chaos test). Here a detached channel raises a connection error instead, which the close ignores as it
+does every other: the worker reconnects, and the messages it held come back to the queue after the
+visibility timeout, as those of a dead worker do.
 """
 
 from __future__ import annotations
