@@ -135,7 +135,7 @@ def test_a_hard_time_limit_not_above_the_soft_one_is_refused(make_settings: Sett
 def test_the_cores_are_shared_out_among_a_workers_processes(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
 
     default, two = make_settings(), make_settings(worker_concurrency=2)
 
@@ -148,7 +148,7 @@ def test_the_cores_are_shared_out_among_a_workers_processes(
 def test_a_threads_pool_gives_its_one_shared_session_every_core(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
 
     assert make_settings(worker_pool="threads", worker_concurrency=8).threads_per_job == 8
     assert make_settings(worker_pool="solo").threads_per_job == 8
