@@ -6,10 +6,12 @@ import io
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from visionq.client import FailureBody, JobAccepted, JobTimeout, ResultBody, StatusBody
 from visionq.client.common import (
+    HOLD_MAX,
     POLL_FIRST_DELAY,
     POLL_MAX_DELAY,
     Watch,
@@ -18,6 +20,7 @@ from visionq.client.common import (
     job_id,
     parse_ws_message,
     resolve_url,
+    result_call,
     submit_call,
     ws_base,
     ws_job_url,
@@ -213,3 +216,45 @@ def test_without_a_deadline_nothing_runs_out() -> None:
     watch = Watch("job-1", None, None)
     assert watch.remaining() is None
     assert watch.open_timeout() > 0
+
+
+def test_a_held_result_request_asks_the_server_to_wait_and_reads_that_much_longer() -> None:
+    held, plain = result_call("job-1", 20), result_call("job-1")
+    base = httpx.Timeout(30.0)
+
+    assert held.headers == {"Prefer": "wait=20"}
+    assert held.timeout(base).read == 50.0
+    assert (held.timeout(base).connect, held.timeout(base).write) == (30.0, 30.0)
+    assert plain.headers is None
+    assert plain.timeout(base) is base
+
+
+def test_a_hold_never_outlasts_the_deadline() -> None:
+    assert Watch("job-1", None, None).hold_seconds() == HOLD_MAX
+    assert 0 < Watch("job-1", 12.5, None).hold_seconds() <= 12
+    assert Watch("job-1", 0.4, None).hold_seconds() == 0
+
+
+def test_a_request_the_server_held_is_asked_again_at_once() -> None:
+    assert Watch("job-1", None, None).pause_after_hold(20, 20.01) == 0.0
+
+
+def test_a_server_that_does_not_hold_requests_is_polled_with_growing_pauses() -> None:
+    watch = Watch("job-1", None, None)
+    pauses = [watch.pause_after_hold(20, 0.01) for _ in range(20)]
+    unheld = [Watch("job-1", None, None).pause_after_hold(0, 0.01)]
+
+    assert pauses[0] == POLL_FIRST_DELAY
+    assert pauses == sorted(pauses)
+    assert pauses[-1] == POLL_MAX_DELAY
+    assert unheld == [POLL_FIRST_DELAY]
+
+
+def test_a_hold_past_the_deadline_raises_job_timeout() -> None:
+    watch = Watch("job-1", 0.0, None)
+    watch.observe(status())
+
+    with pytest.raises(JobTimeout) as timed_out:
+        watch.pause_after_hold(20, 20.0)
+
+    assert timed_out.value.status == status()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -19,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from visionq.api.schemas import JobAccepted, ModelInfo
 from visionq.client import common
 from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
-from visionq.client.errors import ProblemError
+from visionq.client.errors import NotFinished, ProblemError
 from visionq.jobs.records import StatusBody
 
 __all__ = ["AsyncClient"]
@@ -43,8 +44,10 @@ class AsyncClient:
     `url` defaults to VISIONQ_URL, else http://127.0.0.1:8000. `api_key` is sent as `X-API-Key`, `token`
     as `Authorization: Bearer`, and either as `?token=` on the WebSocket; without either, VISIONQ_API_KEY
     and VISIONQ_TOKEN are used when set. `timeout` bounds each HTTP
-    request (seconds); `wait()` has its own. `ws_url` is the base of the WebSocket URLs, by default `url`
-    with ws(s)://; jobs are followed by polling whenever the WebSocket cannot be used.
+    request (seconds; a `GET /result` that the server is asked to hold gets that much longer to answer);
+    `wait()` has its own. `ws_url` is the base of the WebSocket URLs, by default `url` with ws(s)://; the
+    WebSocket follows jobs whose progress is asked for (`on_status`), and polling takes over whenever it
+    cannot be used.
     """
 
     def __init__(
@@ -125,9 +128,12 @@ class AsyncClient:
         on_status: OnStatus | None = None,
     ) -> Outcome:
         """Wait until the job finishes and return its outcome; raise JobTimeout (a TimeoutError) after
-        `timeout` seconds (None: no limit). Follows the WebSocket, or polls /status if it cannot be opened
-        or drops. `on_status` sees each new StatusBody; progress never goes down."""
+        `timeout` seconds (None: no limit). Without `on_status`, asks `GET /result` to wait for the end
+        (`Prefer: wait`, up to 30 s a request). With it, follows the WebSocket, or polls /status if it cannot be
+        opened or drops; `on_status` sees each new StatusBody, and progress never goes down."""
         watch = common.Watch(job, timeout, on_status)
+        if on_status is None:
+            return await self._hold(watch)
         outcome = await self._follow(watch)
         return outcome if outcome is not None else await self._poll(watch)
 
@@ -197,11 +203,30 @@ class AsyncClient:
     async def _send(self, call: common.Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, data=call.data, files=call.files, headers=call.headers
+                call.method,
+                call.path,
+                data=call.data,
+                files=call.files,
+                headers=call.headers,
+                timeout=call.timeout(self._http.timeout),
             )
         except httpx.TransportError as exc:
             raise common.connection_failed(self.url, exc) from exc
         return call.parse(response)
+
+    async def _hold(self, watch: common.Watch) -> Outcome:
+        """Follow the job with `GET /result` held by the server until the job ends (`Prefer: wait`). A server that
+        answers 202 at once (it does not hold requests) is polled with growing pauses instead."""
+        while True:
+            asked = watch.hold_seconds()
+            sent = time.monotonic()
+            try:
+                return await self._send(common.result_call(watch.job_id, asked))
+            except NotFinished as running:
+                watch.observe(running.status)
+            pause = watch.pause_after_hold(asked, time.monotonic() - sent)
+            if pause:
+                await asyncio.sleep(pause)
 
     async def _follow(self, watch: common.Watch) -> Outcome | None:
         """Follow the job over the WebSocket; None if it cannot be opened or drops before the outcome."""

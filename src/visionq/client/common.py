@@ -34,6 +34,8 @@ WS_OPEN_TIMEOUT = 5.0
 POLL_FIRST_DELAY = 0.05
 POLL_BACKOFF = 1.5
 POLL_MAX_DELAY = 1.0
+#: Most seconds the server is asked to hold one `GET /result` until the job ends (`Prefer: wait`; its cap is 60).
+HOLD_MAX = 30
 #: Characters of a non-problem error body kept in the ProblemError's detail.
 BODY_EXCERPT = 200
 
@@ -124,6 +126,14 @@ class Call(Generic[T]):
     data: Mapping[str, str] | None = None
     files: Mapping[str, tuple[str, bytes | IO[bytes]]] | None = None
     headers: Mapping[str, str] | None = None
+    hold: float = 0.0
+    """Seconds the server may hold the request before it answers (`Prefer: wait`), on top of the read timeout."""
+
+    def timeout(self, base: httpx.Timeout) -> httpx.Timeout:
+        """The client's time-outs for this request: its read time-out lengthened by `hold`."""
+        if not self.hold or base.read is None:
+            return base
+        return httpx.Timeout(connect=base.connect, read=base.read + self.hold, write=base.write, pool=base.pool)
 
 
 def submit_call(
@@ -146,8 +156,11 @@ def status_call(job: JobRef) -> Call[StatusBody]:
     return Call("GET", f"/status/{_segment(job)}", parse_status)
 
 
-def result_call(job: JobRef) -> Call[Outcome]:
-    return Call("GET", f"/result/{_segment(job)}", parse_result)
+def result_call(job: JobRef, wait: int = 0) -> Call[Outcome]:
+    """`GET /result`; with `wait`, the server may hold it that many seconds until the job ends (`Prefer: wait`)."""
+    if wait <= 0:
+        return Call("GET", f"/result/{_segment(job)}", parse_result)
+    return Call("GET", f"/result/{_segment(job)}", parse_result, headers={"Prefer": f"wait={wait}"}, hold=wait)
 
 
 def cancel_call(job: JobRef) -> Call[StatusBody]:
@@ -310,6 +323,20 @@ class Watch:
             self.observe(message)
             return None
         return message
+
+    def hold_seconds(self) -> int:
+        """Seconds to ask the server to hold the next `GET /result` (whole seconds, never past the deadline)."""
+        remaining = self.remaining()
+        return HOLD_MAX if remaining is None else min(HOLD_MAX, int(remaining))
+
+    def pause_after_hold(self, asked: int, took: float) -> float:
+        """Seconds to pause after a `GET /result` asked to be held `asked` s came back unfinished after `took` s:
+        none when the server held it that long, else the polling back-off, for a server that does not hold
+        requests (one older than `Prefer: wait`, or a proxy that drops the header) must not be asked in a tight
+        loop. Raises JobTimeout once the deadline has passed."""
+        if self.remaining() == 0.0:
+            raise self.timed_out()
+        return 0.0 if 0 < asked <= took else self.next_delay()
 
     def next_delay(self) -> float:
         """Seconds to sleep before the next poll; raises JobTimeout once the deadline has passed."""

@@ -17,9 +17,11 @@ from visionq.api.dependencies import ArchiveDep, EventsDep, JobStoreDep, Princip
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import FailureBody, ResultBody, StatusBody
 from visionq.api.security import check_owner
+from visionq.api.waiting import PREFERENCE_APPLIED_DOC, PreferWaitDep, preference_applied, wait_for_end
 from visionq.archive.repository import Archive
 from visionq.archive.rows import outcome_from_row
 from visionq.auth.principals import Principal
+from visionq.jobs.events import Updates
 from visionq.jobs.records import JobRecord, dump_status
 from visionq.jobs.states import JobStatus
 from visionq.jobs.store import JobStore
@@ -46,21 +48,45 @@ async def get_status(record: VisibleJobDep) -> JSONResponse:
     "/result/{job_id}",
     response_model=ResultBody | FailureBody,
     responses={
-        202: {"model": StatusBody, "description": "The job is still pending or processing."},
+        200: {"headers": PREFERENCE_APPLIED_DOC},
+        202: {
+            "model": StatusBody,
+            "description": "The job is still pending or processing (after the wait asked for, if any).",
+            "headers": PREFERENCE_APPLIED_DOC,
+        },
         **problem_responses(errors.JobNotFound),
     },
 )
-async def get_result(job_id: str, store: JobStoreDep, archive: ArchiveDep, principal: PrincipalDep) -> Response:
-    """The predictions of a completed job; 202 with the status while it runs. Once Redis has let a result
-    expire, it comes from the archive."""
+async def get_result(
+    job_id: str,
+    store: JobStoreDep,
+    archive: ArchiveDep,
+    principal: PrincipalDep,
+    events: EventsDep,
+    wait: PreferWaitDep,
+) -> Response:
+    """The predictions of a completed job; 202 with the status while it runs. `Prefer: wait=N` holds the request
+    until the job ends or N seconds pass. Once Redis has let a result expire, it comes from the archive."""
     record = await store.get(job_id)
+    if record is not None:
+        check_owner(principal, record.owner, job_id)
+    result: bytes | None = None
+    if record is not None and wait and not record.status.terminal:
+        record, result = await wait_for_end(events, store, job_id, wait)
     if record is None:
-        return await _archived_result(archive, job_id, principal)
-    check_owner(principal, record.owner, job_id)
+        response = await _archived_result(archive, job_id, principal)
+    else:
+        response = await _job_answer(store, record, result)
+    response.headers.update(preference_applied(wait))
+    return response
+
+
+async def _job_answer(store: JobStore, record: JobRecord, result: bytes | None) -> Response:
+    """GET /result's answer for a job Redis holds; `result` is its result JSON when already at hand."""
     if record.status is JobStatus.COMPLETED:
-        body = await store.get_result(job_id)
+        body = result if result is not None else await store.get_result(record.job_id)
         if body is None:
-            raise errors.JobNotFound(f"the result of job {job_id!r} has expired")
+            raise errors.JobNotFound(f"the result of job {record.job_id!r} has expired")
         return Response(body, media_type="application/json")
     if record.status.terminal:
         return JSONResponse(record.failure_body().model_dump(mode="json"))
@@ -111,22 +137,42 @@ async def _until_disconnected(websocket: WebSocket) -> None:
         pass
 
 
-async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, updates: asyncio.Queue[JobRecord]) -> None:
+async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, updates: Updates) -> None:
     last_sent: dict[str, Any] | None = None
+    result: bytes | None = None
     while True:
         body = dump_status(record.status_body())
         if body != last_sent:
             await websocket.send_json(body)
             last_sent = body
         if record.status.terminal:
-            result = await store.get_result(record.job_id) if record.status is JobStatus.COMPLETED else None
-            if result is not None:
-                await websocket.send_text(result.decode())
-            else:
-                await websocket.send_json(record.failure_body().model_dump(mode="json"))
+            await _send_outcome(websocket, store, record, result)
             await websocket.close(code=1000)
             return
-        try:
-            record = await asyncio.wait_for(updates.get(), WS_RESYNC_INTERVAL)
-        except TimeoutError:
-            record = await store.get(record.job_id) or record
+        record, result = await _next_state(store, record, updates)
+
+
+async def _next_state(store: JobStore, record: JobRecord, updates: Updates) -> tuple[JobRecord, bytes | None]:
+    """The job's next state, with the result JSON when the update carried it: the next update pushed, or a fresh
+    read when none came for a while (one may have been missed) or the events layer says some were."""
+    # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow the handler's cancellation when an
+    # update arrives at the same moment, and the stream would outlive its socket.
+    try:
+        async with asyncio.timeout(WS_RESYNC_INTERVAL):
+            update = await updates.get()
+    except TimeoutError:
+        update = None
+    if update is None:
+        return await store.get(record.job_id) or record, None
+    return update.record, update.result
+
+
+async def _send_outcome(websocket: WebSocket, store: JobStore, record: JobRecord, result: bytes | None) -> None:
+    """The last message: the result body of a completed job (from its final update when that carried it), else
+    the failure body."""
+    if record.status is JobStatus.COMPLETED and result is None:
+        result = await store.get_result(record.job_id)
+    if record.status is JobStatus.COMPLETED and result is not None:
+        await websocket.send_text(result.decode())
+    else:
+        await websocket.send_json(record.failure_body().model_dump(mode="json"))

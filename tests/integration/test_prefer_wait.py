@@ -1,0 +1,167 @@
+"""`Prefer: wait=N` on GET /result, and the SDK that relies on it, against a real Redis, worker and model.
+
+Pending jobs are made without timing tricks: they go to a queue that no worker serves, and end when the test
+cancels them. Whether a request is being held is seen in Redis: the API subscribes to the job's updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import redis
+
+from factories import cat_variants
+from integration.stack import FAST_RECOVERY, ApiServer, submit, wait_for, wait_terminal
+from visionq.client import Client, FailureBody
+from visionq.embedded import free_port
+from visionq.jobs import keys
+from visionq.jobs.states import JobStatus
+from visionq.settings import Settings
+
+CAT_PNG = cat_variants()["png"]
+EGYPTIAN_CAT = 285
+#: Seconds a request that must not be held may take at most.
+PROMPT = 5.0
+#: Seconds a test waits for the API to start holding a request.
+SETTLE_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def idle(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """An API whose queue no worker serves: its jobs stay pending until cancelled."""
+    settings = Settings(
+        **FAST_RECOVERY, redis_url=redis_url, queue="visionq-test-prefer-idle", data_dir=tmp_path_factory.mktemp("idle")
+    )
+    server = ApiServer(settings)
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+    server.stop()
+
+
+@pytest.fixture
+def pending(idle: httpx.Client) -> str:
+    accepted = submit(idle, CAT_PNG)
+    assert accepted.status_code == 202, accepted.text
+    job_id: str = accepted.json()["job_id"]
+    return job_id
+
+
+@pytest.fixture
+def completed(api: httpx.Client) -> str:
+    job_id: str = submit(api, CAT_PNG).json()["job_id"]
+    assert wait_terminal(api, job_id)["status"] == "completed"
+    return job_id
+
+
+@pytest.fixture
+def background() -> Iterator[ThreadPoolExecutor]:
+    """A thread for the request that is held while the test goes on."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="held-request") as pool:
+        yield pool
+
+
+def held(client: redis.Redis, job_id: str) -> bool:
+    """Whether an API is subscribed to the job's updates: a request for it is being held."""
+    [(_, count)] = client.pubsub_numsub(keys.events(job_id))
+    return int(count) > 0
+
+
+def test_a_held_request_answers_with_the_predictions_once_the_job_completes(api: httpx.Client) -> None:
+    job_id = submit(api, CAT_PNG).json()["job_id"]
+
+    response = api.get(f"/result/{job_id}", headers={"Prefer": "wait=30"}, timeout=60)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["Preference-Applied"] == "wait=30"
+    assert response.json()["predictions"][0]["class_id"] == EGYPTIAN_CAT
+
+
+def test_a_held_request_ends_as_soon_as_the_job_does(
+    idle: httpx.Client, pending: str, redis_client: redis.Redis, background: ThreadPoolExecutor
+) -> None:
+    waiting = background.submit(lambda: idle.get(f"/result/{pending}", headers={"Prefer": "wait=30"}, timeout=60))
+    wait_for(lambda: held(redis_client, pending), SETTLE_TIMEOUT, "the API to hold the request")
+
+    assert idle.delete(f"/jobs/{pending}").status_code == 200
+    response = waiting.result(timeout=PROMPT)
+
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=30"
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["error"]["code"] == "cancelled"
+    wait_for(lambda: not held(redis_client, pending), SETTLE_TIMEOUT, "the API to unsubscribe")
+
+
+def test_a_held_request_answers_202_once_its_wait_has_passed(idle: httpx.Client, pending: str) -> None:
+    started = time.monotonic()
+    response = idle.get(f"/result/{pending}", headers={"Prefer": "wait=1"})
+    took = time.monotonic() - started
+
+    assert response.status_code == 202
+    assert response.headers["Preference-Applied"] == "wait=1"
+    assert response.json()["status"] == "pending"
+    assert took >= 1.0
+
+
+@pytest.mark.parametrize(("prefer", "applied"), [(None, None), ("wait=0", "wait=0"), ("respond-async", None)])
+def test_a_request_without_a_wait_answers_202_at_once(
+    idle: httpx.Client, pending: str, prefer: str | None, applied: str | None
+) -> None:
+    headers = {"Prefer": prefer} if prefer is not None else {}
+
+    response = idle.get(f"/result/{pending}", headers=headers, timeout=PROMPT)
+
+    assert response.status_code == 202
+    assert response.headers.get("Preference-Applied") == applied
+
+
+@pytest.mark.parametrize("prefer", ["wait=soon", "wait=-5", "wait=2.5"])
+def test_a_malformed_wait_is_ignored(
+    idle: httpx.Client, pending: str, completed: str, api: httpx.Client, prefer: str
+) -> None:
+    running = idle.get(f"/result/{pending}", headers={"Prefer": prefer}, timeout=PROMPT)
+    done = api.get(f"/result/{completed}", headers={"Prefer": prefer})
+
+    assert (running.status_code, done.status_code) == (202, 200)
+    assert "Preference-Applied" not in running.headers
+    assert "Preference-Applied" not in done.headers
+    assert done.json()["predictions"]
+
+
+def test_a_wait_over_sixty_seconds_is_applied_as_sixty(
+    idle: httpx.Client,
+    pending: str,
+    completed: str,
+    api: httpx.Client,
+    redis_client: redis.Redis,
+    background: ThreadPoolExecutor,
+) -> None:
+    done = api.get(f"/result/{completed}", headers={"Prefer": "wait=999"})
+    waiting = background.submit(lambda: idle.get(f"/result/{pending}", headers={"Prefer": "wait=999"}, timeout=90))
+    wait_for(lambda: held(redis_client, pending), SETTLE_TIMEOUT, "the API to hold the request")
+    assert idle.delete(f"/jobs/{pending}").status_code == 200
+    cancelled = waiting.result(timeout=PROMPT)
+
+    assert (done.status_code, done.headers["Preference-Applied"]) == (200, "wait=60")
+    assert (cancelled.status_code, cancelled.headers["Preference-Applied"]) == (200, "wait=60")
+    assert cancelled.json()["status"] == "cancelled"
+
+
+def test_the_sdk_without_a_progress_callback_waits_on_a_held_request(
+    idle: httpx.Client, pending: str, redis_client: redis.Redis, background: ThreadPoolExecutor
+) -> None:
+    # Its WebSocket address refuses connections, so while the job is pending the only subscriber there can be
+    # is a held GET /result (polling subscribes to nothing).
+    with Client(str(idle.base_url).rstrip("/"), ws_url=f"ws://127.0.0.1:{free_port()}") as sdk:
+        waiting = background.submit(lambda: sdk.wait(pending, timeout=60))
+        wait_for(lambda: held(redis_client, pending), SETTLE_TIMEOUT, "the SDK's held request")
+        assert idle.delete(f"/jobs/{pending}").status_code == 200
+        outcome = waiting.result(timeout=PROMPT)
+
+    assert isinstance(outcome, FailureBody)
+    assert outcome.status is JobStatus.CANCELLED
