@@ -1,60 +1,60 @@
-"""The throughput suite: the in-process ceiling and the real service, measured in ONE run on this machine.
+"""The throughput benchmark in the pinned layout: the service and the in-process ceiling take turns on one core,
+the load generator has another, all in ONE run.
 
-    .venv/bin/python bench/throughput.py [--model efficientnet-lite0] [--fast-model efficientnet-lite0-int8]
-                                         [--seconds 10] [--jobs 300] [--threads 8]
+    .venv/bin/python bench/throughput.py [--jobs 500] [--seconds 40] [--concurrency 32] [--processes 2]
+                                         [--passes 2] [--parts 8] [--rate 10] [--model efficientnet-lite0] ...
 
-On the same ~500 KB 1600x1600 JPEG photo, it measures:
-- the in-process ceiling: `run_classification` (decode, preprocess, the model, top-5) with no service
-  around it, in one single-threaded process per core, images/s;
-- the service end to end (a private redis-server, `visionq worker`, `visionq api`): each job submitted over
-  HTTP and followed to its result by the SDK (WebSocket), jobs/s at saturation with 1 and with 2 worker
-  processes, and the ratio to the ceiling;
-- latency p50/p95/p99 from submit to result at 10 jobs/s and at 80% of saturation (open loop);
-- the service's own CPU per job: CPU seconds of Redis, the API and the workers, per job, less the ceiling's
-  CPU per image (decode and inference);
-- the same saturation with a `threads` worker running `--threads` jobs at once, whose jobs share calls of the
-  model (dynamic batching), and the mean images per call;
-- the reduced-precision build (`--fast-model`): its ceiling and the service's saturation with it;
-and writes the table to stdout, `var/bench/throughput.json`, and `var/bench/latency.png` (latency against
-offered load). Timings on a shared machine are noisy: compare the figures of one run with each other.
+- The service: `visionq serve` (the API, the worker and its pool processes, the callbacks worker, the embedded
+  Redis) under `taskset -c 0`, with a fresh data dir, images in a folder (`VISIONQ_IMAGE_STORE=directory`) and
+  `--processes` single-threaded pool processes (`bench/pinned.py`).
+- The load generator: this process, on core 1. It submits a ~500 KB 1600x1600 JPEG over `POST /classify` and
+  follows each job on `/ws/{id}`, `--concurrency` jobs in flight (`bench/load.py`).
+- The ceiling: `--processes` single-threaded processes on core 0, each running the worker's `run_classification`
+  (decode, preprocess, the model, top-5) with no service around it (`bench/ceiling.py`).
+
+Ceiling and service alternate (ceiling, service, ..., ceiling: `--passes` service passes). Each service pass is a
+window of `--jobs` jobs (or `--seconds`) after `--warmup` jobs, over which CPU by process role, Redis's counters
+and core use are sampled. Then come the multi-image request at saturation (`--parts` images per request), the
+latency at `--rate` jobs/s and at 1 job/s, and one image alone on the idle core. It prints a table and writes
+`var/bench/throughput.json` (and the service's log beside it). Timings on a shared machine are noisy: compare the
+figures of one run with each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import io
 import json
-import multiprocessing
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import psutil
-import redis
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from factories import chelsea
-from integration.stack import ApiProcess, WorkerProcess
-from visionq.client import AsyncClient
-from visionq.embedded import EmbeddedRedis
-from visionq.inference.catalog import build_catalog
-from visionq.inference.quantize import int8_unsupported
-from visionq.inference.spec import Precision
-from visionq.settings import BuiltinRuntime, Settings
+from ceiling import ceiling, one_image
+from load import Load, latency, offer, saturate
+from pinned import PinnedService, Spent
+from report import table
 
-OUT = Path("var/bench")
+from factories import chelsea
+
+#: VISIONQ_ variables of the caller's environment passed on to the service and the ceiling (how models run and
+#: where their exports are cached); every other one is dropped, so a run does not depend on who starts it.
+PASSED_ON = ("VISIONQ_MODEL_CACHE_DIR", "VISIONQ_BUILTIN_RUNTIME", "VISIONQ_JPEG_DRAFT")
+#: Seconds `visionq prepare` may take to export and check the model (once per machine; then it is cached).
+PREPARE_TIMEOUT = 900.0
 
 
 def photo() -> bytes:
@@ -66,328 +66,191 @@ def photo() -> bytes:
     return buffer.getvalue()
 
 
-# --- the in-process ceiling ------------------------------------------------------------------------
+def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
+    """The environment of the service and of the ceiling processes."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith("VISIONQ_") or name in PASSED_ON}
+    return kept | {
+        "VISIONQ_DATA_DIR": str(root / "data"),
+        "VISIONQ_IMAGE_STORE": "directory",
+        "VISIONQ_IMAGE_DIR": str(root / "images"),
+        "VISIONQ_DEFAULT_MODEL": args.model,
+        "VISIONQ_WORKER_CONCURRENCY": str(args.processes),
+        "VISIONQ_INFERENCE_THREADS": "1",
+        "VISIONQ_AUTH": "off",
+        "VISIONQ_RATE_LIMIT_IP": "0",
+        "VISIONQ_RATE_LIMIT_USER": "0",
+        "VISIONQ_LOG_LEVEL": "WARNING",
+    }
 
 
-def _classify_for(args: tuple[str, bytes, float, Any]) -> tuple[int, float]:
-    """One process: classify the photo over and over for `seconds`; (images, CPU seconds)."""
-    model, image, seconds, start = args
-    from visionq.inference.catalog import build_catalog
-    from visionq.inference.registry import ModelRegistry
-    from visionq.worker.pipeline import run_classification
+class Bench:
+    """One run: the service started, the photo on disk, and the passes that measure them."""
 
-    settings = Settings()
-    catalog = build_catalog(settings)
-    spec = catalog.resolve(model)
-    onnx = settings.builtin_runtime is BuiltinRuntime.ONNX  # as the workers run it (VISIONQ_BUILTIN_RUNTIME)
-    classifier = ModelRegistry(catalog, threads=1, cache=settings.model_cache, builtin_onnx=onnx).get(spec)
-    labels = catalog.labels(spec)
+    def __init__(self, args: argparse.Namespace, service: PinnedService, image: bytes, path: Path, env: dict[str, str]):
+        self.args, self.service, self.image = args, service, image
+        self.pinned: dict[str, Any] = {"model": args.model, "core": args.service_core, "env": env, "image": path}
 
-    def once() -> None:
-        run_classification(image, classifier=classifier, labels=labels, top=5, max_pixels=40_000_000, report=id)
-
-    once()  # warm
-    start.wait()
-    cpu, ends, images = time.process_time(), time.perf_counter() + seconds, 0
-    while time.perf_counter() < ends:
-        once()
-        images += 1
-    return images, time.process_time() - cpu
-
-
-def ceiling(model: str, image: bytes, processes: int, seconds: float) -> dict[str, float]:
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        start = manager.Barrier(processes)
-        with context.Pool(processes) as pool:
-            runs = pool.map(_classify_for, [(model, image, seconds, start)] * processes)
-    images, cpu = sum(r[0] for r in runs), sum(r[1] for r in runs)
-    return {"images_per_s": images / seconds, "cpu_per_image_ms": 1000 * cpu / images, "processes": processes}
-
-
-# --- the service -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Service:
-    root: Path
-    concurrency: int
-    pool: str = "prefork"
-    warm: tuple[str, ...] = ("latest",)
-    redis: EmbeddedRedis = field(init=False)
-    worker: WorkerProcess = field(init=False)
-    api: ApiProcess = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.redis = EmbeddedRedis(self.root / "redis", persistent=True)
-        settings = Settings(
-            redis_url=self.redis.url,
-            data_dir=self.root / "data",
-            worker_concurrency=self.concurrency,
-            worker_pool=self.pool,
-            warm_models=list(self.warm),
-            log_level="WARNING",
-            rate_limit_ip=0,
-            rate_limit_user=0,
-        )
-        self.worker, self.api = WorkerProcess(settings), ApiProcess(settings)
-
-    def processes(self) -> dict[str, list[psutil.Process]]:
-        """The service's processes by role: Redis, the API, the worker's main process and its pool."""
-        assert self.worker.process is not None
-        assert self.api.process is not None
-        assert self.redis.pid is not None
-        worker = psutil.Process(self.worker.process.pid)
+    def run(self) -> dict[str, Any]:
+        alone = one_image(images=self.args.single_images, **self.pinned)
+        ceilings, services, spent = self.alternate()
+        ceiling_mean = statistics.mean(c["images_per_s"] for c in ceilings)
+        ceiling_cpu = statistics.mean(c["cpu_per_image_ms"] for c in ceilings)
+        service_mean = statistics.mean(s["jobs_per_s"] for s in services)
+        service = spent.per_job(sum(s["jobs"] for s in services))
+        multi = asyncio.run(self.multi())
+        if multi["supported"]:
+            multi["ratio"] = multi["jobs_per_s"] / ceiling_mean
+        lat = asyncio.run(self.latency())
         return {
-            "redis": [psutil.Process(self.redis.pid)],
-            "api": [psutil.Process(self.api.process.pid)],
-            "worker main": [worker],
-            "worker pool": worker.children(recursive=True),
+            **self.header(),
+            "one_image": alone,
+            "ceiling": ceilings,
+            "service": services,
+            "multi": multi,
+            "latency": lat,
+            "summary": {
+                "ceiling_images_per_s": ceiling_mean,
+                "service_jobs_per_s": service_mean,
+                "ratio": service_mean / ceiling_mean,
+                "ceiling_cpu_per_image_ms": ceiling_cpu,
+                "service": service,
+                "outside_decode_inference_ms": service["service_cpu_per_job_ms"] - ceiling_cpu,
+                "idle_overhead_ms": lat["idle"].get("p50_ms", float("nan")) - alone["median_ms"],
+            },
         }
 
+    def alternate(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Spent]:
+        """Ceiling, service, ..., ceiling: each pass's figures, and what the service used in all its windows."""
+        ceilings, services, spent = [self.ceiling_pass()], [], []
+        for _ in range(self.args.passes):
+            figures, used = asyncio.run(self.saturation(parts=1))
+            services.append(figures)
+            spent.append(used)
+            ceilings.append(self.ceiling_pass())
+        return ceilings, services, functools.reduce(Spent.__add__, spent)
 
-@contextmanager
-def running(
-    root: Path, concurrency: int, pool: str = "prefork", warm: tuple[str, ...] = ("latest",)
-) -> Iterator[Service]:
-    service = Service(root, concurrency, pool, warm)
-    with contextlib.ExitStack() as started:  # what started is stopped, even when a later start fails
-        for part in (service.redis, service.worker, service.api):
-            part.start()
-            started.callback(part.stop)
-        yield service
+    def header(self) -> dict[str, Any]:
+        args = self.args
+        models = httpx.get(f"{self.service.url}/models", timeout=10).json()
+        model = next(m for m in models if args.model in (m["name"], f"{m['name']}@{m['version']}", *m["aliases"]))
+        return {
+            "model": f"{model['name']}@{model['version']}",
+            "runtime": model["runtime"],
+            "precision": model.get("precision", "fp32"),
+            "photo_bytes": len(self.image),
+            "service_core": args.service_core,
+            "client_core": args.client_core,
+            "processes": args.processes,
+            "concurrency": args.concurrency,
+        }
 
+    def ceiling_pass(self) -> dict[str, Any]:
+        """The ceiling, with the idle service's own CPU use meanwhile (it shares the core)."""
+        args, before = self.args, self.service.usage()
+        measured = ceiling(processes=args.processes, images=args.ceiling_images, **self.pinned)
+        idle = Spent.between(before, self.service.usage())
+        return {**measured, "service_idle_cpu_share": idle.service_cpu / idle.seconds}
 
-def cpu_seconds(roles: dict[str, list[psutil.Process]]) -> dict[str, float]:
-    """CPU seconds (user + system) each role's processes have used so far."""
-    used: dict[str, float] = {}
-    for role, processes in roles.items():
-        used[role] = 0.0
-        for process in processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                times = process.cpu_times()
-                used[role] += times.user + times.system
-    return used
+    async def saturation(self, parts: int) -> tuple[dict[str, Any], Spent]:
+        """A closed-loop window at `--concurrency` jobs in flight, `parts` images per request: its figures, and
+        what the service used in it."""
+        args = self.args
+        async with Load(self.service.url, self.image, args.model) as load:
+            unit = load.single if parts == 1 else functools.partial(load.multi, parts)
+            loops = max(1, args.concurrency // parts)
+            window = await saturate(
+                unit, loops=loops, warmup=args.warmup, jobs=args.jobs, seconds=args.seconds, sample=self.service.usage
+            )
+        assert window.opened is not None
+        assert window.closed is not None
+        if not window.completed:
+            raise RuntimeError(f"no job completed in the window: {latency(window.jobs)['failed']}")
+        spent = Spent.between(window.opened, window.closed)
+        return {**spent.per_job(window.completed), "latency": latency(window.jobs)}, spent
 
+    async def multi(self) -> dict[str, Any]:
+        """Saturation with `--parts` images per request, if the server takes several."""
+        if self.args.parts < 2:
+            return {"supported": False, "skipped": True, "detail": "not run (--parts 1)"}
+        async with Load(self.service.url, self.image, self.args.model) as load:
+            refused = await load.takes_several_images()
+        if refused is not None:
+            return {"supported": False, "detail": refused}
+        figures, _ = await self.saturation(self.args.parts)
+        return {"supported": True, "parts": self.args.parts, **figures}
 
-def redis_stats(service: Service) -> dict[str, int]:
-    """Redis's counters of commands and network bytes so far."""
-    client = redis.Redis.from_url(service.redis.url)
-    try:
-        stats = client.info("stats")
-    finally:
-        client.close()
-    return {
-        name: int(stats[name])
-        for name in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes")
-    }
-
-
-async def _one(client: AsyncClient, image: bytes, model: str) -> float:
-    started = time.perf_counter()
-    outcome = await client.classify(image, model=model, timeout=120)
-    if outcome.status != "completed":
-        raise RuntimeError(f"a job ended {outcome.status}")
-    return time.perf_counter() - started
-
-
-async def saturate(url: str, image: bytes, model: str, jobs: int, in_flight: int) -> tuple[float, list[float]]:
-    """Closed loop: `in_flight` clients, each submitting the next job as soon as its last one is done."""
-    latencies: list[float] = []
-    remaining = iter(range(jobs))
-    async with AsyncClient(url) as client:
-
-        async def loop() -> None:
-            for _ in remaining:
-                latencies.append(await _one(client, image, model))
-
-        await _one(client, image, model)  # warm the connection and the worker
-        started = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(in_flight)))
-        return jobs / (time.perf_counter() - started), latencies
-
-
-async def offered(url: str, image: bytes, model: str, rate: float, seconds: float) -> list[float]:
-    """Open loop: a job every 1/rate s for `seconds`, whatever the service does; their latencies."""
-    async with AsyncClient(url) as client:
-        tasks: list[asyncio.Task[float]] = []
-        started = time.perf_counter()
-        for n in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(_one(client, image, model)))
-        return list(await asyncio.gather(*tasks))
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {"p50_ms": 1000 * cuts[49], "p95_ms": 1000 * cuts[94], "p99_ms": 1000 * cuts[98], "jobs": len(latencies)}
-
-
-# --- the run -----------------------------------------------------------------------------------------
-
-
-def batch_stats(service: Service, model: str) -> tuple[int, int]:
-    """The cluster's (calls of `model`, images in them) so far."""
-    from visionq.inference.catalog import build_catalog
-    from visionq.jobs import keys
-
-    ref = build_catalog(Settings()).resolve(model).ref
-    client = redis.Redis.from_url(service.redis.url, decode_responses=True)
-    try:
-        calls, images = client.hmget(keys.inference_stats(ref), ["batch:count", "batch:sum"])
-    finally:
-        client.close()
-    return int(calls or 0), int(images or 0)
-
-
-def measure(service: Service, image: bytes, model: str, jobs: int, in_flight: int) -> dict[str, Any]:
-    """Saturate the service (closed loop) and account for what each job cost: CPU by role, Redis, batches."""
-    watched = service.processes()
-    before, client_before, redis_before = cpu_seconds(watched), time.process_time(), redis_stats(service)
-    batches_before = batch_stats(service, model)
-    rate, latencies = asyncio.run(saturate(service.api.url, image, model, jobs, in_flight))
-    after, client = cpu_seconds(watched), time.process_time() - client_before
-    by_role = {role: 1000 * (after[role] - before[role]) / jobs for role in after}
-    redis_after, batches_after = redis_stats(service), batch_stats(service, model)
-    calls = batches_after[0] - batches_before[0]
-    return {
-        "jobs_per_s": rate,
-        "redis_per_job": {k: (redis_after[k] - redis_before[k]) / jobs for k in redis_after},
-        "cpu_per_job_ms": sum(by_role.values()),
-        "cpu_per_job_by_role_ms": by_role,
-        "client_cpu_per_job_ms": 1000 * client / jobs,
-        "mean_batch": (batches_after[1] - batches_before[1]) / calls if calls else 0.0,
-        **percentiles(latencies),
-    }
+    async def latency(self) -> dict[str, Any]:
+        args = self.args
+        async with Load(self.service.url, self.image, args.model) as load:
+            busy = await offer(load.single, rate=args.rate, requests=args.rate_jobs)
+            idle = await offer(load.single, rate=1.0, requests=args.idle_jobs)
+        return {"busy": {"per_s": args.rate, **latency(busy)}, "idle": {"per_s": 1.0, **latency(idle)}}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet-lite0")
-    parser.add_argument("--fast-model", default="efficientnet-lite0-int8", help="the reduced-precision build")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each ceiling and open-loop run")
-    parser.add_argument("--jobs", type=int, default=300, help="jobs of each saturation run")
-    parser.add_argument("--threads", type=int, default=8, help="jobs at once of the threads-pool (batching) run")
-    args = parser.parse_args()
-    cores = os.cpu_count() or 1
+    args = _arguments()
+    signal.signal(signal.SIGTERM, _interrupt)
+    _pin_this_process(args.client_core)
     image = photo()
-    runtime = Settings().builtin_runtime.value
-    report: dict[str, Any] = {"model": args.model, "runtime": runtime, "photo_bytes": len(image), "cores": cores}
-
-    report["ceiling"] = ceiling(args.model, image, cores, args.seconds)
-    fast: dict[str, Any] = {"model": args.fast_model}
-    int8 = build_catalog(Settings()).resolve(args.fast_model).precision is Precision.INT8
-    if int8 and (why := int8_unsupported()):
-        fast["skipped"] = why  # refused on this CPU (docs/models.md)
-    else:
-        fast["ceiling"] = ceiling(args.fast_model, image, cores, args.seconds)
-    with tempfile.TemporaryDirectory() as root:
-        saturation: dict[int, dict[str, Any]] = {}
-        for processes in sorted({1, cores}):
-            with running(Path(root) / f"w{processes}", processes) as service:
-                saturation[processes] = measure(service, image, args.model, args.jobs, 4 * processes)
-                if processes == cores:
-                    top = saturation[processes]["jobs_per_s"]
-                    curve = []
-                    for load in (10.0, 0.5 * top, 0.8 * top, top):
-                        observed = asyncio.run(offered(service.api.url, image, args.model, load, args.seconds))
-                        curve.append({"offered_per_s": load, **percentiles(observed)})
-        with running(Path(root) / "threads", args.threads, pool="threads") as service:
-            report["batching"] = {
-                "threads": args.threads,
-                **measure(service, image, args.model, args.jobs, 2 * args.threads),
-            }
-        if "ceiling" in fast:
-            with running(Path(root) / "fast", cores, warm=("latest", args.fast_model)) as service:
-                fast["service"] = measure(service, image, args.fast_model, args.jobs, 4 * cores)
-                fast["ratio"] = fast["service"]["jobs_per_s"] / fast["ceiling"]["images_per_s"]
-        report["saturation"] = saturation
-        report["latency"] = curve
-        report["fast"] = fast
-
-    full = saturation[cores]
-    report["ratio"] = full["jobs_per_s"] / report["ceiling"]["images_per_s"]
-    report["overhead_cpu_per_job_ms"] = full["cpu_per_job_ms"] - report["ceiling"]["cpu_per_image_ms"]
-    # What the cores would carry with the load generator on another machine: all of them for the service.
-    report["ratio_client_elsewhere"] = (1000 * cores / full["cpu_per_job_ms"]) / report["ceiling"]["images_per_s"]
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "throughput.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _plot(curve, OUT / "latency.png", args.model)
-    sys.stdout.write(_table(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="visionq-bench-") as tmp:
+        root = Path(tmp)
+        env = service_env(root, args)
+        _prepare(args.model, env)
+        path = root / "photo.jpg"
+        path.write_bytes(image)
+        with PinnedService(env, core=args.service_core, log=args.out.parent / "serve.log") as service:
+            report = Bench(args, service, image, path, env).run()
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    sys.stdout.write(table(report))
 
 
-def _table(report: dict[str, Any]) -> str:
-    ceiling_, full = report["ceiling"], report["saturation"][report["cores"]]
-    rows = [
-        ("photo", f"{report['photo_bytes'] / 1024:.0f} KiB JPEG, 1600x1600"),
-        ("model", f"{report['model']} on {report['runtime']}"),
-        ("in-process ceiling", f"{ceiling_['images_per_s']:.1f} images/s ({ceiling_['processes']} processes)"),
-        *(
-            (f"service, {n} worker process{'es' if n > 1 else ''}", f"{s['jobs_per_s']:.1f} jobs/s")
-            for n, s in sorted(report["saturation"].items())
-        ),
-        ("ratio service / ceiling", f"{report['ratio']:.2f}"),
-        (
-            "  estimated, client elsewhere",
-            f"{report['ratio_client_elsewhere']:.2f} (the cores / the service's CPU per job, against the ceiling)",
-        ),
-        (
-            f"service, threads pool ({report['batching']['threads']} jobs at once)",
-            f"{report['batching']['jobs_per_s']:.1f} jobs/s, {report['batching']['mean_batch']:.1f} images per "
-            "call of the model (dynamic batching)",
-        ),
-        (f"reduced precision: {report['fast']['model']}", _fast(report["fast"])),
-        *(
-            (
-                f"latency at {point['offered_per_s']:.1f} jobs/s",
-                f"p50 {point['p50_ms']:.0f} ms, p95 {point['p95_ms']:.0f} ms, p99 {point['p99_ms']:.0f} ms",
-            )
-            for point in report["latency"]
-        ),
-        ("CPU per job, service", f"{full['cpu_per_job_ms']:.1f} ms (Redis + API + workers)"),
-        *((f"  {role}", f"{ms:.1f} ms") for role, ms in full["cpu_per_job_by_role_ms"].items()),
-        ("CPU per job, the client", f"{full['client_cpu_per_job_ms']:.1f} ms (the SDK, on the same cores)"),
-        ("CPU per image, decode + inference", f"{ceiling_['cpu_per_image_ms']:.1f} ms"),
-        (
-            "Redis per job",
-            f"{full['redis_per_job']['total_commands_processed']:.0f} commands, "
-            f"{full['redis_per_job']['total_net_input_bytes'] / 1024:.0f} KiB in, "
-            f"{full['redis_per_job']['total_net_output_bytes'] / 1024:.0f} KiB out",
-        ),
-        ("service overhead", f"{report['overhead_cpu_per_job_ms']:.1f} ms CPU per job"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--model", default="efficientnet-lite0", help="the model of every job and of the ceiling")
+    add("--processes", type=int, default=2, help="single-threaded pool processes, and ceiling processes")
+    add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
+    add("--jobs", type=int, default=500, help="jobs in each saturation window")
+    add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")
+    add("--warmup", type=int, default=32, help="jobs before each saturation window opens")
+    add("--passes", type=int, default=2, help="service passes (the ceiling runs once more, around them)")
+    add("--ceiling-images", type=int, default=250, help="images per ceiling process per pass")
+    add("--single-images", type=int, default=30, help="images of the one-image-alone timing")
+    add("--parts", type=int, default=8, help="images per multi-image request (1: skip that measure)")
+    add("--rate", type=float, default=10.0, help="offered jobs/s of the busy latency run (open loop)")
+    add("--rate-jobs", type=int, default=200, help="jobs of the busy latency run")
+    add("--idle-jobs", type=int, default=30, help="jobs of the idle latency run, at 1 job/s")
+    add("--service-core", type=int, default=0)
+    add("--client-core", type=int, default=1)
+    add("--out", type=Path, default=Path("var/bench/throughput.json"))
+    args = parser.parse_args()
+    usable = os.sched_getaffinity(0)
+    if args.service_core == args.client_core or not {args.service_core, args.client_core} <= usable:
+        parser.error(f"--service-core and --client-core must be two different CPUs of {sorted(usable)}")
+    return args
 
 
-def _fast(fast: dict[str, Any]) -> str:
-    if "skipped" in fast:
-        return f"not measured: {fast['skipped']}"
-    return (
-        f"ceiling {fast['ceiling']['images_per_s']:.1f} images/s, service {fast['service']['jobs_per_s']:.1f} jobs/s "
-        f"(ratio {fast['ratio']:.2f})"
-    )
+def _prepare(model: str, env: dict[str, str]) -> None:
+    """Export and check the model now, so that neither the ceiling nor the service does it while measured."""
+    command = [sys.executable, "-m", "visionq", "prepare", model]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PREPARE_TIMEOUT, check=False)
+    if done.returncode:
+        raise RuntimeError(f"visionq prepare {model} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
-def _plot(curve: list[dict[str, float]], path: Path, model: str) -> None:
-    import matplotlib
+def _pin_this_process(core: int) -> None:
+    """Every thread of this process (the load generator) on `core`; threads started later inherit it."""
+    for thread in psutil.Process().threads():
+        os.sched_setaffinity(thread.id, {core})
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    loads = [point["offered_per_s"] for point in curve]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
-        axes.plot(loads, [point[key] for point in curve], marker="o", label=label)
-    axes.set_xlabel("offered load, jobs/s")
-    axes.set_ylabel("submit → result, ms")
-    axes.set_yscale("log")
-    axes.set_title(f"visionq, {model}, {os.cpu_count()} cores")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the service and every process the bench started are stopped")
