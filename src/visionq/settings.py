@@ -10,14 +10,18 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from visionq.cpus import available_cpus
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: The SQLite archive's file name in `data_dir`, when no `database_url` is set.
 ARCHIVE_FILE = "archive.sqlite3"
+#: The folder of the `directory` image store in `data_dir`, when no `image_dir` is set.
+IMAGES_DIR = "images"
 
 
 class AuthMode(StrEnum):
@@ -78,6 +82,34 @@ class Settings(BaseSettings):
     """Bring the archive's schema up to date when the API, a worker or `visionq serve` starts. Turn it off
     to run `visionq db upgrade` as a separate deployment step instead."""
 
+    image_store: Literal["redis", "directory", "s3"] = "redis"
+    """Where uploads wait for their worker: `redis` in the job's own Redis keys (smallest set-ups), `directory`
+    a folder (`visionq serve`'s default; a volume shared by API and workers on different machines), `s3`
+    S3-compatible object storage (S3, MinIO, GCS interoperability)."""
+
+    image_dir: Path | None = None
+    """The folder of `image_store=directory`. Default: `images` in `data_dir`."""
+
+    s3_bucket: str | None = None
+    """Bucket of `image_store=s3` (required with it); the service does not create it."""
+
+    s3_prefix: str = "images/"
+    """Key prefix of the images in `s3_bucket`, so that a bucket can be shared; the sweeper touches nothing else."""
+
+    s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible store other than AWS (e.g. `http://minio:9000`); path-style addressing is
+    used with it. Unset: AWS S3."""
+
+    s3_region: str | None = None
+    """Region of `s3_bucket`. Unset: boto3's default (`AWS_REGION`, `~/.aws/config`)."""
+
+    s3_access_key_id: str | None = None
+    """Access key id for `image_store=s3`, with `s3_secret_access_key`. Unset: boto3's default credential chain
+    (`AWS_*` variables, `~/.aws`, an instance or pod role)."""
+
+    s3_secret_access_key: SecretStr | None = None
+    """Secret access key that goes with `s3_access_key_id`."""
+
     url: str = "http://127.0.0.1:8000"
     """Base URL of the API that the CLI's client commands (`visionq classify`, `status`, `result`, `watch`,
     `models`) and the Python SDK talk to."""
@@ -102,6 +134,9 @@ class Settings(BaseSettings):
 
     max_upload_bytes: Annotated[int, Field(gt=0)] = 10 * 1024 * 1024
     """Largest accepted image file, in bytes. Larger uploads are refused with 413 while they stream."""
+
+    max_images_per_request: Annotated[int, Field(ge=1, le=256)] = 32
+    """Most `file` parts one `POST /classify` may carry (one job each); more are refused with 422."""
 
     max_pixels: Annotated[int, Field(gt=0)] = 40_000_000
     """Largest accepted image, in pixels (width × height), checked from the header before decoding."""
@@ -180,11 +215,6 @@ class Settings(BaseSettings):
     """Seconds a queued job may go without its Celery message being in the queue or held by a worker before
     the sweeper queues it again (a worker's fetch cut off by a Redis restart can lose the message). Checked
     only for jobs queued at least this long; 0: never."""
-
-    confirm_timeout: Annotated[float, Field(gt=0)] = 10.0
-    """Seconds a worker waits for the API to confirm a job whose message it got. The API confirms a job just
-    after queueing it and before answering 202, so this is a wait only when the submit failed in between (its
-    client was told to retry): then the job fails unrun, as `broker_unavailable`."""
 
     stale_job_after: Annotated[int, Field(gt=0)] = 300
     """Seconds a processing job may go without progress before the sweeper fails it. Must exceed
@@ -267,8 +297,9 @@ class Settings(BaseSettings):
     """Celery pool: `prefork` (one process per slot), `solo` (in the main process) or `threads`."""
 
     worker_concurrency: Annotated[int | None, Field(ge=1)] = None
-    """Jobs one worker runs at once (processes for `prefork`). Unset: one per CPU core, which measures best
-    on a CPU: decoding in one process overlaps inference in another."""
+    """Jobs one worker runs at once (processes for `prefork`). Unset: one per CPU the worker may use (its CPU
+    affinity, capped by its cgroup's CPU quota rounded up), which measures best on a CPU: decoding in one
+    process overlaps inference in another."""
 
     device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     """Where workers run inference: `cpu`, `cuda` or `cuda:<index>`. With CUDA use `--pool solo` (or
@@ -280,9 +311,10 @@ class Settings(BaseSettings):
     Off: every image is decoded in full."""
 
     inference_threads: Annotated[int, Field(ge=0)] = 0
-    """Intra-op threads of each inference process. 0: for `prefork`, the cores shared out among the worker's
-    processes (1 each with the default one process per core), so that processes do not fight over cores; for
-    `solo` and `threads`, every core, since the process's jobs share one model session and its batches."""
+    """Intra-op threads of each inference process. 0: for `prefork`, the CPUs the worker may use shared out
+    among its processes (1 each with the default one process per CPU), so that processes do not fight over
+    CPUs; for `solo` and `threads`, every such CPU, since the process's jobs share one model session and its
+    batches."""
 
     batch_max_size: Annotated[int, Field(ge=1)] = 8
     """Most images in one call of the model when a process runs several jobs at once (`threads` pool): jobs that
@@ -303,6 +335,16 @@ class Settings(BaseSettings):
 
     sweep_interval: Annotated[float, Field(gt=0)] = 10.0
     """Seconds between runs of the stale-job sweeper in each worker."""
+
+    stage_window: Annotated[float, Field(ge=0)] = 0.05
+    """Seconds a job's stage must be expected to last (learnt per worker process and model) to be written to
+    Redis, and published, as it begins. Shorter stages are written with the job's next write, still each in
+    order: a fast job costs one round trip for its stages and completion, not four. 0: write every stage at
+    once."""
+
+    image_sweep_interval: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds between sweeps of the image store (one worker at a time) for images no job holds any more,
+    older than `image_ttl`: what a crash, or a submit whose reply was lost, left behind."""
 
     archive_interval: Annotated[float, Field(gt=0)] = 1.0
     """Seconds between passes of each worker's archiver, which copies accepted and finished jobs to the archive."""
@@ -361,23 +403,32 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_image_store(self) -> Self:
+        if self.image_store == "s3" and not self.s3_bucket:
+            raise ValueError("image_store=s3 needs VISIONQ_S3_BUCKET: the bucket that uploads wait in")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both VISIONQ_S3_ACCESS_KEY_ID and VISIONQ_S3_SECRET_ACCESS_KEY, or neither")
+        return self
+
     @property
     def broker_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
 
     @property
     def concurrency(self) -> int:
-        """`worker_concurrency`, or one per CPU core."""
-        return self.worker_concurrency or os.cpu_count() or 1
+        """`worker_concurrency`, or one per CPU this process may use (its affinity and cgroup CPU quota, not
+        the node's count: a container limited to 2 CPUs on a 64-core node gets 2)."""
+        return self.worker_concurrency or available_cpus()
 
     @property
     def threads_per_job(self) -> int:
-        """`inference_threads`, or the cores shared out among a prefork worker's processes (all of them for the
-        one process of a `solo` or `threads` worker)."""
-        cores = os.cpu_count() or 1
+        """`inference_threads`, or the CPUs this process may use shared out among a prefork worker's processes
+        (all of them for the one process of a `solo` or `threads` worker)."""
         if self.inference_threads:
             return self.inference_threads
-        return max(1, cores // self.concurrency) if self.worker_pool is WorkerPool.PREFORK else cores
+        cpus = available_cpus()
+        return max(1, cpus // self.concurrency) if self.worker_pool is WorkerPool.PREFORK else cpus
 
     @property
     def model_cache(self) -> Path:
@@ -388,6 +439,10 @@ class Settings(BaseSettings):
     @property
     def archive_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / ARCHIVE_FILE}"
+
+    @property
+    def images_path(self) -> Path:
+        return self.image_dir or self.data_dir / IMAGES_DIR
 
 
 def get_settings(**overrides: object) -> Settings:

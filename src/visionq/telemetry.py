@@ -56,6 +56,18 @@ def stop_tracing() -> None:
         _provider.force_flush()
 
 
+@contextmanager
+def publishing(task: str) -> Iterator[dict[str, str]]:
+    """A producer span for a task message that visionq writes itself (`jobs/queue.py`), named as Celery's
+    instrumentation names its own, and the message headers that carry its context: the worker's span of the
+    task then hangs under it. The headers are empty while tracing is off."""
+    tracer = trace.get_tracer("visionq")
+    with tracer.start_as_current_span(f"apply_async/{task}", kind=trace.SpanKind.PRODUCER):
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        yield headers
+
+
 def current_traceparent() -> str | None:
     """The W3C `traceparent` of the current span, or None when tracing is off or no span is active."""
     carrier: dict[str, str] = {}

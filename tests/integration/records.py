@@ -9,7 +9,7 @@ import redis.asyncio
 
 from visionq.jobs.records import JobRecord, Prediction, ResultBody, ResultMetadata, isoformat, utcnow
 from visionq.jobs.states import JobStatus, Priority, Stage
-from visionq.jobs.store import JobStore
+from visionq.jobs.store import JobStore, Submitted
 
 RESULT_TTL, IMAGE_TTL = 60, 30
 
@@ -44,48 +44,39 @@ def result_for(record: JobRecord) -> ResultBody:
     )
 
 
-#: The queue the jobs made here are confirmed on (no message is sent: the tests play the worker).
+#: The queue the jobs made here are queued on: no worker serves it (the tests play the worker).
 QUEUE = "visionq-test-records"
 
 
 def create(
-    redis_url: str, record: JobRecord, image: bytes = b"img", *, queue: str = QUEUE, confirm: bool = True
-) -> None:
-    """Store the job as the API does, and (unless told not to) confirm it as queued on `queue`."""
+    redis_url: str,
+    record: JobRecord,
+    image: bytes | None = b"img",
+    *,
+    queue: str = QUEUE,
+    max_queued: int = 0,
+    remember: tuple[str, bytes] | None = None,
+) -> Submitted:
+    """Make and queue the job as the API does (`JobStore.submit`); `image=None` as when an image store holds it."""
 
-    async def run() -> None:
+    async def run() -> Submitted:
         client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-        store = JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL)
-        await store.create(record, image, queue=queue)
-        if confirm:
-            assert await store.confirm(record.job_id, queue)
-        await client.aclose()
-
-    asyncio.run(run())
-
-
-def confirm(redis_url: str, job_id: str, *, queue: str = QUEUE, remember: tuple[str, bytes] | None = None) -> bool:
-    """`JobStore.confirm`, as the API calls it once the job's message is in the broker."""
-
-    async def run() -> bool:
-        client = redis.asyncio.Redis.from_url(redis_url)
         try:
-            return await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).confirm(
-                job_id, queue, remember=remember
-            )
+            store = JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL)
+            return await store.submit(record, queue=queue, image=image, max_queued=max_queued, remember=remember)
         finally:
             await client.aclose()
 
     return asyncio.run(run())
 
 
-def settle_refused(redis_url: str, job_id: str, reservation: str | None) -> None:
-    """`JobStore.settle_refused`, as the API runs it once Redis is back after refusing a submit."""
+def release_unmade(redis_url: str, job_id: str, reservation: str) -> None:
+    """`JobStore.release_unmade`, as the API runs it once Redis is back after a submit it could not finish."""
 
     async def run() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
-            await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).settle_refused(job_id, reservation)
+            await JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL).release_unmade(job_id, reservation)
         finally:
             await client.aclose()
 

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio
 
 from factories import bad_inputs, cat_variants
-from integration.records import confirm, create, new_record
+from integration.records import create, new_record
 from integration.stack import submit
 from visionq import Client
 from visionq.jobs import keys
@@ -91,7 +91,6 @@ def test_a_reservation_its_request_could_not_release_frees_itself(redis_url: str
     key for 24 hours, or every retry of that submit would be refused (found by the soak)."""
 
     record, key = new_record(), str(uuid.uuid4())
-    create(redis_url, record, confirm=False)
 
     async def reserve() -> int:
         client = redis.asyncio.Redis.from_url(redis_url)
@@ -102,7 +101,7 @@ def test_a_reservation_its_request_could_not_release_frees_itself(redis_url: str
             await client.aclose()
 
     while_reserved = asyncio.run(reserve())
-    assert confirm(redis_url, record.job_id, remember=answer_entry(ANONYMOUS, key, "a request", {"job_id": "j"}))
+    assert create(redis_url, record, remember=answer_entry(ANONYMOUS, key, "a request", {"job_id": "j"})).accepted
     client = redis.Redis.from_url(redis_url)
     once_answered = client.ttl(keys.idempotency(ANONYMOUS, key))
     client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from integration.records import IMAGE_TTL, RESULT_TTL, confirm, create, new_record, result_for, settle_refused
+from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, release_unmade, result_for
 from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
@@ -55,75 +56,72 @@ def test_taking_a_job_claims_it_and_reads_it_in_one_go(redis_url: str, tracker: 
     assert late.image is None
 
 
-def test_a_job_is_taken_only_once_the_api_has_confirmed_it(redis_url: str, tracker: JobTracker) -> None:
+def test_a_submit_makes_the_job_and_queues_its_message_in_one_step(redis_url: str, redis_client: redis.Redis) -> None:
     record = new_record()
-    create(redis_url, record, confirm=False)  # stored and queued; the API's confirmation not yet in
+    queue = f"visionq-test-submit-{time.time_ns()}"
+    create(redis_url, record, queue=queue)
 
-    early = tracker.take(record.job_id)
-    assert confirm(redis_url, record.job_id)
-    taken = tracker.take(record.job_id)
-    tracker.complete(result_for(record))  # nothing left processing for the sweeper tests
-
-    assert early.unconfirmed
-    assert (early.claim, early.record) == ((0, 0), None), "nothing claimed"
-    assert not taken.unconfirmed
-    assert taken.claim == (1, 0), "the early look was no delivery"
-    assert not tracker.give_up_unconfirmed(record.job_id), "a confirmed job is never given up"
+    messages = [json.loads(m) for m in redis_client.lrange(keys.priority_list(queue, 6), 0, -1)]
+    assert [(m["headers"]["task"], m["headers"]["id"]) for m in messages] == [("visionq.classify_image", record.job_id)]
+    assert redis_client.hget(keys.status(record.job_id), QUEUED_FIELD) == queue
+    assert redis_client.zscore(keys.ARCHIVE_OUTBOX, record.job_id) is not None
 
 
-def test_a_job_never_confirmed_is_failed_unrun_and_a_late_confirmation_refused(
-    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
-) -> None:
-    record = new_record()
-    create(redis_url, record, confirm=False)
+def test_a_full_queue_refuses_the_submit_and_writes_nothing(redis_url: str, redis_client: redis.Redis) -> None:
+    queue = f"visionq-test-full-{time.time_ns()}"
+    first, second = new_record(), new_record()
 
-    assert tracker.give_up_unconfirmed(record.job_id)
-    late = confirm(redis_url, record.job_id)
+    made = create(redis_url, first, queue=queue, max_queued=1)
+    refused = create(redis_url, second, queue=queue, max_queued=1)
 
-    assert not late, "the API answers 503: its client's retry makes the only job"
-    status = redis_client.hgetall(keys.status(record.job_id))
-    assert (status["status"], status["error_code"], status["attempts"]) == ("failed", "broker_unavailable", "0")
-    assert QUEUED_FIELD not in status
-    assert tracker.take(record.job_id).claim.attempts == 0
+    assert (made.accepted, made.queued) == (True, 0)
+    assert (refused.accepted, refused.queued) == (False, 1)
+    assert redis_client.exists(keys.status(second.job_id), keys.image(second.job_id)) == 0
+    assert redis_client.zscore(keys.LIVE_JOBS, second.job_id) is None
+    assert redis_client.llen(keys.priority_list(queue, 6)) == 1, "only the first job's message"
 
 
-def test_the_confirmation_gives_a_reserved_idempotency_key_its_answer_in_the_same_step(
+def test_an_image_store_leaves_the_job_s_redis_without_its_image(redis_url: str, redis_client: redis.Redis) -> None:
+    record = new_record().model_copy(update={"image_store": "directory"})
+    create(redis_url, record, image=None)
+
+    assert redis_client.exists(keys.image(record.job_id)) == 0
+    assert redis_client.hget(keys.status(record.job_id), "image_store") == "directory"
+
+
+def test_the_submit_gives_a_reserved_idempotency_key_its_answer_in_the_same_step(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     reserved, unreserved = f"reserved-{time.time_ns()}", f"unreserved-{time.time_ns()}"
     redis_client.set(reserved, '{"request": "r", "accepted": null}', ex=60)  # as IdempotencyKeys.reserve leaves it
     answer = b'{"request": "r", "accepted": {"job_id": "j"}}'
-    first, second = new_record(), new_record()
-    create(redis_url, first, confirm=False)
-    create(redis_url, second, confirm=False)
 
-    assert confirm(redis_url, first.job_id, remember=(reserved, answer))
-    assert confirm(redis_url, second.job_id, remember=(unreserved, answer))
+    assert create(redis_url, new_record(), remember=(reserved, answer)).accepted
+    assert create(redis_url, new_record(), remember=(unreserved, answer)).accepted
 
-    assert redis_client.get(reserved) == answer.decode()
+    assert json.loads(redis_client.get(reserved) or "") == {"request": "r", "accepted": {"job_id": "j"}, "wait": ""}
     assert redis_client.ttl(reserved) > 23 * 3600
     assert redis_client.get(unreserved) is None, "a reservation that expired is not made again"
 
 
-def test_a_refused_submit_is_settled_once_redis_is_back(redis_url: str, redis_client: redis.Redis) -> None:
-    """Its confirmation failed, done or not: an unconfirmed job is failed unrun and its key freed for the
-    client's retry; a confirmed one (the reply was lost) keeps running, and its key keeps the answer."""
-    unconfirmed, confirmed = new_record(), new_record()
+def test_a_reservation_is_freed_once_redis_is_back_only_if_its_job_was_never_made(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """A submit whose round trip failed, done or not: a key whose job was never made is freed for the client's
+    retry; a made one (the reply was lost) keeps its answer, and the retry gets the job back."""
+    unmade, made = new_record(), new_record()
     reserved, answered = f"reserved-{time.time_ns()}", f"answered-{time.time_ns()}"
     redis_client.set(reserved, '{"request": "r", "accepted": null}', ex=60)
     redis_client.set(answered, '{"request": "r", "accepted": null}', ex=60)
-    create(redis_url, unconfirmed, confirm=False)
-    create(redis_url, confirmed, confirm=False)
-    assert confirm(redis_url, confirmed.job_id, remember=(answered, b'{"request": "r", "accepted": {}}'))
+    assert create(redis_url, made, remember=(answered, b'{"request": "r", "accepted": {}}')).accepted
 
-    settle_refused(redis_url, unconfirmed.job_id, reserved)
-    settle_refused(redis_url, confirmed.job_id, answered)
+    release_unmade(redis_url, unmade.job_id, reserved)
+    release_unmade(redis_url, made.job_id, answered)
 
-    refused = redis_client.hgetall(keys.status(unconfirmed.job_id))
-    assert (refused["status"], refused["error_code"], refused["attempts"]) == ("failed", "broker_unavailable", "0")
     assert redis_client.exists(reserved) == 0, "the retry may make the job"
-    assert redis_client.hget(keys.status(confirmed.job_id), "status") == "pending"
-    assert redis_client.get(answered) == '{"request": "r", "accepted": {}}', "the retry gets the job back"
+    assert redis_client.exists(keys.status(unmade.job_id)) == 0
+    assert redis_client.hget(keys.status(made.job_id), "status") == "pending"
+    assert json.loads(redis_client.get(answered) or "")["accepted"] == {}, "the retry gets the job back"
 
 
 def test_a_lost_message_is_queued_again_only_by_a_worker_of_its_own_queue(

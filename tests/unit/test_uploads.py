@@ -18,18 +18,21 @@ CHUNK = 1024
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
 
-def multipart(fields: dict[str, str], file: bytes | None = None, filename: str = "cat.png") -> bytes:
-    """A multipart/form-data body, encoded by hand as RFC 7578 describes it."""
+def multipart(fields: dict[str, str], file: bytes | None = None, filename: str = "cat.png", *, more: int = 0) -> bytes:
+    """A multipart/form-data body, encoded by hand as RFC 7578 describes it; with `more`, that many more file
+    parts follow the first, named `<n>-<filename>`, each with the file's bytes and `n` appended."""
     parts = [
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         for name, value in fields.items()
     ]
     if file is not None:
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        )
-        parts.append(head.encode() + file + b"\r\n")
+        files = [(filename, file)] + [(f"{i}-{filename}", file + bytes([i])) for i in range(1, more + 1)]
+        for name, data in files:
+            head = (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: image/png\r\n\r\n"
+            )
+            parts.append(head.encode() + data + b"\r\n")
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -62,9 +65,15 @@ def request(body: Body, content_type: str = MULTIPART, content_length: int | Non
 
 
 def read(
-    body: Body, max_file_bytes: int = 100_000, content_type: str = MULTIPART, content_length: int | None = None
+    body: Body,
+    max_file_bytes: int = 100_000,
+    content_type: str = MULTIPART,
+    content_length: int | None = None,
+    max_files: int = 1,
 ) -> Upload:
-    return asyncio.run(read_upload(request(body, content_type, content_length), max_file_bytes=max_file_bytes))
+    return asyncio.run(
+        read_upload(request(body, content_type, content_length), max_file_bytes=max_file_bytes, max_files=max_files)
+    )
 
 
 def test_fields_and_file_are_parsed() -> None:
@@ -72,7 +81,7 @@ def test_fields_and_file_are_parsed() -> None:
     upload = read(Body(data), content_length=len(data))
     assert upload.fields == {"model_version": "efficientnet-lite0@1", "priority": "urgent", "top_k": "3"}
     assert upload.file == PNG_BYTES
-    assert upload.filename == "cat.png"
+    assert [f.filename for f in upload.files] == ["cat.png"]
 
 
 def test_a_body_split_in_tiny_chunks_parses_the_same() -> None:
@@ -125,13 +134,36 @@ def test_a_body_that_is_not_multipart_with_a_boundary_is_refused(content_type: s
 def test_a_form_without_a_file_has_no_file() -> None:
     upload = read(Body(multipart({"priority": "high"})))
     assert upload.file is None
-    assert upload.filename is None
+    assert upload.files == []
     assert upload.fields == {"priority": "high"}
 
 
 def test_an_empty_file_part_is_an_empty_file() -> None:
     upload = read(Body(multipart({}, b"")))
     assert upload.file == b""
+
+
+def test_several_file_parts_are_read_in_order() -> None:
+    upload = read(Body(multipart({"top_k": "2"}, PNG_BYTES, more=2)), max_files=3)
+    assert [(f.filename, f.data) for f in upload.files] == [
+        ("cat.png", PNG_BYTES),
+        ("1-cat.png", PNG_BYTES + b"\x01"),
+        ("2-cat.png", PNG_BYTES + b"\x02"),
+    ]
+    assert upload.fields == {"top_k": "2"}
+
+
+def test_more_file_parts_than_allowed_is_a_validation_error() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        read(Body(multipart({}, PNG_BYTES, more=2)), max_files=2)
+    assert "at most 2" in caught.value.detail
+
+
+def test_one_file_part_over_the_limit_refuses_the_whole_request_while_streaming() -> None:
+    body = Body(multipart({}, PNG_BYTES, more=1) + b"x" * 10 * CHUNK)
+    with pytest.raises(PayloadTooLarge):
+        read(body, max_file_bytes=len(PNG_BYTES), max_files=2)
+    assert body.handed_out < len(body.chunks)
 
 
 def test_other_file_parts_are_not_taken_for_the_image() -> None:

@@ -22,9 +22,11 @@ from visionq.api.middleware import RequestMiddleware
 from visionq.api.ratelimit import RateLimiter
 from visionq.api.security import Authenticator
 from visionq.api.state import AppState
+from visionq.api.submission import Submitter
 from visionq.archive import schema
 from visionq.archive.repository import Archive
 from visionq.connections import async_redis
+from visionq.images import create_image_store
 from visionq.inference.catalog import build_catalog
 from visionq.inference.control import LatestChoice
 from visionq.jobs.events import JobEvents
@@ -32,7 +34,6 @@ from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
 from visionq.settings import Settings
 from visionq.telemetry import start_tracing
-from visionq.worker.celery_app import create_celery_app
 
 #: Seconds the app waits at start-up for its job-event subscription before serving anyway.
 SUBSCRIBE_TIMEOUT = 2.0
@@ -72,20 +73,26 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(schema.upgrade, archive.engine)
         redis = async_redis(settings)
         events = JobEvents(redis)
-        celery = create_celery_app(settings)
+        store = JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl)
+        images = create_image_store(settings)
+        latest = LatestChoice(redis)
+        backpressure = Backpressure(settings, redis)
         app.state.visionq = AppState(
             settings=settings,
             redis=redis,
-            store=JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl),
+            store=store,
             events=events,
             catalog=model_catalog,
-            celery=celery,
+            images=images,
+            submitter=Submitter(
+                settings, store=store, images=images, catalog=model_catalog, latest=latest, backpressure=backpressure
+            ),
             metrics=metrics,
             archive=archive,
             auth=Authenticator(settings, redis, archive),
             rate_limiter=RateLimiter(settings, redis),
-            backpressure=Backpressure(settings, redis),
-            latest=LatestChoice(redis),
+            backpressure=backpressure,
+            latest=latest,
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
@@ -93,7 +100,6 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await events.stop()
-            celery.close()
             await redis.aclose()
             archive.close()
 
@@ -103,12 +109,21 @@ def create_app(settings: Settings) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Idempotency-Key", "X-Request-ID", "Content-Type"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Idempotency-Key",
+                "X-Request-ID",
+                "Content-Type",
+                "Prefer",
+                "Cache-Control",
+            ],
             expose_headers=[
                 "Location",
                 "Retry-After",
                 "X-Request-ID",
                 "Idempotent-Replayed",
+                "Preference-Applied",
                 "RateLimit-Limit",
                 "RateLimit-Remaining",
                 "RateLimit-Reset",

@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 
 from visionq import errors
-from visionq.jobs import keys
-from visionq.jobs.states import PRIORITY_STEPS
 from visionq.settings import Settings
 
 #: Share of Redis's `maxmemory` above which submits are refused, when no explicit bound is set.
@@ -34,24 +32,13 @@ class Backpressure:
         self._memory: tuple[float, int, int] | None = None  # (read at, used, bound)
 
     async def check(self, estimate_wait: Callable[[], Awaitable[float | None]]) -> None:
-        """Raise `QueueFull` when a bound is crossed, with the queue's `estimate_wait()` (seconds until a job
-        queued now would be done) as its Retry-After."""
-        bound = self.settings.max_queued_jobs
-        if bound and (queued := await self.queued()) >= bound:
-            problem = f"{queued} jobs are waiting, the most this service queues; try again later"
-        else:
-            used, limit = await self._redis_memory()
-            if not limit or used < limit:
-                return
-            problem = f"the job store is nearly full ({used // 2**20} MiB of {limit // 2**20} MiB); try again later"
-        wait = await estimate_wait()
-        raise errors.QueueFull(problem, retry_after=max(1, round(wait)) if wait else DEFAULT_RETRY_AFTER)
-
-    async def queued(self) -> int:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for step in PRIORITY_STEPS:
-                pipe.llen(keys.priority_list(self.settings.queue, step))
-            return sum(await pipe.execute())
+        """Raise `QueueFull` when Redis's memory is over its bound, with the queue's `estimate_wait()` (seconds
+        until a job queued now would be done) as its Retry-After."""
+        used, limit = await self._redis_memory()
+        if not limit or used < limit:
+            return
+        problem = f"the job store is nearly full ({used // 2**20} MiB of {limit // 2**20} MiB); try again later"
+        raise queue_full(problem, await estimate_wait())
 
     async def _redis_memory(self) -> tuple[int, int]:
         """Redis's used memory and the bound it is held to (0: none), read at most once a second."""
@@ -62,3 +49,8 @@ class Backpressure:
             bound = self.settings.max_redis_memory or int(maxmemory * MAXMEMORY_SHARE)
             self._memory = (now, used, bound)
         return self._memory[1], self._memory[2]
+
+
+def queue_full(problem: str, wait: float | None) -> errors.QueueFull:
+    """The refusal of a submit while the queue is full, with the estimated wait as its Retry-After."""
+    return errors.QueueFull(problem, retry_after=max(1, round(wait)) if wait else DEFAULT_RETRY_AFTER)

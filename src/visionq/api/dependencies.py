@@ -12,6 +12,7 @@ from visionq.api.security import check_owner, require_admin
 from visionq.api.state import AppState
 from visionq.archive.repository import Archive
 from visionq.auth.principals import Principal
+from visionq.images import ImageStore
 from visionq.inference.catalog import Catalog
 from visionq.jobs.events import JobEvents
 from visionq.jobs.records import JobRecord
@@ -70,6 +71,10 @@ def _within(scope_state: dict[str, Any], quota: Quota | None) -> None:
         raise quota.refusal()
 
 
+def get_images(state: StateDep) -> ImageStore | None:
+    return state.images
+
+
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     require_admin(principal)
     return principal
@@ -77,6 +82,8 @@ async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobStoreDep = Annotated[JobStore, Depends(get_store)]
+#: The image store, or None when images stay in the job's Redis.
+ImagesDep = Annotated[ImageStore | None, Depends(get_images)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 EventsDep = Annotated[JobEvents, Depends(get_events)]
 ArchiveDep = Annotated[Archive, Depends(get_archive)]

@@ -50,6 +50,10 @@ class Problem(BaseModel):
     detail: str
     code: str
     errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field problems, for validation_error.")
+    jobs: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="A request of several images none of which made a job: each part's problem, in order.",
+    )
 
 
 class ProblemResponse(JSONResponse):
@@ -64,23 +68,34 @@ def problem_response(
     *,
     retry_after: int | None = None,
     errors_: list[dict[str, Any]] | None = None,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> ProblemResponse:
     body = Problem(type=f"urn:visionq:problem:{code}", title=title, status=status, detail=detail, code=code)
     if errors_:
         body.errors = errors_
+    body.jobs = jobs
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     if status == HTTPStatus.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="visionq"'  # RFC 9110 §11.6.1: a 401 names its scheme
     return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers or None)
 
 
-def from_error(exc: VisionqError) -> ProblemResponse:
+def from_error(exc: VisionqError, *, jobs: list[dict[str, Any]] | None = None) -> ProblemResponse:
     retry_after = exc.retry_after
     if retry_after is None and exc.status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
         retry_after = 1
     return problem_response(
-        int(exc.status), exc.code, exc.title, exc.detail, retry_after=retry_after, errors_=exc.errors
+        int(exc.status), exc.code, exc.title, exc.detail, retry_after=retry_after, errors_=exc.errors, jobs=jobs
     )
+
+
+def problem_body(exc: VisionqError) -> dict[str, Any]:
+    """The problem details of `exc`, as its response's body (an item of a several-image answer)."""
+    body = Problem(
+        type=f"urn:visionq:problem:{exc.code}", title=exc.title, status=int(exc.status), detail=exc.detail,
+        code=exc.code, errors=exc.errors,
+    )  # fmt: skip
+    return body.model_dump(exclude_none=True)
 
 
 async def _visionq_error(_: Request, exc: Exception) -> ProblemResponse:

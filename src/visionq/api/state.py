@@ -9,14 +9,15 @@ from redis.asyncio import Redis
 from visionq.api.backpressure import Backpressure
 from visionq.api.ratelimit import RateLimiter
 from visionq.api.security import Authenticator
+from visionq.api.submission import Submitter
 from visionq.archive.repository import Archive
+from visionq.images import ImageStore
 from visionq.inference.catalog import Catalog
 from visionq.inference.control import LatestChoice
 from visionq.jobs.events import JobEvents
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
 from visionq.settings import Settings
-from visionq.worker.celery_app import VisionqCelery
 
 
 @dataclass
@@ -26,7 +27,8 @@ class AppState:
     store: JobStore
     events: JobEvents
     catalog: Catalog
-    celery: VisionqCelery
+    images: ImageStore | None
+    submitter: Submitter
     metrics: Metrics
     archive: Archive
     auth: Authenticator

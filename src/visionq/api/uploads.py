@@ -24,27 +24,39 @@ _CALLBACKS = ("on_part_begin", "on_header_field", "on_header_value", "on_header_
 
 
 @dataclass
+class UploadedFile:
+    data: bytes
+    filename: str | None
+
+
+@dataclass
 class Upload:
     fields: dict[str, str]
-    file: bytes | None
-    filename: str | None
+    files: list[UploadedFile]
+
+    @property
+    def file(self) -> bytes | None:
+        """The first image, for the forms that take one."""
+        return self.files[0].data if self.files else None
 
 
 @dataclass
 class _Collector:
     max_file_bytes: int
+    max_files: int
     fields: dict[str, str] = field(default_factory=dict)
-    file: bytearray | None = None
-    filename: str | None = None
+    files: list[UploadedFile] = field(default_factory=list)
     _name: str = ""
     _is_file: bool = False
-    _files_seen: bool = False
+    _filename: str | None = None
+    _data: bytearray = field(default_factory=bytearray)
     _value: bytearray = field(default_factory=bytearray)
     _header_field: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
 
     def on_part_begin(self) -> None:
-        self._name, self._is_file, self._value = "", False, bytearray()
+        self._name, self._is_file, self._filename = "", False, None
+        self._value, self._data = bytearray(), bytearray()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
@@ -58,44 +70,40 @@ class _Collector:
             self._name = options.get(b"name", b"").decode("utf-8", "replace")
             if b"filename" in options:
                 self._is_file = True
-                if self._name == FILE_FIELD:
-                    self.filename = options[b"filename"].decode("utf-8", "replace")
+                self._filename = options[b"filename"].decode("utf-8", "replace")
         self._header_field, self._header_value = bytearray(), bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._name == FILE_FIELD:
-            if self.file is None:
-                self.file = bytearray()
-            self.file += data[start:end]
-            if len(self.file) > self.max_file_bytes:
+            self._data += data[start:end]
+            if len(self._data) > self.max_file_bytes:
                 raise PayloadTooLarge(_too_large(self.max_file_bytes))
         elif not self._is_file:
             self._value += data[start:end]
 
     def on_part_end(self) -> None:
-        if self._name == FILE_FIELD and self._files_seen:
-            raise ValidationFailed(f"send one image per request: the form has more than one `{FILE_FIELD}` part")
         if self._name == FILE_FIELD:
-            self._files_seen = True
-            if self.file is None:
-                self.file = bytearray()
+            if len(self.files) >= self.max_files:
+                raise ValidationFailed(f"too many images: at most {self.max_files} `{FILE_FIELD}` parts per request")
+            self.files.append(UploadedFile(bytes(self._data), self._filename))
         elif self._name and not self._is_file:
             if len(self.fields) >= MAX_FIELDS:
                 raise ValidationFailed(f"too many form fields: at most {MAX_FIELDS} are accepted")
             self.fields[self._name] = self._value.decode("utf-8", "replace")
 
 
-async def read_upload(request: Request, *, max_file_bytes: int) -> Upload:
-    """Read the form of `POST /classify`, raising PayloadTooLarge the moment the file is too big."""
+async def read_upload(request: Request, *, max_file_bytes: int, max_files: int = 1) -> Upload:
+    """Read the form of `POST /classify`, with up to `max_files` images in `file` parts, raising PayloadTooLarge
+    the moment one of them is too big."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UnsupportedMediaType("send the image as multipart/form-data with the image in a `file` field")
-    limit = max_file_bytes + FORM_OVERHEAD
+    limit = max_files * (max_file_bytes + FORM_OVERHEAD)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(_too_large(max_file_bytes))
 
-    collector = _Collector(max_file_bytes)
+    collector = _Collector(max_file_bytes, max_files)
     callbacks = {name: getattr(collector, name) for name in _CALLBACKS}
     parser = MultipartParser(options[b"boundary"], callbacks=callbacks)  # type: ignore[arg-type]
     received = 0
@@ -111,8 +119,7 @@ async def read_upload(request: Request, *, max_file_bytes: int) -> Upload:
     # finalize() does not check that the closing boundary arrived: a body cut short would pass.
     if parser.state != MultipartState.END:
         raise ValidationFailed("the multipart body ended before its closing boundary; send the whole form")
-    file = bytes(collector.file) if collector.file is not None else None
-    return Upload(fields=collector.fields, file=file, filename=collector.filename)
+    return Upload(fields=collector.fields, files=collector.files)
 
 
 def _too_large(limit: int) -> str:

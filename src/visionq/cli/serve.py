@@ -2,9 +2,9 @@
 
 Runs an embedded Redis server (unless `VISIONQ_REDIS_URL` is set), one worker and one callbacks
 worker as child processes in their own process groups (restarted if they die), and the API in
-this process. Uvicorn
-owns SIGINT/SIGTERM; when it returns, the worker gets a warm shutdown and then Redis stops, so
-nothing is left running.
+this process. Uploads wait in `data_dir/images` (`VISIONQ_IMAGE_STORE=directory`) unless the
+environment names another image store. Uvicorn owns SIGINT/SIGTERM; when it returns, the worker
+gets a warm shutdown and then Redis stops, so nothing is left running.
 """
 
 from __future__ import annotations
@@ -114,9 +114,19 @@ def serve(settings: Settings) -> None:
             redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
             log.info("embedded Redis listening at %s (data in %s)", redis_url, settings.data_dir / "redis")
         secret = settings.callback_secret or SecretStr(callback_secret(settings.data_dir))
-        settings = settings.model_copy(update={"redis_url": redis_url, "callback_secret": secret})
+        # One machine: uploads wait in a folder rather than pass through Redis, unless told otherwise.
+        images = settings.image_store if "image_store" in settings.model_fields_set else "directory"
+        settings = settings.model_copy(
+            update={"redis_url": redis_url, "callback_secret": secret, "image_store": images}
+        )
         log.info("job archive: %s", make_url(settings.archive_url).render_as_string(hide_password=True))
-        env = {**os.environ, "VISIONQ_REDIS_URL": redis_url, "VISIONQ_CALLBACK_SECRET": secret.get_secret_value()}
+        env = {
+            **os.environ,
+            "VISIONQ_REDIS_URL": redis_url,
+            "VISIONQ_CALLBACK_SECRET": secret.get_secret_value(),
+            "VISIONQ_IMAGE_STORE": images,
+            "VISIONQ_IMAGE_DIR": str(settings.images_path),
+        }
         for worker in (WorkerProcess(env), WorkerProcess(env, "--callbacks")):
             worker.start()
             stack.callback(worker.stop)

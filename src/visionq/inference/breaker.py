@@ -57,6 +57,11 @@ return 1
 """
 
 
+#: Seconds a worker process trusts a breaker it read closed, rather than read it for every job: a breaker that
+#: another process opens is seen that much later here (one this process opens, at once).
+CLOSED_TRUSTED_FOR = 1.0
+
+
 class Breakers:
     """The worker's side: ask before using a model, and report how it went."""
 
@@ -67,15 +72,17 @@ class Breakers:
         self.cooldown = cooldown
         self._failed = redis.register_script(_FAILED)
         self._succeeded = redis.register_script(_SUCCEEDED)
+        self._closed_until: dict[str, float] = {}
 
     def allow(self, ref: str) -> bool:
         """Whether a job may use `ref` now: yes while closed; once open, no until the cool-down has passed,
         then yes for one job at a time (the probe) until a probe succeeds."""
-        if not self.enabled:
+        if not self.enabled or time.monotonic() < self._closed_until.get(ref, 0.0):
             return True
         fields = {_text(k): _text(v) for k, v in self.redis.hgetall(keys.breaker(ref)).items()}
         state = BreakerState(fields.get("state", BreakerState.CLOSED))
         if state is BreakerState.CLOSED:
+            self._closed_until[ref] = time.monotonic() + CLOSED_TRUSTED_FOR
             return True
         if time.time() - float(fields.get("opened_at", 0)) < self.cooldown:
             return False
@@ -88,6 +95,7 @@ class Breakers:
         """Count a failure of `ref`; True if that opened (or kept open) its breaker."""
         if not self.enabled:
             return False
+        self._closed_until.pop(ref, None)
         opened = self._failed(
             keys=[keys.breaker(ref), keys.breaker_probe(ref)],
             args=[time.time(), self.failures, reason[:500], "1" if at_once else "0"],

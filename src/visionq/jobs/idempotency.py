@@ -1,16 +1,18 @@
 """Idempotency-Key: the same key from the same principal within 24 h gives back the original job.
 
 A key is reserved (SET NX) before the job is made and holds the request's fingerprint; once the job is
-accepted, the reservation is replaced by the original `202` body, in the same step that confirms the job
-(`JobStore.confirm`), and later requests with that key get it back as a `200`. The same key with a different
+accepted, the reservation is replaced by the original `202` body, in the same step that makes and queues the
+job (`JobStore.submit`), and later requests with that key get it back as a `200`. The same key with a different
 request, or while the first is still being handled, is a 409 `conflict` (the latter with `Retry-After`). A
-request that fails before its job is confirmed releases its key, so the client may retry it as it is; if it
-cannot (Redis is away), the reservation expires by itself within a minute.
+request that fails before its job is made releases its key, so the client may retry it as it is; if it cannot
+(Redis is away), it frees the key once Redis is back if the job was not made, and the reservation expires by
+itself within a minute in any case.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +20,7 @@ from redis.asyncio import Redis
 
 from visionq import errors
 from visionq.jobs import keys
+from visionq.jobs.records import isoformat, parse_time
 
 #: Seconds a key is remembered (API.md: 24 h).
 IDEMPOTENCY_TTL = 24 * 3600
@@ -61,13 +64,21 @@ class IdempotencyKeys:
                 "a request with this Idempotency-Key is still being handled; retry it in a moment", retry_after=1
             )
         accepted: dict[str, Any] = entry["accepted"]
+        if entry.get("wait"):  # the estimate the original answer gave, written with it (`scripts.SUBMIT`)
+            done = parse_time(accepted["created_at"]) + timedelta(seconds=float(entry["wait"]))
+            accepted["estimated_completion"] = isoformat(done)
         return accepted
 
     async def release(self, owner: str, key: str) -> None:
         await self.redis.delete(keys.idempotency(owner, key))
 
+    @staticmethod
+    def name(owner: str, key: str) -> str:
+        """The Redis entry of `owner`'s `key`."""
+        return keys.idempotency(owner, key)
+
 
 def answer_entry(owner: str, key: str, request: str, accepted: dict[str, Any]) -> tuple[str, bytes]:
     """The entry that keeps the answer given to the request that reserved `key` (for the rest of its 24 h):
-    its name and value, for `JobStore.confirm` to write in the step that confirms the job."""
+    its name and value, for `JobStore.submit` to write in the step that makes the job."""
     return keys.idempotency(owner, key), orjson.dumps({"request": request, "accepted": accepted})

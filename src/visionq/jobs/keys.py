@@ -2,7 +2,8 @@
 
 job:{id}:status          hash   the status body fields; TTL = image_ttl + result_ttl, then result_ttl once done
 job:{id}:result          string result JSON; TTL = result_ttl
-job:{id}:image           string the uploaded bytes (raw, not base64); TTL = image_ttl, deleted once processed
+job:{id}:image           string the uploaded bytes (raw, not base64), when no image store holds them; TTL = image_ttl,
+                                deleted once processed
 job:{id}:events          pub/sub channel: the status body on every change
 visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job sweeper
 visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
@@ -28,6 +29,7 @@ visionq:stats:inference:{model_ref}  hash  histogram buckets of inference second
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
 unacked                  hash   kombu's messages delivered to a worker and not yet acknowledged
 visionq:lock:requeue:{queue}  string  held by the one worker of a queue looking for jobs whose message was lost
+visionq:lock:images      string held by the one worker sweeping the image store of images no job holds
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from __future__ import annotations
 import hashlib
 
 JOB_PREFIX = "job:"
-EVENTS_PATTERN = "job:*:events"
 LIVE_JOBS = "visionq:jobs:live"
 PROCESSING_JOBS = "visionq:jobs:processing"
 WORKER_PREFIX = "visionq:worker:"
@@ -51,6 +52,7 @@ PROBE_SUFFIX = ":probe"
 MODELS_LOAD = "visionq:models:load"
 MODELS_UNLOAD = "visionq:models:unload"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
+IMAGE_SWEEP_LOCK = "visionq:lock:images"
 #: kombu's hash of delivered, unacknowledged messages (its Redis transport's default `unacked_key`).
 BROKER_UNACKED = "unacked"
 #: Separator kombu puts between a queue's name and its priority step.

@@ -144,6 +144,10 @@ class JobRecord(BaseModel):
     """The W3C trace context of the submission (when tracing is on), so that the callback joins its trace."""
     max_wait: float | None = None
     """Seconds the job may wait in the queue before a worker starts it (`deadline_exceeded` after that)."""
+    queued: str | None = None
+    """The queue its message was put on (the lost-message sweep of that queue's workers looks after it)."""
+    image_store: str = "redis"
+    """Where its image waits for the worker: `redis` (the job's own key), `directory` or `s3`."""
     crashes: int = 0
     """Deliveries whose worker process died while reading or running the image."""
     crash_log: list[Crash] = Field(default_factory=list)

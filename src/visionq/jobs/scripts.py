@@ -2,7 +2,9 @@
 
 Each script refuses to touch a job that is missing (expired) or already terminal, so a late or
 duplicate worker can never overwrite a result, and the first terminal state wins. The published
-message is the status hash itself (field → string); subscribers parse it with `JobRecord`.
+message is the status hash itself (field → string), and the completion's carries the result JSON too
+(`result`); subscribers parse it in jobs/events.py. `SUBMIT` makes a job and queues its Celery message
+(jobs/queue.py) in one step.
 """
 
 from __future__ import annotations
@@ -24,35 +26,66 @@ local function publish(status_key, channel)
 end
 """
 
-# KEYS: status, then the Idempotency-Key's entry or nothing. ARGV: queue, then the entry and its TTL.
-# The API's last step of a submit, once the job's message is in the broker: the job is confirmed as queued on
-# ARGV[1] (only a confirmed job is ever run, or queued again when its message is lost) and, in the same step,
-# the request's Idempotency-Key is given the answer. So a client that saw this step fail (its reply lost to a
-# Redis restart) and retries with its key gets the job back if the step was done, and a job nobody was told
-# of never runs if it was not. Returns 1; 0 when the job is no longer live (a worker gave up on it waiting).
-CONFIRM = (
-    _LIVE_JOB
-    + """
-redis.call('HSET', KEYS[1], 'queued', ARGV[1])
-if KEYS[2] then
-  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3], 'XX')
+# KEYS: status, image, live, archive outbox, the job's priority list, the queue's four priority lists (highest
+# first), job stats, live workers, then the Idempotency-Key's entry or nothing.
+# ARGV: the status hash (JSON object), its TTL, the image ('' when an image store holds it), its TTL, the job's
+# deadline in the live set, now (unix s), the task message, the most jobs that may wait (0: no bound), how many
+# of the four lists are at the job's priority or higher, then the Idempotency-Key's entry (JSON) and its TTL.
+# A submit in one step: the job's record, its image, its archive mark and its queue message are written together
+# or not at all, so a job exists if and only if it is queued (a reply lost to a Redis restart leaves the client
+# unsure, never the job half made; with an Idempotency-Key, its answer is written in the same step, with the
+# estimated wait in its `wait`). Returns {1, or 0 when refused because the queue is full (nothing written), jobs
+# queued before this one, the estimated seconds until it is done: (jobs ahead + 1) × mean processing seconds ÷
+# live workers, '' while unknown}. The estimate is a string: Lua would truncate a float reply to an integer.
+SUBMIT = """
+local queued, ahead = 0, 0
+for i = 6, 9 do
+  local depth = redis.call('LLEN', KEYS[i])
+  queued = queued + depth
+  if i - 5 <= tonumber(ARGV[9]) then ahead = ahead + depth end
 end
-return 1
+local stats = redis.call('HMGET', KEYS[10], 'completed', 'processing_seconds')
+local completed = tonumber(stats[1] or '0')
+local workers = redis.call('ZCOUNT', KEYS[11], ARGV[6], '+inf')
+local wait = ''
+if completed > 0 and workers > 0 then
+  wait = string.format('%.6f', (ahead + 1) * tonumber(stats[2] or '0') / completed / workers)
+end
+local bound = tonumber(ARGV[8])
+if bound > 0 and queued >= bound then
+  return {0, queued, wait}
+end
+local fields = cjson.decode(ARGV[1])
+local flat = {}
+for name, value in pairs(fields) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(flat))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
+end
+local job_id = fields['job_id']
+redis.call('ZADD', KEYS[3], ARGV[5], job_id)
+redis.call('ZADD', KEYS[4], ARGV[6], job_id)
+redis.call('LPUSH', KEYS[5], ARGV[7])
+if KEYS[12] then
+  local entry = cjson.decode(ARGV[10])
+  entry['wait'] = wait
+  redis.call('SET', KEYS[12], cjson.encode(entry), 'EX', ARGV[11], 'XX')
+end
+return {1, queued, wait}
 """
-)
 
 # KEYS: status, live, events, processing, image. ARGV: now, worker_id, deadline.
 # Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
 # the worker needs to run it, in the same round trip: {delivery number (attempts), crashes so far, the status
-# hash (flat), the image or nil}; 0 when the job is no longer live; -1, touching nothing, while the API has
-# not confirmed it (see CONFIRM).
+# hash (flat), the image or nil}; 0 when the job is no longer live.
 TAKE = (
     _PUBLISH
     + _LIVE_JOB
     + """
-if redis.call('HEXISTS', KEYS[1], 'queued') == 0 then
-  return -1
-end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 redis.call('SADD', KEYS[4], job_id)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -86,16 +119,21 @@ return redis.call('HINCRBY', KEYS[1], 'crashes', 1)
 """
 )
 
-# KEYS: status, live, events. ARGV: stage, progress, now, deadline.
+# KEYS: status, live, events. ARGV: now, deadline, then a stage and its progress for each stage, in order.
+# One or several stage changes in one step (a worker writes the stages that lasted only milliseconds together,
+# see worker/stages.py), each published in turn, so a watcher still sees every stage in order.
 # Progress never goes down: a redelivered job keeps the furthest progress it reached.
 ADVANCE = (
     _PUBLISH
     + _LIVE_JOB
     + """
-local progress = math.max(tonumber(redis.call('HGET', KEYS[1], 'progress') or '0'), tonumber(ARGV[2]))
-redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'progress', progress, 'updated_at', ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], redis.call('HGET', KEYS[1], 'job_id'))
-publish(KEYS[1], KEYS[3])
+local progress = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
+for i = 3, #ARGV, 2 do
+  progress = math.max(progress, tonumber(ARGV[i + 1]))
+  redis.call('HSET', KEYS[1], 'stage', ARGV[i], 'progress', progress, 'updated_at', ARGV[1])
+  publish(KEYS[1], KEYS[3])
+end
+redis.call('ZADD', KEYS[2], ARGV[2], redis.call('HGET', KEYS[1], 'job_id'))
 return 1
 """
 )
@@ -109,10 +147,22 @@ local function callback_due(status_key, due_key, now)
 end
 """
 
+# Shared: `publish` with the result JSON added as the `result` field (events.RESULT_FIELD), so that the job's
+# watchers (WebSocket, `Prefer: wait`) answer with it without reading it back.
+_PUBLISH_WITH_RESULT = """
+local function publish_with_result(status_key, channel, result)
+  local flat = redis.call('HGETALL', status_key)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  fields['result'] = result
+  redis.call('PUBLISH', channel, cjson.encode(fields))
+end
+"""
+
 # KEYS: status, result, image, live, events, job stats, processing, archive outbox, callbacks due.
 # ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds).
 COMPLETE = (
-    _PUBLISH
+    _PUBLISH_WITH_RESULT
     + _CALLBACK_DUE
     + _LIVE_JOB
     + """
@@ -126,23 +176,19 @@ redis.call('HINCRBY', KEYS[6], 'completed', 1)
 redis.call('HINCRBYFLOAT', KEYS[6], 'processing_seconds', ARGV[4])
 redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
 callback_due(KEYS[1], KEYS[9], ARGV[5])
-publish(KEYS[1], KEYS[5])
+publish_with_result(KEYS[1], KEYS[5], ARGV[1])
 return 1
 """
 )
 
 # KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due, dead letters.
-# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds), dead-letter TTL,
-# '1' to finish the job only while it is unconfirmed (see CONFIRM), else '0'.
+# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds), dead-letter TTL.
 # A dead-lettered job (dead-letter TTL > 0) keeps its status and image for that long, so it can be retried.
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _CALLBACK_DUE
     + _LIVE_JOB
     + """
-if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'queued') == 1 then
-  return 0
-end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
            'updated_at', ARGV[4])
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
@@ -164,17 +210,19 @@ return 1
 """
 )
 
-# KEYS: status, image, live, events, dead letters, archive outbox.
-# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds).
-# Puts a dead-lettered job back in the queue's state: pending, no attempts, no error. The caller then queues
-# its task. Returns 1, 0 if the job is not in the dead-letter queue, -1 if its image has expired.
+# KEYS: status, image, live, events, dead letters, archive outbox, the job's priority list.
+# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds), the task message.
+# Puts a dead-lettered job back in the queue: pending, no attempts, no error, and its message queued in the same
+# step. Returns 1, 0 if the job is not in the dead-letter queue, -1 if its image (kept in Redis) has expired;
+# the caller checks an image kept in an image store beforehand.
 REVIVE = (
     _PUBLISH
     + """
 if not redis.call('ZSCORE', KEYS[5], redis.call('HGET', KEYS[1], 'job_id') or '') then
   return 0
 end
-if redis.call('EXISTS', KEYS[2]) == 0 then
+local in_redis = (redis.call('HGET', KEYS[1], 'image_store') or 'redis') == 'redis'
+if in_redis and redis.call('EXISTS', KEYS[2]) == 0 then
   return -1
 end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
@@ -183,10 +231,13 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 
 redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'crashes',
            'crash_log')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+if in_redis then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 redis.call('ZADD', KEYS[3], ARGV[2], job_id)
 redis.call('ZREM', KEYS[5], job_id)
 redis.call('ZADD', KEYS[6], ARGV[5], job_id)
+redis.call('LPUSH', KEYS[7], ARGV[6])
 publish(KEYS[1], KEYS[4])
 return 1
 """

@@ -7,21 +7,36 @@ Workers change jobs through `JobTracker` (tracker.py); both run the same Lua scr
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from visionq import errors
 from visionq.jobs import keys, scripts
 from visionq.jobs.idempotency import IDEMPOTENCY_TTL
+from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, isoformat, utcnow
-from visionq.jobs.states import PRIORITY_STEPS, JobStatus
+from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Stage
 
 ScriptCall = tuple[list[str], list[str | int | float]]
-#: The status-hash field naming the queue a job was handed to: set by `JobStore.confirm` once its message is in
-#: the broker and its client is about to be told 202. Workers run only jobs that have it.
+#: The status-hash field naming the queue a job's message was put on (`JobRecord.queued`).
 QUEUED_FIELD = "queued"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `JobStore.submit` did."""
+
+    accepted: bool
+    """False when the queue was full: nothing was written."""
+    queued: int
+    """Jobs waiting in the queue, all priorities, before this one."""
+    wait: float | None
+    """Estimated seconds until the job is done (see `JobStore.estimate_wait`); None while unknown."""
 
 
 def claim_call(job_id: str, worker_id: str, deadline: float) -> ScriptCall:
@@ -31,11 +46,11 @@ def claim_call(job_id: str, worker_id: str, deadline: float) -> ScriptCall:
     )
 
 
-def advance_call(job_id: str, stage: str, progress: int, deadline: float) -> ScriptCall:
-    return (
-        [keys.status(job_id), keys.LIVE_JOBS, keys.events(job_id)],
-        [stage, progress, isoformat(utcnow()), deadline],
-    )
+def advance_call(job_id: str, stages: Sequence[Stage], deadline: float) -> ScriptCall:
+    args: list[str | int | float] = [isoformat(utcnow()), deadline]
+    for stage in stages:
+        args += [stage.value, stage.progress]
+    return [keys.status(job_id), keys.LIVE_JOBS, keys.events(job_id)], args
 
 
 def complete_call(
@@ -65,12 +80,9 @@ def finish_call(
     message: str,
     result_ttl: int,
     dead_letter_ttl: int = 0,
-    *,
-    unconfirmed_only: bool = False,
 ) -> ScriptCall:
     """Fail or cancel a live job; with `dead_letter_ttl`, it also lands in the dead-letter queue, kept
-    (image included) that long so that an admin can retry it. With `unconfirmed_only`, only while the API has
-    not confirmed the job (see `JobStore.confirm`)."""
+    (image included) that long so that an admin can retry it."""
     return (
         [
             keys.status(job_id),
@@ -83,22 +95,15 @@ def finish_call(
             keys.CALLBACKS_DUE,
             keys.DEAD_LETTERS,
         ],
-        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time(), dead_letter_ttl,
-         int(unconfirmed_only)],
-    )  # fmt: skip
-
-
-def give_up_call(job_id: str, result_ttl: int) -> ScriptCall:
-    """Fail a job unrun that its API never confirmed (its submit was refused), unless it is confirmed by now."""
-    message = "the submit that made this job was refused before the job was confirmed as queued; it was not run"
-    return finish_call(job_id, JobStatus.FAILED, "broker_unavailable", message, result_ttl, unconfirmed_only=True)
+        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time(), dead_letter_ttl],
+    )
 
 
 class JobStore:
     """Job state as the API reads and writes it.
 
     >>> store = JobStore(redis, result_ttl=3600, image_ttl=1800)      # doctest: +SKIP
-    >>> await store.create(record, image_bytes)                        # doctest: +SKIP
+    >>> await store.submit(record, queue="visionq", image=image_bytes)  # doctest: +SKIP
     >>> (await store.get(record.job_id)).status                       # doctest: +SKIP
     <JobStatus.PENDING: 'pending'>
     """
@@ -109,45 +114,62 @@ class JobStore:
         self.image_ttl = image_ttl
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
         self._revive = redis.register_script(scripts.REVIVE)
-        self._confirm = redis.register_script(scripts.CONFIRM)
+        self._submit = redis.register_script(scripts.SUBMIT)
 
-    async def create(self, record: JobRecord, image: bytes, *, queue: str) -> float | None:
-        """Store a new pending job and its image in one transaction, and mark it for the archive. The job's
-        deadline in the live set is its image's expiry: a job still queued then can never run. Returns the
-        estimated wait of the job on `queue` (see `estimate_wait`), read in the same round trip.
-
-        No worker runs the job until it is confirmed (`confirm`), once its message is in the broker."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.status(record.job_id), mapping=record.to_redis())  # type: ignore[arg-type]
-            pipe.expire(keys.status(record.job_id), self.image_ttl + self.result_ttl)
-            pipe.set(keys.image(record.job_id), image, ex=self.image_ttl)
-            pipe.zadd(keys.LIVE_JOBS, {record.job_id: time.time() + self.image_ttl})
-            pipe.zadd(keys.ARCHIVE_OUTBOX, {record.job_id: time.time()})
-            _read_queue_ahead(pipe, queue, record.priority.broker_priority)
-            answers = await pipe.execute()
-        return _estimate(answers[5:])
-
-    async def confirm(self, job_id: str, queue: str, *, remember: tuple[str, bytes] | None = None) -> bool:
-        """Confirm the job as queued on `queue` once its message is in the broker: from now on it may run. With
-        `remember` (an Idempotency-Key's entry name and its answer), the key is given its answer in the same
-        step (see `scripts.CONFIRM`). False when the job is no longer live: a worker that got its message gave
-        up waiting for this, and it will never run."""
-        job_keys: list[str] = [keys.status(job_id)]
-        args: list[str | bytes | int] = [queue]
+    async def submit(
+        self,
+        record: JobRecord,
+        *,
+        queue: str,
+        image: bytes | None,
+        max_queued: int = 0,
+        remember: tuple[str, bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Submitted:
+        """Make the job and queue it, in one round trip (`scripts.SUBMIT`): its record, its `image` (None when
+        an image store holds it), its archive mark and its task message on `queue`, all or nothing. Refused,
+        with nothing written, when `max_queued` jobs (0: no bound) are already waiting. With `remember` (an
+        Idempotency-Key's entry name and its answer), the key is given its answer in the same step. `headers`
+        go into the task message (the trace context). The job's deadline in the live set is its image's expiry:
+        a job still queued then can never run."""
+        now = time.time()
+        priority = record.priority.broker_priority
+        fields = {**record.to_redis(), QUEUED_FIELD: queue}
+        job_keys = [
+            keys.status(record.job_id),
+            keys.image(record.job_id),
+            keys.LIVE_JOBS,
+            keys.ARCHIVE_OUTBOX,
+            keys.priority_list(queue, priority),
+            *(keys.priority_list(queue, step) for step in PRIORITY_STEPS),
+            keys.JOB_STATS,
+            keys.WORKERS_SEEN,
+        ]
+        args: list[str | bytes | int | float] = [
+            orjson.dumps(fields),
+            self.image_ttl + self.result_ttl,
+            image if image is not None else b"",
+            self.image_ttl,
+            now + self.image_ttl,
+            now,
+            task_message(record.job_id, queue=queue, broker_priority=priority, headers=headers),
+            max_queued,
+            sum(step <= priority for step in PRIORITY_STEPS),
+        ]
         if remember is not None:
             job_keys.append(remember[0])
             args += [remember[1], IDEMPOTENCY_TTL]
-        return bool(await self._confirm(keys=job_keys, args=args))
+        made, queued, wait = await self._submit(keys=job_keys, args=args)
+        return Submitted(bool(made), int(queued), float(wait) if wait else None)
 
-    async def settle_refused(self, job_id: str, reservation: str | None) -> None:
-        """Make certain what became of a submit that was answered 503 after its job was stored, with Redis
-        away: a job not confirmed is failed unrun (it never runs), and then its request's Idempotency-Key
-        `reservation` (an entry name) is freed for the client's retry. A confirmed job is left as it is: it
-        runs, and the key holds its answer. Raises RedisError while Redis is still away."""
-        job_keys, args = give_up_call(job_id, self.result_ttl)
-        await self._finish(keys=job_keys, args=args)
-        if reservation is not None and not await self.redis.hexists(keys.status(job_id), QUEUED_FIELD):
-            await self.redis.delete(reservation)
+    async def release_unmade(self, job_id: str, reservation: str) -> None:
+        """Free an Idempotency-Key's `reservation` (an entry name) whose request never made its job: the
+        client's retry then makes it, instead of being answered 409 until the reservation expires. A made job's
+        entry holds its answer by then, and is left alone. Raises RedisError while Redis is away."""
+        if not await self.redis.exists(keys.status(job_id)):
+            entry = await self.redis.get(reservation)
+            if entry is not None and orjson.loads(entry).get("accepted") is None:
+                await self.redis.delete(reservation)
 
     async def get(self, job_id: str) -> JobRecord | None:
         fields = await self.redis.hgetall(keys.status(job_id))
@@ -189,15 +211,18 @@ class JobStore:
         records = [(await self.get(str(entry[0])), float(entry[1])) for entry in entries if isinstance(entry, tuple)]
         return [(record, score) for record, score in records if record is not None]
 
-    async def revive(self, job_id: str) -> int:
-        """Put a dead-lettered job back to pending (the caller queues it): 1, or 0 if it is not in the
-        dead-letter queue, or -1 if its image has expired."""
+    async def revive(self, record: JobRecord, *, queue: str) -> int:
+        """Put a dead-lettered job back to pending and queue its message, in one step: 1, or 0 if it is not in
+        the dead-letter queue, or -1 if its image (kept in Redis) has expired."""
+        job_id, priority = record.job_id, record.priority.broker_priority
         deadline = time.time() + self.image_ttl
+        message = task_message(job_id, queue=queue, broker_priority=priority)
         return int(
             await self._revive(
                 keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
-                      keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX],
-                args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time()],
+                      keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, keys.priority_list(queue, priority)],
+                args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time(),
+                      message],
             )
         )  # fmt: skip
 
@@ -236,7 +261,7 @@ def _read_queue_ahead(pipe: Pipeline, queue: str, broker_priority: int) -> None:
 
 def _estimate(answers: list[Any]) -> float | None:
     *depths, (completed, seconds), workers = answers
-    if not completed or not workers:
+    if not completed or not int(workers):
         return None
     mean = float(seconds or 0.0) / int(completed)
     return float((sum(depths) + 1) * mean / int(workers))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import orjson
@@ -12,9 +12,10 @@ from redis import Redis
 from redis.client import Pipeline
 
 from visionq.jobs import keys, scripts
+from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Priority, Stage
-from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call, give_up_call
+from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,9 @@ class Taken(NamedTuple):
 
     claim: Claim
     record: JobRecord | None
-    """The job as the claim left it; None when it is gone, or not yet confirmed."""
+    """The job as the claim left it; None when it is gone."""
     image: bytes | None
-    """Its image; None once expired."""
-    unconfirmed: bool = False
-    """The API has not yet confirmed the job (`JobStore.confirm`): nothing was claimed; try again shortly."""
+    """Its image when the job's Redis keeps it; None once expired, or when an image store holds it."""
 
 
 class JobTracker:
@@ -77,7 +76,7 @@ class JobTracker:
         job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
         reply = self._take(keys=[*job_keys, keys.image(job_id)], args=args)
         if not isinstance(reply, list):
-            return Taken(Claim(attempts=0, crashes=0), None, None, unconfirmed=reply == -1)
+            return Taken(Claim(attempts=0, crashes=0), None, None)
         attempts, crashes, flat, image = (*reply, None)[:4]  # an expired image: nil, or no fourth item
         fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Taken(Claim(int(attempts), int(crashes)), JobRecord.from_redis(fields), image)
@@ -92,17 +91,28 @@ class JobTracker:
         raw = self.redis.hget(keys.status(job_id), "crash_log")
         return orjson.loads(raw) if raw else []
 
-    def advance(self, job_id: str, stage: Stage) -> bool:
-        job_keys, args = advance_call(job_id, stage.value, stage.progress, self._deadline())
+    def advance(self, job_id: str, *stages: Stage) -> bool:
+        """Move the job through `stages`, in order, in one step; False (nothing written) if it is no longer live:
+        cancelled, or finished elsewhere."""
+        job_keys, args = advance_call(job_id, stages, self._deadline())
         return bool(self._advance(keys=job_keys, args=args))
 
-    def complete(self, result: ResultBody, *, also: Callable[[Pipeline], object] | None = None) -> bool:
-        """Store the result and finish the job; False if another delivery finished it first. `also` queues
-        more commands (metrics, the breaker) into the same round trip, before the result."""
+    def complete(
+        self,
+        result: ResultBody,
+        *,
+        stages: Sequence[Stage] = (),
+        also: Callable[[Pipeline], object] | None = None,
+    ) -> bool:
+        """Store the result and finish the job; False if another delivery finished it first. `stages` not yet
+        written are written first, in the same round trip, and so are the commands `also` queues (metrics, the
+        breaker)."""
         job_keys, args = complete_call(
             result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl, result.processing_time
         )
         with self.redis.pipeline(transaction=False) as pipe:
+            if stages:
+                self._advance(*advance_call(result.job_id, stages, self._deadline()), client=pipe)
             if also is not None:
                 also(pipe)
             self._complete(keys=job_keys, args=args, client=pipe)
@@ -111,13 +121,6 @@ class JobTracker:
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
-        return bool(self._finish(keys=job_keys, args=args))
-
-    def give_up_unconfirmed(self, job_id: str) -> bool:
-        """Fail a job whose message came but whose confirmation never did: its submit was answered 503 (or
-        never answered), so its client retries, and running it would make a second job. False if it was
-        confirmed after all (run it) or is no longer live."""
-        job_keys, args = give_up_call(job_id, self.result_ttl)
         return bool(self._finish(keys=job_keys, args=args))
 
     def dead_letter(self, job_id: str, code: str, message: str) -> bool:
@@ -158,8 +161,7 @@ class JobTracker:
             for job_id in candidates:
                 pipe.hmget(keys.status(job_id), ["status", "priority", QUEUED_FIELD])
             fields = pipe.execute()
-        # Only jobs the API confirmed as queued on this queue: one whose queueing failed was answered 503 (see
-        # JobStore.confirm), and one of another queue has its message there, out of this worker's sight.
+        # Only jobs queued on this queue: one of another queue has its message there, out of this worker's sight.
         pending = {
             job_id: Priority(_text(priority))
             for job_id, (state, priority, queued) in zip(candidates, fields, strict=True)
@@ -175,6 +177,26 @@ class JobTracker:
             pipe.hvals(keys.BROKER_UNACKED)
             held = b"".join(m if isinstance(m, bytes) else m.encode() for ms in pipe.execute() for m in ms)
         return [(job_id, priority) for job_id, priority in pending.items() if job_id.encode() not in held]
+
+    def requeue(self, job_id: str, queue: str, priority: Priority) -> None:
+        """Queue the job's message again (its first was lost)."""
+        step = priority.broker_priority
+        self.redis.lpush(keys.priority_list(queue, step), task_message(job_id, queue=queue, broker_priority=step))
+
+    def holding_images(self, job_ids: list[str]) -> set[str]:
+        """Those of `job_ids` whose image must stay: their job is still live, or dead-lettered (an admin may
+        retry it)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(keys.status(job_id), "status")
+                pipe.zscore(keys.DEAD_LETTERS, job_id)
+            replies = pipe.execute()
+        live = {JobStatus.PENDING.value, JobStatus.PROCESSING.value}
+        return {
+            job_id
+            for job_id, state, dead in zip(job_ids, replies[::2], replies[1::2], strict=True)
+            if dead is not None or (state is not None and _text(state) in live)
+        }
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Fail live jobs past their deadline: queued jobs whose image expired, and processing jobs

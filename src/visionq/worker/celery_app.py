@@ -1,6 +1,7 @@
 """The Celery application, built from settings (`create_celery_app`).
 
-Both sides use it: the API only sends tasks by name, the worker runs them. Every choice below
+The workers run its tasks; the API never imports it (it writes the classification task's message itself,
+`jobs/queue.py`). Every choice below
 serves one promise, that an accepted job is neither lost nor run late behind lower priorities.
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 from celery import Celery
 
 from visionq.jobs.keys import PRIORITY_SEPARATOR
+from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.jobs.states import PRIORITY_STEPS
 from visionq.settings import Settings
 from visionq.worker.broker import TRANSPORT
 
-CLASSIFY_TASK = "visionq.classify_image"
+__all__ = ["CALLBACKS", "CLASSIFY_TASK", "VisionqCelery", "create_celery_app"]
+
 #: The role of a worker that delivers callbacks instead of classifying.
 CALLBACKS = "callbacks"
 #: Longest pause between kombu's scans for unacknowledged messages of dead workers.

@@ -14,8 +14,6 @@ import threading
 import time
 
 import orjson
-from celery import current_app
-from kombu.exceptions import OperationalError
 from redis import Redis, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,6 +21,8 @@ from visionq.archive import schema
 from visionq.archive.archiver import Archiver
 from visionq.archive.repository import Archive
 from visionq.connections import sync_redis
+from visionq.errors import VisionqError
+from visionq.images import create_image_store
 from visionq.inference.batching import Batcher
 from visionq.inference.breaker import Breakers
 from visionq.inference.catalog import Catalog, build_catalog
@@ -32,10 +32,10 @@ from visionq.inference.export import ExportRefused
 from visionq.inference.registry import ModelRegistry
 from visionq.inference.spec import ModelSpec
 from visionq.jobs import keys
-from visionq.jobs.records import isoformat, utcnow
+from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import BuiltinRuntime, Settings
-from visionq.worker.celery_app import CLASSIFY_TASK
+from visionq.worker.stages import StageLengths
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class WorkerContext:
             enabled=settings.breakers,
         )
         self.fallback = self.catalog.resolve(settings.fallback_model) if settings.fallback_model else None
+        self.images = create_image_store(settings)
+        self.stage_lengths = StageLengths()
         self.archive = Archive(settings.archive_url)
         self.archiver = Archiver(self.redis, self.archive)
         self.started_at = isoformat(utcnow())
@@ -107,6 +109,22 @@ class WorkerContext:
             self.redis.zrem(keys.WORKERS_SEEN, self.worker_id)
         except RedisError:
             log.warning("could not remove the heartbeat of %s", self.worker_id)
+
+    def read_image(self, record: JobRecord) -> bytes | None:
+        """The job's image from the image store it was put in; None when it is gone, or kept in a store this
+        worker does not use (a worker set up unlike its API)."""
+        if self.images is None or record.image_store != self.images.name:
+            return None
+        return self.images.get(record.job_id)
+
+    def drop_image(self, record: JobRecord) -> None:
+        """Delete the image of a job that has ended (the Lua step that ended it deleted one kept in Redis)."""
+        if self.images is None or record.image_store != self.images.name:
+            return
+        try:
+            self.images.delete(record.job_id)
+        except VisionqError as exc:  # the image sweep removes it later
+            log.warning("could not delete the image of job %s: %s", record.job_id, exc.detail)
 
     def batcher(self, classifier: Classifier) -> Batcher:
         """The batcher the process's jobs share for `classifier` (a new one if the model was loaded again)."""
@@ -152,7 +170,7 @@ class WorkerContext:
 
     def _run_housekeeping(self) -> None:
         # One tick, the archiver's; heartbeat and sweep run on it whenever theirs are due.
-        last_beat = last_sweep = time.monotonic()
+        last_beat = last_sweep = last_image_sweep = time.monotonic()
         while not self._stop.wait(self.settings.archive_interval):
             now = time.monotonic()
             try:
@@ -164,6 +182,9 @@ class WorkerContext:
                     self.tracker.sweep()
                     self._requeue_lost()
                     last_sweep = now
+                if now - last_image_sweep >= self.settings.image_sweep_interval:
+                    self._sweep_images()
+                    last_image_sweep = now
             except RedisError as exc:
                 log.warning("housekeeping skipped, Redis unreachable: %s", exc)
             self._drain_archive()
@@ -182,13 +203,23 @@ class WorkerContext:
         )
         for job_id, priority in lost:
             log.warning("job's message was lost; queued again", extra={"job_id": job_id})
-            try:
-                current_app.send_task(
-                    CLASSIFY_TASK, args=[job_id], queue=settings.queue, priority=priority.broker_priority
-                )
-            except OperationalError as exc:  # the broker went away again: the next sweep tries once more
-                log.warning("could not queue job %s again: %s", job_id, exc)
-                return
+            self.tracker.requeue(job_id, settings.queue, priority)
+
+    def _sweep_images(self) -> None:
+        """Remove the images no job holds any more (left by a crash, or a submit whose reply was lost) once they
+        are older than any queued job's; one worker at a time (a lock for one image sweep interval)."""
+        settings = self.settings
+        if self.images is None or not self.redis.set(
+            keys.IMAGE_SWEEP_LOCK, self.worker_id, nx=True, px=int(settings.image_sweep_interval * 1000)
+        ):
+            return
+        try:
+            removed = self.images.sweep(time.time() - settings.image_ttl, keep=self.tracker.holding_images)
+        except VisionqError as exc:
+            log.warning("image sweep skipped: %s", exc.detail)
+            return
+        if removed:
+            log.info("image sweep removed %d images no job holds", removed)
 
     def _drain_archive(self) -> None:
         # An outage is logged when it starts and when it ends, not on every tick in between.

@@ -2,8 +2,7 @@
 
 Failure policy, in one place:
 - the job is gone or already finished → nothing to do (a duplicate or late delivery);
-- the API that made the job never confirmed it (its submit failed after queueing it, and its client was told
-  to retry) → it fails unrun after `confirm_timeout`, so a retried submit never runs twice;
+- the job's image is gone (expired, or its store lost it) → it fails with `image_missing`;
 - a `VisionqError` that is not transient (bad image, unknown model) → the job fails at once with its code;
 - anything else (Redis hiccup, runtime error) → retried with exponential back-off, and once the
   job has used `max_attempts` deliveries it fails and lands in the dead-letter queue, kept for an admin
@@ -30,7 +29,6 @@ from redis.client import Pipeline
 from visionq.errors import VisionqError
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
-from visionq.jobs.states import Stage
 from visionq.jobs.tracker import JobTracker, Taken
 from visionq.logging import log_context
 from visionq.worker import context, deliveries
@@ -38,16 +36,9 @@ from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.deliveries import DELIVER_TASK
 from visionq.worker.pipeline import Classification, run_classification
 from visionq.worker.pool import TIME_LIMIT_EXCEEDED, ClassifyTask, over_time
+from visionq.worker.stages import JobNoLongerLive, StageReport
 
 log = logging.getLogger(__name__)
-
-
-#: Seconds between claims of a job its API has not yet confirmed: the first pause, doubled up to the second.
-CONFIRM_POLL = (0.002, 0.2)
-
-
-class JobNoLongerLive(Exception):
-    """The job was cancelled or finished elsewhere while this worker was on it."""
 
 
 @shared_task(
@@ -66,36 +57,43 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         return
     attempts, record = taken.claim.attempts, taken.record
     assert record is not None  # _admit returns only jobs it could read
+    dead_lettered = False  # a dead-lettered job keeps its image, for an admin's retry
     try:
         with log_context(job_id=job_id, attempt=attempts, request_id=record.request_id, owner=record.owner):
-            _run(ctx, record, taken.image, picked_up)
+            _run(ctx, record, taken.image if taken.image is not None else ctx.read_image(record), picked_up)
     except JobNoLongerLive:
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
     except SoftTimeLimitExceeded:
         log.error("job ran past its soft time limit; dead-lettered", extra={"job_id": job_id})
-        ctx.tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, over_time(ctx.settings.job_soft_time_limit))
+        dead_lettered = ctx.tracker.dead_letter(
+            job_id, TIME_LIMIT_EXCEEDED, over_time(ctx.settings.job_soft_time_limit)
+        )
     except VisionqError as exc:
         if not exc.transient:
             ctx.tracker.fail(job_id, exc.code, exc.detail)
         elif attempts < ctx.settings.max_attempts:
             raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
         else:
-            ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
+            dead_lettered = ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
     except Exception as exc:
         if attempts < ctx.settings.max_attempts:
             log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
             raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
         log.exception("job used up its attempts; dead-lettered", extra={"job_id": job_id})
-        ctx.tracker.dead_letter(job_id, "internal_error", f"classification failed after {attempts} attempts")
+        dead_lettered = ctx.tracker.dead_letter(
+            job_id, "internal_error", f"classification failed after {attempts} attempts"
+        )
     finally:
         ctx.jobs_done += 1
+    if not dead_lettered:
+        ctx.drop_image(record)
 
 
 def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:  # type: ignore[type-arg]
     """Claim the job and read it: None when it is not to be run (no longer live, poison, out of attempts: the
     last two are dead-lettered here)."""
     try:
-        taken = _take_once_confirmed(ctx, job_id)
+        taken = ctx.tracker.take(job_id)
     except RedisError as exc:
         # The job was not touched; the message comes back later and the claim is tried again.
         raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
@@ -109,21 +107,6 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:
     else:
         return taken
     return None
-
-
-def _take_once_confirmed(ctx: context.WorkerContext, job_id: str) -> Taken:
-    """Claim the job once its API has confirmed it. The confirmation follows the message at once, but a worker
-    can see the message first; a job still unconfirmed after `confirm_timeout` is failed unrun, since its
-    submit was refused and its client makes the job again."""
-    deadline = time.monotonic() + ctx.settings.confirm_timeout
-    pause = CONFIRM_POLL[0]
-    while (taken := ctx.tracker.take(job_id)).unconfirmed:
-        if time.monotonic() >= deadline and ctx.tracker.give_up_unconfirmed(job_id):
-            log.warning("job never confirmed by the API that made it; failed unrun", extra={"job_id": job_id})
-            break
-        time.sleep(pause)
-        pause = min(2 * pause, CONFIRM_POLL[1])
-    return taken
 
 
 def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
@@ -143,7 +126,7 @@ def _quarantine(tracker: JobTracker, job_id: str, crashes: int) -> None:
 def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, picked_up: float) -> None:
     job_id = record.job_id
     if image is None:
-        ctx.tracker.fail(job_id, "internal_error", "the job's image expired before it could be processed")
+        ctx.tracker.fail(job_id, "image_missing", "the job's image was gone before it could be processed")
         return
     if _overdue(ctx, record):
         return
@@ -157,6 +140,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         ctx.failed_to_load(spec, exc)
         raise  # retried: the next attempt finds the breaker open and takes the fallback, if it may
     started_at = utcnow()
+    report = StageReport(ctx.tracker, job_id, spec.ref, ctx.stage_lengths, window=ctx.settings.stage_window)
     try:
         outcome = run_classification(
             image,
@@ -164,7 +148,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
             labels=ctx.catalog.labels(spec),
             top=record.top_k,
             max_pixels=ctx.settings.max_pixels,
-            report=lambda stage: _advance(ctx, job_id, stage),
+            report=report,
             draft=ctx.settings.jpeg_draft,
             batcher=ctx.batcher(classifier),
         )
@@ -180,7 +164,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         if outcome.led_batch:  # one record per call of the model, with its images
             ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, pipe=pipe)
 
-    if not ctx.tracker.complete(result, also=and_record):
+    if not ctx.tracker.complete(result, stages=report.unwritten(), also=and_record):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
     log.info(
@@ -226,12 +210,6 @@ def _choose_model(ctx: context.WorkerContext, record: JobRecord) -> tuple[ModelS
         + ("" if record.allow_fallback else ", or allow the fallback model (fallback=true)"),
     )
     return None
-
-
-def _advance(ctx: context.WorkerContext, job_id: str, stage: Stage) -> None:
-    # Each stage boundary is where a cancelled job stops: the tracker refuses to advance it.
-    if not ctx.tracker.advance(job_id, stage):
-        raise JobNoLongerLive(job_id)
 
 
 def _result(

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
 from visionq.api.dependencies import AdminDep, StateDep, get_admin
 from visionq.api.endpoints.catalog import model_info, worker_models
-from visionq.api.endpoints.classification import enqueue
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import (
     AdminModelBody,
@@ -161,15 +161,25 @@ async def dead_letters(state: StateDep) -> list[DeadLetterBody]:
 )
 async def retry_dead_letter(job_id: str, request: Request, state: StateDep, admin: AdminDep) -> JSONResponse:
     """Queue a dead-lettered job again, from the start, with its attempts reset."""
-    revived = await state.store.revive(job_id)
+    record = await state.store.require(job_id)
+    if record.image_store != "redis" and not await _image_kept(state, job_id):
+        raise errors.Conflict(f"the image of job {job_id} is gone; it cannot run again")
+    try:
+        revived = await state.store.revive(record, queue=state.settings.queue)
+    except RedisError as exc:
+        raise errors.BrokerUnavailable("the job store is unreachable; try again shortly", retry_after=5) from exc
     if revived == 0:
         raise errors.JobNotFound(f"job {job_id!r} is not in the dead-letter queue")
     if revived < 0:
         raise errors.Conflict(f"the image of job {job_id} has expired; it cannot run again")
     record = await state.store.require(job_id)
-    await enqueue(state, record)
     await _audit(state, request, admin, "dlq.retry", job_id)
     return JSONResponse(dump_status(record.status_body()), status_code=202)
+
+
+async def _image_kept(state: AppState, job_id: str) -> bool:
+    images = state.images
+    return images is not None and await run_in_threadpool(images.get, job_id) is not None
 
 
 @router.delete("/dlq/{job_id}", responses=problem_responses(errors.JobNotFound), status_code=204)

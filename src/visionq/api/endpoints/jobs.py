@@ -4,6 +4,7 @@ attempts) and DELETE /jobs/{id} (cancel)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import ArchiveDep, JobStoreDep, PrincipalDep, VisibleJobDep
+from visionq.api.dependencies import ArchiveDep, ImagesDep, JobStoreDep, PrincipalDep, VisibleJobDep
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.schemas import DeliveriesBody, DeliveryAttempt, JobPageBody, JobSummary, Links, StatusBody
 from visionq.api.security import require_admin
@@ -99,11 +100,14 @@ async def list_deliveries(job_id: str, record: VisibleJobDep, store: JobStoreDep
     response_model=StatusBody,
     responses=problem_responses(errors.JobNotFound, errors.Conflict),
 )
-async def cancel_job(job_id: str, record: VisibleJobDep, store: JobStoreDep) -> JSONResponse:
+async def cancel_job(job_id: str, record: VisibleJobDep, store: JobStoreDep, images: ImagesDep) -> JSONResponse:
     """Cancel a job: at once if queued, at its next stage if running; 409 if it already finished."""
     if not await store.cancel(job_id):
         record = await store.require(job_id)
         raise errors.Conflict(
             f"job {job_id} is already {record.status.value}; only queued or running jobs can be cancelled"
         )
+    if images is not None and record.image_store == images.name:
+        with contextlib.suppress(errors.VisionqError):  # else the image sweeper removes it
+            await run_in_threadpool(images.delete, job_id)
     return JSONResponse(dump_status((await store.require(job_id)).status_body()))

@@ -1,0 +1,292 @@
+"""Submission: from an uploaded image to a queued job, the whole protocol in one place.
+
+`POST /classify` reads the upload and calls `Submitter.submit` (one image) or `submit_many` (several parts).
+A submit checks the request (model, callback, Redis's memory), checks the image's header and completeness,
+puts the image in the image store (when one is set), and then makes and queues the job in ONE round trip
+(`JobStore.submit`): the record, the image reference and the Celery message together, from the API's event
+loop, with no thread hop into Celery's publisher. A job therefore exists if and only if it is queued, and runs
+exactly once; a client that saw the round trip fail (its reply lost to a Redis restart) retries with its
+Idempotency-Key and gets the job back if it was made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from visionq import errors
+from visionq.api.backpressure import Backpressure, queue_full
+from visionq.api.schemas import ClassifyForm, JobAccepted, Links
+from visionq.callbacks.targets import check_callback_url
+from visionq.images import ImageStore
+from visionq.imaging.decode import CheckedImage, check_image
+from visionq.inference.catalog import Catalog
+from visionq.inference.control import LatestChoice
+from visionq.inference.spec import ModelSpec
+from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_entry, fingerprint
+from visionq.jobs.queue import CLASSIFY_TASK
+from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
+from visionq.jobs.states import JobStatus, Stage
+from visionq.jobs.store import JobStore
+from visionq.settings import Settings
+from visionq.telemetry import current_traceparent, publishing
+
+log = logging.getLogger(__name__)
+
+#: Seconds an API process goes on freeing the Idempotency-Key of a submit it could not finish with Redis away,
+#: and between tries. Well within RESERVATION_TTL, so the reservation it frees is still its own request's.
+SETTLE_FOR, SETTLE_EVERY = RESERVATION_TTL / 3, 0.5
+
+
+@dataclass(frozen=True)
+class Accepted:
+    body: JobAccepted
+    replayed: bool = False
+    """The original answer of an Idempotency-Key, given again (200, not 202)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One image of a request: its bytes, or why the upload refused it (too large while streaming)."""
+
+    data: bytes
+    filename: str | None = None
+    refused: errors.VisionqError | None = None
+
+
+@dataclass(frozen=True)
+class _Checked:
+    digest: str
+    header: CheckedImage
+
+
+class Submitter:
+    """Makes and queues jobs for one API process.
+
+    >>> accepted = await submitter.submit(owner="anonymous", form=ClassifyForm(), image=data)  # doctest: +SKIP
+    >>> accepted.body.job_id                                                                  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: JobStore,
+        images: ImageStore | None,
+        catalog: Catalog,
+        latest: LatestChoice,
+        backpressure: Backpressure,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.images = images
+        self.catalog = catalog
+        self.latest = latest
+        self.backpressure = backpressure
+        self.keys = IdempotencyKeys(store.redis)
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def submit(
+        self,
+        *,
+        owner: str,
+        form: ClassifyForm,
+        image: bytes,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Make and queue one job; with `idempotency_key`, the same request again gets the original answer."""
+        spec = await self._admit(form)
+        job_id = str(uuid.uuid4())
+        if idempotency_key is None:
+            checked = await run_in_threadpool(self._check_and_put, job_id, image)
+            return Accepted(await self._make(job_id, owner, form, spec, checked, image, request_id))
+        checked = await run_in_threadpool(self._check, image)
+        request = fingerprint(checked.digest, *_form_print(form))
+        original = await self.keys.reserve(owner, idempotency_key, request)
+        if original is not None:
+            return Accepted(JobAccepted.model_validate(original), replayed=True)
+        try:
+            if self.images is not None:
+                await run_in_threadpool(self._put, job_id, image)
+            now = isoformat(utcnow())
+            answer = _accepted(job_id, now, spec.ref, form, None)  # its estimate is added in the same step
+            entry = answer_entry(owner, idempotency_key, request, answer.model_dump(mode="json"))
+            body = await self._make(job_id, owner, form, spec, checked, image, request_id, remember=entry, now=now)
+        except BaseException as exc:
+            reservation = self.keys.name(owner, idempotency_key)
+            if isinstance(exc, errors.BrokerUnavailable) and isinstance(exc.__cause__, RedisError):
+                # Made or not, nobody can tell until Redis is back: then a reservation whose job was never made
+                # is freed, so that the retry is not answered 409 until it expires.
+                self._in_background(lambda: self.store.release_unmade(job_id, reservation))
+            else:
+                self._in_background(lambda: self.keys.release(owner, idempotency_key))
+            raise
+        return Accepted(body)
+
+    async def submit_many(
+        self,
+        *,
+        owner: str,
+        form: ClassifyForm,
+        parts: list[Part],
+        request_id: str | None = None,
+    ) -> list[Accepted | errors.VisionqError]:
+        """One job per part, in order: each part's answer, or the problem that refused it alone. A problem of
+        the whole request (the form, the model, the callback) raises instead, before any job is made."""
+        spec = await self._admit(form)
+        answers: list[Accepted | errors.VisionqError] = []
+        for part in parts:
+            if part.refused is not None:
+                answers.append(part.refused)
+                continue
+            job_id = str(uuid.uuid4())
+            try:
+                checked = await run_in_threadpool(self._check_and_put, job_id, part.data)
+                answers.append(Accepted(await self._make(job_id, owner, form, spec, checked, part.data, request_id)))
+            except errors.VisionqError as refused:
+                answers.append(refused)
+        return answers
+
+    async def _admit(self, form: ClassifyForm) -> ModelSpec:
+        """What refuses the whole request: an unknown model, a callback the service cannot send, a full Redis."""
+        settings = self.settings
+        spec = self.catalog.resolve(form.model_version, latest=await self.latest.get())
+        if form.callback_url is not None:
+            if settings.callback_secret is None:
+                raise errors.ValidationFailed(
+                    "callbacks are off on this service: it has no VISIONQ_CALLBACK_SECRET to sign them with"
+                )
+            check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
+        await self.backpressure.check(lambda: self.store.estimate_wait(settings.queue, form.priority.broker_priority))
+        return spec
+
+    def _check(self, image: bytes) -> _Checked:
+        # Checked, not decoded: the worker decodes it once, for the model. The digest goes to the archive, and
+        # idempotency compares requests by it.
+        header = check_image(image, max_pixels=self.settings.max_pixels)
+        return _Checked(hashlib.sha256(image).hexdigest(), header)
+
+    def _put(self, job_id: str, image: bytes) -> None:
+        if self.images is not None:
+            self.images.put(job_id, image)
+
+    def _check_and_put(self, job_id: str, image: bytes) -> _Checked:
+        """`_check`, then the image into its store: one hop into the thread pool for both."""
+        checked = self._check(image)
+        self._put(job_id, image)
+        return checked
+
+    async def _make(
+        self,
+        job_id: str,
+        owner: str,
+        form: ClassifyForm,
+        spec: ModelSpec,
+        checked: _Checked,
+        image: bytes,
+        request_id: str | None,
+        *,
+        remember: tuple[str, bytes] | None = None,
+        now: str | None = None,
+    ) -> JobAccepted:
+        settings = self.settings
+        now = now or isoformat(utcnow())
+        record = JobRecord(
+            job_id=job_id,
+            status=JobStatus.PENDING,
+            stage=Stage.QUEUED,
+            created_at=now,
+            updated_at=now,
+            model_version=spec.ref,
+            priority=form.priority,
+            top_k=form.top_k,
+            callback_url=str(form.callback_url) if form.callback_url else None,
+            image_format=checked.header.format,
+            image_width=checked.header.width,
+            image_height=checked.header.height,
+            owner=owner,
+            image_sha256=checked.digest,
+            request_id=request_id,
+            traceparent=current_traceparent(),
+            allow_fallback=settings.allow_fallback if form.fallback is None else form.fallback,
+            max_wait=min((w for w in (form.max_wait, settings.max_queue_wait) if w), default=None),
+            image_store=self.images.name if self.images is not None else "redis",
+        )
+        try:
+            with publishing(CLASSIFY_TASK) as headers:
+                submitted = await self.store.submit(
+                    record,
+                    queue=settings.queue,
+                    image=None if self.images is not None else image,
+                    max_queued=settings.max_queued_jobs,
+                    remember=remember,
+                    headers=headers,
+                )
+        except RedisError as exc:
+            # Made or not (a reply lost to a Redis restart), its image stays: the image sweeper removes it if no
+            # job holds it. A retry with the same Idempotency-Key gets the job back if it was made.
+            raise errors.BrokerUnavailable(
+                "the job store is unreachable; try again shortly (with the same Idempotency-Key, if you sent one)",
+                retry_after=5,
+            ) from exc
+        if not submitted.accepted:
+            if self.images is not None:
+                await run_in_threadpool(self.images.delete, job_id)
+            raise queue_full(
+                f"{submitted.queued} jobs are waiting, the most this service queues; try again later", submitted.wait
+            )
+        return _accepted(job_id, now, spec.ref, form, submitted.wait)
+
+    def _in_background(self, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Try `attempt` again every `SETTLE_EVERY` seconds until Redis answers, for `SETTLE_FOR` seconds at
+        most, without holding up the request's answer."""
+
+        async def run() -> None:
+            deadline = time.monotonic() + SETTLE_FOR
+            while True:
+                try:
+                    await attempt()
+                    return
+                except RedisError:
+                    if time.monotonic() >= deadline:
+                        log.warning("gave up freeing an Idempotency-Key: Redis still unreachable")
+                        return
+                    await asyncio.sleep(SETTLE_EVERY)
+
+        task = asyncio.create_task(run())
+        self._settling.add(task)  # the event loop holds tasks weakly
+        task.add_done_callback(self._settling.discard)
+
+
+def _form_print(form: ClassifyForm) -> tuple[str, ...]:
+    """The form fields that make two requests with the same image different requests."""
+    return (
+        form.model_version,
+        form.priority.value,
+        str(form.top_k),
+        str(form.callback_url or ""),
+        str(form.fallback),
+        str(form.max_wait),
+    )
+
+
+def _accepted(job_id: str, created_at: str, model_ref: str, form: ClassifyForm, wait: float | None) -> JobAccepted:
+    return JobAccepted(
+        job_id=job_id,
+        status=JobStatus.PENDING,
+        created_at=created_at,
+        estimated_completion=None if wait is None else isoformat(parse_time(created_at) + timedelta(seconds=wait)),
+        model_version=model_ref,
+        priority=form.priority,
+        links=Links(status=f"/status/{job_id}", result=f"/result/{job_id}", websocket=f"/ws/{job_id}"),
+    )
