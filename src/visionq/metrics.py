@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from visionq.inference.breaker import breaker_states
-from visionq.jobs import keys
+from visionq.jobs import heartbeats, keys
 from visionq.jobs.states import BROKER_PRIORITY, TERMINAL_STATUSES, JobStatus
 from visionq.jobs.tracker import BATCH_BUCKETS, INFERENCE_BUCKETS
 
@@ -56,13 +55,11 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
     async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
         fields = await redis.hgetall(key)
         inference[key.removeprefix(keys.INFERENCE_STATS_PREFIX)] = {str(k): float(v) for k, v in fields.items()}
-    workers = 0
-    load_seconds: dict[tuple[str, str], float] = {}
-    async for name in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
-        workers += 1
-        loads = await redis.hget(name, "load_seconds")
-        for model_ref, seconds in orjson.loads(loads or "{}").items():
-            load_seconds[(model_ref, name.removeprefix(keys.WORKER_PREFIX))] = float(seconds)
+    live = await heartbeats.live(redis)
+    workers = len(live)
+    load_seconds = {
+        (model_ref, beat.worker_id): seconds for beat in live for model_ref, seconds in beat.load_seconds.items()
+    }
     return ClusterSnapshot(
         active_jobs=int(active),
         queue_depth={p.value: int(d) for p, d in zip(BROKER_PRIORITY, depths, strict=True)},

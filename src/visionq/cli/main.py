@@ -153,12 +153,11 @@ def worker_alive(
     from redis import RedisError
 
     from visionq.connections import sync_redis
-    from visionq.jobs import keys
+    from visionq.jobs import heartbeats
 
-    prefix = keys.deliverer("") if callbacks else keys.worker("")
     redis = sync_redis(load_settings())
     try:
-        alive = any(redis.scan_iter(match=f"{prefix}{socket.gethostname()}:*", count=1000))
+        alive = heartbeats.on_host(redis, socket.gethostname(), callbacks=callbacks)
     except RedisError as exc:
         errors.print(f"Redis unreachable: {exc}")
         raise typer.Exit(1) from exc

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 
-import orjson
 from redis import Redis, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,7 +30,8 @@ from visionq.inference.control import ModelControl
 from visionq.inference.export import ExportRefused
 from visionq.inference.registry import ModelRegistry
 from visionq.inference.spec import ModelSpec
-from visionq.jobs import keys
+from visionq.jobs import heartbeats, keys
+from visionq.jobs.heartbeats import Heartbeat
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import BuiltinRuntime, Settings
@@ -105,8 +105,7 @@ class WorkerContext:
         self._drain_archive()  # what the last jobs changed, before the process goes
         self.archive.close()
         try:
-            self.redis.delete(keys.worker(self.worker_id))
-            self.redis.zrem(keys.WORKERS_SEEN, self.worker_id)
+            heartbeats.forget(self.redis, self.worker_id)
         except RedisError:
             log.warning("could not remove the heartbeat of %s", self.worker_id)
 
@@ -141,32 +140,22 @@ class WorkerContext:
             return held[1]
 
     def heartbeat(self) -> None:
-        name = keys.worker(self.worker_id)
-        beat = {
-            "worker_id": self.worker_id,
-            "hostname": socket.gethostname(),
-            "pid": os.getpid(),
-            "queue": self.settings.queue,
-            "started_at": self.started_at,
-            "seen_at": isoformat(utcnow()),
-            "models": orjson.dumps(self.registry.loaded()).decode(),
-            "load_seconds": orjson.dumps(self.registry.load_seconds).decode(),
-            "exports": orjson.dumps(
-                {
-                    ref: {"runtime": v.runtime, "agreement": v.agreement, "sample": v.sample}
-                    for ref, v in self.registry.exports.items()
-                }
-            ).decode(),
-            "jobs_done": self.jobs_done,
-        }
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(name, mapping=beat)  # type: ignore[arg-type]
-            pipe.expire(name, int(self.settings.heartbeat_interval * keys.HEARTBEAT_MISSES) + 1)
-            pipe.zadd(
-                keys.WORKERS_SEEN,
-                {self.worker_id: time.time() + self.settings.heartbeat_interval * keys.HEARTBEAT_MISSES},
-            )
-            pipe.execute()
+        beat = Heartbeat(
+            worker_id=self.worker_id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queue=self.settings.queue,
+            started_at=self.started_at,
+            seen_at=isoformat(utcnow()),
+            models=self.registry.loaded(),
+            load_seconds=self.registry.load_seconds,
+            exports={
+                ref: {"runtime": v.runtime, "agreement": v.agreement, "sample": v.sample}
+                for ref, v in self.registry.exports.items()
+            },
+            jobs_done=self.jobs_done,
+        )
+        heartbeats.beat(self.redis, beat, interval=self.settings.heartbeat_interval)
 
     def _run_housekeeping(self) -> None:
         # One tick, the archiver's; heartbeat and sweep run on it whenever theirs are due.

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
@@ -34,7 +33,7 @@ from visionq.auth import keys as api_keys
 from visionq.auth.principals import Principal
 from visionq.inference.breaker import breaker_states
 from visionq.inference.control import request_load, request_unload
-from visionq.jobs import keys
+from visionq.jobs import heartbeats, keys
 from visionq.jobs.records import dump_status, isoformat
 from visionq.metrics import read_cluster
 
@@ -76,24 +75,13 @@ async def workers(state: StateDep) -> list[WorkerBody]:
         worker_id = await state.redis.hget(keys.status(job_id), "worker_id")
         if worker_id:
             current.setdefault(str(worker_id), []).append(job_id)
-    found = []
-    async for name in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
-        beat = await state.redis.hgetall(name)
-        if beat:
-            found.append(
-                WorkerBody(
-                    worker_id=beat["worker_id"],
-                    hostname=beat["hostname"],
-                    pid=int(beat["pid"]),
-                    queue=beat["queue"],
-                    started_at=beat["started_at"],
-                    seen_at=beat["seen_at"],
-                    models=orjson.loads(beat.get("models", "[]")),
-                    jobs_done=int(beat.get("jobs_done", 0)),
-                    current_jobs=current.get(str(beat["worker_id"]), []),
-                )
-            )
-    return sorted(found, key=lambda worker: worker.worker_id)
+    return [
+        WorkerBody(
+            **beat.model_dump(include=set(WorkerBody.model_fields) - {"current_jobs"}),
+            current_jobs=current.get(beat.worker_id, []),
+        )
+        for beat in await heartbeats.live(state.redis)
+    ]
 
 
 def _key_body(info: api_keys.KeyInfo) -> KeyBody:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends
 
 from visionq.api.dependencies import StateDep, get_principal
@@ -14,7 +13,7 @@ from visionq.api.schemas import ModelInfo
 from visionq.api.state import AppState
 from visionq.inference.breaker import BreakerState, breaker_states
 from visionq.inference.spec import ModelSpec, Precision, Runtime
-from visionq.jobs import keys
+from visionq.jobs import heartbeats
 
 router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
 
@@ -23,6 +22,8 @@ router = APIRouter(tags=["models"], responses=protected_responses(), dependencie
 class WorkerModels:
     """What the live worker processes report of their models in their heartbeats."""
 
+    workers: int = 0
+    """Live worker processes."""
     loaded_by: dict[str, int] = field(default_factory=dict)
     """How many processes have each model (by ref) loaded."""
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -31,11 +32,11 @@ class WorkerModels:
 
 async def worker_models(state: AppState) -> WorkerModels:
     report = WorkerModels()
-    async for key in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
-        models, exports = await state.redis.hmget(key, ["models", "exports"])
-        for ref in orjson.loads(models or "[]"):
+    for beat in await heartbeats.live(state.redis):
+        for ref in beat.models:
             report.loaded_by[ref] = report.loaded_by.get(ref, 0) + 1
-        report.exports.update(orjson.loads(exports or "{}"))
+        report.exports.update(beat.exports)
+        report.workers += 1
     return report
 
 

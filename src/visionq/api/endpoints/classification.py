@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from visionq import errors
 from visionq.api.dependencies import PrincipalDep, StateDep
 from visionq.api.problems import from_error, problem_body, problem_responses, protected_responses
-from visionq.api.schemas import ClassifyForm, JobAccepted, ResultBody
+from visionq.api.schemas import ClassifyForm, FailureBody, JobAccepted, ResultBody
 from visionq.api.state import AppState
 from visionq.api.submission import Accepted, Part
 from visionq.api.uploads import FILE_FIELD, read_upload
@@ -50,9 +50,9 @@ def _request_body_schema() -> dict[str, Any]:
             "accepted body or problem details, in part order (`JobsAccepted`).",
         },
         200: {
-            "model": JobAccepted | ResultBody,
+            "model": JobAccepted | ResultBody | FailureBody,
             "description": "The original job of this `Idempotency-Key` (a replay), or, with `Prefer: wait=N`, "
-            "the result of a job that ended within N seconds.",
+            "the result (or failure) of a job that ended within N seconds.",
         },
         **problem_responses(
             errors.InvalidImage,

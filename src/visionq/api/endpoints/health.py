@@ -14,7 +14,6 @@ from visionq.api.endpoints.catalog import worker_models
 from visionq.api.schemas import CheckState, Liveness, Readiness
 from visionq.api.state import AppState
 from visionq.inference.breaker import BreakerState, breaker_states
-from visionq.jobs import keys
 from visionq.metrics import read_cluster
 
 router = APIRouter(tags=["health"])
@@ -31,10 +30,8 @@ async def readiness(state: StateDep) -> JSONResponse:
     """Whether this process can take jobs now (503 when Redis is unreachable)."""
     try:
         await state.redis.ping()
-        workers = 0
-        async for _ in state.redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=100):
-            workers += 1
-        loaded = set((await worker_models(state)).loaded_by)
+        report = await worker_models(state)
+        workers, loaded = report.workers, set(report.loaded_by)
     except (RedisError, OSError):
         body = Readiness(
             status=CheckState.DOWN,

@@ -1,0 +1,54 @@
+"""Worker heartbeats against a real Redis: written by a worker process, read back by the API's side."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis
+import redis.asyncio
+
+from visionq.jobs import heartbeats, keys
+from visionq.jobs.heartbeats import Heartbeat
+
+
+def _live(redis_url: str) -> list[Heartbeat]:
+    async def read() -> list[Heartbeat]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await heartbeats.live(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_a_beat_is_read_back_whole_and_forgotten_when_the_process_goes(redis_url: str) -> None:
+    host = f"host-{uuid.uuid4().hex[:8]}"
+    beat = Heartbeat(
+        worker_id=f"{host}:42",
+        hostname=host,
+        pid=42,
+        queue="visionq-test-heartbeats",
+        started_at="2026-12-02T00:00:00.000Z",
+        seen_at="2026-12-02T00:00:01.000Z",
+        models=["efficientnet-lite0@1"],
+        load_seconds={"efficientnet-lite0@1": 1.5},
+        exports={"efficientnet-lite0@1": {"runtime": "onnx", "agreement": 1.0, "sample": 64}},
+        jobs_done=7,
+    )
+    client = redis.Redis.from_url(redis_url)
+
+    heartbeats.beat(client, beat, interval=5.0)
+    seen = [b for b in _live(redis_url) if b.worker_id == beat.worker_id]
+    alive = heartbeats.on_host(client, host), heartbeats.on_host(client, host, callbacks=True)
+    ttl = client.ttl(keys.worker(beat.worker_id))
+    heartbeats.forget(client, beat.worker_id)
+    gone = [b for b in _live(redis_url) if b.worker_id == beat.worker_id]
+    counted = client.zscore(keys.WORKERS_SEEN, beat.worker_id)
+    client.close()
+
+    assert seen == [beat]
+    assert alive == (True, False), "a worker is no callbacks worker"
+    assert 0 < ttl <= 5 * keys.HEARTBEAT_MISSES + 1
+    assert (gone, counted) == ([], None)

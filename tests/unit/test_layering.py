@@ -1,0 +1,58 @@
+"""The package's layering, read from the source: the API never imports the worker package (it writes the task
+message itself, jobs/queue.py), and the image stores and the queue format import nothing server-side above them."""
+
+from __future__ import annotations
+
+import ast
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(str(resources.files("visionq")))
+
+
+def _module_path(name: str) -> Path | None:
+    relative = Path(*name.split(".")[1:])
+    if name == "visionq":
+        return ROOT / "__init__.py"
+    for candidate in (ROOT / relative / "__init__.py", ROOT / relative.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(name: str) -> set[str]:
+    """The visionq modules `name` imports, anywhere in its source (functions included)."""
+    path = _module_path(name)
+    if path is None:
+        return set()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("visionq"):
+            found.add(node.module)
+            found.update(
+                f"{node.module}.{alias.name}" for alias in node.names if _module_path(f"{node.module}.{alias.name}")
+            )
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("visionq"))
+    return found
+
+
+def _reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_imports(name) - seen)
+    return seen
+
+
+@pytest.mark.parametrize("start", ["visionq.api.app", "visionq.jobs.queue", "visionq.images"])
+def test_the_worker_package_is_out_of_reach(start: str) -> None:
+    assert sorted(m for m in _reachable(start) if m.startswith("visionq.worker")) == []
+
+
+def test_the_check_sees_an_import_that_is_there() -> None:
+    assert "visionq.jobs.queue" in _reachable("visionq.worker.celery_app")
