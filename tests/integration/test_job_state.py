@@ -99,7 +99,10 @@ def test_the_submit_gives_a_reserved_idempotency_key_its_answer_in_the_same_step
     assert create(redis_url, new_record(), remember=(reserved, answer)).accepted
     assert create(redis_url, new_record(), remember=(unreserved, answer)).accepted
 
-    assert json.loads(redis_client.get(reserved) or "") == {"request": "r", "accepted": {"job_id": "j"}, "wait": ""}
+    entry = json.loads(redis_client.get(reserved) or "")
+    wait = entry.pop("wait")  # the estimate the answer gave: none, unless other stacks on this Redis made one known
+    assert wait == "" or float(wait) > 0
+    assert entry == {"request": "r", "accepted": {"job_id": "j"}}
     assert redis_client.ttl(reserved) > 23 * 3600
     assert redis_client.get(unreserved) is None, "a reservation that expired is not made again"
 
@@ -227,7 +230,9 @@ def test_sweeper_fails_jobs_past_their_deadline(redis_url: str, redis_client: re
     tracker.take(abandoned.job_id)
 
     # A processing job is overdue after STALE_AFTER without progress; a queued one once its image expired.
-    assert tracker.sweep(now=time.time() + STALE_AFTER + 1) == [abandoned.job_id]
+    # Other tests' jobs share this Redis: only these three are judged.
+    stale = set(tracker.sweep(now=time.time() + STALE_AFTER + 1)) & {queued.job_id, abandoned.job_id, fresh.job_id}
+    assert stale == {abandoned.job_id}
     assert set(tracker.sweep(now=time.time() + IMAGE_TTL + 1)) >= {queued.job_id, fresh.job_id}
     for record in (queued, abandoned):
         status = redis_client.hgetall(keys.status(record.job_id))
