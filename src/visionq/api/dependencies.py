@@ -1,4 +1,8 @@
-"""The dependencies routes declare, as `Annotated` aliases."""
+"""The dependencies routes declare, as `Annotated` aliases.
+
+Every one is `async def`, even those that only look something up: FastAPI runs a plain `def` dependency in its
+thread pool, and that hop costs more CPU than anything these do.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from visionq.jobs.store import JobStore
 from visionq.settings import Settings
 
 
-def get_state(connection: HTTPConnection) -> AppState:
+async def get_state(connection: HTTPConnection) -> AppState:
     state: AppState = connection.app.state.visionq
     return state
 
@@ -28,23 +32,23 @@ def get_state(connection: HTTPConnection) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_store(state: StateDep) -> JobStore:
+async def get_store(state: StateDep) -> JobStore:
     return state.store
 
 
-def get_catalog(state: StateDep) -> Catalog:
+async def get_catalog(state: StateDep) -> Catalog:
     return state.catalog
 
 
-def get_events(state: StateDep) -> JobEvents:
+async def get_events(state: StateDep) -> JobEvents:
     return state.events
 
 
-def get_archive(state: StateDep) -> Archive:
+async def get_archive(state: StateDep) -> Archive:
     return state.archive
 
 
@@ -71,7 +75,7 @@ def _within(scope_state: dict[str, Any], quota: Quota | None) -> None:
         raise quota.refusal()
 
 
-def get_images(state: StateDep) -> ImageStore | None:
+async def get_images(state: StateDep) -> ImageStore | None:
     return state.images
 
 

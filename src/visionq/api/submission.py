@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
@@ -41,7 +42,11 @@ from visionq.settings import Settings
 from visionq.telemetry import current_traceparent, publishing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
+#: Largest image checked and put in a directory (or Redis) on the event loop itself (about half a millisecond for
+#: this size); a larger one, or any for a remote store, goes to the thread pool, whose hop costs more than that.
+INLINE_BYTES = 1024 * 1024
 #: Seconds an API process goes on freeing the Idempotency-Key of a submit it could not finish with Redis away,
 #: and between tries. Well within RESERVATION_TTL, so the reservation it frees is still its own request's.
 SETTLE_FOR, SETTLE_EVERY = RESERVATION_TTL / 3, 0.5
@@ -108,16 +113,16 @@ class Submitter:
         spec = await self._admit(form)
         job_id = str(uuid.uuid4())
         if idempotency_key is None:
-            checked = await run_in_threadpool(self._check_and_put, job_id, image)
+            checked = await self._off_loop(self._check_and_put, job_id, image)
             return Accepted(await self._make(job_id, owner, form, spec, checked, image, request_id))
-        checked = await run_in_threadpool(self._check, image)
+        checked = await self._off_loop(self._check, image)
         request = fingerprint(checked.digest, *_form_print(form))
         original = await self.keys.reserve(owner, idempotency_key, request)
         if original is not None:
             return Accepted(JobAccepted.model_validate(original), replayed=True)
         try:
             if self.images is not None:
-                await run_in_threadpool(self._put, job_id, image)
+                await self._off_loop(self._put, job_id, image)
             now = isoformat(utcnow())
             answer = _accepted(job_id, now, spec.ref, form, None)  # its estimate is added in the same step
             entry = answer_entry(owner, idempotency_key, request, answer.model_dump(mode="json"))
@@ -151,7 +156,7 @@ class Submitter:
                 continue
             job_id = str(uuid.uuid4())
             try:
-                checked = await run_in_threadpool(self._check_and_put, job_id, part.data)
+                checked = await self._off_loop(self._check_and_put, job_id, part.data)
                 answers.append(Accepted(await self._make(job_id, owner, form, spec, checked, part.data, request_id)))
             except errors.VisionqError as refused:
                 answers.append(refused)
@@ -169,6 +174,14 @@ class Submitter:
             check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
         await self.backpressure.check(lambda: self.store.estimate_wait(settings.queue, form.priority.broker_priority))
         return spec
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` on the event loop when it is quick (see INLINE_BYTES), else in the thread pool."""
+        image: bytes = args[-1]
+        remote = self.images is not None and self.images.name != "directory"
+        if len(image) <= INLINE_BYTES and not remote:
+            return work(*args)
+        return await run_in_threadpool(work, *args)
 
     def _check(self, image: bytes) -> _Checked:
         # Checked, not decoded: the worker decodes it once, for the model. The digest goes to the archive, and

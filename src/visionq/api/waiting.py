@@ -53,7 +53,7 @@ def parse_prefer_wait(header: str | None) -> int | None:
     return None
 
 
-def prefer_wait(
+async def prefer_wait(
     prefer: Annotated[
         str | None,
         Header(

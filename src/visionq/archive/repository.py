@@ -68,6 +68,7 @@ class Archive:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine_for(url)
+        self._upserts: dict[tuple[str, ...], Any] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -84,11 +85,24 @@ class Archive:
         write in the other order, and the older snapshot must not win."""
         if not rows:
             return
-        statement = _insert(self.engine)(ArchivedJob).values(list(rows))
-        updated = {column: statement.excluded[column] for column in rows[0] if column != "job_id"}
-        newer = ArchivedJob.updated_at <= statement.excluded.updated_at
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(sorted(row)), []).append(row)
         with self.engine.begin() as connection:
-            connection.execute(statement.on_conflict_do_update(index_elements=["job_id"], set_=updated, where=newer))
+            for columns, group in by_columns.items():
+                # One statement per set of columns, sent with every row of the set (executemany): compiled once
+                # and cached, where a statement carrying the rows' values would be compiled on every save.
+                connection.execute(self._upsert(columns), group)
+
+    def _upsert(self, columns: tuple[str, ...]) -> Any:
+        statement = self._upserts.get(columns)
+        if statement is None:
+            insert = _insert(self.engine)(ArchivedJob)
+            updated = {column: insert.excluded[column] for column in columns if column != "job_id"}
+            newer = ArchivedJob.updated_at <= insert.excluded.updated_at
+            statement = insert.on_conflict_do_update(index_elements=["job_id"], set_=updated, where=newer)
+            self._upserts[columns] = statement
+        return statement
 
     def find(self, job_id: str) -> ArchivedJob | None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import tempfile
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -36,7 +36,9 @@ class DirectoryImages:
             # A temporary file beside the target, then a rename: readers see the old file or the new one, and a
             # write cut short leaves only a temporary file for the sweeper. No fsync: an image lives minutes, and
             # a power cut that loses one fails only its job, which is cheaper than an fsync on every upload.
-            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{job_id}.", suffix=TEMP_SUFFIX)
+            # Named for the job and the writer (process, thread): no two writers ever share one.
+            temp = target.parent / f".{job_id}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 with os.fdopen(fd, "wb") as file:
                     file.write(data)

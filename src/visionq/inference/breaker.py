@@ -15,9 +15,9 @@ from enum import StrEnum
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.client import Pipeline
 
 from visionq.jobs import keys
+from visionq.jobs.steps import Steps
 
 
 class BreakerState(StrEnum):
@@ -102,11 +102,16 @@ class Breakers:
         )
         return bool(opened)
 
-    def succeeded(self, ref: str, *, pipe: Pipeline | None = None) -> None:
+    def succeeded(self, ref: str, *, steps: Steps | None = None) -> None:
         """A job of `ref` succeeded: the breaker closes and its count of failures in a row starts again.
-        With `pipe`, the update is queued there instead of sent."""
-        if self.enabled:
-            self._succeeded(keys=[keys.breaker(ref), keys.breaker_probe(ref)], client=pipe or self.redis)
+        With `steps`, the update is queued there instead of sent."""
+        if not self.enabled:
+            return
+        breaker_keys = [keys.breaker(ref), keys.breaker_probe(ref)]
+        if steps is None:
+            self._succeeded(keys=breaker_keys)
+        else:
+            steps.script(self._succeeded, breaker_keys, [])
 
     def reason(self, ref: str) -> str:
         return _text(self.redis.hget(keys.breaker(ref), "reason") or b"")

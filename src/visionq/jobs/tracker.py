@@ -9,12 +9,12 @@ from typing import NamedTuple
 
 import orjson
 from redis import Redis
-from redis.client import Pipeline
 
 from visionq.jobs import keys, scripts
 from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
 from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Priority, Stage
+from visionq.jobs.steps import Steps
 from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class JobTracker:
         result: ResultBody,
         *,
         stages: Sequence[Stage] = (),
-        also: Callable[[Pipeline], object] | None = None,
+        also: Callable[[Steps], object] | None = None,
     ) -> bool:
         """Store the result and finish the job; False if another delivery finished it first. `stages` not yet
         written are written first, in the same round trip, and so are the commands `also` queues (metrics, the
@@ -110,13 +110,13 @@ class JobTracker:
         job_keys, args = complete_call(
             result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl, result.processing_time
         )
-        with self.redis.pipeline(transaction=False) as pipe:
+        with Steps(self.redis) as steps:
             if stages:
-                self._advance(*advance_call(result.job_id, stages, self._deadline()), client=pipe)
+                steps.script(self._advance, *advance_call(result.job_id, stages, self._deadline()))
             if also is not None:
-                also(pipe)
-            self._complete(keys=job_keys, args=args, client=pipe)
-            replies = pipe.execute()
+                also(steps)
+            steps.script(self._complete, job_keys, args)
+            replies = steps.execute()
         return bool(replies[-1])
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
@@ -128,11 +128,11 @@ class JobTracker:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl)
         return bool(self._finish(keys=job_keys, args=args))
 
-    def record_inference(self, model_ref: str, seconds: float, images: int, *, pipe: Pipeline) -> None:
-        """Queue in `pipe` one observation per image for the cluster-wide inference histogram, and one per batch
+    def record_inference(self, model_ref: str, seconds: float, images: int, *, steps: Steps) -> None:
+        """Queue in `steps` one observation per image for the cluster-wide inference histogram, and one per batch
         (a call of the model) for the batch-size histogram. Each observation counts in its own bucket only
         (`in:`); `/metrics` adds them up into Prometheus's cumulative buckets, so a call costs six increments."""
-        key = keys.inference_stats(model_ref)
+        key, pipe = keys.inference_stats(model_ref), steps.commands
         bound = next((b for b in INFERENCE_BUCKETS if seconds <= b), None)
         if bound is not None:
             pipe.hincrby(key, f"in:{bound}", images)

@@ -24,11 +24,11 @@ import time
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from redis import RedisError
-from redis.client import Pipeline
 
 from visionq.errors import VisionqError
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
+from visionq.jobs.steps import Steps
 from visionq.jobs.tracker import JobTracker, Taken
 from visionq.logging import log_context
 from visionq.worker import context, deliveries
@@ -159,10 +159,10 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         raise
     result = _result(record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded)
 
-    def and_record(pipe: Pipeline) -> None:  # in the round trip that stores the result
-        ctx.breakers.succeeded(spec.ref, pipe=pipe)
+    def and_record(steps: Steps) -> None:  # in the round trip that stores the result
+        ctx.breakers.succeeded(spec.ref, steps=steps)
         if outcome.led_batch:  # one record per call of the model, with its images
-            ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, pipe=pipe)
+            ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, steps=steps)
 
     if not ctx.tracker.complete(result, stages=report.unwritten(), also=and_record):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
