@@ -297,7 +297,7 @@ def test_watchers_coming_and_going_while_redis_is_silent_leave_the_right_subscri
     assert asyncio.run(scenario()) == [1, 0, 1, 1, 0]
 
 
-def test_an_update_brings_the_record_and_the_result_apart(private_redis: str) -> None:
+def test_an_update_brings_the_changes_and_the_result_apart(private_redis: str) -> None:
     record = new_record()
     fields: dict[str, str] = {**record.to_redis(), "status": "completed", "stage": "completed", "progress": "100"}
     result = b'{"job_id": "' + record.job_id.encode() + b'", "predictions": []}'
@@ -306,7 +306,7 @@ def test_an_update_brings_the_record_and_the_result_apart(private_redis: str) ->
         async with job_events(private_redis) as (events, client), events.watch(record.job_id) as updates:
             channel = keys.events(record.job_id)
             await client.publish(channel, "not json")
-            await client.publish(channel, orjson.dumps({"job_id": record.job_id}))  # not a whole record
+            await client.publish(channel, orjson.dumps({"job_id": record.job_id}))  # no status, no stage
             await client.publish(channel, orjson.dumps({**fields, "status": "processing", "stage": "inference"}))
             await client.publish(channel, orjson.dumps({**fields, RESULT_FIELD: result.decode()}))
             return await updates.get(), await updates.get()
@@ -315,7 +315,7 @@ def test_an_update_brings_the_record_and_the_result_apart(private_redis: str) ->
 
     assert processing is not None
     assert completed is not None
-    assert (processing.record.stage, processing.result) == (Stage.INFERENCE, None)
-    assert completed.record.status is JobStatus.COMPLETED
-    assert completed.record.job_id == record.job_id
+    assert (processing.apply(record).stage, processing.result) == (Stage.INFERENCE, None)
+    assert completed.apply(record).status is JobStatus.COMPLETED
+    assert completed.apply(record).job_id == record.job_id
     assert completed.result == result

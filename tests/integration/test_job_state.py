@@ -13,6 +13,7 @@ import redis.asyncio
 from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, release_unmade, result_for
 from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
+from visionq.jobs.events import CHANGING
 from visionq.jobs.records import JobRecord
 from visionq.jobs.states import Stage
 from visionq.jobs.store import QUEUED_FIELD
@@ -219,8 +220,10 @@ def test_every_change_is_published(redis_url: str, redis_client: redis.Redis, tr
 
     updates = [pubsub.get_message(timeout=5) for _ in range(3)]
     pubsub.close()
-    stages = [JobRecord.model_validate_json(u["data"]).stage for u in updates if u]
-    assert stages == [Stage.INITIALIZING, Stage.PREPROCESSING, Stage.FAILED]
+    published = [json.loads(u["data"]) for u in updates if u]
+    assert [update["stage"] for update in published] == ["initializing", "preprocessing", "failed"]
+    assert (published[-1]["error_code"], published[0]["error_code"]) == ("invalid_image", ""), "all it can change"
+    assert set(published[0]) == set(CHANGING), "only what a change can change"
 
 
 def test_sweeper_fails_jobs_past_their_deadline(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:

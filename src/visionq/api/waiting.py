@@ -13,6 +13,7 @@ import contextlib
 from typing import Annotated, Any
 
 from fastapi import Depends, Header
+from pydantic import ValidationError
 
 from visionq.jobs.events import JobEvents
 from visionq.jobs.records import JobRecord
@@ -92,8 +93,11 @@ async def wait_for_end(
             async with asyncio.timeout(seconds):
                 while record is not None and not record.status.terminal:
                     update = await updates.get()
-                    if update is None:  # updates may have been missed: read it again
-                        record, result = await store.get(job_id), None
-                    else:
-                        record, result = update.record, update.result
+                    try:
+                        if update is not None:
+                            record, result = update.apply(record), update.result
+                            continue
+                    except ValidationError:
+                        pass
+                    record, result = await store.get(job_id), None  # updates may have been missed: read it again
         return record, result

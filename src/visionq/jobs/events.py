@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import orjson
-import pydantic
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -48,13 +47,23 @@ CLIENT_NAME = "visionq-job-events"
 RESULT_FIELD = "result"
 
 
+#: The fields an update carries (`scripts._PUBLISH`): those a change can change. A watcher has the rest.
+CHANGING = ("job_id", "status", "stage", "progress", "updated_at", "started_at", "worker_id", "attempts",
+            "error_code", "error_message")  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class JobUpdate:
-    """One change of a job, as its watchers receive it."""
+    """One change of a job, as its watchers receive it: the fields that changing can change ('' for one the job
+    no longer has), to apply to the job as the watcher last knew it."""
 
-    record: JobRecord
+    changes: dict[str, str]
     result: bytes | None = None
     """The result JSON, exactly as stored, on the update that completes the job; None on every other."""
+
+    def apply(self, record: JobRecord) -> JobRecord:
+        """`record` as this update leaves it. Raises pydantic's ValidationError for a change it cannot hold."""
+        return JobRecord.from_redis({**record.to_redis(), **self.changes})
 
 
 Updates: TypeAlias = asyncio.Queue[JobUpdate | None]
@@ -264,11 +273,13 @@ class JobEvents:
             if not isinstance(fields, dict):
                 raise TypeError(f"expected a JSON object, got {type(fields).__name__}")
             result = fields.pop(RESULT_FIELD, None)
-            record = JobRecord.from_redis(fields)
-        except (orjson.JSONDecodeError, TypeError, pydantic.ValidationError) as exc:
+            changes = {str(name): str(value) for name, value in fields.items() if name in CHANGING}
+            if not (changes.get("job_id") and changes.get("status") and changes.get("stage")):
+                raise TypeError("an update names the job, its status and its stage")
+        except (orjson.JSONDecodeError, TypeError) as exc:
             log.warning("ignoring an unreadable update on %s: %s", channel, exc)
             return
-        entry.tell(JobUpdate(record, result.encode() if isinstance(result, str) else None))
+        entry.tell(JobUpdate(changes, result.encode() if isinstance(result, str) else None))
 
 
 def _text(value: Any) -> str:

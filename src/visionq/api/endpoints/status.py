@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from starlette import status as http
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +27,8 @@ from visionq.jobs.events import Updates
 from visionq.jobs.records import JobRecord, dump_status
 from visionq.jobs.states import JobStatus
 from visionq.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["jobs"], responses=protected_responses())
 
@@ -162,9 +166,12 @@ async def _next_state(store: JobStore, record: JobRecord, updates: Updates) -> t
             update = await updates.get()
     except TimeoutError:
         update = None
-    if update is None:
-        return await store.get(record.job_id) or record, None
-    return update.record, update.result
+    if update is not None:
+        try:
+            return update.apply(record), update.result
+        except ValidationError:
+            log.warning("an update of job %s could not be applied; reading the job again", record.job_id)
+    return await store.get(record.job_id) or record, None
 
 
 async def _send_outcome(websocket: WebSocket, store: JobStore, record: JobRecord, result: bytes | None) -> None:
