@@ -2,76 +2,23 @@
 
 Two kinds live here. Request metrics are counted by each API process in memory. Job and
 worker figures are cluster-wide: workers and Lua scripts keep them in Redis (keys.py), and
-each scrape of `/metrics` reads them back, so one scrape of any API process shows the whole
+each scrape of `/metrics` reads them back (jobs/snapshot.py), so one scrape of any API process shows the whole
 fleet, whichever machines its workers run on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
 
-from visionq.inference.breaker import breaker_states
-from visionq.jobs import heartbeats, keys
-from visionq.jobs.states import BROKER_PRIORITY, TERMINAL_STATUSES, JobStatus
+from visionq.jobs.snapshot import ClusterSnapshot
+from visionq.jobs.states import JobStatus
 from visionq.jobs.tracker import BATCH_BUCKETS, INFERENCE_BUCKETS
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass
-class ClusterSnapshot:
-    """Job and worker figures read from Redis for one scrape."""
-
-    active_jobs: int = 0
-    queue_depth: dict[str, int] = field(default_factory=dict)
-    jobs_total: dict[str, int] = field(default_factory=dict)
-    inference: dict[str, dict[str, float]] = field(default_factory=dict)
-    workers: int = 0
-    processing_seconds: float = 0.0
-    archive_backlog: int = 0
-    dead_letters: int = 0
-    breakers: dict[str, int] = field(default_factory=dict)
-    """model ref → breaker state as `BreakerState.gauge` (models that never failed have none)."""
-    load_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(model ref, worker id) → seconds that worker took to load that model."""
-
-
-async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.scard(keys.PROCESSING_JOBS)
-        pipe.hgetall(keys.JOB_STATS)
-        pipe.zcard(keys.ARCHIVE_OUTBOX)
-        pipe.zcard(keys.DEAD_LETTERS)
-        for step in BROKER_PRIORITY.values():
-            pipe.llen(keys.priority_list(queue, step))
-        active, totals, backlog, dead_letters, *depths = await pipe.execute()
-    inference: dict[str, dict[str, float]] = {}
-    async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
-        fields = await redis.hgetall(key)
-        inference[key.removeprefix(keys.INFERENCE_STATS_PREFIX)] = {str(k): float(v) for k, v in fields.items()}
-    live = await heartbeats.live(redis)
-    workers = len(live)
-    load_seconds = {
-        (model_ref, beat.worker_id): seconds for beat in live for model_ref, seconds in beat.load_seconds.items()
-    }
-    return ClusterSnapshot(
-        active_jobs=int(active),
-        queue_depth={p.value: int(d) for p, d in zip(BROKER_PRIORITY, depths, strict=True)},
-        jobs_total={k: int(v) for k, v in totals.items() if k in TERMINAL_STATUSES},
-        processing_seconds=float(totals.get("processing_seconds", 0.0)),
-        inference=inference,
-        workers=workers,
-        archive_backlog=int(backlog),
-        dead_letters=int(dead_letters),
-        load_seconds=load_seconds,
-        breakers={ref: state.gauge for ref, (state, _) in (await breaker_states(redis, closed_too=True)).items()},
-    )
 
 
 class _ClusterCollector(Collector):

@@ -11,8 +11,8 @@ import redis
 import redis.asyncio
 
 from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, release_unmade, result_for
-from visionq.inference.breaker import Breakers
 from visionq.jobs import keys
+from visionq.jobs.breakers import Breakers
 from visionq.jobs.events import CHANGING
 from visionq.jobs.records import JobRecord
 from visionq.jobs.states import Stage

@@ -6,8 +6,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from visionq.jobs.snapshot import ClusterSnapshot
 from visionq.jobs.tracker import INFERENCE_BUCKETS
-from visionq.metrics import ClusterSnapshot, Metrics
+from visionq.metrics import Metrics
 
 MODEL = "efficientnet-lite0@1"
 #: Counts per bucket, as the workers keep them in Redis: 4 observations, two in the first bucket, one in the

@@ -28,8 +28,8 @@ from visionq.archive.repository import Archive
 from visionq.connections import async_redis
 from visionq.images import create_image_store
 from visionq.inference.catalog import build_catalog
-from visionq.inference.control import LatestChoice
 from visionq.jobs.events import JobEvents
+from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
 from visionq.settings import Settings

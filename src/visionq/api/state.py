@@ -13,8 +13,8 @@ from visionq.api.submission import Submitter
 from visionq.archive.repository import Archive
 from visionq.images import ImageStore
 from visionq.inference.catalog import Catalog
-from visionq.inference.control import LatestChoice
 from visionq.jobs.events import JobEvents
+from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
 from visionq.settings import Settings

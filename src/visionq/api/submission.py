@@ -31,9 +31,9 @@ from visionq.callbacks.targets import check_callback_url
 from visionq.images import ImageStore
 from visionq.imaging.decode import CheckedImage, check_image
 from visionq.inference.catalog import Catalog
-from visionq.inference.control import LatestChoice
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_entry, fingerprint
+from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.states import JobStatus, Stage

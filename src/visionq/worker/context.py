@@ -23,7 +23,6 @@ from visionq.connections import sync_redis
 from visionq.errors import VisionqError
 from visionq.images import create_image_store
 from visionq.inference.batching import Batcher
-from visionq.inference.breaker import Breakers
 from visionq.inference.catalog import Catalog, build_catalog
 from visionq.inference.classifier import Classifier
 from visionq.inference.control import ModelControl
@@ -31,6 +30,7 @@ from visionq.inference.export import ExportRefused
 from visionq.inference.registry import ModelRegistry
 from visionq.inference.spec import ModelSpec
 from visionq.jobs import heartbeats, keys
+from visionq.jobs.breakers import Breakers
 from visionq.jobs.heartbeats import Heartbeat
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.tracker import JobTracker

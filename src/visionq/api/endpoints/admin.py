@@ -31,11 +31,11 @@ from visionq.api.state import AppState
 from visionq.archive import audit
 from visionq.auth import keys as api_keys
 from visionq.auth.principals import Principal
-from visionq.inference.breaker import breaker_states
-from visionq.inference.control import request_load, request_unload
 from visionq.jobs import heartbeats, keys
+from visionq.jobs.breakers import breaker_states
+from visionq.jobs.model_requests import kept_loaded, request_load, request_unload
 from visionq.jobs.records import dump_status, isoformat
-from visionq.metrics import read_cluster
+from visionq.jobs.snapshot import read_cluster
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=protected_responses(), dependencies=[Depends(get_admin)])
 
@@ -190,7 +190,7 @@ async def purge_dead_letters(request: Request, state: StateDep, admin: AdminDep)
 async def models(state: StateDep) -> list[AdminModelBody]:
     """Every model, how many live workers have it loaded, and whether they were asked to keep it so."""
     workers = await worker_models(state)
-    keep = set(map(str, await state.redis.smembers(keys.MODELS_LOAD)))
+    keep = await kept_loaded(state.redis)
     latest = await state.latest.get()
     breakers = await breaker_states(state.redis)
     return [

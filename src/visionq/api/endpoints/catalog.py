@@ -11,9 +11,9 @@ from visionq.api.dependencies import StateDep, get_principal
 from visionq.api.problems import protected_responses
 from visionq.api.schemas import ModelInfo
 from visionq.api.state import AppState
-from visionq.inference.breaker import BreakerState, breaker_states
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 from visionq.jobs import heartbeats
+from visionq.jobs.breakers import BreakerState, breaker_states
 
 router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
 

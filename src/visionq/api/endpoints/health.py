@@ -13,8 +13,8 @@ from visionq.api.dependencies import StateDep
 from visionq.api.endpoints.catalog import worker_models
 from visionq.api.schemas import CheckState, Liveness, Readiness
 from visionq.api.state import AppState
-from visionq.inference.breaker import BreakerState, breaker_states
-from visionq.metrics import read_cluster
+from visionq.jobs.breakers import BreakerState, breaker_states
+from visionq.jobs.snapshot import read_cluster
 
 router = APIRouter(tags=["health"])
 
