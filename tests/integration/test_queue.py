@@ -12,7 +12,6 @@ import httpx
 import redis
 
 from factories import cat_variants
-from integration.conftest import StackFactory
 from integration.records import create, new_record
 from integration.stack import wait_terminal
 from visionq.jobs import keys
@@ -61,8 +60,8 @@ def test_the_task_id_is_the_job_id_and_the_trace_context_travels_in_the_headers(
     assert json.loads(base64.b64decode(message["body"]))[0] == ["j-1"]
 
 
-def test_a_real_worker_runs_a_job_made_by_the_one_step_submit(start_stack: StackFactory) -> None:
-    settings, _, server = start_stack("one-step-submit")
+def test_a_real_worker_runs_a_job_made_by_the_one_step_submit(stack: tuple[Settings, Any, Any]) -> None:
+    settings, _, server = stack
     record = new_record().model_copy(update={"image_format": "JPEG", "top_k": 3})
     made = create(settings.broker_url, record, cat_variants()["jpeg"], queue=settings.queue)
 

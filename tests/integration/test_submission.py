@@ -18,11 +18,23 @@ import redis
 from factories import bad_inputs, cat_variants
 from integration.conftest import StackFactory
 from integration.s3server import s3_server
-from integration.stack import submit, wait_for, wait_terminal
+from integration.stack import ApiServer, WorkerProcess, submit, wait_for, wait_terminal
 from visionq.jobs import keys
+from visionq.settings import Settings
 
 CAT = cat_variants()["jpeg"]
 KEY_ID, SECRET, REGION = "visionq-test", "visionq-test-secret", "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def directory_stack(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
+    """One stack for the tests of the directory image store: each stops and starts its worker as it needs."""
+    return start_stack("directory-images", image_store="directory", image_sweep_interval=0.5)
+
+
+def _running(worker: WorkerProcess) -> None:
+    if worker.process is None or worker.process.poll() is not None:
+        worker.start()
 
 
 def _post_many(api: httpx.Client, images: list[bytes], **headers: str) -> httpx.Response:
@@ -70,8 +82,10 @@ def test_prefer_wait_on_submit_answers_with_the_result(api: httpx.Client) -> Non
     assert answer.headers["Location"] == f"/status/{body['job_id']}"
 
 
-def test_prefer_wait_on_submit_answers_202_when_the_job_does_not_end_in_time(start_stack: StackFactory) -> None:
-    _, worker, server = start_stack("prefer-submit-no-worker")
+def test_prefer_wait_on_submit_answers_202_when_the_job_does_not_end_in_time(
+    directory_stack: tuple[Settings, WorkerProcess, ApiServer],
+) -> None:
+    _, worker, server = directory_stack
     worker.stop()  # nobody runs the job: it stays queued
     with httpx.Client(base_url=server.url, timeout=30) as api:
         answer = api.post("/classify", files={"file": ("cat.jpg", CAT)}, headers={"Prefer": "wait=1"})
@@ -85,14 +99,14 @@ def _images_in(folder: Path) -> set[str]:
 
 
 def test_a_directory_image_store_keeps_uploads_out_of_redis_and_removes_them_once_done(
-    start_stack: StackFactory,
+    directory_stack: tuple[Settings, WorkerProcess, ApiServer],
 ) -> None:
-    settings, worker, server = start_stack("directory-images", image_store="directory")
+    settings, worker, server = directory_stack
     client = redis.Redis.from_url(settings.broker_url)
     worker.stop()
     with httpx.Client(base_url=server.url, timeout=30) as api:
         job_id = submit(api, CAT, "cat.jpg").json()["job_id"]
-        waiting = _images_in(settings.images_path)
+        waiting = {job_id} & _images_in(settings.images_path)
         in_redis = client.exists(keys.image(job_id))
         store = client.hget(keys.status(job_id), "image_store")
         worker.start()
@@ -103,11 +117,13 @@ def test_a_directory_image_store_keeps_uploads_out_of_redis_and_removes_them_onc
     assert (waiting, in_redis, store) == ({job_id}, 0, b"directory")
     assert final["status"] == "completed"
     assert result["predictions"][0]["class_id"] == 285
-    assert _images_in(settings.images_path) == set(), "the image is deleted once its job is done"
+    assert job_id not in _images_in(settings.images_path), "the image is deleted once its job is done"
 
 
-def test_a_job_whose_image_is_gone_fails_with_image_missing(start_stack: StackFactory) -> None:
-    settings, worker, server = start_stack("missing-image", image_store="directory")
+def test_a_job_whose_image_is_gone_fails_with_image_missing(
+    directory_stack: tuple[Settings, WorkerProcess, ApiServer],
+) -> None:
+    settings, worker, server = directory_stack
     worker.stop()
     with httpx.Client(base_url=server.url, timeout=30) as api:
         job_id = submit(api, CAT, "cat.jpg").json()["job_id"]
@@ -120,9 +136,10 @@ def test_a_job_whose_image_is_gone_fails_with_image_missing(start_stack: StackFa
 
 
 def test_the_image_sweep_removes_images_no_job_holds_and_keeps_a_dead_lettered_one(
-    start_stack: StackFactory,
+    directory_stack: tuple[Settings, WorkerProcess, ApiServer],
 ) -> None:
-    settings, _, _ = start_stack("image-sweep", image_store="directory", image_sweep_interval=0.5)
+    settings, worker, _ = directory_stack
+    _running(worker)  # its housekeeping sweeps
     client = redis.Redis.from_url(settings.broker_url)
     orphan, dead = str(uuid.uuid4()), str(uuid.uuid4())
     client.hset(keys.status(dead), mapping={"job_id": dead, "status": "failed"})
