@@ -349,6 +349,11 @@ class Settings(BaseSettings):
     archive_interval: Annotated[float, Field(gt=0)] = 1.0
     """Seconds between passes of each worker's archiver, which copies accepted and finished jobs to the archive."""
 
+    archive_settle: Annotated[float, Field(ge=0)] = 2.0
+    """Seconds a job's change waits before it is archived, so that a job which ends that soon after it was
+    accepted is read from Redis and written to the archive once, finished, rather than twice. A job shows in
+    `GET /jobs` about this much later (plus `archive_interval`)."""
+
     retry_backoff: Annotated[float, Field(gt=0)] = 1.0
     """First retry delay in seconds for transient faults; it doubles on each retry."""
 

@@ -37,6 +37,7 @@ FAST_RECOVERY: dict[str, Any] = {
     "heartbeat_interval": 0.5,
     "sweep_interval": 1.0,
     "archive_interval": 0.2,
+    "archive_settle": 0,
     # Tests poll fast from one address; the rate-limit tests set their own limits.
     "rate_limit_ip": 0,
     "rate_limit_user": 0,

@@ -226,6 +226,24 @@ def test_a_job_that_changes_while_it_is_archived_stays_on_the_outbox(
     assert sync_redis.zcard(keys.ARCHIVE_OUTBOX) == 0
 
 
+def test_a_change_waits_until_it_has_settled_and_a_job_that_ends_meanwhile_is_written_once(
+    own_redis_url: str, sync_redis: redis.Redis, archive: Archive
+) -> None:
+    record = new_record()
+    create(own_redis_url, record)
+    archiver = Archiver(sync_redis, archive, settle=3600)
+
+    young = archiver.drain()
+    JobTracker(sync_redis, worker_id="test:1", result_ttl=60, stale_after=20).complete(result_for(record))
+    still = archiver.drain()
+    flushed = archiver.drain(settled=False)  # as a worker does on its way out
+
+    assert (young, still, flushed) == (0, 0, 1)
+    found = archive.find(record.job_id)
+    assert found is not None
+    assert isinstance(outcome_from_row(found), ResultBody), "never written as pending"
+
+
 def test_a_job_gone_from_redis_leaves_the_outbox_without_a_row(
     own_redis_url: str, sync_redis: redis.Redis, archive: Archive
 ) -> None:

@@ -10,6 +10,7 @@ while Redis keeps the jobs (`result_ttl`); `visionq_archive_backlog` shows the o
 from __future__ import annotations
 
 import logging
+import time
 
 from pydantic import ValidationError
 from redis import Redis
@@ -27,15 +28,18 @@ ARCHIVE_BATCH = 200
 
 
 class Archiver:
-    def __init__(self, redis: Redis, archive: Archive, *, batch: int = ARCHIVE_BATCH) -> None:
+    def __init__(self, redis: Redis, archive: Archive, *, batch: int = ARCHIVE_BATCH, settle: float = 0.0) -> None:
         self.redis = redis
         self.archive = archive
         self.batch = batch
+        self.settle = settle
         self._archived = redis.register_script(scripts.ARCHIVED)
 
-    def drain(self) -> int:
-        """Archive up to `batch` waiting jobs, oldest change first; returns how many rows were written."""
-        outbox = self.redis.zrange(keys.ARCHIVE_OUTBOX, 0, self.batch - 1)
+    def drain(self, *, settled: bool = True) -> int:
+        """Archive up to `batch` waiting jobs, oldest change first; returns how many rows were written. With
+        `settled`, only jobs whose last change is `settle` seconds old (a later change moves a job's mark)."""
+        newest = time.time() - self.settle if settled else "+inf"
+        outbox = self.redis.zrangebyscore(keys.ARCHIVE_OUTBOX, "-inf", newest, start=0, num=self.batch)
         waiting = [_text(job_id) for job_id in outbox if isinstance(job_id, bytes | str)]
         if not waiting:
             return 0

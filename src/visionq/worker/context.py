@@ -71,7 +71,7 @@ class WorkerContext:
         self.images = create_image_store(settings)
         self.stage_lengths = StageLengths()
         self.archive = Archive(settings.archive_url)
-        self.archiver = Archiver(self.redis, self.archive)
+        self.archiver = Archiver(self.redis, self.archive, settle=settings.archive_settle)
         self.started_at = isoformat(utcnow())
         self.jobs_done = 0
         self._archive_failing = False
@@ -102,7 +102,7 @@ class WorkerContext:
         self._stop.set()
         if self._housekeeping is not None:
             self._housekeeping.join(timeout=self.settings.archive_interval + self.settings.redis_timeout)
-        self._drain_archive()  # what the last jobs changed, before the process goes
+        self._drain_archive(settled=False)  # what the last jobs changed, before the process goes
         self.archive.close()
         try:
             heartbeats.forget(self.redis, self.worker_id)
@@ -210,10 +210,10 @@ class WorkerContext:
         if removed:
             log.info("image sweep removed %d images no job holds", removed)
 
-    def _drain_archive(self) -> None:
+    def _drain_archive(self, *, settled: bool = True) -> None:
         # An outage is logged when it starts and when it ends, not on every tick in between.
         try:
-            while self.archiver.drain() >= self.archiver.batch:
+            while self.archiver.drain(settled=settled) >= self.archiver.batch:
                 pass
         except (RedisError, SQLAlchemyError) as exc:
             if not self._archive_failing:
