@@ -13,6 +13,7 @@ from factories import cat_variants
 from integration.conftest import StackFactory
 from integration.stack import ApiServer, submit, wait_terminal
 from visionq.jobs import keys
+from visionq.jobs.records import ANONYMOUS
 
 CAT_JPEG = cat_variants()["jpeg"]
 
@@ -26,6 +27,9 @@ def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: Stac
         jobs_before = len(list(client.scan_iter(keys.status("*"))))
         refused = submit(api, CAT_JPEG)
         jobs_after = len(list(client.scan_iter(keys.status("*"))))
+        key = "backpressure-retry"
+        refused_with_key = api.post("/classify", files={"file": ("c.jpg", CAT_JPEG)}, headers={"Idempotency-Key": key})
+        key_held = client.exists(keys.idempotency(ANONYMOUS, key))
 
         worker.start()
         finals = [wait_terminal(api, job_id) for job_id in queued]
@@ -37,6 +41,7 @@ def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: Stac
     assert "3 jobs are waiting" in refused.json()["detail"]
     assert int(refused.headers["retry-after"]) >= 1
     assert jobs_after == jobs_before, "a refused job is not stored"
+    assert (refused_with_key.status_code, key_held) == (503, 0), "its key is free for the retry at once"
     assert [final["status"] for final in finals] == ["completed"] * 3
     assert accepted_again.status_code == 202
     client.close()

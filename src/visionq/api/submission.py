@@ -113,30 +113,38 @@ class Submitter:
         spec = await self._admit(form)
         job_id = str(uuid.uuid4())
         if idempotency_key is None:
-            checked = await self._off_loop(self._check_and_put, job_id, image)
+            checked = await self._off_loop(image, self._check_and_put, job_id, image)
             return Accepted(await self._make(job_id, owner, form, spec, checked, image, request_id))
-        checked = await self._off_loop(self._check, image)
+        checked = await self._off_loop(image, self._check, image)
         request = fingerprint(checked.digest, *_form_print(form))
         original = await self.keys.reserve(owner, idempotency_key, request)
         if original is not None:
             return Accepted(JobAccepted.model_validate(original), replayed=True)
         try:
             if self.images is not None:
-                await self._off_loop(self._put, job_id, image)
+                await self._off_loop(image, self._put, job_id, image)
             now = isoformat(utcnow())
             answer = _accepted(job_id, now, spec.ref, form, None)  # its estimate is added in the same step
             entry = answer_entry(owner, idempotency_key, request, answer.model_dump(mode="json"))
             body = await self._make(job_id, owner, form, spec, checked, image, request_id, remember=entry, now=now)
         except BaseException as exc:
-            reservation = self.keys.name(owner, idempotency_key)
-            if isinstance(exc, errors.BrokerUnavailable) and isinstance(exc.__cause__, RedisError):
-                # Made or not, nobody can tell until Redis is back: then a reservation whose job was never made
-                # is freed, so that the retry is not answered 409 until it expires.
-                self._in_background(lambda: self.store.release_unmade(job_id, reservation))
-            else:
-                self._in_background(lambda: self.keys.release(owner, idempotency_key))
+            await self._free_key(owner, idempotency_key, job_id, exc)
             raise
         return Accepted(body)
+
+    async def _free_key(self, owner: str, key: str, job_id: str, failure: BaseException) -> None:
+        """Free the Idempotency-Key of a submit that failed, so that the client's retry is not answered 409
+        until its reservation expires. When the job may have been made (Redis went away during the step, or
+        the request was cancelled), only once Redis answers and only if the job does not exist; otherwise now."""
+        reservation = self.keys.name(owner, key)
+        unsure = isinstance(failure, errors.BrokerUnavailable) and isinstance(failure.__cause__, RedisError)
+        if unsure or not isinstance(failure, Exception):
+            self._in_background(lambda: self.store.release_unmade(job_id, reservation))
+            return
+        try:
+            await self.keys.release(owner, key)
+        except RedisError:
+            self._in_background(lambda: self.keys.release(owner, key))
 
     async def submit_many(
         self,
@@ -156,7 +164,7 @@ class Submitter:
                 continue
             job_id = str(uuid.uuid4())
             try:
-                checked = await self._off_loop(self._check_and_put, job_id, part.data)
+                checked = await self._off_loop(part.data, self._check_and_put, job_id, part.data)
                 answers.append(Accepted(await self._make(job_id, owner, form, spec, checked, part.data, request_id)))
             except errors.VisionqError as refused:
                 answers.append(refused)
@@ -175,9 +183,9 @@ class Submitter:
         await self.backpressure.check(lambda: self.store.estimate_wait(settings.queue, form.priority.broker_priority))
         return spec
 
-    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
-        """`work(*args)` on the event loop when it is quick (see INLINE_BYTES), else in the thread pool."""
-        image: bytes = args[-1]
+    async def _off_loop(self, image: bytes, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)`, on `image`, on the event loop when it is quick (see INLINE_BYTES), else in the thread
+        pool."""
         remote = self.images is not None and self.images.name != "directory"
         if len(image) <= INLINE_BYTES and not remote:
             return work(*args)
