@@ -61,11 +61,10 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Part:
-    """One image of a request: its bytes, or why the upload refused it (too large while streaming)."""
+    """One image of a request of several."""
 
     data: bytes
     filename: str | None = None
-    refused: errors.VisionqError | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +158,6 @@ class Submitter:
         spec = await self._admit(form)
         answers: list[Accepted | errors.VisionqError] = []
         for part in parts:
-            if part.refused is not None:
-                answers.append(part.refused)
-                continue
             job_id = str(uuid.uuid4())
             try:
                 checked = await self._off_loop(part.data, self._check_and_put, job_id, part.data)
