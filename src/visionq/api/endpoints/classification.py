@@ -47,7 +47,7 @@ def _request_body_schema() -> dict[str, Any]:
     responses={
         202: {
             "description": 'The job, accepted. With several `file` parts: `{"jobs": [...]}`, each part\'s '
-            "accepted body or problem details, in part order (`JobsAccepted`).",
+            "accepted body or problem details, in part order.",
         },
         200: {
             "model": JobAccepted | ResultBody | FailureBody,
