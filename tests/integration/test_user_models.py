@@ -14,12 +14,25 @@ from PIL import Image
 from factories import encode
 from integration.conftest import StackFactory
 from integration.stack import submit, wait_for, wait_terminal
-from model_factories import tiny_model_dir
+from model_factories import manifest, model_folder, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_model_dir(tmp_path_factory.mktemp("models"))
+    """tiny@1, broken@1, and `mendable@1`: broken too, until the test that mends it does, so that `broken` stays
+    broken whatever order the tests run in."""
+    root = tiny_model_dir(tmp_path_factory.mktemp("models"))
+    mendable = model_folder(root, "mendable", manifest("mendable", 1, "onnx", "model.onnx"))
+    shutil.copyfile(root / "broken" / "model.onnx", mendable / "model.onnx")
+    return root
+
+
+def dead_letter(api: httpx.Client, model: str) -> str:
+    """A job of `model` (one that cannot load) that used up its attempts: its id."""
+    red = encode(Image.new("RGB", (8, 8), (200, 10, 10)), "PNG")
+    job_id: str = submit(api, red, model_version=model).json()["job_id"]
+    assert wait_terminal(api, job_id)["status"] == "failed"
+    return job_id
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +75,15 @@ def test_model_that_cannot_load_is_retried_then_fails_with_a_code(user_api: http
 def test_a_job_that_used_up_its_attempts_is_dead_lettered_and_runs_again_once_mended(
     user_api: httpx.Client, model_dir: Path
 ) -> None:
-    image = encode(Image.new("RGB", (8, 8), (200, 10, 10)), "PNG")
-    job_id = submit(user_api, image, model_version="broken").json()["job_id"]
-    assert wait_terminal(user_api, job_id)["status"] == "failed"
+    job_id = dead_letter(user_api, "mendable")
 
     letters = {entry["job_id"]: entry for entry in user_api.get("/admin/dlq").json()}
     assert letters[job_id]["attempts"] == 3
     assert letters[job_id]["error"]["code"] == "internal_error"
-    assert letters[job_id]["model_version"] == "broken@1"
+    assert letters[job_id]["model_version"] == "mendable@1"
     assert float(_metric(user_api.get("/metrics").text, "visionq_dlq_size")) >= 1
 
-    shutil.copyfile(model_dir / "tiny" / "model.onnx", model_dir / "broken" / "model.onnx")  # the fault mended
+    shutil.copyfile(model_dir / "tiny" / "model.onnx", model_dir / "mendable" / "model.onnx")  # the fault mended
     retried = user_api.post(f"/admin/dlq/{job_id}/retry")
     assert retried.status_code == 202
     assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
@@ -96,10 +107,14 @@ def test_a_job_refused_for_its_input_is_not_dead_lettered(user_api: httpx.Client
 
 
 def test_purging_the_dead_letter_queue_empties_it(user_api: httpx.Client) -> None:
+    job_id = dead_letter(user_api, "broken")
+    assert job_id in {entry["job_id"] for entry in user_api.get("/admin/dlq").json()}
+
     purged = user_api.delete("/admin/dlq")
     assert purged.status_code == 200
-    assert purged.json()["purged"] >= 1, "the job of test_model_that_cannot_load is still there"
+    assert purged.json()["purged"] >= 1
     assert user_api.get("/admin/dlq").json() == []
+    assert user_api.post(f"/admin/dlq/{job_id}/retry").status_code == 404, "purged letters cannot be retried"
     assert user_api.delete("/admin/dlq/no-such-job").status_code == 404
 
 
@@ -119,6 +134,8 @@ def test_an_admin_points_latest_at_another_model_and_back(user_api: httpx.Client
         back = user_api.delete("/admin/models/latest")
     assert back.json() == {"latest": "efficientnet-lite0@1"}
     wait_for(lambda: submit(user_api, green).json()["model_version"] == "efficientnet-lite0@1", 5, "latest back")
+    actions = [entry["action"] for entry in user_api.get("/admin/audit").json()]
+    assert {"model.set_latest", "model.reset_latest"} <= set(actions)
     assert user_api.put("/admin/models/latest", json={"model": "resnet"}).json()["code"] == "model_not_found"
 
 
@@ -136,4 +153,4 @@ def test_an_admin_unloads_and_loads_a_model_on_every_worker(user_api: httpx.Clie
     assert tiny()["keep_loaded"]
     assert user_api.post("/admin/models/nope/load").json()["code"] == "model_not_found"
     actions = [entry["action"] for entry in user_api.get("/admin/audit").json()]
-    assert {"model.load", "model.unload", "model.set_latest", "model.reset_latest"} <= set(actions)
+    assert {"model.load", "model.unload"} <= set(actions)

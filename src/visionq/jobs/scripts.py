@@ -239,7 +239,7 @@ redis.call('ZREM', KEYS[5], job_id)
 redis.call('ZADD', KEYS[6], ARGV[5], job_id)
 redis.call('LPUSH', KEYS[7], ARGV[6])
 publish(KEYS[1], KEYS[4])
-return 1
+return redis.call('HGETALL', KEYS[1])
 """
 )
 

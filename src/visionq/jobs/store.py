@@ -211,20 +211,23 @@ class JobStore:
         records = [(await self.get(str(entry[0])), float(entry[1])) for entry in entries if isinstance(entry, tuple)]
         return [(record, score) for record, score in records if record is not None]
 
-    async def revive(self, record: JobRecord, *, queue: str) -> int:
-        """Put a dead-lettered job back to pending and queue its message, in one step: 1, or 0 if it is not in
-        the dead-letter queue, or -1 if its image (kept in Redis) has expired."""
+    async def revive(self, record: JobRecord, *, queue: str) -> JobRecord | int:
+        """Put a dead-lettered job back to pending and queue its message, in one step. The job as revived (read in
+        that step: a worker may already have it by the time this returns), or 0 if it is not in the dead-letter
+        queue, or -1 if its image (kept in Redis) has expired."""
         job_id, priority = record.job_id, record.priority.broker_priority
         deadline = time.time() + self.image_ttl
         message = task_message(job_id, queue=queue, broker_priority=priority)
-        return int(
-            await self._revive(
-                keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
-                      keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, keys.priority_list(queue, priority)],
-                args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time(),
-                      message],
-            )
+        revived = await self._revive(
+            keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
+                  keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, keys.priority_list(queue, priority)],
+            args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time(),
+                  message],
         )  # fmt: skip
+        if not isinstance(revived, list):
+            return int(revived)
+        pairs = iter(str(item) for item in revived)
+        return JobRecord.from_redis(dict(zip(pairs, pairs, strict=True)))
 
     async def purge_dead_letters(self, job_ids: list[str] | None = None) -> int:
         """Drop dead-lettered jobs (all of them by default) and their images; their failure stays visible."""

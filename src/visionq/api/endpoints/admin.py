@@ -34,7 +34,7 @@ from visionq.auth.principals import Principal
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.breakers import breaker_states
 from visionq.jobs.model_requests import kept_loaded, request_load, request_unload
-from visionq.jobs.records import dump_status, isoformat
+from visionq.jobs.records import JobRecord, dump_status, isoformat
 from visionq.jobs.snapshot import read_cluster
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=protected_responses(), dependencies=[Depends(get_admin)])
@@ -158,11 +158,11 @@ async def retry_dead_letter(job_id: str, request: Request, state: StateDep, admi
         raise errors.BrokerUnavailable("the job store is unreachable; try again shortly", retry_after=5) from exc
     if revived == 0:
         raise errors.JobNotFound(f"job {job_id!r} is not in the dead-letter queue")
-    if revived < 0:
+    if not isinstance(revived, JobRecord):
         raise errors.Conflict(f"the image of job {job_id} has expired; it cannot run again")
-    record = await state.store.require(job_id)
     await _audit(state, request, admin, "dlq.retry", job_id)
-    return JSONResponse(dump_status(record.status_body()), status_code=202)
+    # The job as the retry left it, not as read again: a worker may have started it since.
+    return JSONResponse(dump_status(revived.status_body()), status_code=202)
 
 
 async def _image_kept(state: AppState, job_id: str) -> bool:
