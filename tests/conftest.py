@@ -1,36 +1,71 @@
-"""Shared test set-up: markers by folder, a clean VISIONQ_* environment, a settings factory."""
+"""Shared test set-up: markers by folder, the built-in models prepared once, a clean VISIONQ_* environment,
+a settings factory."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from model_cache import model_cache
 from visionq.settings import Settings
 
 TESTS = Path(__file__).parent
 LAYERS = ("unit", "model", "integration", "e2e")
+#: Layers whose tests load the built-in models.
+MODEL_LAYERS = {"model", "integration", "e2e"}
+#: Seconds `visionq prepare` may take to export and quantise every built-in from nothing, on a busy machine.
+PREPARE_TIMEOUT = 600
 
 SettingsFactory = Callable[..., Settings]
 
 
+def layer_of(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).relative_to(TESTS).parts[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        layer = Path(str(item.fspath)).relative_to(TESTS).parts[0]
-        if layer in LAYERS:
-            item.add_marker(getattr(pytest.mark, layer))
+        if layer_of(item) in LAYERS:
+            item.add_marker(getattr(pytest.mark, layer_of(item)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Export and quantise the built-ins before the first test that needs them, once, so that no test's time
+    budget pays for a cold cache (minutes) and every module can run alone. It takes seconds when they are ready."""
+    if session.config.option.collectonly or not {layer_of(item) for item in session.items} & MODEL_LAYERS:
+        return
+    started = time.monotonic()
+    environment = {**os.environ, "VISIONQ_MODEL_CACHE_DIR": str(model_cache()), "VISIONQ_LOG_LEVEL": "WARNING"}
+    prepared = subprocess.run(
+        [sys.executable, "-m", "visionq", "prepare", "*"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=PREPARE_TIMEOUT,
+        check=False,
+    )
+    if prepared.returncode != 0:
+        raise pytest.UsageError(f"visionq prepare failed:\n{prepared.stdout}{prepared.stderr}")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"built-in models ready in {model_cache()} after {time.monotonic() - started:.1f} s")
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test starts with no VISIONQ_* variables (but the VISIONQ_TEST_* ones that say where the test
-    servers are) and no .env file in its working directory."""
+    servers are, and the prepared model cache) and no .env file in its working directory."""
     for name in list(os.environ):
         if name.startswith("VISIONQ_") and not name.startswith("VISIONQ_TEST_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("VISIONQ_MODEL_CACHE_DIR", str(model_cache()))
     monkeypatch.chdir(tmp_path)
 
 

@@ -1,7 +1,8 @@
 """Real parts for integration tests: a Redis server, a Celery worker process, the API on a port.
 
-Redis is the machine's own server on a dedicated database when VISIONQ_TEST_REDIS_URL is set
-(CI sets redis://127.0.0.1:6379/15), otherwise a private redis-server started for the run.
+Each stack (a worker and an API) runs on a private redis-server of its own (`new_redis`). Tests of the Redis-level
+parts without a stack (the job store, events, steps) share `redis_url`: the machine's own server on a dedicated
+database when VISIONQ_TEST_REDIS_URL is set (CI sets redis://127.0.0.1:6379/15), otherwise a private server.
 """
 
 from __future__ import annotations
@@ -19,21 +20,29 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
+from model_cache import model_cache
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("VISIONQ_TEST_REDIS_URL")
     if url:
-        client = redis.Redis.from_url(url)
-        client.flushdb()
-        client.close()
         yield url
         return
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False) as server:
         yield server.url
+
+
+@pytest.fixture(scope="module")
+def redis_url(shared_redis_url: str) -> str:
+    """The shared Redis database, emptied for each module: the tests of one module (which run one after another)
+    then see only their own keys, whichever modules ran before."""
+    client = redis.Redis.from_url(shared_redis_url)
+    client.flushdb()
+    client.close()
+    return shared_redis_url
 
 
 @pytest.fixture
@@ -67,26 +76,43 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 StackFactory = Callable[..., tuple[Settings, WorkerProcess, ApiServer]]
+RedisFactory = Callable[[str], str]
 
 
 @pytest.fixture(scope="session")
-def start_session_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
-    """Start a worker and an API sharing settings; each stack gets its own queue. All stacks share one archive,
-    as all processes sharing a Redis must: any worker may archive any job. Those still running at the end of
-    the session are stopped then; tests start theirs with `start_stack`."""
+def new_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisFactory]:
+    """A private redis-server for each caller: a stack's own namespace. Its queues, processing set, dead letters,
+    statistics and worker heartbeats are then its own, whatever ran before it. Servers still running at the end of
+    the session are stopped then."""
+    servers: list[EmbeddedRedis] = []
+
+    def factory(name: str) -> str:
+        server = EmbeddedRedis(tmp_path_factory.mktemp(f"redis-{name}"), persistent=False)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_session_stack(new_redis: RedisFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    """Start a worker and an API sharing settings, on a Redis server and an archive (SQLite in its data
+    directory) of their own. Those still running at the end of the session are stopped then; tests start theirs
+    with `start_stack`."""
     started: list[tuple[WorkerProcess, ApiServer]] = []
-    archive_url = f"sqlite:///{tmp_path_factory.mktemp('archive') / 'archive.sqlite3'}"
 
     def factory(name: str, **overrides: Any) -> tuple[Settings, WorkerProcess, ApiServer]:
-        data_dir: Path = tmp_path_factory.mktemp(name)
         values = {
             **FAST_RECOVERY,
-            "redis_url": redis_url,
+            "model_cache_dir": model_cache(),
             "queue": f"visionq-test-{name}",
-            "data_dir": data_dir,
-            "database_url": archive_url,
+            "data_dir": tmp_path_factory.mktemp(name),
+            **overrides,
         }
-        settings = Settings(**{**values, **overrides})
+        values.setdefault("redis_url", new_redis(name))
+        settings = Settings(**values)
         worker, api = WorkerProcess(settings), ApiServer(settings)
         started.append((worker, api))
         worker.start()
@@ -126,6 +152,14 @@ def stack(start_session_stack: StackFactory) -> tuple[Settings, WorkerProcess, A
     Lite0's int8 build.
     The stacks of the priority and kill tests use the default prefork pool."""
     return start_session_stack("main", warm_models=[*EXACT_BUILTINS, "efficientnet-lite0-int8"], worker_pool="solo")
+
+
+@pytest.fixture
+def stack_redis(stack: tuple[Settings, WorkerProcess, ApiServer]) -> Iterator[redis.Redis]:
+    """A client of the shared stack's own Redis."""
+    client = redis.Redis.from_url(stack[0].broker_url, decode_responses=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture

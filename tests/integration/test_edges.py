@@ -34,14 +34,14 @@ def test_a_request_id_is_echoed_when_sane_and_made_otherwise(api: httpx.Client) 
     assert made.isalnum()
 
 
-def test_the_request_id_of_an_upload_is_kept_with_its_job(api: httpx.Client, redis_client: redis.Redis) -> None:
+def test_the_request_id_of_an_upload_is_kept_with_its_job(api: httpx.Client, stack_redis: redis.Redis) -> None:
     files = {"file": ("cat.jpg", cat_variants()["jpeg"])}
     accepted = api.post("/classify", files=files, headers={"X-Request-ID": "upload-7"})
     job_id = accepted.json()["job_id"]
 
     assert accepted.headers["x-request-id"] == "upload-7"
     # The worker binds it to every log line of the job; the archive keeps it with the job's row.
-    assert redis_client.hget(keys.status(job_id), "request_id") == "upload-7"
+    assert stack_redis.hget(keys.status(job_id), "request_id") == "upload-7"
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
 from factories import bad_inputs, cat_variants
+from integration.conftest import RedisFactory
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
 from visionq import AsyncClient, Client
 from visionq.client import (
@@ -88,10 +89,13 @@ def client(url: str) -> Iterator[Client]:
 
 
 @pytest.fixture(scope="module")
-def idle_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def idle_url(new_redis: RedisFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An API whose queue no worker serves: its jobs stay pending until cancelled."""
     settings = Settings(
-        **FAST_RECOVERY, redis_url=redis_url, queue="visionq-test-sdk-idle", data_dir=tmp_path_factory.mktemp("idle")
+        **FAST_RECOVERY,
+        redis_url=new_redis("sdk-idle"),
+        queue="visionq-test-sdk-idle",
+        data_dir=tmp_path_factory.mktemp("idle"),
     )
     server = ApiServer(settings)
     server.start()

@@ -17,6 +17,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from factories import cat_variants
+from integration.conftest import RedisFactory
 from integration.stack import (
     FAST_RECOVERY,
     ApiProcess,
@@ -92,13 +93,13 @@ def collector() -> Iterator[tuple[Collector, str]]:
 
 @pytest.fixture(scope="module")
 def traced_api(
-    collector: tuple[Collector, str], redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    collector: tuple[Collector, str], new_redis: RedisFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")  # export every 200 ms instead of 5 s
     settings = Settings(
         **{**FAST_RECOVERY, "log_level": "WARNING"},
-        redis_url=redis_url,
+        redis_url=new_redis("tracing"),
         queue="visionq-test-tracing",
         callback_queue="visionq-test-tracing-callbacks",
         data_dir=tmp_path_factory.mktemp("tracing"),

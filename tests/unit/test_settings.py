@@ -159,6 +159,7 @@ def test_the_model_cache_follows_xdg_unless_set(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("VISIONQ_MODEL_CACHE_DIR")  # the tests' own cache (conftest.clean_environ)
 
     assert make_settings().model_cache == tmp_path / "visionq"
     assert make_settings(model_cache_dir=tmp_path / "mine").model_cache == tmp_path / "mine"
