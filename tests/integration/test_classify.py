@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from factories import cat_variants
-from integration.stack import submit, wait_terminal
+from integration.conftest import RedisFactory
+from integration.stack import FAST_RECOVERY, ApiServer, submit, wait_terminal
 from tests_support import CAT_CLASSES
 from visionq.inference.quantize import int8_unsupported
+from visionq.settings import Settings
 
 CAT_JPEG = cat_variants()["jpeg"]
+
+
+@pytest.fixture(scope="module")
+def idle_api(new_redis: RedisFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """An API whose queue no worker serves: its jobs stay pending, whatever the machine's speed."""
+    settings = Settings(
+        **FAST_RECOVERY,
+        redis_url=new_redis("classify-idle"),
+        queue="visionq-test-classify-idle",
+        data_dir=tmp_path_factory.mktemp("classify-idle"),
+    )
+    server = ApiServer(settings)
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+    server.stop()
 
 
 def classify(api: httpx.Client, image: bytes, **fields: Any) -> dict[str, Any]:
@@ -102,15 +121,15 @@ def test_status_reports_the_finished_job(api: httpx.Client) -> None:
     assert "error" not in status
 
 
-def test_result_of_a_running_job_is_202_with_its_status(api: httpx.Client) -> None:
-    job_id = submit(api, CAT_JPEG, model_version="efficientnet-lite2", priority="low").json()["job_id"]
+def test_result_of_an_unfinished_job_is_202_with_its_status(idle_api: httpx.Client) -> None:
+    job_id = submit(idle_api, CAT_JPEG, priority="low").json()["job_id"]
 
-    response = api.get(f"/result/{job_id}")
-    if response.status_code == 202:
-        assert response.json()["status"] in ("pending", "processing")
-    else:  # the worker was quicker than this request
-        assert response.json()["status"] == "completed"
-    wait_terminal(api, job_id)
+    response = idle_api.get(f"/result/{job_id}")
+
+    assert response.status_code == 202
+    status = response.json()
+    assert (status["job_id"], status["status"], status["stage"], status["progress"]) == (job_id, "pending", "queued", 0)
+    assert "predictions" not in status
 
 
 def test_estimated_completion_follows_from_measured_processing_time(api: httpx.Client) -> None:

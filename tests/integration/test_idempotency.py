@@ -32,7 +32,7 @@ def test_the_same_key_and_request_give_back_the_original_job(api: httpx.Client) 
     first = post(api, key, priority="high")
     again = post(api, key, priority="high")
 
-    assert first.status_code == 202
+    assert (first.status_code, first.json()["status"], first.json()["priority"]) == (202, "pending", "high")
     assert "Idempotent-Replayed" not in first.headers
     assert again.status_code == 200
     assert again.headers["Idempotent-Replayed"] == "true"
@@ -42,7 +42,8 @@ def test_the_same_key_and_request_give_back_the_original_job(api: httpx.Client) 
 
 def test_the_same_key_with_a_different_request_is_a_conflict(api: httpx.Client) -> None:
     key = str(uuid.uuid4())
-    assert post(api, key).status_code == 202
+    original = post(api, key)
+    assert (original.status_code, original.json()["status"]) == (202, "pending")
 
     for changed in (post(api, key, image=OTHER_CAT), post(api, key, priority="urgent"), post(api, key, top_k=3)):
         assert changed.status_code == 409, changed.text
@@ -60,15 +61,16 @@ def test_without_a_key_or_with_another_key_each_request_is_a_new_job(api: httpx.
     assert len(ids) == 4
 
 
-def test_a_refused_request_releases_its_key_for_a_retry(api: httpx.Client, redis_client: redis.Redis) -> None:
+def test_a_refused_request_releases_its_key_for_a_retry(api: httpx.Client, stack_redis: redis.Redis) -> None:
     key = str(uuid.uuid4())
     refused = post(api, key, image=bad_inputs()["truncated_jpeg"])
-    assert refused.status_code == 400
-    assert redis_client.exists(keys.idempotency(ANONYMOUS, key)) == 0
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_image")
+    assert stack_redis.exists(keys.idempotency(ANONYMOUS, key)) == 0
 
     retried = post(api, key)
-    assert retried.status_code == 202
-    assert redis_client.ttl(keys.idempotency(ANONYMOUS, key)) > 23 * 3600, "remembered for 24 h"
+    assert (retried.status_code, retried.json()["status"]) == (202, "pending")
+    assert "Idempotent-Replayed" not in retried.headers, "a new job, not a replay of the refusal"
+    assert stack_redis.ttl(keys.idempotency(ANONYMOUS, key)) > 23 * 3600, "remembered for 24 h"
 
 
 def test_concurrent_requests_with_one_key_make_one_job(api: httpx.Client) -> None:
@@ -82,6 +84,7 @@ def test_concurrent_requests_with_one_key_make_one_job(api: httpx.Client) -> Non
     assert len(job_ids) == 1
     for answer in answers:
         if answer.status_code == 409:
+            assert answer.json()["code"] == "conflict"
             assert "still being handled" in answer.json()["detail"]
             assert answer.headers["Retry-After"] == "1"
 

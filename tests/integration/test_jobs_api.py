@@ -51,14 +51,15 @@ def test_a_finished_job_is_listed_with_its_top_prediction(api: httpx.Client) -> 
     assert job["links"]["result"] == f"/result/{job_id}"
 
 
-def test_the_result_outlives_redis_through_the_archive(api: httpx.Client, redis_client: redis.Redis) -> None:
+def test_the_result_outlives_redis_through_the_archive(api: httpx.Client, stack_redis: redis.Redis) -> None:
     job_id = finished_job(api)
     original = api.get(f"/result/{job_id}").json()
     wait_for(lambda: listed(api, job_id, status="completed"), ARCHIVE_TIMEOUT, "the archived job")
 
-    redis_client.delete(keys.status(job_id), keys.result(job_id))  # what the result TTL does
+    stack_redis.delete(keys.status(job_id), keys.result(job_id))  # what the result TTL does
 
-    assert api.get(f"/status/{job_id}").status_code == 404
+    gone = api.get(f"/status/{job_id}")
+    assert (gone.status_code, gone.json()["code"]) == (404, "not_found")
     archived = api.get(f"/result/{job_id}")
     assert archived.status_code == 200
     assert archived.json() == original

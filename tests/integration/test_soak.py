@@ -1,5 +1,6 @@
 """A reduced soak in CI (`bench/soak.py` runs the full one): jobs over mixed priorities and models while
-worker processes are SIGKILLed and Redis restarts at random, seeded. Nothing may be lost or duplicated."""
+worker processes are SIGKILLed and Redis restarts at random, seeded. Every accepted job must complete, once,
+as docs/reliability.md claims: a fault costs the jobs in hand an attempt, and each job has three."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ PLAN = SoakPlan(jobs=200, seed=20261127, faults=6, settle_timeout=120)
 
 
 @pytest.mark.timeout(300)
-def test_a_soak_with_worker_kills_and_redis_restarts_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_a_soak_with_worker_kills_and_redis_restarts_completes_every_job_once(tmp_path: Path) -> None:
     report = run_soak(PLAN, tmp_path, cat_variants()["jpeg"])
     sys.stdout.write(report.summary() + "\n")  # the figures, with -s
 
@@ -27,5 +28,4 @@ def test_a_soak_with_worker_kills_and_redis_restarts_loses_and_duplicates_nothin
     assert report.lost == []
     assert report.duplicated == 0
     assert report.archive_mismatches == []
-    assert sum(report.outcomes.values()) == PLAN.jobs
-    assert report.outcomes.get("completed", 0) >= 0.95 * PLAN.jobs, report.outcomes
+    assert report.outcomes == {"completed": PLAN.jobs}, report.failures
