@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from model_cache import model_cache
+from environment import MODEL_CACHE_VARIABLE, is_setting, model_cache
 from visionq.settings import Settings
 
 TESTS = Path(__file__).parent
@@ -24,6 +24,14 @@ MODEL_LAYERS = {"model", "integration", "e2e"}
 PREPARE_TIMEOUT = 600
 
 SettingsFactory = Callable[..., Settings]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Session-scoped fixtures start before any test's `clean_environ`: take the shell's visionq settings out of
+    the whole session, and point everything at the prepared model cache."""
+    for name in [name for name in os.environ if is_setting(name)]:
+        del os.environ[name]
+    os.environ[MODEL_CACHE_VARIABLE] = str(model_cache())
 
 
 def layer_of(item: pytest.Item) -> str:
@@ -42,7 +50,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly or not {layer_of(item) for item in session.items} & MODEL_LAYERS:
         return
     started = time.monotonic()
-    environment = {**os.environ, "VISIONQ_MODEL_CACHE_DIR": str(model_cache()), "VISIONQ_LOG_LEVEL": "WARNING"}
+    environment = {**os.environ, "VISIONQ_LOG_LEVEL": "WARNING"}
     prepared = subprocess.run(
         [sys.executable, "-m", "visionq", "prepare", "*"],
         env=environment,
@@ -63,9 +71,8 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test starts with no VISIONQ_* variables (but the VISIONQ_TEST_* ones that say where the test
     servers are, and the prepared model cache) and no .env file in its working directory."""
     for name in list(os.environ):
-        if name.startswith("VISIONQ_") and not name.startswith("VISIONQ_TEST_"):
+        if is_setting(name) and name != MODEL_CACHE_VARIABLE:
             monkeypatch.delenv(name)
-    monkeypatch.setenv("VISIONQ_MODEL_CACHE_DIR", str(model_cache()))
     monkeypatch.chdir(tmp_path)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,18 +9,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from environment import process_environ
 from integration.stack import service_ready, wait_for
 from visionq.embedded import free_port
 
-#: Seconds `visionq serve` may take to be ready (it starts Redis, a worker and loads the model).
-SERVE_START_TIMEOUT = 120.0
+#: Seconds `visionq serve` may take to be ready: it starts Redis, a worker and the API, and loads the model, whose
+#: export the session prepared (tests/conftest.py).
+SERVE_START_TIMEOUT = 60.0
 
 
 @contextmanager
 def serving(home: Path, **settings: str) -> Iterator[str]:
     """`visionq serve` on a free port, as a user starts it; its log goes to a file so it never blocks on a pipe."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env = process_environ()
     env |= {"VISIONQ_DATA_DIR": str(home / "data"), "VISIONQ_LOG_LEVEL": "WARNING"}
     env |= {f"VISIONQ_{name.upper()}": value for name, value in settings.items()}
     log_path = home / "serve.log"

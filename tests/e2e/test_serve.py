@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from e2e.serving import SERVE_START_TIMEOUT
+from environment import process_environ
 from integration.stack import service_ready, wait_for
 from tests_support import REPO
 from visionq.embedded import free_port
 
-SERVE_START_TIMEOUT = 120.0
+#: Seconds `visionq classify` may take for one photo, and `visionq serve` to stop everything.
+CLASSIFY_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0
 
 
 def descendants(pid: int) -> set[int]:
@@ -44,9 +47,10 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.timeout(SERVE_START_TIMEOUT + CLASSIFY_TIMEOUT + STOP_TIMEOUT)
 def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: signal.Signals) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env = process_environ()
     env |= {"VISIONQ_DATA_DIR": str(tmp_path / "data"), "VISIONQ_LOG_LEVEL": "WARNING"}
     serve = subprocess.Popen(
         [sys.executable, "-m", "visionq", "serve", "--port", str(port)],
@@ -65,13 +69,13 @@ def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: sig
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=CLASSIFY_TIMEOUT,
         )
         assert classify.returncode == 0, classify.stderr
         assert any(name in classify.stdout for name in ("Egyptian cat", "tabby", "tiger cat")), classify.stdout
     finally:
         serve.send_signal(stop_signal)
-        output, _ = serve.communicate(timeout=60)
+        output, _ = serve.communicate(timeout=STOP_TIMEOUT)
 
     assert serve.returncode == 0, output.decode(errors="replace")[-2000:]
     assert not [pid for pid in helpers if alive(pid)], "processes left behind"

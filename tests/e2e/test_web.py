@@ -15,19 +15,19 @@ from PIL import Image, ImageOps
 from playwright.sync_api import Browser, Page, Request, ViewportSize, WebSocketRoute, expect, sync_playwright
 
 from e2e.serving import serving
+from environment import process_environ
 from tests_support import REPO
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 CAT = REPO / "examples" / "cat.jpg"
 CAT_NAMES = re.compile("Egyptian cat|tabby|tiger cat")
-SERVE_START_TIMEOUT = 120.0
 #: Milliseconds a page may take to show a finished job (the first one also waits for the worker's model).
 RESULT_TIMEOUT_MS = 60_000
 DESKTOP: ViewportSize = {"width": 1200, "height": 800}
 PHONE: ViewportSize = {"width": 360, "height": 740}
-#: Read at import: the suite's autouse fixture clears every VISIONQ_* variable before each test.
-SAVE_SCREENSHOTS = os.environ.get("VISIONQ_SCREENSHOTS") == "1"
+#: A test knob, not a setting: VISIONQ_TEST_* variables are kept in the suite's environment.
+SAVE_SCREENSHOTS = os.environ.get("VISIONQ_TEST_SCREENSHOTS") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def secure_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     """`visionq serve` with authentication required, and a user key made by `visionq keys create`."""
     home = tmp_path_factory.mktemp("secure-serve")
     settings = {"auth": "required", "auth_secret": "browser-suite-secret-" + "x" * 24}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env = process_environ()
     env["VISIONQ_DATA_DIR"] = str(home / "data")
     made = subprocess.run(
         [sys.executable, "-m", "visionq", "keys", "create", "--role", "user", "--name", "browser"],

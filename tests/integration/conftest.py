@@ -19,8 +19,8 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from environment import model_cache
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
-from model_cache import model_cache
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
 

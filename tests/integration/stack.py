@@ -16,6 +16,7 @@ import redis
 import uvicorn
 from pydantic import SecretStr
 
+from environment import process_environ
 from visionq.api.app import server_config
 from visionq.embedded import free_port
 from visionq.jobs import keys
@@ -84,7 +85,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+        env = process_environ()
         for name, value in self.settings.model_dump(mode="json").items():
             secret = getattr(self.settings, name)
             if isinstance(secret, SecretStr):  # dumped as "**********"
