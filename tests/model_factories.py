@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -81,14 +83,19 @@ def tiny_model_dir(root: Path) -> Path:
         SIZE,
         model_folder(root, "tiny", manifest("tiny", 1, "onnx", "model.onnx")) / "model.onnx",
     )
-    broken = model_folder(root, "broken", manifest("broken", 1, "onnx", "model.onnx"))
-    (broken / "model.onnx").write_bytes(b"these bytes are not an ONNX model")
+    broken_model(root)
     return root
+
+
+def broken_model(root: Path, name: str = "broken") -> None:
+    """`name@1` in the model dir `root`: an ONNX model whose weights are not a model, so it never loads."""
+    folder = model_folder(root, name, manifest(name, 1, "onnx", "model.onnx"))
+    (folder / "model.onnx").write_bytes(b"these bytes are not an ONNX model")
 
 
 class Spins(nn.Module):
     """A model that is busy in native code for `steps` steps (TorchScript's interpreter loop, which no Python
-    signal handler interrupts), then answers by the mean of each colour: a slow or stuck model."""
+    signal handler interrupts), then answers by the mean of each colour: given steps enough, a stuck model."""
 
     def __init__(self, steps: int) -> None:
         super().__init__()
@@ -101,19 +108,86 @@ class Spins(nn.Module):
         return y.mean((2, 3))
 
 
-def save_spinning(steps: int, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(Spins(steps)).save(str(path))  # type: ignore[no-untyped-call]
+class Gated(nn.Module):
+    """A model that answers by the mean of each colour once its gate is open (`Gate`), and until then waits,
+    busy in native code: a job held mid-inference for exactly as long as a test needs, on any machine."""
+
+    def __init__(self, gate: Path) -> None:
+        super().__init__()
+        self.gate = str(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        opened = 0
+        while opened == 0:
+            # Read afresh each time: TorchScript would take repeated reads of one mapping for the same value.
+            opened = int(torch.from_file(self.gate, False, 1, dtype=torch.uint8)[0])
+        return x.mean((2, 3)) * opened  # 1 once open; used, so that TorchScript keeps the loop
 
 
-def spin_steps_per_second() -> float:
-    """How many `Spins` steps this machine runs in a second (measured, so that tests ask for seconds)."""
+class Hangs(nn.Module):
+    """A model stuck in a blocking call, as one waiting on a device or a socket that never answers would be: it
+    opens a FIFO that nobody writes to. It uses no CPU, and only a signal gets it out (its call then fails)."""
+
+    def __init__(self, fifo: Path) -> None:
+        super().__init__()
+        self.fifo = str(fifo)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        never = torch.from_file(self.fifo, False, 1, dtype=torch.uint8)  # a size, so that it opens the file
+        return x.mean((2, 3)) + never.sum()  # used, so that TorchScript keeps the call
+
+
+class Gate:
+    """The flag that `Gated` models wait on: a one-byte file, open (1) from the start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_bytes(b"\x01")
+
+    def open(self) -> None:
+        self._set(b"\x01")
+
+    def close(self) -> None:
+        self._set(b"\x00")
+
+    def _set(self, flag: bytes) -> None:
+        # In place: a truncating write leaves the file empty for a moment, and a model reading it then would fail.
+        with self.path.open("r+b") as file:
+            file.write(flag)
+
+    @contextmanager
+    def closed(self) -> Iterator[Gate]:
+        """Closed for the block, unless the test opens it sooner; open again after it, even when the test failed,
+        so that no job of the model is left waiting (nor the warm shutdown of its worker)."""
+        self.close()
+        try:
+            yield self
+        finally:
+            self.open()
+
+
+def scripted_model(root: Path, name: str, module: nn.Module) -> None:
+    """`name@1` in the model dir `root`: `module`, scripted, on the red/green/blue labels."""
+    weights = model_folder(root, name, manifest(name, 1, "torchscript", "m.pt")) / "m.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        probe = torch.jit.script(Spins(20_000))
-    batch = torch.zeros(1, 3, SIZE, SIZE)
-    probe(batch)  # the first call compiles
-    started = time.perf_counter()
-    probe(batch)
-    return 20_000 / (time.perf_counter() - started)
+        torch.jit.script(module).save(str(weights))  # type: ignore[no-untyped-call]
+
+
+#: Settings for a stack whose jobs a test holds in a gated model: each stage written as it begins, so that the test
+#: sees a job reach the model (by default a worker writes a stage it has seen pass in milliseconds with the next).
+STAGES_AS_THEY_BEGIN = {"stage_window": 0}
+
+
+def gated_model(root: Path, name: str = "gated") -> Gate:
+    """`name@1`, a `Gated` model, in the model dir `root`; its gate, open."""
+    gate = Gate(root / f"{name}.gate")
+    scripted_model(root, name, Gated(gate.path))
+    return gate
+
+
+def hanging_model(root: Path, name: str = "hangs") -> None:
+    """`name@1`, a `Hangs` model, in the model dir `root`."""
+    fifo = root / f"{name}.fifo"
+    os.mkfifo(fifo)
+    scripted_model(root, name, Hangs(fifo))

@@ -11,9 +11,9 @@ import redis
 
 from factories import cat_variants
 from integration.conftest import StackFactory
-from integration.stack import ApiServer, submit, wait_terminal
+from integration.stack import ApiServer, submit, wait_for, wait_terminal
 from visionq.jobs import keys
-from visionq.jobs.records import ANONYMOUS
+from visionq.jobs.records import ANONYMOUS, parse_time
 
 CAT_JPEG = cat_variants()["jpeg"]
 
@@ -69,11 +69,13 @@ def test_a_job_that_waited_past_its_max_wait_fails_instead_of_running_late(start
     _, worker, server = start_stack("deadline")
     worker.stop()
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        hurried = submit(api, CAT_JPEG, max_wait=0.5).json()["job_id"]
+        hurried = submit(api, CAT_JPEG, max_wait=0.5).json()
         patient = submit(api, CAT_JPEG, max_wait=600).json()["job_id"]
-        time.sleep(1.0)
+        # The worker measures a job's wait from its creation, by the clock: start it once that wait is over.
+        over = parse_time(hurried["created_at"]).timestamp() + 0.5
+        wait_for(lambda: time.time() > over, 10, "the hurried job's max_wait to pass", interval=0.05)
         worker.start()
-        late, in_time = wait_terminal(api, hurried), wait_terminal(api, patient)
+        late, in_time = wait_terminal(api, hurried["job_id"]), wait_terminal(api, patient)
 
     assert late["status"] == "failed"
     assert late["error"]["code"] == "deadline_exceeded"

@@ -1,69 +1,98 @@
-"""Dynamic batching on a real `threads` worker: a burst of queued jobs is classified in shared calls of the
-model, each job keeping its own stages and result, and a job that comes alone is run at once, unbatched.
+"""Dynamic batching on a real `threads` worker: jobs that reach the model while it is busy are classified in one
+shared call of it, each job keeping its own stages and result, and a job that comes alone is run at once,
+unbatched.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from factories import cat_variants, chelsea, encode
+from factories import cat_variants, encode
 from integration.conftest import StackFactory
-from integration.stack import ApiServer, WorkerProcess, submit, wait_terminal
+from integration.stack import ApiServer, WorkerProcess, submit, wait_for, wait_terminal
+from model_factories import STAGES_AS_THEY_BEGIN, Gate, gated_model
 from visionq.settings import Settings
 
 CAT_JPEG = cat_variants()["jpeg"]
-#: Decoded in full (no draft mode for PNG), so the burst's jobs are still decoding when the first is done,
-#: even on a busy machine where the worker's threads start them some milliseconds apart.
-CAT_PNG = encode(chelsea().resize((1800, 1200)), "PNG")
-MAX_BATCH = 4
-BURST = 12
-MODEL = "efficientnet-lite0@1"
+GATED = "gated@1"
+#: An image of each class of the gated model, so that each job's answer is its own.
+COLOURS = {
+    name: encode(Image.new("RGB", (40, 30), rgb), "PNG")
+    for name, rgb in (("red", (220, 10, 10)), ("green", (10, 220, 10)), ("blue", (10, 10, 220)))
+}
+#: The colours of the jobs that make one full batch.
+BATCH = ["red", "green", "blue", "green"]
+MAX_BATCH = len(BATCH)
+#: Seconds a test waits for jobs to reach the model, or to finish once released.
+JOB_TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
-def batching(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
-    # The longest wait allowed: a batch waits for every job of the burst still decoding, and a lone job
-    # that waited at all would show it.
+def gated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Gate]:
+    root = tmp_path_factory.mktemp("gated-models")
+    return root, gated_model(root)
+
+
+@pytest.fixture(scope="module")
+def batching(start_stack: StackFactory, gated: tuple[Path, Gate]) -> tuple[Settings, WorkerProcess, ApiServer]:
+    # The longest wait allowed: a batch waits for every job still preparing its input, and a lone job that
+    # waited at all would show it.
     return start_stack(
-        "batching", worker_pool="threads", worker_concurrency=8, batch_max_size=MAX_BATCH, batch_max_wait=1.0
+        "batching",
+        model_dir=gated[0],
+        worker_pool="threads",
+        worker_concurrency=8,
+        batch_max_size=MAX_BATCH,
+        batch_max_wait=1.0,
+        **STAGES_AS_THEY_BEGIN,
     )
 
 
-def batch_calls(api: httpx.Client) -> tuple[float, float]:
-    """The cluster's (calls of the model, images in them) for the default model, from /metrics."""
+def batch_calls(api: httpx.Client, model: str) -> tuple[float, float]:
+    """The cluster's (calls of the model, images in them) for `model`, from /metrics."""
     values = {
         sample.name: sample.value
         for family in text_string_to_metric_families(api.get("/metrics").text)
         for sample in family.samples
-        if sample.name.startswith("visionq_inference_batch_size") and sample.labels.get("model_version") == MODEL
+        if sample.name.startswith("visionq_inference_batch_size") and sample.labels.get("model_version") == model
     }
     return values.get("visionq_inference_batch_size_count", 0.0), values.get("visionq_inference_batch_size_sum", 0.0)
 
 
-def test_a_burst_is_classified_in_shared_calls_of_the_model(
-    batching: tuple[Settings, WorkerProcess, ApiServer],
-) -> None:
-    _, worker, server = batching
-    with httpx.Client(base_url=server.url, timeout=30) as api:
-        calls_before, images_before = batch_calls(api)
-        worker.stop()  # the burst queues up, then reaches the worker's threads at once
-        job_ids = [submit(api, CAT_PNG, top_k=3).json()["job_id"] for _ in range(BURST)]
-        worker.start()
-        finals = [wait_terminal(api, job_id) for job_id in job_ids]
-        results = [api.get(f"/result/{job_id}").json() for job_id in job_ids]
-        calls_after, images_after = batch_calls(api)
+def in_the_model(api: httpx.Client, job_id: str) -> bool:
+    status = api.get(f"/status/{job_id}").json()
+    return (status["status"], status["stage"]) == ("processing", "inference")
 
-    assert [final["status"] for final in finals] == ["completed"] * BURST
-    assert [result["job_id"] for result in results] == job_ids
-    assert all(result["predictions"][0]["class_id"] == 285 for result in results)
-    assert all(len(result["predictions"]) == 3 for result in results), "each job keeps its own options"
-    sizes = [result["metadata"]["batch_size"] for result in results]
-    assert max(sizes) > 1, f"no job shared a call: {sizes}"
-    assert max(sizes) <= MAX_BATCH
-    assert images_after - images_before == BURST
-    assert calls_after - calls_before < BURST, "fewer calls of the model than jobs"
+
+def test_jobs_that_reach_a_busy_model_share_its_next_call(
+    batching: tuple[Settings, WorkerProcess, ApiServer], gated: tuple[Path, Gate]
+) -> None:
+    _, gate = gated
+    with httpx.Client(base_url=batching[2].url, timeout=30) as api:
+        calls_before, images_before = batch_calls(api, GATED)
+        with gate.closed():
+            first = submit(api, COLOURS["blue"], model_version="gated", top_k=3).json()["job_id"]
+            wait_for(lambda: in_the_model(api, first), JOB_TIMEOUT, "the first job to hold the model")
+            # The model is busy with the first job's call: these wait for the next one, together.
+            job_ids = [submit(api, COLOURS[c], model_version="gated", top_k=2).json()["job_id"] for c in BATCH]
+            wait_for(
+                lambda: all(in_the_model(api, job_id) for job_id in job_ids), JOB_TIMEOUT, "the others at the model"
+            )
+        finals = [wait_terminal(api, job_id, timeout=JOB_TIMEOUT) for job_id in [first, *job_ids]]
+        results = [api.get(f"/result/{job_id}").json() for job_id in [first, *job_ids]]
+        calls_after, images_after = batch_calls(api, GATED)
+
+    assert [final["status"] for final in finals] == ["completed"] * (1 + MAX_BATCH)
+    assert [result["job_id"] for result in results] == [first, *job_ids]
+    assert [result["metadata"]["batch_size"] for result in results] == [1] + [MAX_BATCH] * MAX_BATCH
+    assert [result["predictions"][0]["class_name"] for result in results] == ["blue", *BATCH], "its own answer"
+    assert [len(result["predictions"]) for result in results] == [3] + [2] * MAX_BATCH, "its own options"
+    assert (calls_after - calls_before, images_after - images_before) == (2, 1 + MAX_BATCH)
 
 
 def test_a_lone_job_is_run_at_once_without_waiting_for_a_batch(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,28 +11,33 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from factories import cat_variants
 from integration.conftest import StackFactory
-from integration.stack import CallbackWorkerProcess, submit, wait_for, wait_terminal
+from integration.stack import ApiServer, CallbackWorkerProcess, submit, wait_for, wait_terminal
+from model_factories import broken_model
 from visionq.callbacks.signing import verify
+from visionq.jobs import keys
+from visionq.jobs.states import PRIORITY_STEPS
+from visionq.settings import Settings
 
 SECRET = "callback-test-secret"
 CAT = cat_variants()["jpeg"]
 #: Seconds a test waits for deliveries to arrive.
 DELIVERY_TIMEOUT = 30.0
-#: Seconds the hanging receiver holds each request: longer than the stack's callback_timeout.
-HANG = 8.0
 
 
 @dataclass
 class Receiver:
-    """A real HTTP server on a loopback port that answers callbacks with the given statuses in turn."""
+    """A real HTTP server on a loopback port that answers callbacks with the given statuses in turn; a "hang"
+    holds the request until the test releases it."""
 
     answers: list[int | str] = field(default_factory=lambda: [200])
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    released: threading.Event = field(default_factory=threading.Event)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         body = handler.rfile.read(int(handler.headers["Content-Length"]))
@@ -42,7 +47,7 @@ class Receiver:
             self.in_flight += 1
         try:
             if answer == "hang":
-                time.sleep(HANG)
+                self.released.wait()
                 answer = 200
             handler.send_response(int(answer))
             handler.send_header("Content-Length", "2")
@@ -70,15 +75,29 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    state.released.set()
     server.shutdown()
     server.server_close()
 
 
+@dataclass
+class CallbacksStack:
+    """The module's stack: its settings, its callbacks worker and its API."""
+
+    settings: Settings
+    deliverer: CallbackWorkerProcess
+    api: ApiServer
+
+
 @pytest.fixture(scope="module")
-def callbacks_api(start_stack: StackFactory) -> Iterator[httpx.Client]:
+def callbacks_stack(start_stack: StackFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallbacksStack]:
+    models = tmp_path_factory.mktemp("callback-models")
+    broken_model(models)
     settings, _, server = start_stack(
         "callbacks",
         worker_pool="solo",
+        model_dir=models,  # `broken`, whose jobs fail
+        breakers=False,  # so that they fail, rather than go to the fallback model
         callback_secret=SECRET,
         callback_allow_private=True,  # the receivers listen on 127.0.0.1
         callback_backoff=0.2,
@@ -87,9 +106,14 @@ def callbacks_api(start_stack: StackFactory) -> Iterator[httpx.Client]:
     )
     deliverer = CallbackWorkerProcess(settings)
     deliverer.start()
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
+    yield CallbacksStack(settings, deliverer, server)
     deliverer.stop()
+
+
+@pytest.fixture
+def callbacks_api(callbacks_stack: CallbacksStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=callbacks_stack.api.url, timeout=30) as client:
+        yield client
 
 
 def deliveries(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
@@ -97,6 +121,18 @@ def deliveries(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     found: list[dict[str, Any]] = answer.json()["deliveries"]
     return found
+
+
+def attempt_to_come(client: redis.Redis, settings: Settings, job_id: str) -> bool:
+    """Whether an attempt of the job's callback is still to come: due, or queued for a callbacks worker or held
+    by one. Asked of a stopped callbacks worker, whose tasks are then all in Redis, it is the whole answer."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zscore(keys.CALLBACKS_DUE, job_id)
+        for step in PRIORITY_STEPS:
+            pipe.lrange(keys.priority_list(settings.callback_queue, step), 0, -1)
+        pipe.hvals(keys.BROKER_UNACKED)
+        due, *messages = pipe.execute()
+    return due is not None or any(job_id in message for batch in messages for message in batch)
 
 
 def test_the_result_arrives_signed_with_the_job_headers(
@@ -122,16 +158,23 @@ def test_the_result_arrives_signed_with_the_job_headers(
 
 
 def test_a_receiver_that_fails_twice_gets_one_success_and_three_attempts_are_recorded(
-    callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
+    callbacks_stack: CallbacksStack, callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
 ) -> None:
     state, url = receiver
     state.answers = [500, 503, 200]
     job_id = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
 
     wait_for(lambda: len(deliveries(callbacks_api, job_id)) == 3, DELIVERY_TIMEOUT, "three attempts")
-    time.sleep(1.0)  # room for a wrong fourth attempt to show up
+    # Stopped, the callbacks worker leaves any attempt still to come in Redis, where it can be seen.
+    callbacks_stack.deliverer.stop()
+    try:
+        with redis.Redis.from_url(callbacks_stack.settings.broker_url, decode_responses=True) as client:
+            another_to_come = attempt_to_come(client, callbacks_stack.settings, job_id)
+        attempts = deliveries(callbacks_api, job_id)
+    finally:
+        callbacks_stack.deliverer.start()
 
-    attempts = deliveries(callbacks_api, job_id)
+    assert not another_to_come, "a fourth attempt was on its way"
     assert [a["outcome"] for a in attempts] == ["failed", "failed", "delivered"]
     assert [a["status_code"] for a in attempts] == [500, 503, 200]
     assert len({a["delivery_id"] for a in attempts}) == 1, "one delivery id for the whole series"
@@ -143,19 +186,24 @@ def test_a_failed_job_is_called_back_with_its_failure_body(
     callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
 ) -> None:
     state, url = receiver
-    job_id = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
-    callbacks_api.delete(f"/jobs/{job_id}")  # cancelled while queued, or already done: either way it ends
+    job_id = submit(callbacks_api, CAT, model_version="broken", callback_url=url).json()["job_id"]
 
     final = wait_terminal(callbacks_api, job_id)
-    wait_for(lambda: state.requests, DELIVERY_TIMEOUT, "the delivery")
-    assert httpx.Response(200, content=state.requests[0][1]).json()["status"] == final["status"]
+    wait_for(lambda: deliveries(callbacks_api, job_id), DELIVERY_TIMEOUT, "the delivery")
+    ((headers, body),) = state.requests
+
+    assert final["status"] == "failed"
+    assert json.loads(body) == {"job_id": job_id, "status": "failed", "error": final["error"]}
+    assert final["error"]["code"] == "internal_error"
+    assert body == callbacks_api.get(f"/result/{job_id}").content, "the failure body, byte for byte"
+    assert verify(body, SECRET, headers["x-visionq-signature"])
 
 
 def test_a_hanging_receiver_does_not_hold_up_classification(
     callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
 ) -> None:
     state, url = receiver
-    state.answers = ["hang"]
+    state.answers = ["hang"]  # until the test ends
     hung = submit(callbacks_api, CAT, callback_url=url).json()["job_id"]
     wait_terminal(callbacks_api, hung)
     wait_for(lambda: state.in_flight, DELIVERY_TIMEOUT, "the receiver to hang")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -26,9 +26,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from factories import cat_variants
+from integration.conftest import RedisFactory
 from integration.records import new_record
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess, submit, wait_for
-from visionq.api.endpoints.status import WS_RESYNC_INTERVAL
+from visionq.api.endpoints import status as status_endpoint
 from visionq.embedded import EmbeddedRedis
 from visionq.jobs import keys
 from visionq.jobs.events import CLIENT_NAME, RESULT_FIELD, JobEvents, JobUpdate
@@ -38,8 +39,16 @@ from visionq.settings import Settings
 CAT_PNG = cat_variants()["png"]
 #: Seconds a test waits for the API or Redis to reach a state it is sure to reach.
 SETTLE_TIMEOUT = 10.0
-#: Seconds a job may take once a worker serves its queue.
+#: Seconds a job may take once a worker serves its queue; also how long a watcher waits for its next message.
 JOB_TIMEOUT = 60.0
+#: A WebSocket re-read interval no test lasts.
+NEVER = 3600.0
+
+
+@pytest.fixture(scope="module")
+def redis_url(new_redis: RedisFactory) -> str:
+    """This module's own Redis server: its API stacks and the tests that look into their Redis share it."""
+    return new_redis("events")
 
 
 class Held:
@@ -90,6 +99,13 @@ def held(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[H
     stack.close()
 
 
+@pytest.fixture
+def push_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's WebSockets never re-read a job of their own accord: whatever they send after their first message
+    came of an update pushed to them, or of a wake-up when some may have been missed."""
+    monkeypatch.setattr(status_endpoint, "WS_RESYNC_INTERVAL", NEVER)
+
+
 def subscribers(client: redis.Redis, job_id: str) -> int:
     [(_, count)] = client.pubsub_numsub(keys.events(job_id))
     return int(count)
@@ -131,6 +147,7 @@ def test_an_api_subscribes_to_the_jobs_watched_in_it_and_to_nothing_else(
     wait_for(lambda: subscribers(redis_client, watched) == 0, SETTLE_TIMEOUT, "the API to unsubscribe")
 
 
+@pytest.mark.usefixtures("push_only")
 def test_two_watchers_of_a_job_share_one_subscription_until_the_last_leaves(
     idle: Held, redis_client: redis.Redis
 ) -> None:
@@ -138,17 +155,14 @@ def test_two_watchers_of_a_job_share_one_subscription_until_the_last_leaves(
 
     with idle.ws(job_id) as first:
         first.recv(timeout=SETTLE_TIMEOUT)
-        started = time.monotonic()
         with idle.ws(job_id) as second:
             second.recv(timeout=SETTLE_TIMEOUT)
             assert subscribers(redis_client, job_id) == 1
-        # The second has left; the first must still hear of the job at once, not at its own re-read.
+        # The second has left; the first still hears of the job, pushed (it never re-reads it on its own).
         assert idle.api.delete(f"/jobs/{job_id}").status_code == 200
         messages = read_to_close(first)
-        took = time.monotonic() - started
 
     assert [m["status"] for m in messages] == ["cancelled", "cancelled"]
-    assert took < WS_RESYNC_INTERVAL
     wait_for(lambda: subscribers(redis_client, job_id) == 0, SETTLE_TIMEOUT, "the API to unsubscribe")
 
 
@@ -194,6 +208,7 @@ def published_until_completed(observer: redis.client.PubSub) -> dict[str, str]:
     return result
 
 
+@pytest.mark.usefixtures("push_only")
 def test_a_lost_connection_is_made_again_and_its_watchers_read_the_job_again(
     idle: Held, redis_client: redis.Redis, redis_url: str
 ) -> None:
@@ -201,20 +216,18 @@ def test_a_lost_connection_is_made_again_and_its_watchers_read_the_job_again(
 
     with idle.ws(job_id) as ws:
         assert json.loads(ws.recv(timeout=SETTLE_TIMEOUT))["status"] == "pending"
-        started = time.monotonic()
         lost = {c["id"] for c in events_connections(redis_client, redis_url)}
         for connection_id in lost:
             redis_client.client_kill_filter(_id=connection_id)
-        # Most likely while no API is subscribed: the update is lost, and only the wake-up makes up for it.
+        # Most likely while no API is subscribed: the update is lost, and only the wake-up makes up for it (the
+        # watcher is told to read the job again; it never does so of its own accord here).
         assert idle.api.delete(f"/jobs/{job_id}").status_code == 200
         messages = read_to_close(ws)
-        took = time.monotonic() - started
         close_code = ws.close_code
 
     assert close_code == 1000
     assert [m.get("stage") for m in messages] == ["cancelled", None]
     assert messages[-1]["status"] == "cancelled"
-    assert took < WS_RESYNC_INTERVAL, "the watcher was told to read the job again, not left to its own re-read"
     wait_for(
         lambda: {c["id"] for c in events_connections(redis_client, redis_url)} - lost,
         SETTLE_TIMEOUT,
@@ -222,16 +235,59 @@ def test_a_lost_connection_is_made_again_and_its_watchers_read_the_job_again(
     )
 
 
-# --- JobEvents alone, on a private Redis (CLIENT PAUSE stops every client of a server) ---------------------------
-
-#: Milliseconds a test holds the private Redis still.
-PAUSE_MS = 300
+# --- JobEvents alone, on a private Redis, behind a proxy that can hold Redis's answers back ---------------------
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[str]:
     with EmbeddedRedis(tmp_path, persistent=False) as server:
         yield server.url
+
+
+class HeldAnswers:
+    """A TCP proxy to Redis whose answers can be held back: while they are, its clients hear nothing, though Redis
+    has done what they asked (which a connection of the test's own, not through the proxy, can see)."""
+
+    def __init__(self, redis_url: str) -> None:
+        target = urlsplit(redis_url)
+        self._target = (target.hostname, target.port)
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._pipes: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> HeldAnswers:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._server.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    async def _serve(self, from_client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        from_redis, to_redis = await asyncio.open_connection(*self._target)
+        self._pipes += [
+            asyncio.create_task(self._pipe(from_client, to_redis)),
+            asyncio.create_task(self._pipe(from_redis, to_client, holding=True)),
+        ]
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, holding: bool = False) -> None:
+        try:
+            while data := await source.read(65536):
+                if holding:
+                    await self._flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
 
 
 @asynccontextmanager
@@ -247,9 +303,19 @@ async def job_events(url: str) -> AsyncIterator[tuple[JobEvents, redis.asyncio.R
         await client.aclose()
 
 
-async def numsub(client: redis.asyncio.Redis, job_id: str) -> int:
-    [(_, count)] = await client.pubsub_numsub(keys.events(job_id))
-    return int(count)
+@asynccontextmanager
+async def held_job_events(url: str) -> AsyncIterator[tuple[JobEvents, HeldAnswers, redis.Redis]]:
+    """JobEvents connected through a `HeldAnswers` proxy; the proxy; a client of the Redis itself."""
+    with redis.Redis.from_url(url, decode_responses=True) as direct:
+        async with HeldAnswers(url) as proxy, job_events(proxy.url) as (events, _):
+            yield events, proxy, direct
+
+
+async def until_subscribers(client: redis.Redis, job_id: str, count: int) -> None:
+    """Wait, while the event loop runs on, until Redis counts `count` subscribers to the job's updates."""
+    await asyncio.to_thread(
+        wait_for, lambda: subscribers(client, job_id) == count, SETTLE_TIMEOUT, f"{count} subscribers of {job_id}"
+    )
 
 
 async def settled(events: JobEvents) -> None:
@@ -260,38 +326,60 @@ async def settled(events: JobEvents) -> None:
 
 
 def test_watch_is_entered_only_once_redis_has_confirmed_the_subscription(private_redis: str) -> None:
-    async def scenario() -> float:
-        async with job_events(private_redis) as (events, client):
-            started = time.monotonic()
-            await client.client_pause(PAUSE_MS, all=True)
-            async with events.watch("job-1"):
-                return time.monotonic() - started
+    async def scenario() -> bool:
+        async with held_job_events(private_redis) as (events, proxy, direct):
+            entered, leave = asyncio.Event(), asyncio.Event()
 
-    assert asyncio.run(scenario()) >= PAUSE_MS / 1000
+            async def watch() -> None:
+                async with events.watch("job-1"):
+                    entered.set()
+                    await leave.wait()
+
+            proxy.hold()
+            watching = asyncio.create_task(watch())
+            # Redis has made the subscription and confirmed it; only the confirmation, held back, is missing.
+            await until_subscribers(direct, "job-1", 1)
+            entered_unconfirmed = entered.is_set()
+            proxy.release()
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await entered.wait()
+            leave.set()
+            await watching
+            return entered_unconfirmed
+
+    assert not asyncio.run(scenario()), "entered before the confirmation reached it"
 
 
 def test_watchers_coming_and_going_while_redis_is_silent_leave_the_right_subscriptions(private_redis: str) -> None:
     async def scenario() -> list[int]:
         counts = []
-        async with job_events(private_redis) as (events, client):
+        async with held_job_events(private_redis) as (events, proxy, direct):
             first = events.watch("job-1")
             await first.__aenter__()
-            await client.client_pause(PAUSE_MS, all=True)
-            # While Redis answers nothing: a watcher gives up before its subscription is confirmed, and job-1's
-            # only watcher leaves as another comes (UNSUBSCRIBE then SUBSCRIBE, both unanswered till the pause ends).
+            proxy.hold()
+            # While the events connection hears nothing back: a watcher gives up before its subscription is
+            # confirmed (no confirmation can come before the release), and job-1's only watcher leaves as another
+            # comes (UNSUBSCRIBE then SUBSCRIBE, both unanswered till the release).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PAUSE_MS / 1000 / 10), events.watch("job-2"):
+                async with asyncio.timeout(0.1), events.watch("job-2"):
                     raise AssertionError("entered before Redis confirmed the subscription")
             await first.__aexit__(None, None, None)
-            async with events.watch("job-1"):
-                await settled(events)
-                counts += [await numsub(client, "job-1"), await numsub(client, "job-2")]
-                async with events.watch("job-1"):
-                    counts.append(await numsub(client, "job-1"))
-                await settled(events)
-                counts.append(await numsub(client, "job-1"))
+            await until_subscribers(direct, "job-1", 0)
+            second = events.watch("job-1")
+            entering = asyncio.create_task(second.__aenter__())
+            await until_subscribers(direct, "job-1", 1)
+            proxy.release()
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await entering
             await settled(events)
-            counts.append(await numsub(client, "job-1"))
+            counts += [subscribers(direct, "job-1"), subscribers(direct, "job-2")]
+            async with events.watch("job-1"):
+                counts.append(subscribers(direct, "job-1"))
+            await settled(events)
+            counts.append(subscribers(direct, "job-1"))
+            await second.__aexit__(None, None, None)
+            await settled(events)
+            counts.append(subscribers(direct, "job-1"))
         return counts
 
     assert asyncio.run(scenario()) == [1, 0, 1, 1, 0]

@@ -1,6 +1,9 @@
 """Worker processes that die, hang or are told to stop, on real prefork workers: a poison input is
 quarantined after killing two processes, a job past its time limit fails with a code and its stuck
 process is replaced, repeated SIGKILLs lose nothing, and SIGTERM lets the job in hand finish.
+
+Jobs are caught mid-inference by a gated model (`model_factories.Gated`) that holds them until the test opens
+its gate, whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -19,30 +21,31 @@ import pytest
 import redis
 from PIL import Image
 
-from factories import cat_variants, chelsea, encode
-from integration.conftest import StackFactory
+from factories import cat_variants, encode
+from integration.conftest import RedisFactory, StackFactory
 from integration.stack import FAST_RECOVERY, WorkerProcess, submit, wait_for, wait_terminal
-from model_factories import manifest, model_folder, save_spinning, spin_steps_per_second
+from model_factories import STAGES_AS_THEY_BEGIN, Gate, Spins, gated_model, hanging_model, scripted_model
 from visionq.jobs import keys
-from visionq.jobs.records import isoformat, utcnow
 from visionq.jobs.store import QUEUED_FIELD
 from visionq.settings import Settings
 
 CAT_JPEG = cat_variants()["jpeg"]
 RED = encode(Image.new("RGB", (40, 30), (220, 10, 10)), "PNG")
-#: The slow model's inference, seconds: past the soft limit below, well short of the hard one.
-SLOW_SECONDS = 3.0
 SOFT_LIMIT, HARD_LIMIT = 1.0, 8.0
+#: Seconds a test waits for a job to reach the model, or to end once nothing holds it any more.
+JOB_TIMEOUT = 60.0
+#: Seconds a worker told to stop may take to finish its job in hand and exit.
+STOP_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
-def spinning_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`slow` busies its process for SLOW_SECONDS; `stuck` for hours, in native code."""
-    root = tmp_path_factory.mktemp("spinning-models")
-    rate = spin_steps_per_second()
-    for name, steps in (("slow", int(rate * SLOW_SECONDS)), ("stuck", 10**13)):
-        save_spinning(steps, model_folder(root, name, manifest(name, 1, "torchscript", "m.pt")) / "m.pt")
-    return root
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Gate]:
+    """A model dir with `gated` (which holds its jobs while its gate is closed), `hangs` (stuck in a blocking
+    call until a signal gets it out) and `stuck` (busy in native code for hours, deaf to signals); the gate."""
+    root = tmp_path_factory.mktemp("fault-models")
+    hanging_model(root)
+    scripted_model(root, "stuck", Spins(10**13))
+    return root, gated_model(root)
 
 
 def pool_pid(api: httpx.Client, job_id: str) -> int:
@@ -50,87 +53,104 @@ def pool_pid(api: httpx.Client, job_id: str) -> int:
     return int(api.get(f"/status/{job_id}").json()["worker_id"].rpartition(":")[2])
 
 
-def when_reading_or_running(api: httpx.Client, job_id: str, attempt: int | None = None) -> bool:
-    """Whether the job's delivery (`attempt`, or any) is decoding or running its image."""
+def in_the_model(api: httpx.Client, job_id: str, attempt: int | None = None) -> bool:
+    """Whether the job's delivery (`attempt`, or any) is running its model."""
     status = api.get(f"/status/{job_id}").json()
-    return (
-        status["status"] == "processing"
-        and status["stage"] in {"preprocessing", "inference"}
-        and attempt in {None, status["attempts"]}
-    )
+    return (status["status"], status["stage"]) == ("processing", "inference") and attempt in {None, status["attempts"]}
 
 
-def in_hand_since(api: httpx.Client, job_ids: list[str], since: str) -> bool:
-    """Whether one of the jobs is on its image in a delivery that started after `since`."""
-    statuses = (api.get(f"/status/{job_id}").json() for job_id in job_ids)
-    return any(s["stage"] in {"preprocessing", "inference"} and s["updated_at"] > since for s in statuses)
+def held_by_another(api: httpx.Client, job_ids: list[str], killed: set[str]) -> str | None:
+    """The worker id of a process holding one of the jobs in the model, if it is none of the `killed` ones."""
+    for job_id in job_ids:
+        status = api.get(f"/status/{job_id}").json()
+        if status["stage"] == "inference" and status["worker_id"] not in killed:
+            return str(status["worker_id"])
+    return None
 
 
-def test_an_input_that_kills_two_worker_processes_is_quarantined(start_stack: StackFactory) -> None:
-    _, _, server = start_stack("poison", warm_models=["efficientnet-lite2"])
-    heavy = encode(chelsea().resize((3600, 2400)), "JPEG", quality=95)
+def test_an_input_that_kills_two_worker_processes_is_quarantined(
+    start_stack: StackFactory, models: tuple[Path, Gate]
+) -> None:
+    root, gate = models
+    _, _, server = start_stack("poison", model_dir=root, warm_models=["latest", "gated"], **STAGES_AS_THEY_BEGIN)
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        job_id = submit(api, heavy, model_version="efficientnet-lite2").json()["job_id"]
-        for attempt in (1, 2):  # as an out-of-memory kill or a crash in native code would
-            wait_for(partial(when_reading_or_running, api, job_id, attempt), 60, "the job on its image", 0.002)
-            os.kill(pool_pid(api, job_id), signal.SIGKILL)
-        final = wait_terminal(api, job_id, timeout=60)
+        with gate.closed():
+            job_id = submit(api, RED, model_version="gated").json()["job_id"]
+            for attempt in (1, 2):  # as an out-of-memory kill or a crash in native code would
+                wait_for(partial(in_the_model, api, job_id, attempt), JOB_TIMEOUT, f"delivery {attempt} in the model")
+                os.kill(pool_pid(api, job_id), signal.SIGKILL)
+            final = wait_terminal(api, job_id, timeout=JOB_TIMEOUT)
         letters = {entry["job_id"]: entry for entry in api.get("/admin/dlq").json()}
         healthy = submit(api, CAT_JPEG).json()["job_id"]
-        after = wait_terminal(api, healthy, timeout=60)
+        after = wait_terminal(api, healthy, timeout=JOB_TIMEOUT)
 
     assert final["status"] == "failed"
     assert final["error"]["code"] == "poison_input"
     assert final["attempts"] == 3, "the third delivery quarantined it without running it"
     evidence = letters[job_id]["crashes"]
     assert [crash["attempt"] for crash in evidence] == [1, 2]
-    assert {crash["stage"] for crash in evidence} <= {"preprocessing", "inference"}
+    assert {crash["stage"] for crash in evidence} == {"inference"}
     assert letters[job_id]["error"]["code"] == "poison_input"
     assert after["status"] == "completed", "the fleet goes on with other jobs"
 
 
-def test_repeated_sigkills_of_the_whole_worker_lose_no_job(start_stack: StackFactory) -> None:
-    # Kills can land on the same job more than once: enough attempts that every job must complete.
-    settings, worker, server = start_stack("kills", max_attempts=10)
+def test_repeated_sigkills_of_the_whole_worker_lose_no_job(
+    start_stack: StackFactory, models: tuple[Path, Gate]
+) -> None:
+    root, gate = models
+    # Kills can land on the same job more than once: enough attempts that every job must complete. A job a killed
+    # worker held waits for the restarts (all three, on a loaded machine) longer than FAST_RECOVERY's
+    # stale_job_after, and the sweeper would rightly give it up.
+    settings, worker, server = start_stack(
+        "kills", model_dir=root, warm_models=["gated"], max_attempts=10, stale_job_after=120, **STAGES_AS_THEY_BEGIN
+    )
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
-    # A PNG is decoded in full (no draft mode), so each job is in hand long enough to be caught.
-    photo = encode(chelsea().resize((1800, 1200)), "PNG")
-    job_ids: list[str] = []
-    with httpx.Client(base_url=server.url, timeout=30) as api:
-        for _ in range(3):
-            # Each round brings its own jobs: a fast worker may have finished the previous round's.
-            since = isoformat(utcnow())  # a job in hand of the worker started last, not one its predecessor left
-            job_ids += [submit(api, photo, priority=p).json()["job_id"] for p in ("low", "normal", "high", "normal")]
-            wait_for(partial(in_hand_since, api, job_ids, since), 60, "a job in hand", 0.005)
-            worker.kill()
-            worker.start()
+    with httpx.Client(base_url=server.url, timeout=30) as api, client:
+        with gate.closed():
+            job_ids = [
+                submit(api, RED, model_version="gated", priority=p).json()["job_id"]
+                for p in ("low", "normal", "high", "normal", "urgent", "low")
+            ]
+            killed: set[str] = set()
+            for _ in range(3):
+                # A job held by the worker started last: the one a killed process held still reads as in the model.
+                killed.add(
+                    wait_for(partial(held_by_another, api, job_ids, killed), JOB_TIMEOUT, "a job held by the worker")
+                )
+                worker.kill()
+                worker.start()
         finals = [wait_terminal(api, job_id, timeout=120) for job_id in job_ids]
         results = [api.get(f"/result/{job_id}").json() for job_id in job_ids]
 
-    failures = {
-        final["job_id"]: (final["attempts"], final.get("error")) for final in finals if final["status"] != "completed"
-    }
-    assert [final["status"] for final in finals] == ["completed"] * len(job_ids), failures
-    assert max(final["attempts"] for final in finals) >= 2, "the kills hit jobs in hand"
-    assert all(result["predictions"][0]["class_id"] in {281, 282, 285} for result in results)
-    # This test's jobs only: the set is shared with every stack on the Redis, and another's may be mid-job.
-    assert not any(client.sismember(keys.PROCESSING_JOBS, job_id) for job_id in job_ids)
-    assert not any(client.exists(keys.image(job_id)) for job_id in job_ids)
-    client.close()
+        failures = {
+            final["job_id"]: (final["attempts"], final.get("error"))
+            for final in finals
+            if final["status"] != "completed"
+        }
+        assert [final["status"] for final in finals] == ["completed"] * len(job_ids), failures
+        assert max(final["attempts"] for final in finals) >= 2, "the kills hit jobs in hand"
+        assert all(result["predictions"][0]["class_name"] == "red" for result in results)
+        assert not any(client.sismember(keys.PROCESSING_JOBS, job_id) for job_id in job_ids)
+        assert not any(client.exists(keys.image(job_id)) for job_id in job_ids)
 
 
 @pytest.fixture(scope="module")
-def limited(start_stack: StackFactory, spinning_models: Path) -> Iterator[httpx.Client]:
+def limited(start_stack: StackFactory, models: tuple[Path, Gate]) -> Iterator[httpx.Client]:
     _, _, server = start_stack(
-        "time-limits", model_dir=spinning_models, job_soft_time_limit=SOFT_LIMIT, job_time_limit=HARD_LIMIT
+        "time-limits",
+        model_dir=models[0],
+        job_soft_time_limit=SOFT_LIMIT,
+        job_time_limit=HARD_LIMIT,
+        **STAGES_AS_THEY_BEGIN,
     )
     with httpx.Client(base_url=server.url, timeout=30) as api:
         yield api
 
 
 def test_a_job_past_its_soft_time_limit_fails_with_a_code(limited: httpx.Client) -> None:
-    job_id = submit(limited, RED, model_version="slow").json()["job_id"]
-    final = wait_terminal(limited, job_id, timeout=60)
+    # Its model would wait for ever: only the soft limit's signal ends it.
+    job_id = submit(limited, RED, model_version="hangs").json()["job_id"]
+    final = wait_terminal(limited, job_id, timeout=JOB_TIMEOUT)
 
     assert final["status"] == "failed"
     assert final["error"]["code"] == "time_limit_exceeded"
@@ -141,11 +161,11 @@ def test_a_job_past_its_soft_time_limit_fails_with_a_code(limited: httpx.Client)
 
 def test_a_process_stuck_past_the_hard_time_limit_is_replaced(limited: httpx.Client) -> None:
     stuck = submit(limited, RED, model_version="stuck").json()["job_id"]
-    wait_for(lambda: when_reading_or_running(limited, stuck), 60, "the stuck job to run")
+    wait_for(lambda: in_the_model(limited, stuck), JOB_TIMEOUT, "the stuck job to run")
     stuck_pid = pool_pid(limited, stuck)
-    final = wait_terminal(limited, stuck, timeout=HARD_LIMIT + 30)
+    final = wait_terminal(limited, stuck, timeout=HARD_LIMIT + JOB_TIMEOUT)
     following = submit(limited, CAT_JPEG).json()["job_id"]
-    after = wait_terminal(limited, following, timeout=60)
+    after = wait_terminal(limited, following, timeout=JOB_TIMEOUT)
 
     assert final["status"] == "failed"
     assert final["error"]["code"] == "time_limit_exceeded"
@@ -157,23 +177,33 @@ def test_a_process_stuck_past_the_hard_time_limit_is_replaced(limited: httpx.Cli
 
 
 def test_sigterm_lets_the_job_in_hand_finish_and_leaves_the_queue_to_others(
-    start_stack: StackFactory, spinning_models: Path
+    start_stack: StackFactory, models: tuple[Path, Gate]
 ) -> None:
-    settings, worker, server = start_stack("warm-shutdown", model_dir=spinning_models, warm_models=["slow"])
-    with httpx.Client(base_url=server.url, timeout=30) as api:
-        in_hand = submit(api, RED, model_version="slow").json()["job_id"]
-        queued = [submit(api, RED, model_version="slow").json()["job_id"] for _ in range(2)]
-        wait_for(lambda: api.get(f"/status/{in_hand}").json()["stage"] == "inference", 30, "the job in hand")
-        assert worker.process is not None
-        os.kill(worker.process.pid, signal.SIGTERM)  # as Kubernetes and Docker stop it: the main process only
-        assert worker.process.wait(SLOW_SECONDS + 20) == 0
+    root, gate = models
+    settings, worker, server = start_stack(
+        "warm-shutdown", model_dir=root, warm_models=["gated"], **STAGES_AS_THEY_BEGIN
+    )
+    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    with httpx.Client(base_url=server.url, timeout=30) as api, client:
+        with gate.closed():
+            in_hand = submit(api, RED, model_version="gated").json()["job_id"]
+            queued = [submit(api, RED, model_version="gated").json()["job_id"] for _ in range(2)]
+            wait_for(lambda: in_the_model(api, in_hand), JOB_TIMEOUT, "the job in hand")
+            # Celery's remote-control subscription, the only pattern one on the stack's Redis: the worker drops it
+            # once it has stopped taking jobs, before it waits for the one in hand.
+            assert client.pubsub_numpat() == 1
+            assert worker.process is not None
+            os.kill(worker.process.pid, signal.SIGTERM)  # as Kubernetes and Docker stop it: the main process only
+            wait_for(lambda: client.pubsub_numpat() == 0, STOP_TIMEOUT, "the worker to stop consuming")
+            assert in_the_model(api, in_hand), "still in hand when the worker stopped consuming"
+        assert worker.process.wait(STOP_TIMEOUT) == 0
         finished = api.get(f"/status/{in_hand}").json()
         waiting = [api.get(f"/status/{job_id}").json() for job_id in queued]
 
         other = WorkerProcess(settings)
         other.start()
         try:
-            taken_over = [wait_terminal(api, job_id, timeout=60) for job_id in queued]
+            taken_over = [wait_terminal(api, job_id, timeout=JOB_TIMEOUT) for job_id in queued]
         finally:
             other.stop()
 
@@ -187,8 +217,9 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackF
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
     worker.stop()
     queue = keys.priority_list(settings.queue, 3)
-    with httpx.Client(base_url=server.url, timeout=30) as api:
-        lost, kept, unqueued = (submit(api, CAT_JPEG, priority="high").json()["job_id"] for _ in range(3))
+    with httpx.Client(base_url=server.url, timeout=30) as api, client:
+        # `unqueued` first: the sweep that finds `lost` old enough to queue again finds it old enough too.
+        unqueued, lost, kept = (submit(api, CAT_JPEG, priority="high").json()["job_id"] for _ in range(3))
         # As a worker's fetch cut off by a Redis restart would: the message is gone, the job still queued.
         # `unqueued` stands for a job of another queue sharing the Redis: not this worker's to queue again.
         for job_id in (lost, unqueued):
@@ -196,22 +227,23 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackF
             assert client.lrem(queue, 1, str(message)) == 1
         client.hset(keys.status(unqueued), QUEUED_FIELD, "visionq-test-another-queue")
         worker.start()
-        finals = [wait_terminal(api, job_id, timeout=60) for job_id in (lost, kept)]
-        time.sleep(2 * settings.sweep_interval)  # sweeps enough to have queued it, had it been eligible
+        finals = [wait_terminal(api, job_id, timeout=JOB_TIMEOUT) for job_id in (lost, kept)]
+        # Queued after that sweep: had it queued `unqueued` again, the worker would have taken it before this one.
+        later = wait_terminal(api, submit(api, CAT_JPEG, priority="high").json()["job_id"], timeout=JOB_TIMEOUT)
         left = api.get(f"/status/{unqueued}").json()
 
     assert [(f["status"], f["attempts"]) for f in finals] == [("completed", 1), ("completed", 1)]
+    assert later["status"] == "completed"
     assert (left["status"], left["attempts"]) == ("pending", 0)
-    client.close()
 
 
 @pytest.mark.parametrize("pool", ["solo", "threads"])
 def test_a_worker_that_cannot_set_up_exits_rather_than_take_jobs_it_cannot_run(
-    redis_url: str, tmp_path: Path, pool: str
+    new_redis: RedisFactory, tmp_path: Path, pool: str
 ) -> None:
     settings = Settings(
         **{**FAST_RECOVERY, "log_level": "INFO"},
-        redis_url=redis_url,
+        redis_url=new_redis(f"no-setup-{pool}"),
         data_dir=tmp_path,
         queue="visionq-test-no-setup",
         worker_pool=pool,

@@ -123,7 +123,7 @@ def test_registry_loads_each_model_once_across_threads(catalog: Catalog) -> None
     assert isinstance(results[0], TorchClassifier)
     assert registry.loaded() == ["efficientnet-lite0@1"]
     assert list(registry.load_seconds) == ["efficientnet-lite0@1"]
-    assert 0 < registry.load_seconds["efficientnet-lite0@1"] < 60
+    assert registry.load_seconds["efficientnet-lite0@1"] > 0, "its load was timed"
 
 
 def test_warm(catalog: Catalog) -> None:
