@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +29,6 @@ from visionq.settings import Settings
 WORKER_START_TIMEOUT = 60.0
 #: Seconds a `visionq api` process may take to answer its first request.
 API_START_TIMEOUT = 60.0
-#: Seconds a callbacks worker gets to fail at start-up before the test goes on with it.
-CALLBACK_WORKER_SETTLE = 1.0
 
 #: Worker settings that keep failure tests short: fast redelivery, heartbeat and sweep.
 FAST_RECOVERY: dict[str, Any] = {
@@ -132,14 +131,23 @@ class WorkerProcess:
 
 
 class CallbackWorkerProcess(WorkerProcess):
-    """`visionq worker --callbacks`: delivers callbacks; it has no heartbeat, so start() only checks it runs."""
+    """`visionq worker --callbacks`: delivers callbacks; start() waits for its heartbeat key."""
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "visionq", "worker", "--callbacks"], env=self.env(), start_new_session=True
         )
-        time.sleep(CALLBACK_WORKER_SETTLE)
+        beat = keys.deliverer(f"{socket.gethostname()}:{self.process.pid}")
+        client = redis.Redis.from_url(self.settings.broker_url)
+        try:
+            wait_for(lambda: self._alive() and client.exists(beat), WORKER_START_TIMEOUT, "the callbacks heartbeat")
+        finally:
+            client.close()
+
+    def _alive(self) -> bool:
+        assert self.process is not None
         assert self.process.poll() is None, "the callbacks worker exited during start-up"
+        return True
 
 
 class ApiProcess(WorkerProcess):
