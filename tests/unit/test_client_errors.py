@@ -74,7 +74,8 @@ def test_every_server_code_has_its_own_class() -> None:
 
 
 def test_the_sdk_knows_no_code_the_server_lacks() -> None:
-    sdk_codes = {cls.for_code for cls in ProblemError.__subclasses__()}
+    # The SDK's own classes: other tests make subclasses of their own, which live on until collected.
+    sdk_codes = {cls.for_code for cls in ProblemError.__subclasses__() if cls.__module__.startswith("visionq.")}
     assert sdk_codes == {cls.code for cls in SERVER_ERRORS}
 
 
