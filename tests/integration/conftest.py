@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,12 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty archive database: a SQLite file, then a private schema of the PostgreSQL at
-    VISIONQ_TEST_DATABASE_URL (CI sets postgresql+psycopg://postgres@127.0.0.1:5432/test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'archive.sqlite3'}"
+@contextmanager
+def archive_database(backend: str, directory: Path) -> Iterator[str]:
+    """An empty archive database: a SQLite file in `directory`, or a private schema of the PostgreSQL at
+    VISIONQ_TEST_DATABASE_URL (CI sets postgresql+psycopg://postgres@127.0.0.1:5432/test), dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'archive.sqlite3'}"
         return
     server = os.environ.get("VISIONQ_TEST_DATABASE_URL")
     if not server:
@@ -73,6 +74,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty archive database on SQLite, then on PostgreSQL (`archive_database`)."""
+    with archive_database(request.param, tmp_path) as url:
+        yield url
 
 
 StackFactory = Callable[..., tuple[Settings, WorkerProcess, ApiServer]]

@@ -10,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from factories import cat_variants
-from integration.conftest import StackFactory
+from integration.conftest import StackFactory, archive_database
 from integration.stack import submit, wait_for, wait_terminal
 from tests_support import CAT_CLASSES
 from visionq.archive.tables import ApiKey, ArchivedJob, AuditEntry
@@ -54,23 +53,8 @@ class ArchiveStack:
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """conftest's `database_url` for the whole module: each backend's stack (a worker start) serves all its
     tests. An empty SQLite file, then a private schema of the PostgreSQL at VISIONQ_TEST_DATABASE_URL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('archive-sqlite') / 'archive.sqlite3'}"
-        return
-    server = os.environ.get("VISIONQ_TEST_DATABASE_URL")
-    if not server:
-        pytest.skip("set VISIONQ_TEST_DATABASE_URL to a PostgreSQL database to run the archive tests on it")
-    schema = f"visionq_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with archive_database(request.param, tmp_path_factory.mktemp(f"archive-{request.param}")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
