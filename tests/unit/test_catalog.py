@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from visionq.errors import ModelNotFound
+from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
 from visionq.inference.catalog import (
     BUILTIN_SPECS,
+    DEFAULT_CROP_FRACTION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Catalog,
@@ -132,6 +134,37 @@ def test_builtin_catalog() -> None:
     assert catalog.labels(lite0) is imagenet_labels()
 
 
+@pytest.mark.parametrize(
+    ("arch", "size"), [("efficientnet-lite0", 224), ("efficientnet-lite1", 240), ("efficientnet-lite2", 260)]
+)
+@pytest.mark.parametrize("suffix", ["", "-int8"])
+def test_each_builtin_declares_its_reference_evaluations_transform(arch: str, size: int, suffix: str) -> None:
+    # tensorflow/tpu models/official/efficientnet: CROP_PADDING = 32, a bicubic resize, MEAN_RGB = STDDEV_RGB
+    # of the Lite models [127.0] and [128.0] on 0..255 pixels.
+    spec = Catalog(BUILTIN_SPECS, default="efficientnet-lite0").resolve(f"{arch}{suffix}@1")
+
+    assert spec.transform == Transform(
+        input_size=size,
+        resize=Resize.CENTER_CROP,
+        crop_fraction=size / (size + 32),
+        interpolation=Interpolation.BICUBIC,
+        mean=(127 / 255,) * 3,
+        std=(128 / 255,) * 3,
+        channel_order=ChannelOrder.RGB,
+    )
+
+
+def test_the_canonical_preprocessing_of_lite0_is_pinned() -> None:
+    # A receipt's `preprocessing` string: a change here changes every receipt, so it must be on purpose.
+    spec = Catalog(BUILTIN_SPECS, default="efficientnet-lite0").resolve("efficientnet-lite0@1")
+
+    assert spec.transform.canonical() == (
+        "decode=exif_upright,rgb,alpha_on_white;resize=center_crop(0.875);size=224x224;interpolation=bicubic;"
+        "scale=1/255;mean=0.4980392156862745,0.4980392156862745,0.4980392156862745;"
+        "std=0.5019607843137255,0.5019607843137255,0.5019607843137255;channels=RGB;layout=NCHW,float32"
+    )
+
+
 def test_imagenet_labels() -> None:
     labels = imagenet_labels()
     assert len(labels) == 1000
@@ -221,6 +254,50 @@ def test_manifest_mean_std_and_imagenet_labels(tmp_path: Path) -> None:
     assert (spec.labels, spec.num_classes) == ("imagenet", 1000)
 
 
+def test_a_manifest_without_a_transform_keeps_the_default_squash(tmp_path: Path) -> None:
+    spec = load_manifest(_model_folder(tmp_path, "tiny", GOOD_MANIFEST) / "manifest.toml")
+
+    assert spec.transform == Transform(input_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    assert (spec.resize, spec.interpolation, spec.channel_order) == (
+        Resize.SQUASH,
+        Interpolation.BILINEAR,
+        ChannelOrder.RGB,
+    )
+
+
+def test_a_manifest_declares_its_whole_transform(tmp_path: Path) -> None:
+    manifest = GOOD_MANIFEST.replace(
+        "input_size = 32",
+        'input_size = 32\nresize = "center_crop"\ncrop_fraction = 0.9\ninterpolation = "lanczos"\n'
+        'channel_order = "BGR"',
+    )
+    spec = load_manifest(_model_folder(tmp_path, "tiny", manifest) / "manifest.toml")
+
+    assert spec.transform == Transform(
+        input_size=32,
+        resize=Resize.CENTER_CROP,
+        crop_fraction=0.9,
+        interpolation=Interpolation.LANCZOS,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        channel_order=ChannelOrder.BGR,
+    )
+
+
+def test_a_centre_crop_without_a_fraction_keeps_the_usual_224_of_256(tmp_path: Path) -> None:
+    manifest = GOOD_MANIFEST.replace("input_size = 32", 'input_size = 32\nresize = "center_crop"')
+    spec = load_manifest(_model_folder(tmp_path, "tiny", manifest) / "manifest.toml")
+
+    assert spec.crop_fraction == DEFAULT_CROP_FRACTION == 224 / 256
+
+
+def test_a_letterbox_manifest_is_taken(tmp_path: Path) -> None:
+    manifest = GOOD_MANIFEST.replace("input_size = 32", 'input_size = 32\nresize = "letterbox"')
+    spec = load_manifest(_model_folder(tmp_path, "tiny", manifest) / "manifest.toml")
+
+    assert (spec.resize, spec.crop_fraction) == (Resize.LETTERBOX, 1.0)
+
+
 def test_user_models_and_labels_through_build_catalog(tmp_path: Path) -> None:
     _model_folder(tmp_path, "a", GOOD_MANIFEST)
     _model_folder(tmp_path, "b", GOOD_MANIFEST.replace("version = 2", "version = 10"))
@@ -300,6 +377,16 @@ def test_missing_model_dir_is_refused(tmp_path: Path) -> None:
         ('weights = "model.onnx"', 'weights = "missing.onnx"', "weights: file 'missing.onnx' does not exist"),
         ('labels = "labels.txt"', 'labels = "nope.txt"', "labels: file 'nope.txt' does not exist"),
         ("version = 2", "version = 2 =", "invalid TOML"),
+        ("input_size = 32", 'input_size = 32\nresize = "crop"', "resize: Input should be 'squash', 'center_crop' or"),
+        ("input_size = 32", "input_size = 32\ncrop_fraction = 0.9", 'crop_fraction applies only to resize = "center_'),
+        (
+            "input_size = 32",
+            'input_size = 32\nresize = "center_crop"\ncrop_fraction = 0',
+            "crop_fraction: Input should",
+        ),
+        ("input_size = 32", 'input_size = 32\nresize = "center_crop"\ncrop_fraction = 1.5', "crop_fraction: Input sho"),
+        ("input_size = 32", 'input_size = 32\ninterpolation = "cubic"', "interpolation: Input should be 'nearest'"),
+        ("input_size = 32", 'input_size = 32\nchannel_order = "rgb"', "channel_order: Input should be 'RGB' or 'BGR'"),
     ],
 )
 def test_broken_manifest_names_file_and_problem(tmp_path: Path, old: str, new: str, problem: str) -> None:

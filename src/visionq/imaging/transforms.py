@@ -137,7 +137,9 @@ class Transform:
             resized = _letterbox(image, size, resample, fill=tuple(round(v * 255) for v in self.mean))
         else:
             box = self.crop_box(image.width, image.height)
-            resized = image.resize((size, size), resample, box=box, reducing_gap=_REDUCING_GAP)
+            # Cropped first, as the reference does: resize's own `box` would let the filter read past the crop.
+            cropped = image if box == (0, 0, image.width, image.height) else image.crop(box)
+            resized = cropped.resize((size, size), resample, reducing_gap=_REDUCING_GAP)
         pixels = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
         normalised = (pixels - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         if self.channel_order is ChannelOrder.BGR:

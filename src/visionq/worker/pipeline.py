@@ -20,7 +20,7 @@ StageReporter = Callable[[Stage], object]
 #: A draft JPEG decode keeps at least this many source pixels per model input pixel, across the part of the
 #: image the transform resizes: the least that keeps the draft's answers those of a full decode on 99% of
 #: images (measured by bench/draft_agreement.py; docs/models.md gives the figures).
-DRAFT_SCALE = 1.0
+DRAFT_SCALE = 3.0
 
 
 @dataclass(frozen=True)
