@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from visionq.jobs.snapshot import ClusterSnapshot
 from visionq.jobs.states import JobStatus
-from visionq.jobs.tracker import BATCH_BUCKETS, INFERENCE_BUCKETS
+from visionq.jobs.tracker import BATCH_BUCKETS, CONFIDENCE_BUCKETS, INFERENCE_BUCKETS
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -50,6 +50,13 @@ class _ClusterCollector(Collector):
         )
         yield _histogram(
             "visionq_inference_batch_size", "Images per call of the model.", snap.inference, "batch:", BATCH_BUCKETS
+        )
+        yield _histogram(
+            "visionq_prediction_confidence",
+            "Top-1 confidence of each completed job, by the model that served it.",
+            snap.inference,
+            "confidence:",
+            CONFIDENCE_BUCKETS,
         )
         loads = GaugeMetricFamily(
             "visionq_model_load_seconds",

@@ -21,7 +21,7 @@ from visionq.archive.rows import outcome_from_row, row_from_job
 from visionq.archive.tables import Base
 from visionq.embedded import EmbeddedRedis
 from visionq.jobs import keys, scripts
-from visionq.jobs.records import FailureBody, ResultBody
+from visionq.jobs.records import FailureBody, Receipt, ResultBody
 from visionq.jobs.states import JobStatus
 from visionq.jobs.tracker import JobTracker
 
@@ -102,6 +102,28 @@ def test_a_saved_row_reads_back_and_saving_again_updates_it(archive: Archive) ->
     assert found.created_at.utcoffset() == timedelta(0)
     assert outcome_from_row(found) == result
     assert archive.find("no-such-job") is None
+
+
+def test_a_result_s_receipt_is_kept_and_read_back(archive: Archive) -> None:
+    done = new_record().model_copy(update={"status": JobStatus.COMPLETED, "attempts": 1})
+    result = result_for(done)
+    receipt = Receipt(
+        image_sha256="ab" * 32,
+        weights_sha256="cd" * 32,
+        runtime="onnxruntime",
+        runtime_version="1.32.0",
+        precision="fp32",
+        preprocessing="decode=exif_upright,rgb,alpha_on_white;resize=squash;size=224x224",
+        preprocessing_sha256="ef" * 32,
+        labels_sha256="01" * 32,
+    )
+    with_receipt = result.model_copy(update={"metadata": result.metadata.model_copy(update={"receipt": receipt})})
+    archive.save([row_from_job(done, with_receipt)])
+
+    found = archive.find(done.job_id)
+    assert found is not None
+    assert found.receipt == receipt.model_dump()
+    assert outcome_from_row(found) == with_receipt
 
 
 def test_an_older_snapshot_written_late_does_not_replace_a_newer_row(archive: Archive) -> None:

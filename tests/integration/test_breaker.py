@@ -77,6 +77,11 @@ def test_a_model_that_cannot_load_is_replaced_by_the_fallback_then_restored(api:
     assert model(api, "flaky")["breaker"] == "open"
     metrics = api.get("/metrics").text
     assert 'visionq_model_breaker_state{model_version="flaky@1"} 2.0' in metrics
+    assert 'visionq_prediction_confidence_count{model_version="steady@1"}' in metrics, "counted for who served it"
+    assert 'visionq_prediction_confidence_count{model_version="flaky@1"}' not in metrics
+    card = api.get("/models/flaky@1").json()
+    assert (card["breaker"], card["loaded"]) == ("open", False)
+    assert "failed to load" in card["breaker_reason"]
 
     strict = submit(api, RED, model_version="flaky", fallback="false").json()["job_id"]
     failed = wait_terminal(api, strict)

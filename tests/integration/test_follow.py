@@ -128,3 +128,25 @@ def test_metrics_count_real_jobs_and_requests(api: httpx.Client) -> None:
     for priority in ("low", "normal", "high", "urgent"):
         assert ("visionq_queue_depth", (("priority", priority),)) in after
     assert ("visionq_active_jobs", ()) in after
+
+
+def test_metrics_histogram_each_completed_jobs_top1_confidence_per_model(api: httpx.Client) -> None:
+    model = "efficientnet-lite1@1"
+    before = samples(api)
+    job_id = submit(api, CAT_JPEG, model_version=model).json()["job_id"]
+    assert wait_terminal(api, job_id)["status"] == "completed"
+    confidence = api.get(f"/result/{job_id}").json()["confidence_score"]
+    after = samples(api)
+
+    def bucket(le: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return "visionq_prediction_confidence_bucket", (("le", le), ("model_version", model))
+
+    count = ("visionq_prediction_confidence_count", (("model_version", model),))
+    assert after[count] >= before.get(count, 0) + 1
+    assert after[bucket("+Inf")] == after[count]
+    bounds = sorted(float(dict(labels)["le"]) for name, labels in after if name == bucket("1.0")[0])
+    assert bounds[-1] == float("inf")
+    least = next(f"{bound}" for bound in bounds if confidence <= bound)
+    assert after[bucket(least)] >= before.get(bucket(least), 0) + 1, f"{confidence} counts in le={least}"
+    total = ("visionq_prediction_confidence_sum", (("model_version", model),))
+    assert after[total] >= before.get(total, 0) + confidence - 1e-9

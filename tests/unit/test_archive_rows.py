@@ -14,6 +14,7 @@ from visionq.jobs.records import (
     ImageInfo,
     JobRecord,
     Prediction,
+    Receipt,
     ResultBody,
     ResultMetadata,
 )
@@ -112,3 +113,24 @@ def test_a_result_served_by_the_fallback_keeps_who_served_it_and_why() -> None:
 
     assert row["model_version"] == row["served_by"] == "efficientnet-lite1@1"
     assert outcome_from_row(ArchivedJob(**row)) == degraded
+
+
+def test_a_result_keeps_its_receipt_and_one_without_reads_back_without() -> None:
+    receipt = Receipt(
+        image_sha256="ab" * 32,
+        weights_sha256="cd" * 32,
+        runtime="onnxruntime",
+        runtime_version="1.32.0",
+        precision="fp32",
+        preprocessing="decode=exif_upright,rgb,alpha_on_white;resize=squash",
+        preprocessing_sha256="ef" * 32,
+        labels_sha256="01" * 32,
+    )
+    with_receipt = RESULT.model_copy(update={"metadata": RESULT.metadata.model_copy(update={"receipt": receipt})})
+    row = row_from_job(RECORD, with_receipt)
+
+    assert row["receipt"] == receipt.model_dump()
+    assert outcome_from_row(ArchivedJob(**row)) == with_receipt
+    without = outcome_from_row(ArchivedJob(**row_from_job(RECORD, RESULT)))
+    assert isinstance(without, ResultBody)
+    assert without.metadata.receipt is None

@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from visionq.jobs.snapshot import ClusterSnapshot
-from visionq.jobs.tracker import INFERENCE_BUCKETS
+from visionq.jobs.tracker import CONFIDENCE_BUCKETS, INFERENCE_BUCKETS, bucket_of
 from visionq.metrics import Metrics
 
 MODEL = "efficientnet-lite0@1"
@@ -103,6 +103,45 @@ def test_inference_buckets_are_cumulative(metrics: Metrics) -> None:
     assert len(values) == len(INFERENCE_BUCKETS) + 1
 
 
+def test_prediction_confidence_is_a_cumulative_histogram_per_model(metrics: Metrics) -> None:
+    # Three jobs as the workers count them: two confident answers (0.93, 0.999) and one unsure (0.31).
+    fields = {"confidence:in:0.95": 1.0, "confidence:in:0.999": 1.0, "confidence:in:0.35": 1.0}
+    fields |= {"confidence:count": 3.0, "confidence:sum": 2.239}
+    families = scrape(metrics, ClusterSnapshot(inference={MODEL: fields}))
+
+    assert families["visionq_prediction_confidence"][0] == "histogram"
+    buckets = _samples(families, "visionq_prediction_confidence", "visionq_prediction_confidence_bucket")
+    assert {sample.labels["model_version"] for sample in buckets} == {MODEL}
+    by_bound = {sample.labels["le"]: sample.value for sample in buckets}
+    assert len(by_bound) == len(CONFIDENCE_BUCKETS) + 1
+    assert (by_bound["0.3"], by_bound["0.35"], by_bound["0.9"], by_bound["0.95"]) == (0.0, 1.0, 1.0, 2.0)
+    assert by_bound["1.0"] == by_bound["+Inf"] == 3.0
+    [count] = _samples(families, "visionq_prediction_confidence", "visionq_prediction_confidence_count")
+    assert count.value == 3.0
+
+
+def test_the_inference_histogram_is_apart_from_the_confidence_one(metrics: Metrics) -> None:
+    families = scrape(metrics)  # the model has inference figures only
+    [count] = _samples(families, "visionq_prediction_confidence", "visionq_prediction_confidence_count")
+    assert count.value == 0.0
+    [count] = _samples(families, "visionq_model_inference_seconds", "visionq_model_inference_seconds_count")
+    assert count.value == 4.0
+
+
+@pytest.mark.parametrize(
+    ("confidence", "bucket"), [(0.0, 0.05), (0.05, 0.05), (0.3100001, 0.35), (0.98, 0.99), (0.9995, 1.0), (1.0, 1.0)]
+)
+def test_a_confidence_counts_in_the_least_bucket_it_does_not_exceed(confidence: float, bucket: float) -> None:
+    assert bucket_of(confidence, CONFIDENCE_BUCKETS) == bucket
+
+
+def test_confidence_buckets_are_probabilities_finer_near_one() -> None:
+    assert list(CONFIDENCE_BUCKETS) == sorted(set(CONFIDENCE_BUCKETS))
+    assert CONFIDENCE_BUCKETS[0] > 0
+    assert CONFIDENCE_BUCKETS[-1] == 1.0
+    assert [str(bound) for bound in CONFIDENCE_BUCKETS[:3]] == ["0.05", "0.1", "0.15"], "bounds print exactly"
+
+
 def test_an_empty_cluster_still_exposes_every_metric() -> None:
     families = scrape(Metrics(), ClusterSnapshot())
     expected = {
@@ -111,6 +150,7 @@ def test_an_empty_cluster_still_exposes_every_metric() -> None:
         "visionq_active_jobs",
         "visionq_queue_depth",
         "visionq_model_inference_seconds",
+        "visionq_prediction_confidence",
         "visionq_jobs",
     }
     assert expected <= set(families)

@@ -16,6 +16,7 @@ ROUTES = [
     ("get", "/status/{job_id}"),
     ("get", "/result/{job_id}"),
     ("get", "/models"),
+    ("get", "/models/{ref}"),
     ("get", "/health"),
     ("get", "/health/ready"),
     ("get", "/metrics"),
@@ -66,6 +67,18 @@ def test_job_routes_document_not_found(openapi: dict[str, Any], path: str) -> No
     response = openapi["paths"][path]["get"]["responses"]["404"]
     assert response["content"][PROBLEM_MEDIA_TYPE]["schema"] == PROBLEM_SCHEMA
     assert "`not_found`" in response["description"]
+
+
+def test_the_model_card_documents_not_found_and_its_fields(openapi: dict[str, Any]) -> None:
+    operation = openapi["paths"]["/models/{ref}"]["get"]
+    response = operation["responses"]["404"]
+    assert response["content"][PROBLEM_MEDIA_TYPE]["schema"] == PROBLEM_SCHEMA
+    assert "`not_found`" in response["description"]
+    card = _resolve(openapi, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    expected = {"transform", "weights_sha256", "precision", "agreement", "breaker", "name", "version", "aliases"}
+    assert expected <= set(card["properties"])
+    transform = _resolve(openapi, card["properties"]["transform"])
+    assert set(_resolve(openapi, transform["properties"]["resize"])["enum"]) == {"center_crop", "squash", "letterbox"}
 
 
 def test_problem_descriptions_name_the_codes(openapi: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
@@ -80,6 +80,65 @@ class ModelInfo(BaseModel):
     description: str = ""
     breaker: str = Field(
         default="closed", description="`closed`; `open` while the model is unavailable; `half_open` while probed."
+    )
+
+
+class TransformInfo(BaseModel):
+    """A model's whole preprocessing, as its spec declares it (`visionq.imaging.transforms.Transform`)."""
+
+    resize: Literal["center_crop", "squash", "letterbox"] = Field(
+        description="`center_crop`: the centred square of `crop_fraction` of the shorter side, resized; `squash`: "
+        "the whole image resized to the square; `letterbox`: the whole image fitted inside it, undistorted, on the "
+        "mean colour."
+    )
+    crop_fraction: float = Field(
+        description="`center_crop` only (1.0 otherwise): the square's side as a share of the image's shorter side."
+    )
+    interpolation: str = Field(
+        description="Pillow's filter: `nearest`, `box`, `bilinear`, `hamming`, `bicubic` or `lanczos`."
+    )
+    mean: tuple[float, float, float] = Field(description="Subtracted per channel, R, G, B, on a 0..1 pixel scale.")
+    std: tuple[float, float, float] = Field(description="Divided by per channel, R, G, B, on a 0..1 pixel scale.")
+    input_size: int = Field(description="The side of the model's square input, in pixels.")
+    channel_order: Literal["RGB", "BGR"] = Field(description="The channel order the model takes.")
+
+
+class ModelCard(ModelInfo):
+    """`GET /models/{ref}`: one model version's `/models` entry plus how it turns an image into its input, and
+    what the live workers report of the model they run. Those reported figures are null until a live worker
+    has loaded the model (and stay null where they do not apply)."""
+
+    transform: TransformInfo
+    preprocessing: str = Field(
+        description="The whole transform as one canonical line (the result receipt's `preprocessing`): equal lines "
+        "mean equal inputs for equal images."
+    )
+    preprocessing_sha256: str = Field(description="SHA-256 (hex) of `preprocessing`.")
+    labels_sha256: str = Field(
+        description="SHA-256 (hex) of the model's class names in class-id order, joined with newlines (the result "
+        "receipt's `labels_sha256`); `num_classes` is how many there are."
+    )
+    weights_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of the weights file the workers run, as a live worker reports it; null until "
+        "one has loaded the model.",
+    )
+    runtime_version: str | None = Field(
+        default=None,
+        description="The version of the runtime (`runtime`) a live worker runs the model with; null until one has "
+        "loaded it.",
+    )
+    agreement_sample: int | None = Field(
+        default=None,
+        description="How many inputs `agreement` was measured on; null when `agreement` is.",
+    )
+    cpu_feature: str | None = Field(
+        default=None,
+        description="For an int8 build: the CPU feature its integer kernels use on the reporting worker "
+        "(e.g. `avx512_vnni`); null otherwise, or until a live worker has loaded it.",
+    )
+    breaker_reason: str | None = Field(
+        default=None, description="Why the circuit breaker opened (its last failure); null while it is closed."
     )
 
 

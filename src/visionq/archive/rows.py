@@ -11,6 +11,7 @@ from visionq.jobs.records import (
     JobError,
     JobRecord,
     Prediction,
+    Receipt,
     ResultBody,
     ResultMetadata,
     isoformat,
@@ -45,6 +46,7 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
         "degraded_reason": None,
         "batch_size": None,
         "batch_wait": None,
+        "receipt": None,
         "error_code": record.error_code,
         "error_message": record.error_message,
         "created_at": parse_time(record.created_at),
@@ -63,6 +65,7 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
             "degraded_reason": result.metadata.degraded_reason,
             "batch_size": result.metadata.batch_size,
             "batch_wait": result.metadata.batch_wait,
+            "receipt": result.metadata.receipt.model_dump() if result.metadata.receipt is not None else None,
             "model_version": result.model_version,
             "completed_at": parse_time(result.completed_at),
         }
@@ -89,6 +92,7 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
                 degraded_reason=row.degraded_reason,
                 batch_size=row.batch_size,
                 batch_wait=row.batch_wait,
+                receipt=Receipt.model_validate(row.receipt) if row.receipt is not None else None,
             ),
         )
     if status in (JobStatus.FAILED, JobStatus.CANCELLED):

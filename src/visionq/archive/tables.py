@@ -73,6 +73,8 @@ class ArchivedJob(Base):
     batch_size: Mapped[int | None] = mapped_column(Integer)
     """Images in the call of the model that classified the job (dynamic batching)."""
     batch_wait: Mapped[float | None] = mapped_column(Float)
+    receipt: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What ran, as digests (the result's `metadata.receipt`); NULL for jobs archived before receipts."""
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 

@@ -33,6 +33,7 @@ from visionq.cli.progress import JobBars
 from visionq.cli.report import (
     ImageJob,
     accepted_table,
+    card_table,
     failure_text,
     json_line,
     models_table,
@@ -242,9 +243,23 @@ def watch(
 
 
 def models(
-    as_json: JsonOption = False, url: UrlOption = None, api_key: ApiKeyOption = None, token: TokenOption = None
+    ref: Annotated[
+        str | None, typer.Argument(help="Show this model's card instead: `latest`, a name, or name@version.")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """List the models the service offers and whether a worker has them loaded."""
+    """List the models the service offers and whether a worker has them loaded, or show one model's card."""
+    if ref is not None:
+        with open_client(url, api_key, token) as client, _failures_reported(as_json):
+            card = client.model(ref)
+        if as_json:
+            typer.echo(json_line(card.model_dump(mode="json")))
+        else:
+            console.print(card_table(card))
+        return
     with open_client(url, api_key, token) as client, _failures_reported(as_json):
         listing = client.models()
     if as_json:

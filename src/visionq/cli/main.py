@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from visionq.cli import admin, jobs, keys
+from visionq.cli import admin, jobs, keys, verify
 from visionq.cli.options import console, errors, load_settings
 from visionq.logging import configure_logging
 from visionq.settings import WorkerPool
@@ -168,7 +168,7 @@ def worker_alive(
         raise typer.Exit(1)
 
 
-for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models):
+for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models, verify.verify):
     app.command()(command)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
-from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client.common import Outcome
 from visionq.client.errors import ClientError, ConnectionFailed, JobTimeout, ProblemError
 from visionq.jobs.records import FailureBody, ResultBody, StatusBody
@@ -173,6 +173,38 @@ def models_table(models: list[ModelInfo]) -> Table:
             info.runtime,
             "yes" if info.loaded else "no",
         )
+    return table
+
+
+def card_table(card: ModelCard) -> Table:
+    """One model's card, a field a row; `-` where the workers have not reported a figure."""
+    table = Table(show_header=False, show_edge=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    transform = card.transform
+    crop = f" {transform.crop_fraction:g}" if transform.resize == "center_crop" else ""
+    rows = {
+        "model": f"{card.name}@{card.version}",
+        "aliases": ", ".join(card.aliases) or "-",
+        "description": card.description or "-",
+        "runtime": " ".join(filter(None, (card.runtime, card.runtime_version))),
+        "precision": card.precision,
+        "agreement": "-" if card.agreement is None else f"{card.agreement:.3f} of {card.agreement_sample or '?'}",
+        "loaded": "yes" if card.loaded else "no",
+        "breaker": card.breaker + (f" ({card.breaker_reason})" if card.breaker_reason else ""),
+        "input": f"{transform.input_size}×{transform.input_size} {transform.channel_order}",
+        "resize": f"{transform.resize}{crop}, {transform.interpolation}",
+        "mean": ", ".join(f"{v:.4f}" for v in transform.mean),
+        "std": ", ".join(f"{v:.4f}" for v in transform.std),
+        "classes": str(card.num_classes),
+        "preprocessing": card.preprocessing_sha256,
+        "labels": card.labels_sha256,
+        "weights": card.weights_sha256 or "-",
+    }
+    if card.cpu_feature:
+        rows["cpu feature"] = card.cpu_feature
+    for name, value in rows.items():
+        table.add_row(name, value)
     return table
 
 

@@ -7,7 +7,7 @@
 Guide: docs/sdk.md. The wire models are the server's own (plain pydantic), re-exported here.
 """
 
-from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo, TransformInfo
 from visionq.client.aio import AsyncClient
 from visionq.client.common import ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import (
@@ -33,7 +33,7 @@ from visionq.client.errors import (
     problem_class,
 )
 from visionq.client.sync import Client
-from visionq.jobs.records import FailureBody, JobError, Prediction, ResultBody, StatusBody
+from visionq.jobs.records import FailureBody, JobError, Prediction, Receipt, ResultBody, ResultMetadata, StatusBody
 
 __all__ = [
     "AsyncClient",
@@ -52,6 +52,7 @@ __all__ = [
     "JobError",
     "JobRef",
     "JobTimeout",
+    "ModelCard",
     "ModelInfo",
     "ModelNotFoundError",
     "NotFinished",
@@ -63,8 +64,11 @@ __all__ = [
     "ProblemError",
     "QueueFullError",
     "RateLimitedError",
+    "Receipt",
     "ResultBody",
+    "ResultMetadata",
     "StatusBody",
+    "TransformInfo",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
     "ValidationError",

@@ -17,7 +17,7 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client import common
 from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import NotFinished, ProblemError
@@ -118,6 +118,10 @@ class AsyncClient:
     async def models(self) -> list[ModelInfo]:
         """The server's model catalog."""
         return await self._send(common.models_call())
+
+    async def model(self, ref: str) -> ModelCard:
+        """One model's card (`latest`, a name, or `name@version`); raises NotFoundError for an unknown one."""
+        return await self._send(common.model_call(ref))
 
     async def wait(
         self,

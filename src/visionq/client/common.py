@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import httpx
 import pydantic
 
-from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client.errors import ConnectionFailed, JobTimeout, NotFinished, ProblemError, problem_class
 from visionq.jobs.records import FailureBody, ResultBody, StatusBody
 from visionq.settings import get_settings
@@ -171,6 +171,10 @@ def models_call() -> Call[list[ModelInfo]]:
     return Call("GET", "/models", parse_models)
 
 
+def model_call(ref: str) -> Call[ModelCard]:
+    return Call("GET", f"/models/{quote(ref, safe='@')}", parse_model)
+
+
 def _segment(job: JobRef) -> str:
     return quote(job_id(job), safe="")
 
@@ -180,6 +184,7 @@ _STATUS = pydantic.TypeAdapter(StatusBody)
 # ResultBody requires `predictions` and FailureBody requires `error`, so exactly one of them fits a body.
 _OUTCOME: pydantic.TypeAdapter[Outcome] = pydantic.TypeAdapter(Outcome)
 _MODELS = pydantic.TypeAdapter(list[ModelInfo])
+_CARD = pydantic.TypeAdapter(ModelCard)
 
 
 def parse_accepted(response: httpx.Response) -> JobAccepted:
@@ -203,6 +208,11 @@ def parse_result(response: httpx.Response) -> Outcome:
 def parse_models(response: httpx.Response) -> list[ModelInfo]:
     raise_for_problem(response)
     return _validate(response, _MODELS)
+
+
+def parse_model(response: httpx.Response) -> ModelCard:
+    raise_for_problem(response)
+    return _validate(response, _CARD)
 
 
 def _validate(response: httpx.Response, adapter: pydantic.TypeAdapter[T]) -> T:

@@ -15,7 +15,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import connect as ws_connect
 
-from visionq.api.schemas import JobAccepted, ModelInfo
+from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client import common
 from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import NotFinished, ProblemError
@@ -114,6 +114,10 @@ class Client:
     def models(self) -> list[ModelInfo]:
         """The server's model catalog."""
         return self._send(common.models_call())
+
+    def model(self, ref: str) -> ModelCard:
+        """One model's card (`latest`, a name, or `name@version`); raises NotFoundError for an unknown one."""
+        return self._send(common.model_call(ref))
 
     def wait(self, job: JobRef, timeout: float | None = DEFAULT_WAIT, *, on_status: OnStatus | None = None) -> Outcome:
         """Block until the job finishes and return its outcome; raise JobTimeout (a TimeoutError) after

@@ -15,9 +15,10 @@ the file and the problem, rather than a service that half works.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
@@ -40,6 +41,7 @@ __all__ = [
     "Catalog",
     "ManifestError",
     "build_catalog",
+    "labels_sha256",
     "load_manifest",
     "load_user_models",
     "read_labels_file",
@@ -164,6 +166,11 @@ def _describe(error: ValidationError) -> str:
             msg = "required field is missing"
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(dict.fromkeys(parts))  # without repeats, in order
+
+
+def labels_sha256(names: Sequence[str]) -> str:
+    """The digest of a model's class names (index order, joined with a newline) that a result's receipt carries."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 def read_labels_file(path: Path) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from visionq.errors import ModelNotFound
 from visionq.inference.catalog import Catalog
 from visionq.inference.classifier import Classifier
 from visionq.inference.export import Verification
+from visionq.inference.receipts import ModelIdentity, identify
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 
 __all__ = ["ALL_MODELS", "ModelRegistry", "onnx_runs_on"]
@@ -65,6 +66,8 @@ class ModelRegistry:
         self.exports: dict[str, Verification] = {}
         #: Seconds each model took to load, by ref.
         self.load_seconds: dict[str, float] = {}
+        #: What each model loaded as (weights file and its digest, runtime), by ref; its last load's after an unload.
+        self.identities: dict[str, ModelIdentity] = {}
         self._models: dict[str, Classifier] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -121,6 +124,16 @@ class ModelRegistry:
 
     def is_loaded(self, spec: ModelSpec) -> bool:
         return spec.ref in self._models
+
+    def identity(self, spec: ModelSpec) -> ModelIdentity:
+        """What `spec` runs as in this process: the weights file that runs (a built-in's ONNX export or int8 build
+        on ONNX Runtime, its state dict on PyTorch, a user's file), that file's SHA-256, the runtime. Hashed once
+        per load; the model is loaded first if it is not."""
+        identity = self.identities.get(spec.ref)
+        if identity is None:
+            self.get(spec)
+            identity = self.identities[spec.ref]
+        return identity
 
     def _export(self, spec: ModelSpec) -> Classifier | None:
         """A built-in model on ONNX Runtime from its checked export or int8 build; None (PyTorch then) if an
@@ -187,6 +200,7 @@ class ModelRegistry:
 
             model = TorchClassifier(spec)
         model.setup(self.device)
+        self.identities[spec.ref] = identify(model)
         seconds = time.perf_counter() - started
         self.load_seconds[spec.ref] = seconds
         runtime = "onnx" if spec.ref in self.exports else spec.runtime.value

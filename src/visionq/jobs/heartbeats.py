@@ -32,7 +32,8 @@ class Heartbeat(BaseModel):
     load_seconds: dict[str, float] = Field(default_factory=dict)
     """How long each of them took to load."""
     exports: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """How each built-in model served from a verified export runs: runtime, agreement, sample."""
+    """How each model it loaded runs, by ref: `runtime`; `agreement` and `sample` of a built-in's verified export
+    (None for a model run as it is); `weights_sha256` and `runtime_version` of the weights file that runs."""
     jobs_done: int = 0
 
     def to_redis(self) -> dict[str, str | int]:

@@ -25,7 +25,7 @@ visionq:models:unload    hash   model ref → when an admin asked workers to unl
 visionq:breaker:{ref}    hash   a model's circuit breaker: state, failures in a row, opened_at, reason
 visionq:breaker:{ref}:probe  string  held by the one job probing a half-open breaker; TTL = cool-down
 visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); total processing seconds
-visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds
+visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds, batch sizes, top-1 confidence
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
 unacked                  hash   kombu's messages delivered to a worker and not yet acknowledged
 visionq:lock:requeue:{queue}  string  held by the one worker of a queue looking for jobs whose message was lost

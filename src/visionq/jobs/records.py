@@ -60,6 +60,28 @@ class StatusBody(BaseModel):
     error: JobError | None = None
 
 
+class Receipt(BaseModel):
+    """What a completed job ran, as digests: enough to re-run it elsewhere and check the answer (`visionq verify`).
+
+    Each `*_sha256` is a lowercase hex SHA-256."""
+
+    image_sha256: str
+    """Of the uploaded bytes."""
+    weights_sha256: str
+    """Of the weights file that ran: the ONNX export or int8 build of a built-in on ONNX Runtime, its PyTorch
+    state dict on PyTorch, a user model's own file."""
+    runtime: str
+    """`onnxruntime` or `torch`."""
+    runtime_version: str
+    precision: str
+    """`fp32` or `int8`."""
+    preprocessing: str
+    """The whole transform, decoding included, as one canonical line (`Transform.canonical()`)."""
+    preprocessing_sha256: str
+    labels_sha256: str
+    """Of the class names, index order, joined with a newline."""
+
+
 class ResultMetadata(BaseModel):
     image: ImageInfo
     queue_time: float
@@ -74,6 +96,8 @@ class ResultMetadata(BaseModel):
     """Images in the call of the model that classified this one (dynamic batching); 1 when it ran alone."""
     batch_wait: float | None = None
     """Seconds that call waited for other jobs' images still being decoded; 0 when none were on their way."""
+    receipt: Receipt | None = None
+    """What ran, as digests; absent from results archived before receipts existed."""
 
 
 class ResultBody(BaseModel):

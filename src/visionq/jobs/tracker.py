@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 #: Bucket bounds (seconds) of the inference-time histogram kept in Redis for `visionq_model_inference_seconds`.
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Bucket bounds of the top-1 confidence histogram kept in Redis for `visionq_prediction_confidence`: steps of
+#: 0.05, finer near 1 where a confident model's answers crowd, and 1.0 so that every answer has a finite bucket.
+CONFIDENCE_BUCKETS = (
+    *(round(0.05 * step, 2) for step in range(1, 20)),
+    0.975,
+    0.99,
+    0.995,
+    0.999,
+    1.0,
+)
 #: Jobs the sweeper gives up in one pass; the rest wait for the next pass.
 SWEEP_BATCH = 100
 
@@ -133,16 +143,27 @@ class JobTracker:
         (a call of the model) for the batch-size histogram. Each observation counts in its own bucket only
         (`in:`); `/metrics` adds them up into Prometheus's cumulative buckets, so a call costs six increments."""
         key, pipe = keys.inference_stats(model_ref), steps.commands
-        bound = next((b for b in INFERENCE_BUCKETS if seconds <= b), None)
+        bound = bucket_of(seconds, INFERENCE_BUCKETS)
         if bound is not None:
             pipe.hincrby(key, f"in:{bound}", images)
         pipe.hincrby(key, "count", images)
         pipe.hincrbyfloat(key, "sum", seconds * images)
-        size = next((b for b in BATCH_BUCKETS if images <= b), None)
+        size = bucket_of(images, BATCH_BUCKETS)
         if size is not None:
             pipe.hincrby(key, f"batch:in:{size}", 1)
         pipe.hincrby(key, "batch:count", 1)
         pipe.hincrby(key, "batch:sum", images)
+
+    def record_confidence(self, model_ref: str, confidence: float, *, steps: Steps) -> None:
+        """Queue in `steps` one observation of a completed job's top-1 confidence for the cluster-wide
+        `visionq_prediction_confidence` histogram of the model that served it (same hash and layout as
+        `record_inference`, fields `confidence:…`): three increments per job."""
+        key, pipe = keys.inference_stats(model_ref), steps.commands
+        bound = bucket_of(confidence, CONFIDENCE_BUCKETS)
+        if bound is not None:
+            pipe.hincrby(key, f"confidence:in:{bound}", 1)
+        pipe.hincrby(key, "confidence:count", 1)
+        pipe.hincrbyfloat(key, "confidence:sum", confidence)
 
     def lost_messages(
         self, queue: str, *, waited: float, image_ttl: int, now: float | None = None
@@ -216,6 +237,16 @@ class JobTracker:
                 log.warning("swept stale job", extra={"job_id": job_id, "status": _text(state)})
                 given_up.append(job_id)
         return given_up
+
+
+def bucket_of(value: float, bounds: tuple[float, ...]) -> float | None:
+    """The least of the (ascending) `bounds` that `value` does not exceed: its histogram bucket; None when it
+    exceeds them all (counted in `+Inf` only).
+
+    >>> bucket_of(0.87, CONFIDENCE_BUCKETS), bucket_of(1.0, CONFIDENCE_BUCKETS), bucket_of(70, BATCH_BUCKETS)
+    (0.9, 1.0, None)
+    """
+    return next((bound for bound in bounds if value <= bound), None)
 
 
 def _text(value: bytes | str) -> str:

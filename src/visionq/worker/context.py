@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 from redis import Redis, RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -149,13 +150,22 @@ class WorkerContext:
             seen_at=isoformat(utcnow()),
             models=self.registry.loaded(),
             load_seconds=self.registry.load_seconds,
-            exports={
-                ref: {"runtime": v.runtime, "agreement": v.agreement, "sample": v.sample}
-                for ref, v in self.registry.exports.items()
-            },
+            exports=self._exports(),
             jobs_done=self.jobs_done,
         )
         heartbeats.beat(self.redis, beat, interval=self.settings.heartbeat_interval)
+
+    def _exports(self) -> dict[str, dict[str, Any]]:
+        """How each model this process loaded runs: `runtime`, the `agreement` and `sample` of a built-in's
+        export check (None for a model run as it is), and the `weights_sha256` and `runtime_version` of what ran."""
+        exports: dict[str, dict[str, Any]] = {
+            ref: {"runtime": v.runtime, "agreement": v.agreement, "sample": v.sample, "cpu_feature": v.cpu_feature}
+            for ref, v in self.registry.exports.items()
+        }
+        for ref, identity in list(self.registry.identities.items()):  # a job's thread may load a model meanwhile
+            entry = exports.setdefault(ref, {"runtime": identity.engine.value, "agreement": None, "sample": None})
+            entry |= {"weights_sha256": identity.weights_sha256, "runtime_version": identity.runtime_version}
+        return exports
 
     def _run_housekeeping(self) -> None:
         # One tick, the archiver's; heartbeat and sweep run on it whenever theirs are due.

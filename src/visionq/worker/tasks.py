@@ -26,8 +26,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from redis import RedisError
 
 from visionq.errors import VisionqError
+from visionq.inference.receipts import build_receipt
 from visionq.inference.spec import ModelSpec
-from visionq.jobs.records import JobRecord, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
+from visionq.jobs.records import JobRecord, Receipt, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
 from visionq.jobs.steps import Steps
 from visionq.jobs.tracker import JobTracker, Taken
 from visionq.logging import log_context
@@ -141,11 +142,12 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         raise  # retried: the next attempt finds the breaker open and takes the fallback, if it may
     started_at = utcnow()
     report = StageReport(ctx.tracker, job_id, spec.ref, ctx.stage_lengths, window=ctx.settings.stage_window)
+    labels = ctx.catalog.labels(spec)
     try:
         outcome = run_classification(
             image,
             classifier=classifier,
-            labels=ctx.catalog.labels(spec),
+            labels=labels,
             top=record.top_k,
             max_pixels=ctx.settings.max_pixels,
             report=report,
@@ -157,10 +159,14 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     except Exception as exc:
         ctx.breakers.failed(spec.ref, f"{spec.ref} failed a job: {type(exc).__name__}: {exc}")
         raise
-    result = _result(record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded)
+    receipt = build_receipt(image, spec, ctx.registry.identity(spec), labels)  # of the model that served the job
+    result = _result(
+        record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded, receipt=receipt
+    )
 
     def and_record(steps: Steps) -> None:  # in the round trip that stores the result
         ctx.breakers.succeeded(spec.ref, steps=steps)
+        ctx.tracker.record_confidence(spec.ref, result.confidence_score, steps=steps)
         if outcome.led_batch:  # one record per call of the model, with its images
             ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, steps=steps)
 
@@ -220,6 +226,7 @@ def _result(
     *,
     served_by: str,
     degraded: str | None,
+    receipt: Receipt,
 ) -> ResultBody:
     completed = utcnow()
     created = parse_time(record.created_at).timestamp()
@@ -239,6 +246,7 @@ def _result(
             degraded_reason=degraded,
             batch_size=outcome.batch_size,
             batch_wait=round(outcome.batch_wait, 6),
+            receipt=receipt,
         ),
     )
 

@@ -1,16 +1,20 @@
-"""GET /models: the models this service can run."""
+"""GET /models: the models this service can run; GET /models/{ref}: one model's card."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from visionq import errors
 from visionq.api.dependencies import StateDep, get_principal
-from visionq.api.problems import protected_responses
-from visionq.api.schemas import ModelInfo
+from visionq.api.problems import problem_responses, protected_responses
+from visionq.api.schemas import ModelCard, ModelInfo, TransformInfo
 from visionq.api.state import AppState
+from visionq.imaging.transforms import Transform
+from visionq.inference.catalog import labels_sha256
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 from visionq.jobs import heartbeats
 from visionq.jobs.breakers import BreakerState, breaker_states
@@ -27,7 +31,9 @@ class WorkerModels:
     loaded_by: dict[str, int] = field(default_factory=dict)
     """How many processes have each model (by ref) loaded."""
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """How each built-in model served from a verified export is run: runtime, agreement, sample."""
+    """How each model a live worker has loaded is run, as the worker reports it: runtime; agreement and sample
+    (a built-in's export check, else None); and, from workers that report them, weights_sha256,
+    runtime_version and (an int8 build) cpu_feature."""
 
 
 async def worker_models(state: AppState) -> WorkerModels:
@@ -49,6 +55,67 @@ async def list_models(state: StateDep) -> list[ModelInfo]:
     return [
         model_info(spec, state, workers=workers, latest=latest, breakers=breakers) for spec in state.catalog.specs()
     ]
+
+
+@router.get("/models/{ref}", response_model=ModelCard, responses=problem_responses(errors.JobNotFound))
+async def get_model(ref: str, state: StateDep) -> ModelCard:
+    """One model's card: its `/models` entry, its whole preprocessing, and its weights as the workers run them."""
+    latest = await state.latest.get()
+    try:
+        spec = state.catalog.resolve(ref, latest=latest)
+    except errors.ModelNotFound as exc:
+        raise errors.JobNotFound(exc.detail) from exc
+    workers = await worker_models(state)
+    breakers = await breaker_states(state.redis)
+    info = model_info(spec, state, workers=workers, latest=latest, breakers=breakers)
+    return model_card(
+        info,
+        spec,
+        export=workers.exports.get(spec.ref),
+        labels=state.catalog.labels(spec),
+        breaker_reason=breakers.get(spec.ref, (BreakerState.CLOSED, ""))[1],
+    )
+
+
+def model_card(
+    info: ModelInfo,
+    spec: ModelSpec,
+    *,
+    export: Mapping[str, Any] | None,
+    labels: Sequence[str],
+    breaker_reason: str = "",
+) -> ModelCard:
+    """`info` (the model's `/models` entry) with the rest of its card: the transform its spec declares, and what a
+    live worker reports of the model in `export` (None when no live worker has loaded it)."""
+    reported = export or {}
+    transform = spec.transform
+    return ModelCard(
+        **info.model_dump(),
+        transform=transform_info(transform),
+        preprocessing=transform.canonical(),
+        preprocessing_sha256=transform.sha256(),
+        labels_sha256=labels_sha256(labels),
+        weights_sha256=reported.get("weights_sha256"),
+        runtime_version=reported.get("runtime_version"),
+        agreement_sample=reported.get("sample") if info.agreement is not None else None,
+        cpu_feature=reported.get("cpu_feature"),
+        breaker_reason=breaker_reason or None,
+    )
+
+
+def transform_info(transform: Transform) -> TransformInfo:
+    # Validated from plain values: the wire shape names the enums' values, without importing imaging (numpy).
+    return TransformInfo.model_validate(
+        {
+            "resize": transform.resize.value,
+            "crop_fraction": transform.crop_fraction,
+            "interpolation": transform.interpolation.value,
+            "mean": transform.mean,
+            "std": transform.std,
+            "input_size": transform.input_size,
+            "channel_order": transform.channel_order.value,
+        }
+    )
 
 
 def model_info(
