@@ -138,3 +138,33 @@ def test_failure_body_names_status_and_error(status: JobStatus) -> None:
 
 def test_image_info_comes_from_the_record() -> None:
     assert _record().image.model_dump() == {"width": 451, "height": 300, "format": "PNG"}
+
+
+# --- is_older_than: a watcher passes over updates that came before the state it already has -------------
+
+EARLIER, LATER = "2026-11-26T21:30:01.000Z", "2026-11-26T21:30:02.000Z"
+AT_25 = {"status": JobStatus.PROCESSING, "stage": Stage.PREPROCESSING, "progress": 25, "attempts": 1}
+
+
+def test_an_update_written_before_the_state_the_watcher_read_is_older() -> None:
+    known = _record(**AT_25, updated_at=LATER)
+    taken = _record(status=JobStatus.PROCESSING, stage=Stage.QUEUED, progress=0, attempts=1, updated_at=EARLIER)
+
+    assert taken.is_older_than(known)
+    assert _record(updated_at=EARLIER).is_older_than(known)  # the pending state the API wrote
+
+
+@pytest.mark.parametrize(
+    "newer",
+    [
+        pytest.param({**AT_25, "stage": Stage.INFERENCE, "progress": 50, "updated_at": LATER}, id="further along"),
+        pytest.param({**AT_25, "progress": 0, "attempts": 2, "updated_at": LATER}, id="a new attempt"),
+        pytest.param({"progress": 0, "attempts": 1, "updated_at": LATER}, id="queued again after a crash"),
+        pytest.param({"status": JobStatus.CANCELLED, "stage": Stage.CANCELLED, "updated_at": EARLIER}, id="terminal"),
+        pytest.param({**AT_25, "progress": 50, "updated_at": EARLIER}, id="further along, on a slower clock"),
+    ],
+)
+def test_a_state_written_later_or_further_along_or_terminal_is_not_older(newer: dict[str, Any]) -> None:
+    known = _record(**AT_25, updated_at="2026-11-26T21:30:01.500Z")
+
+    assert not _record(**newer).is_older_than(known)

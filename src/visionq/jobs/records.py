@@ -189,6 +189,16 @@ class JobRecord(BaseModel):
         fields = self.model_dump(mode="json", exclude={"crash_log"})
         return {k: str(v) for k, v in fields.items() if v is not None}
 
+    def is_older_than(self, known: JobRecord) -> bool:
+        """Whether this state of the job came before `known`, which a watcher already has: an update published
+        while the watcher was reading the job arrives after the read. A terminal state is never old; otherwise
+        it is old when written earlier and no further along (a new attempt starts again from 0, written later)."""
+        return (
+            not self.status.terminal
+            and parse_time(self.updated_at) < parse_time(known.updated_at)
+            and (self.attempts, self.progress) <= (known.attempts, known.progress)
+        )
+
     @property
     def error(self) -> JobError | None:
         if self.error_code is None:

@@ -163,14 +163,19 @@ async def _next_state(store: JobStore, record: JobRecord, updates: Updates) -> t
     # update arrives at the same moment, and the stream would outlive its socket.
     try:
         async with asyncio.timeout(WS_RESYNC_INTERVAL):
-            update = await updates.get()
+            while True:
+                update = await updates.get()
+                if update is None:
+                    break
+                try:
+                    applied = update.apply(record)
+                except ValidationError:
+                    log.warning("an update of job %s could not be applied; reading the job again", record.job_id)
+                    break
+                if not applied.is_older_than(record):  # else queued while the stream read the job: passed
+                    return applied, update.result
     except TimeoutError:
-        update = None
-    if update is not None:
-        try:
-            return update.apply(record), update.result
-        except ValidationError:
-            log.warning("an update of job %s could not be applied; reading the job again", record.job_id)
+        pass
     return await store.get(record.job_id) or record, None
 
 
