@@ -1,10 +1,11 @@
-"""Which CPUs the int8 builds are refused on: x86-64 without VNNI, judged from Linux's /proc/cpuinfo."""
+"""Which CPUs the int8 builds are refused on: x86-64 without VNNI, judged from Linux's /proc/cpuinfo; and the
+CPU feature `/models` says they need is the one judged."""
 
 from __future__ import annotations
 
 import pytest
 
-from visionq.inference.quantize import judge_cpu
+from visionq.inference.quantize import CPU_FEATURE, judge_cpu
 
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"
 
@@ -29,3 +30,11 @@ def test_a_flag_is_matched_whole_not_as_part_of_another() -> None:
 @pytest.mark.parametrize(("machine", "cpuinfo"), [("aarch64", AVX2_ONLY), ("arm64", None), ("x86_64", None)])
 def test_elsewhere_the_agreement_check_decides(machine: str, cpuinfo: str | None) -> None:
     assert judge_cpu(machine, cpuinfo) is None
+
+
+def test_the_cpu_feature_listed_names_the_flags_that_are_judged() -> None:
+    flags = CPU_FEATURE.split(" or ")
+
+    assert flags == ["avx512_vnni", "avx_vnni"]
+    for flag in flags:
+        assert judge_cpu("x86_64", AVX2_ONLY.replace("avx2", f"avx2 {flag}")) is None

@@ -64,6 +64,8 @@ class Verification:
     """Largest difference of any class probability on the sample."""
     seconds: float
     """What the export and its check took."""
+    cpu_feature: str | None = None
+    """The CPU feature the file needs to run well, if any (the int8 builds on x86-64: VNNI)."""
 
 
 def verification_batch(spec: ModelSpec, count: int = SAMPLE_SIZE) -> npt.NDArray[np.float32]:
