@@ -48,6 +48,8 @@ MIN_AGREEMENT = 0.99
 #: Images in the verification sample.
 SAMPLE_SIZE = 64
 _SEED = 20261127
+#: Images a comparison runs at once: a larger model's activations for hundreds of images take gigabytes.
+_COMPARE_CHUNK = 64
 
 
 class ExportRefused(RuntimeError):
@@ -165,7 +167,10 @@ def compare(
 ) -> Verification:
     """How often `candidate` gives `reference`'s top-1 class on `sample`; `ExportRefused` (naming `what` and
     `against`) under `minimum`. `started` is when the making of the candidate began."""
-    expected, got = reference.predict(sample), candidate.predict(sample)
+    expected, got = (
+        np.concatenate([model.predict(sample[i : i + _COMPARE_CHUNK]) for i in range(0, len(sample), _COMPARE_CHUNK)])
+        for model in (reference, candidate)
+    )
     agreement = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
     if agreement < minimum:
         raise ExportRefused(
