@@ -1,16 +1,26 @@
 """Which quantisation levers make the int8 builds agree with the exact models? Agreement per lever and model.
 
-Exploration bench (issue 13, item 4). For each built-in model it quantises the verified fp32 export with one
-lever at a time (calibration crops, calibration method, layers kept in float, symmetric ranges, ...) and
-measures the build's top-1 agreement with the fp32 export on check images that calibration never saw:
+The measurement behind `visionq.inference.quantize`'s recipe (issue 13, item 4; the figures are in
+docs/models.md, "The int8 builds"). For each built-in model it quantises the verified fp32 export with one lever
+at a time (calibration crops, calibration method, layers kept in float, symmetric ranges, per-tensor weights)
+and measures the build's top-1 agreement with the fp32 export on images that calibration never saw:
 
-- `held`: varied crops of the check photos (`quantize.CHECK_PHOTOS`, none of which calibrates);
+- `held`: 512 varied crops of the check photos (`quantize.CHECK_PHOTOS`, none of which calibrates; the same
+  stream of crops the check set is taken from), and `held_decisive`, those of them on which the exact model is
+  decisive (top-1 probability at least twice the runner-up's: what `quantize.check_set` keeps);
 - `synthetic`: the export check's 64 smooth colour fields (`export.verification_batch`);
 - `same`: crops (another seed) of the calibration photos themselves, only weakly disjoint, for comparison.
 
-    nice -n 5 python bench/int8_levers.py [--models 0,1,2] [--levers base,more,...] [--held 512]
+The first row per model is the exact model itself on the same images with every pixel moved by one grey level:
+how much an invisible change moves the answers. The lever `final` is the build `visionq prepare` makes
+(`quantize.ensure_int8`, made afresh), with its build time and its own check. `int8_ms` and `fp32_ms` are one
+image on one thread, the best of 40 runs.
 
-Results go to stdout, one line per model and lever, and are appended as JSON lines to --out.
+    nice -n 5 python bench/int8_levers.py [--models 0,1,2] [--levers ref,x_stem_b0,final] [--tag v2]
+
+Each row is printed as a JSON line and appended to --out. Calibration ranges are cached in /tmp/int8-bench by
+--tag, model and calibration: change the tag when the photos or the preprocessing change. Percentile
+calibration takes about 4 GB of memory for Lite2.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ STRIDE = 16
 
 #: lever name -> options: crops, varied, method, percentile, exclude (node groups kept in float), extra options.
 #: Each lever changes one thing from `ref` (128 varied crops, MinMax, everything but the softmax quantised);
-#: `base` is today's recipe (64 square crops), calibrated on the calibration photos only.
+#: `base` is the previous recipe's calibration (64 square crops), on the calibration photos only.
 V = {"crops": 128, "varied": True}
 LEVERS: dict[str, dict[str, Any]] = {
     "base": {"crops": 64, "varied": False},
