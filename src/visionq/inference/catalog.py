@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from visionq.errors import ModelNotFound
-from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
+from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize
 from visionq.inference.imagenet import IMAGENET_NUM_CLASSES, imagenet_labels
 from visionq.inference.spec import LITE_CROP_PADDING, LITE_MEAN, LITE_STD, ModelSpec, Precision, Runtime
 
@@ -137,20 +137,11 @@ class _Manifest(BaseModel):
             raise ValueError(f'crop_fraction applies only to resize = "center_crop", not "{self.resize}"')
         return self
 
-    def transform(self) -> Transform:
-        if self.resize == "center_crop" and self.crop_fraction is None:
-            fraction = DEFAULT_CROP_FRACTION
-        else:
-            fraction = 1.0 if self.crop_fraction is None else self.crop_fraction
-        return Transform(
-            input_size=self.input_size,
-            resize=Resize(self.resize),
-            crop_fraction=fraction,
-            interpolation=Interpolation(self.interpolation),
-            mean=self.mean,
-            std=self.std,
-            channel_order=ChannelOrder(self.channel_order),
-        )
+    def resolved_crop_fraction(self) -> float:
+        """The crop fraction the spec gets: the manifest's, 0.875 for a centre crop that gives none, else 1."""
+        if self.crop_fraction is not None:
+            return self.crop_fraction
+        return DEFAULT_CROP_FRACTION if self.resize == "center_crop" else 1.0
 
 
 def _describe(error: ValidationError) -> str:
@@ -210,17 +201,16 @@ def load_manifest(manifest: Path) -> ModelSpec:
         if num_classes == 0:
             raise ManifestError(manifest, f"labels: {fields.labels!r} has no class names")
         labels = str(labels_path)
-    transform = fields.transform()
-    return ModelSpec(
+    return ModelSpec(  # which checks the whole transform (`ModelSpec.transform`)
         name=fields.name,
         version=fields.version,
-        input_size=transform.input_size,
-        mean=transform.mean,
-        std=transform.std,
-        resize=transform.resize,
-        crop_fraction=transform.crop_fraction,
-        interpolation=transform.interpolation,
-        channel_order=transform.channel_order,
+        input_size=fields.input_size,
+        mean=fields.mean,
+        std=fields.std,
+        resize=Resize(fields.resize),
+        crop_fraction=fields.resolved_crop_fraction(),
+        interpolation=Interpolation(fields.interpolation),
+        channel_order=ChannelOrder(fields.channel_order),
         runtime=Runtime(fields.runtime),
         weights=str(weights),
         labels=labels,
