@@ -204,3 +204,14 @@ def test_on_a_cpu_without_vnni_an_int8_build_is_refused_at_once_with_why(
     )
     assert list(tmp_path.iterdir()) == [], "refused before anything is made"
     assert not registry.is_loaded(LITE0_INT8)
+
+
+def test_every_model_is_every_model_this_machine_serves() -> None:
+    # `visionq prepare '*'` (and VISIONQ_WARM_MODELS=*) skips the int8 builds where the CPU cannot run them,
+    # instead of failing; named explicitly, they are still refused (test_cli's prepare test).
+    registry = ModelRegistry(Catalog(BUILTIN_SPECS, default="efficientnet-lite0"), threads=1, cache=model_cache())
+    served = [spec for spec in BUILTIN_SPECS if spec.precision is Precision.FP32 or int8_unsupported() is None]
+
+    assert registry.warm(["*"]) == served
+    assert all(registry.not_served_here(spec) == int8_unsupported() for spec in INT8_SPECS)
+    assert all(registry.not_served_here(spec) is None for spec in BUILTIN_SPECS if spec not in INT8_SPECS)

@@ -107,7 +107,7 @@ def prepare(
 
     from visionq.errors import VisionqError
     from visionq.inference.catalog import build_catalog
-    from visionq.inference.registry import ModelRegistry
+    from visionq.inference.registry import ALL_MODELS, ModelRegistry
     from visionq.settings import BuiltinRuntime
 
     settings = load_settings()
@@ -136,6 +136,11 @@ def prepare(
     for ref in failures:
         table.add_row(ref, "not prepared", "-", "-")
     console.print(table)
+    if ALL_MODELS in [ref.strip() for ref in models or settings.warm_models]:
+        unserved = {spec.ref: why for spec in registry.catalog.specs() if (why := registry.not_served_here(spec))}
+        for why in sorted(set(unserved.values())):
+            skipped = ", ".join(ref for ref, reason in unserved.items() if reason == why)
+            console.print(f"skipped, not served on this machine: {skipped} ({why})")
     for ref, failure in failures.items():
         message = str(failure)
         errors.print(f"error: {message if message.startswith(ref) else f'{ref}: {message}'}")

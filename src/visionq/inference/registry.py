@@ -90,14 +90,19 @@ class ModelRegistry:
     def warm(
         self, refs: list[str], *, failed: Callable[[ModelSpec, Exception], object] | None = None
     ) -> list[ModelSpec]:
-        """Resolve and load each ref (`latest`, a name, `name@version`, or `*` for every model).
+        """Resolve and load each ref (`latest`, a name, `name@version`, or `*` for every model this machine
+        serves: not the int8 builds on a CPU that cannot run them, see `not_served_here`).
 
         Returns the specs loaded (each once). Raises `ModelNotFound` for an unknown ref before loading any. A
         model that fails to load raises too, or with `failed`, is handed to it and skipped.
         """
         specs: list[ModelSpec] = []
         for ref in refs:
-            for spec in self.catalog.specs() if ref.strip() == ALL_MODELS else [self.catalog.resolve(ref)]:
+            if ref.strip() == ALL_MODELS:
+                matches = [spec for spec in self.catalog.specs() if self.not_served_here(spec) is None]
+            else:
+                matches = [self.catalog.resolve(ref)]
+            for spec in matches:
                 if spec not in specs:
                     specs.append(spec)
         loaded = []
@@ -111,6 +116,15 @@ class ModelRegistry:
                 continue
             loaded.append(spec)
         return loaded
+
+    @staticmethod
+    def not_served_here(spec: ModelSpec) -> str | None:
+        """Why this machine does not serve `spec` (an int8 build on a CPU without VNNI), or None if it does."""
+        if spec.precision is not Precision.INT8:
+            return None
+        from visionq.inference.quantize import int8_unsupported
+
+        return int8_unsupported()
 
     def unload(self, ref: str) -> bool:
         """Forget the loaded model `ref` (its memory goes once no job still holds it); False if not loaded.
