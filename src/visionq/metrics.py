@@ -15,8 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from visionq.jobs.snapshot import ClusterSnapshot
-from visionq.jobs.states import JobStatus
 from visionq.jobs.tracker import BATCH_BUCKETS, CONFIDENCE_BUCKETS, INFERENCE_BUCKETS
+from visionq.wire.states import JobStatus
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

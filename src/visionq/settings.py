@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from visionq.client.settings import ClientSettings
 from visionq.cpus import available_cpus
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -55,12 +55,9 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "visionq"
 
 
-class Settings(BaseSettings):
-    """visionq's configuration. Every field is `VISIONQ_<NAME>` in the environment."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="VISIONQ_", env_file=".env", extra="ignore", use_attribute_docstrings=True, frozen=True
-    )
+class Settings(ClientSettings):
+    """visionq's configuration. Every field is `VISIONQ_<NAME>` in the environment; the client's own (`url`,
+    `api_key`, `token`) come first."""
 
     # --- connections -------------------------------------------------------------------------
     redis_url: str | None = None
@@ -109,16 +106,6 @@ class Settings(BaseSettings):
 
     s3_secret_access_key: SecretStr | None = None
     """Secret access key that goes with `s3_access_key_id`."""
-
-    url: str = "http://127.0.0.1:8000"
-    """Base URL of the API that the CLI's client commands (`visionq classify`, `status`, `result`, `watch`,
-    `models`) and the Python SDK talk to."""
-
-    api_key: SecretStr | None = None
-    """API key the CLI and the SDK send as `X-API-Key` when the service requires authentication."""
-
-    token: SecretStr | None = None
-    """JWT access token the CLI and the SDK send as `Authorization: Bearer` (instead of an API key)."""
 
     # --- API ---------------------------------------------------------------------------------
     host: str = "127.0.0.1"

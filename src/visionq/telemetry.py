@@ -7,6 +7,7 @@ join the trace of the request that queued the job.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,6 @@ from contextlib import contextmanager
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -44,7 +44,10 @@ def start_tracing(settings: Settings, service: str) -> TracerProvider | None:
     log.info("tracing to %s", endpoint)
     trace.set_tracer_provider(provider)
     RedisInstrumentor().instrument(tracer_provider=provider)
-    CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    if importlib.util.find_spec("celery") is not None:  # the API's install (`visionq[api]`) has no Celery
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     _provider = provider
     return provider

@@ -7,9 +7,10 @@ import uuid
 
 import redis.asyncio
 
-from visionq.jobs.records import JobRecord, Prediction, ResultBody, ResultMetadata, isoformat, utcnow
-from visionq.jobs.states import JobStatus, Priority, Stage
+from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.store import JobStore, Submitted
+from visionq.wire.jobs import Prediction, ResultBody, ResultMetadata
+from visionq.wire.states import JobStatus, Priority, Stage
 
 RESULT_TTL, IMAGE_TTL = 60, 30
 

@@ -21,9 +21,9 @@ from visionq.archive.rows import outcome_from_row, row_from_job
 from visionq.archive.tables import Base
 from visionq.embedded import EmbeddedRedis
 from visionq.jobs import keys, scripts
-from visionq.jobs.records import FailureBody, Receipt, ResultBody
-from visionq.jobs.states import JobStatus
 from visionq.jobs.tracker import JobTracker
+from visionq.wire.jobs import FailureBody, Receipt, ResultBody
+from visionq.wire.states import JobStatus
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

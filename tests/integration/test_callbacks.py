@@ -19,8 +19,8 @@ from integration.stack import ApiServer, CallbackWorkerProcess, submit, wait_for
 from model_factories import broken_model
 from visionq.callbacks.signing import verify
 from visionq.jobs import keys
-from visionq.jobs.states import PRIORITY_STEPS
 from visionq.settings import Settings
+from visionq.wire.states import PRIORITY_STEPS
 
 SECRET = "callback-test-secret"
 CAT = cat_variants()["jpeg"]

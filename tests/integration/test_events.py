@@ -34,8 +34,8 @@ from visionq.api.endpoints import status as status_endpoint
 from visionq.embedded import EmbeddedRedis
 from visionq.jobs import keys
 from visionq.jobs.events import CLIENT_NAME, RESULT_FIELD, JobEvents, JobUpdate
-from visionq.jobs.states import JobStatus, Stage
 from visionq.settings import Settings
+from visionq.wire.states import JobStatus, Stage
 
 CAT_PNG = cat_variants()["png"]
 #: Seconds a test waits for the API or Redis to reach a state it is sure to reach.

@@ -15,9 +15,9 @@ from visionq.jobs import keys
 from visionq.jobs.breakers import Breakers
 from visionq.jobs.records import JobRecord
 from visionq.jobs.scripts import CHANGING
-from visionq.jobs.states import Stage
 from visionq.jobs.store import QUEUED_FIELD
 from visionq.jobs.tracker import JobTracker
+from visionq.wire.states import Stage
 
 STALE_AFTER = 20
 

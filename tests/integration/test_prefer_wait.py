@@ -20,8 +20,8 @@ from tests_support import CAT_CLASSES
 from visionq.client import Client, FailureBody
 from visionq.embedded import free_port
 from visionq.jobs import keys
-from visionq.jobs.states import JobStatus
 from visionq.settings import Settings
+from visionq.wire.states import JobStatus
 
 CAT_PNG = cat_variants()["png"]
 #: Seconds a request that must not be held may take at most.

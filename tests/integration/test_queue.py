@@ -17,8 +17,8 @@ from integration.stack import wait_terminal
 from tests_support import CAT_CLASSES
 from visionq.jobs import keys
 from visionq.jobs.queue import CLASSIFY_TASK, task_message
-from visionq.jobs.states import Priority
 from visionq.settings import Settings
+from visionq.wire.states import Priority
 from visionq.worker.celery_app import create_celery_app
 
 #: Fields that differ between any two messages: ids, the publisher's name and reply queue, the delivery tag.

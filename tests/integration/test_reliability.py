@@ -21,8 +21,8 @@ from integration.stack import ApiServer, submit, wait_for, wait_terminal
 from model_factories import STAGES_AS_THEY_BEGIN, Gate, gated_model
 from visionq.embedded import free_port
 from visionq.jobs import keys
-from visionq.jobs.states import JobStatus
 from visionq.settings import Settings
+from visionq.wire.states import JobStatus
 
 CAT_JPEG = cat_variants()["jpeg"]
 RED = encode(Image.new("RGB", (40, 30), (220, 10, 10)), "PNG")

@@ -38,8 +38,8 @@ from visionq.client import (
     UnsupportedMediaTypeError,
 )
 from visionq.embedded import free_port
-from visionq.jobs.states import JobStatus
 from visionq.settings import Settings
+from visionq.wire.states import JobStatus
 
 Stack = tuple[Settings, WorkerProcess, ApiServer]
 

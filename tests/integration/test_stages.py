@@ -11,8 +11,8 @@ import redis
 
 from integration.records import RESULT_TTL, create, new_record, result_for
 from visionq.jobs import keys
-from visionq.jobs.states import Stage
 from visionq.jobs.tracker import JobTracker
+from visionq.wire.states import Stage
 from visionq.worker.stages import JobNoLongerLive, StageLengths, StageReport
 
 MODEL = "efficientnet-lite0@1"

@@ -9,16 +9,9 @@ import pytest
 from visionq.archive.repository import BadCursor, decode_cursor, encode_cursor
 from visionq.archive.rows import outcome_from_row, row_from_job
 from visionq.archive.tables import ArchivedJob
-from visionq.jobs.records import (
-    FailureBody,
-    ImageInfo,
-    JobRecord,
-    Prediction,
-    Receipt,
-    ResultBody,
-    ResultMetadata,
-)
-from visionq.jobs.states import JobStatus, Priority, Stage
+from visionq.jobs.records import JobRecord
+from visionq.wire.jobs import FailureBody, ImageInfo, Prediction, Receipt, ResultBody, ResultMetadata
+from visionq.wire.states import JobStatus, Priority, Stage
 
 JOB_ID = "0b5c2d1e-4f6a-4b8c-9d0e-1f2a3b4c5d6e"
 RECORD = JobRecord(

@@ -10,12 +10,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from visionq.api.schemas import JobAccepted, Links
 from visionq.cli.report import ImageJob, accepted_table, json_line, problem_json, results_table
 from visionq.client.common import problem_from_response
 from visionq.client.errors import ConnectionFailed, JobTimeout
-from visionq.jobs.records import FailureBody, ImageInfo, JobError, Prediction, ResultBody, ResultMetadata
-from visionq.jobs.states import JobStatus, Priority
+from visionq.wire.jobs import FailureBody, ImageInfo, JobError, Prediction, ResultBody, ResultMetadata
+from visionq.wire.schemas import JobAccepted, Links
+from visionq.wire.states import JobStatus, Priority
 
 JOB_ID = "0b5c2d1e-4f6a-4b8c-9d0e-1f2a3b4c5d6e"
 NOW = "2026-11-27T03:00:00.000Z"

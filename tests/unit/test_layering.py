@@ -1,5 +1,6 @@
 """The package's layering, read from the source: the API never imports the worker package (it writes the task
-message itself, jobs/queue.py), and the image stores and the queue format import nothing server-side above them."""
+message itself, jobs/queue.py), the image stores and the queue format import nothing server-side above them, and
+the SDK nothing but itself and the wire shapes."""
 
 from __future__ import annotations
 
@@ -56,3 +57,11 @@ def test_the_worker_package_is_out_of_reach(start: str) -> None:
 
 def test_the_check_sees_an_import_that_is_there() -> None:
     assert "visionq.jobs.queue" in _reachable("visionq.worker.celery_app")
+
+
+def test_the_client_imports_only_itself_and_the_wire_shapes() -> None:
+    # The SDK is installed without the server (`pip install visionq`): nothing server-side may be in its reach.
+    reachable = _reachable("visionq.client")
+
+    assert sorted(m for m in reachable if not m.startswith(("visionq.client", "visionq.wire"))) == []
+    assert "visionq.wire.jobs" in reachable

@@ -7,11 +7,11 @@ from typing import Any, get_args
 import pytest
 
 from visionq.api.endpoints.catalog import model_card, transform_info
-from visionq.api.schemas import ModelInfo, TransformInfo
 from visionq.imaging.transforms import ChannelOrder, Resize
 from visionq.inference.catalog import BUILTIN_SPECS, labels_sha256
 from visionq.inference.imagenet import imagenet_labels
 from visionq.inference.spec import ModelSpec, Runtime
+from visionq.wire.schemas import ModelInfo, TransformInfo
 
 LITE0 = next(spec for spec in BUILTIN_SPECS if spec.ref == "efficientnet-lite0@1")
 INT8 = next(spec for spec in BUILTIN_SPECS if spec.ref == "efficientnet-lite0-int8@1")

@@ -10,7 +10,7 @@ from factories import bad_inputs, cat_variants, encode
 from visionq.errors import ImageTooLarge, InvalidImage
 from visionq.inference.classifier import Batch, Probabilities
 from visionq.inference.spec import ModelSpec, Runtime
-from visionq.jobs.states import Stage
+from visionq.wire.states import Stage
 from visionq.worker.pipeline import run_classification
 
 SPEC = ModelSpec(name="colours", version=1, input_size=8, runtime=Runtime.ONNX, weights="-", labels="-", num_classes=3)

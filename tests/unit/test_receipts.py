@@ -20,7 +20,7 @@ from visionq.inference.receipts import (
     tolerance_for,
 )
 from visionq.inference.spec import Precision, Runtime
-from visionq.jobs.records import Prediction, Receipt, ResultMetadata
+from visionq.wire.jobs import Prediction, Receipt, ResultMetadata
 
 LITE0, LITE0_INT8 = (
     next(s for s in BUILTIN_SPECS if s.name == name) for name in ("efficientnet-lite0", "efficientnet-lite0-int8")

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from visionq.jobs.records import JobRecord, dump_status, isoformat, parse_time
-from visionq.jobs.states import JobStatus, Priority, Stage
+from visionq.jobs.records import JobRecord, isoformat, parse_time
+from visionq.wire.jobs import dump_status
+from visionq.wire.states import JobStatus, Priority, Stage
 
 RFC3339_MILLIS_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 JOB_ID = "0b7c4a8e-5d1f-4f3a-9e2b-6c8d0a1b2c3d"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from visionq.jobs.states import Stage
+from visionq.wire.states import Stage
 from visionq.worker.stages import SMOOTHING, StageLengths
 
 

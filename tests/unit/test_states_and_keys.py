@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from visionq.jobs import keys
-from visionq.jobs.states import WORKER_STAGES, JobStatus, Priority, Stage
+from visionq.wire.states import WORKER_STAGES, JobStatus, Priority, Stage
 
 LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)

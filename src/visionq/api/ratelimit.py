@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from visionq import errors
-from visionq.auth.principals import Principal, Role
+from visionq.auth.principals import Principal
 from visionq.jobs import keys
 from visionq.settings import Settings
+from visionq.wire.states import Role
 
 #: Seconds in a window.
 WINDOW = 60

@@ -17,10 +17,11 @@ from starlette.requests import HTTPConnection
 from visionq import errors
 from visionq.archive.repository import Archive
 from visionq.auth import keys as api_keys
-from visionq.auth.principals import OPEN, Principal, Role, key_principal
+from visionq.auth.principals import OPEN, Principal, key_principal
 from visionq.auth.tokens import InvalidToken, TokenIssuer
 from visionq.jobs import keys
 from visionq.settings import AuthMode, Settings
+from visionq.wire.states import Role
 
 #: Seconds an API key's check is cached in Redis (revocation clears it at once).
 KEY_CACHE_TTL = 60

@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
 from visionq.api.backpressure import Backpressure, queue_full
-from visionq.api.schemas import ClassifyForm, JobAccepted, Links
 from visionq.callbacks.targets import check_callback_url
 from visionq.images import ImageStore
 from visionq.imaging.decode import CheckedImage, check_image
@@ -36,10 +35,11 @@ from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_en
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
-from visionq.jobs.states import JobStatus, Stage
 from visionq.jobs.store import JobStore
 from visionq.settings import Settings
 from visionq.telemetry import current_traceparent, publishing
+from visionq.wire.schemas import ClassifyForm, JobAccepted, Links
+from visionq.wire.states import JobStatus, Stage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -18,8 +18,9 @@ from redis import Redis
 from visionq.archive.repository import Archive
 from visionq.archive.rows import row_from_job
 from visionq.jobs import keys, scripts
-from visionq.jobs.records import JobRecord, ResultBody
-from visionq.jobs.states import JobStatus
+from visionq.jobs.records import JobRecord
+from visionq.wire.jobs import ResultBody
+from visionq.wire.states import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from visionq.archive.tables import ArchivedJob
-from visionq.jobs.records import (
-    FailureBody,
-    ImageInfo,
-    JobError,
-    JobRecord,
-    Prediction,
-    Receipt,
-    ResultBody,
-    ResultMetadata,
-    isoformat,
-    parse_time,
-)
-from visionq.jobs.states import JobStatus
+from visionq.jobs.records import JobRecord, isoformat, parse_time
+from visionq.wire.jobs import FailureBody, ImageInfo, JobError, Prediction, Receipt, ResultBody, ResultMetadata
+from visionq.wire.states import JobStatus
 
 
 def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]:

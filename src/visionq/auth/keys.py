@@ -17,9 +17,9 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from visionq.archive.tables import ApiKey
-from visionq.auth.principals import Role
 from visionq.jobs import keys
 from visionq.jobs.records import utcnow
+from visionq.wire.states import Role
 
 KEY_PREFIX = "vq_"
 

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from visionq.jobs.records import ANONYMOUS
-
-
-class Role(StrEnum):
-    USER = "user"
-    ADMIN = "admin"
+from visionq.wire.states import Role
 
 
 @dataclass(frozen=True)

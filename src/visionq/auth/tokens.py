@@ -11,9 +11,10 @@ import jwt
 import orjson
 from redis.asyncio import Redis
 
-from visionq.auth.principals import Principal, Role, key_principal
+from visionq.auth.principals import Principal, key_principal
 from visionq.jobs import keys
 from visionq.settings import Settings
+from visionq.wire.states import Role
 
 ALGORITHM = "HS256"
 #: Claims a token must carry to be accepted at all.

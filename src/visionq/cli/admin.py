@@ -6,10 +6,10 @@ VISIONQ_API_KEY, VISIONQ_TOKEN); `--json` prints the API's answer as it is.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import httpx
-import orjson
 import typer
 from rich.table import Table
 
@@ -21,7 +21,7 @@ from visionq.cli.options import (
     UrlOption,
     console,
     errors,
-    load_settings,
+    load_client_settings,
 )
 from visionq.client.common import auth_headers, connection_failed, problem_from_response, resolve_credentials
 from visionq.client.errors import ClientError
@@ -30,7 +30,7 @@ app = typer.Typer(help="The admin API: queues, workers, models, dead letters, au
 
 
 def _call(method: str, path: str, url: str | None, api_key: str | None, token: str | None, **kwargs: Any) -> Any:
-    base = load_settings(url=url).url
+    base = load_client_settings(url).url
     headers = auth_headers(*resolve_credentials(api_key, token))
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
@@ -49,7 +49,7 @@ def _call(method: str, path: str, url: str | None, api_key: str | None, token: s
 
 def _show(body: Any, as_json: bool, columns: list[str]) -> None:
     if as_json:
-        typer.echo(orjson.dumps(body).decode())
+        typer.echo(json.dumps(body, separators=(",", ":")))
         return
     rows = body if isinstance(body, list) else [body]
     table = Table()
@@ -64,7 +64,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 

@@ -45,8 +45,8 @@ from visionq.cli.report import (
 from visionq.client.aio import AsyncClient
 from visionq.client.common import DEFAULT_WAIT, Outcome
 from visionq.client.errors import ClientError, JobTimeout, NotFinished, ProblemError
-from visionq.jobs.records import FailureBody, ResultBody
-from visionq.jobs.states import Priority
+from visionq.wire.jobs import FailureBody, ResultBody
+from visionq.wire.states import Priority
 
 #: Uploads in flight at once; following jobs needs only a WebSocket each, so many more are followed at once.
 UPLOADS_AT_ONCE = 4

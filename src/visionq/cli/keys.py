@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import Engine
 
-from visionq.auth.principals import Role
-from visionq.cli.options import EXIT_FAILED, console, errors, load_settings
+from visionq.cli.options import EXIT_FAILED, console, errors, load_settings, require_extra
+from visionq.wire.states import Role
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(help="API keys (VISIONQ_AUTH=required): make, list, revoke.", no_args_is_help=True)
+
+
+@app.callback()
+def _needs_the_server() -> None:
+    require_extra("keys", "api")
 
 
 @contextmanager

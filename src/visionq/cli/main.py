@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from visionq.cli import admin, jobs, keys, verify
-from visionq.cli.options import console, errors, load_settings
-from visionq.logging import configure_logging
+from visionq.cli.options import console, errors, load_settings, require_extra, server_settings
 from visionq.settings import WorkerPool
 
 if TYPE_CHECKING:
@@ -31,10 +30,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
 ) -> None:
     """Run everything on this machine: embedded Redis, a worker and the API. Ctrl-C stops it all."""
+    settings = server_settings("serve", "server", host=host, port=port)
     from visionq.cli.serve import serve as run
 
-    settings = load_settings(host=host, port=port)
-    configure_logging(settings)
     console.print(f"visionq on http://{settings.host}:{settings.port}  (API docs at /docs, Ctrl-C to stop)")
     try:
         run(settings)
@@ -48,12 +46,11 @@ def api(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Run the HTTP API alone, against the Redis of VISIONQ_REDIS_URL."""
+    settings = server_settings("api", "api", host=host, port=port)
     import uvicorn
 
     from visionq.api.app import server_config
 
-    settings = load_settings(host=host, port=port)
-    configure_logging(settings)
     uvicorn.Server(server_config(settings)).run()
 
 
@@ -66,11 +63,10 @@ def worker(
     ] = False,
 ) -> None:
     """Run a Celery worker alone, against the Redis of VISIONQ_REDIS_URL."""
+    settings = server_settings("worker", "worker", worker_concurrency=concurrency, worker_pool=pool)
     import visionq.worker.signals  # noqa: F401  (connects the per-process set-up)
     from visionq.worker.celery_app import CALLBACKS, create_celery_app
 
-    settings = load_settings(worker_concurrency=concurrency, worker_pool=pool)
-    configure_logging(settings)
     celery = create_celery_app(settings)
     if callbacks:
         if settings.callback_secret is None:
@@ -103,6 +99,7 @@ def prepare(
 ) -> None:
     """Make the built-in models' checked ONNX exports and int8 builds now, in VISIONQ_MODEL_CACHE_DIR, so that
     no worker makes them at its first start (run it at set-up, e.g. in the worker image's build)."""
+    settings = server_settings("prepare", "worker")
     from rich.table import Table
 
     from visionq.errors import VisionqError
@@ -110,8 +107,6 @@ def prepare(
     from visionq.inference.registry import ALL_MODELS, ModelRegistry
     from visionq.settings import BuiltinRuntime
 
-    settings = load_settings()
-    configure_logging(settings)
     registry = ModelRegistry(
         build_catalog(settings),
         threads=settings.threads_per_job,
@@ -153,6 +148,7 @@ def worker_alive(
     callbacks: Annotated[bool, typer.Option("--callbacks", help="Check a callbacks worker instead.")] = False,
 ) -> None:
     """Exit 0 while a worker process on this host sends heartbeats to Redis (a container health check)."""
+    require_extra("worker-alive", "worker")
     import socket
 
     from redis import RedisError
@@ -182,6 +178,11 @@ app.add_typer(admin.app, name="admin")
 
 db = typer.Typer(help="The job archive's schema (SQLite or PostgreSQL, VISIONQ_DATABASE_URL).", no_args_is_help=True)
 app.add_typer(db, name="db")
+
+
+@db.callback()
+def _db_needs_the_server() -> None:
+    require_extra("db", "api")
 
 
 @db.command("upgrade")

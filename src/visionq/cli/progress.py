@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from visionq.client.errors import ProblemError
-from visionq.jobs.records import StatusBody
-from visionq.jobs.states import JobStatus
+from visionq.wire.jobs import StatusBody
+from visionq.wire.states import JobStatus
 
 _STAGE_STYLE = {JobStatus.COMPLETED: "green", JobStatus.FAILED: "red", JobStatus.CANCELLED: "yellow"}
 

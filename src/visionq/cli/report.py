@@ -9,11 +9,11 @@ from typing import Any
 
 from rich.table import Table
 
-from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client.common import Outcome
 from visionq.client.errors import ClientError, ConnectionFailed, JobTimeout, ProblemError
-from visionq.jobs.records import FailureBody, ResultBody, StatusBody
-from visionq.jobs.states import JobStatus
+from visionq.wire.jobs import FailureBody, ResultBody, StatusBody
+from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
+from visionq.wire.states import JobStatus
 
 #: `status` of a JSON line for an image the API refused (no job was made).
 REFUSED = "refused"

@@ -29,10 +29,11 @@ from visionq.cli.options import (
     errors,
     load_settings,
     open_client,
+    require_extra,
 )
 from visionq.cli.report import problem_json
 from visionq.client.errors import ClientError, NotFinished
-from visionq.jobs.records import FailureBody, Prediction, Receipt, ResultBody
+from visionq.wire.jobs import FailureBody, Prediction, Receipt, ResultBody
 
 if TYPE_CHECKING:
     from visionq.inference.receipts import Difference, Tolerance
@@ -52,6 +53,7 @@ def verify(
     token: TokenOption = None,
 ) -> None:
     """Re-run a completed job here from its receipt: exit 0 when this machine gives the same top-k, 1 otherwise."""
+    require_extra("verify", "worker")
     result = _completed_result(job_id, url, api_key, token)
     receipt = result.metadata.receipt
     if receipt is None:

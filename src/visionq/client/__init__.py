@@ -7,7 +7,6 @@
 Guide: docs/sdk.md. The wire models are the server's own (plain pydantic), re-exported here.
 """
 
-from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo, TransformInfo
 from visionq.client.aio import AsyncClient
 from visionq.client.common import ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import (
@@ -33,7 +32,8 @@ from visionq.client.errors import (
     problem_class,
 )
 from visionq.client.sync import Client
-from visionq.jobs.records import FailureBody, JobError, Prediction, Receipt, ResultBody, ResultMetadata, StatusBody
+from visionq.wire.jobs import FailureBody, JobError, Prediction, Receipt, ResultBody, ResultMetadata, StatusBody
+from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo, TransformInfo
 
 __all__ = [
     "AsyncClient",

@@ -17,11 +17,11 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client import common
 from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import NotFinished, ProblemError
-from visionq.jobs.records import StatusBody
+from visionq.wire.jobs import StatusBody
+from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
 
 __all__ = ["AsyncClient"]
 

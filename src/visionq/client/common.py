@@ -19,10 +19,10 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import httpx
 import pydantic
 
-from visionq.api.schemas import JobAccepted, ModelCard, ModelInfo
 from visionq.client.errors import ConnectionFailed, JobTimeout, NotFinished, ProblemError, problem_class
-from visionq.jobs.records import FailureBody, ResultBody, StatusBody
-from visionq.settings import get_settings
+from visionq.client.settings import ClientSettings
+from visionq.wire.jobs import FailureBody, ResultBody, StatusBody
+from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
 
 #: Seconds one HTTP request may take (connect, send, and each read), unless the client is given another.
 DEFAULT_TIMEOUT = 30.0
@@ -54,15 +54,15 @@ _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
 def resolve_url(url: str | None) -> str:
-    """The API's base URL: `url`, else VISIONQ_URL (through settings), else http://127.0.0.1:8000."""
-    return url if url is not None else get_settings().url
+    """The API's base URL: `url`, else VISIONQ_URL (environment or `.env`), else http://127.0.0.1:8000."""
+    return url if url is not None else ClientSettings().url
 
 
 def resolve_credentials(api_key: str | None, token: str | None) -> tuple[str | None, str | None]:
-    """The credentials to send: those given, else VISIONQ_API_KEY and VISIONQ_TOKEN (through settings)."""
+    """The credentials to send: those given, else VISIONQ_API_KEY and VISIONQ_TOKEN (environment or `.env`)."""
     if api_key is not None or token is not None:
         return api_key, token
-    settings = get_settings()
+    settings = ClientSettings()
     return (
         settings.api_key.get_secret_value() if settings.api_key is not None else None,
         settings.token.get_secret_value() if settings.token is not None else None,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from visionq.jobs.records import StatusBody
+from visionq.wire.jobs import StatusBody
 
 __all__ = [
     "BrokerUnavailableError",

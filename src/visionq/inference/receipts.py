@@ -22,7 +22,7 @@ from pathlib import Path
 from visionq.inference.catalog import labels_sha256
 from visionq.inference.classifier import Classifier
 from visionq.inference.spec import ModelSpec, Precision, Runtime
-from visionq.jobs.records import Prediction, Receipt
+from visionq.wire.jobs import Prediction, Receipt
 
 __all__ = [
     "FP32",

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.breakers import breaker_states
-from visionq.jobs.states import BROKER_PRIORITY, TERMINAL_STATUSES
+from visionq.wire.states import BROKER_PRIORITY, TERMINAL_STATUSES
 
 
 @dataclass

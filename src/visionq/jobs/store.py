@@ -20,7 +20,7 @@ from visionq.jobs import keys, scripts
 from visionq.jobs.idempotency import IDEMPOTENCY_TTL
 from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, isoformat, utcnow
-from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Stage
+from visionq.wire.states import PRIORITY_STEPS, JobStatus, Stage
 
 ScriptCall = tuple[list[str], list[str | int | float]]
 #: The status-hash field naming the queue a job's message was put on (`JobRecord.queued`).

@@ -12,10 +12,11 @@ from redis import Redis
 
 from visionq.jobs import keys, scripts
 from visionq.jobs.queue import task_message
-from visionq.jobs.records import JobRecord, ResultBody, isoformat, utcnow
-from visionq.jobs.states import PRIORITY_STEPS, JobStatus, Priority, Stage
+from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.steps import Steps
 from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call
+from visionq.wire.jobs import ResultBody
+from visionq.wire.states import PRIORITY_STEPS, JobStatus, Priority, Stage
 
 log = logging.getLogger(__name__)
 

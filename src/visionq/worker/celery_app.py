@@ -11,8 +11,8 @@ from celery import Celery
 
 from visionq.jobs.keys import PRIORITY_SEPARATOR
 from visionq.jobs.queue import CLASSIFY_TASK
-from visionq.jobs.states import PRIORITY_STEPS
 from visionq.settings import Settings
+from visionq.wire.states import PRIORITY_STEPS
 from visionq.worker.broker import TRANSPORT
 
 __all__ = ["CALLBACKS", "CLASSIFY_TASK", "VisionqCelery", "create_celery_app"]

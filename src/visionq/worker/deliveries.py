@@ -24,9 +24,9 @@ from visionq.callbacks.delivery import Attempt, backoff, deliver
 from visionq.connections import sync_redis
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
-from visionq.jobs.states import JobStatus
 from visionq.settings import Settings
 from visionq.telemetry import trace_context
+from visionq.wire.states import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from visionq.imaging.decode import decode_image
 from visionq.imaging.transforms import stack
 from visionq.inference.batching import Batcher, Inferred
 from visionq.inference.classifier import Classifier, top_k
-from visionq.jobs.records import ImageInfo, Prediction
-from visionq.jobs.states import Stage
+from visionq.wire.jobs import ImageInfo, Prediction
+from visionq.wire.states import Stage
 
 StageReporter = Callable[[Stage], object]
 

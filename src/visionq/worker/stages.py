@@ -20,8 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from visionq.jobs.states import Stage
 from visionq.jobs.tracker import JobTracker
+from visionq.wire.states import Stage
 
 #: Weight of the newest length in a stage's moving average.
 SMOOTHING = 0.2

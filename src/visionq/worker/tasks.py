@@ -28,10 +28,11 @@ from redis import RedisError
 from visionq.errors import VisionqError
 from visionq.inference.receipts import build_receipt
 from visionq.inference.spec import ModelSpec
-from visionq.jobs.records import JobRecord, Receipt, ResultBody, ResultMetadata, isoformat, parse_time, utcnow
+from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.steps import Steps
 from visionq.jobs.tracker import JobTracker, Taken
 from visionq.logging import log_context
+from visionq.wire.jobs import Receipt, ResultBody, ResultMetadata
 from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.deliveries import DELIVER_TASK

@@ -15,7 +15,17 @@ from visionq import errors
 from visionq.api.dependencies import AdminDep, StateDep, get_admin
 from visionq.api.endpoints.catalog import model_info, worker_models
 from visionq.api.problems import problem_responses, protected_responses
-from visionq.api.schemas import (
+from visionq.api.state import AppState
+from visionq.archive import audit
+from visionq.auth import keys as api_keys
+from visionq.auth.principals import Principal
+from visionq.jobs import heartbeats, keys
+from visionq.jobs.breakers import breaker_states
+from visionq.jobs.model_requests import kept_loaded, request_load, request_unload
+from visionq.jobs.records import JobRecord, isoformat
+from visionq.jobs.snapshot import read_cluster
+from visionq.wire.jobs import StatusBody, dump_status
+from visionq.wire.schemas import (
     AdminModelBody,
     AuditEntryBody,
     DeadLetterBody,
@@ -24,18 +34,8 @@ from visionq.api.schemas import (
     LatestRequest,
     NewKeyBody,
     QueuesBody,
-    StatusBody,
     WorkerBody,
 )
-from visionq.api.state import AppState
-from visionq.archive import audit
-from visionq.auth import keys as api_keys
-from visionq.auth.principals import Principal
-from visionq.jobs import heartbeats, keys
-from visionq.jobs.breakers import breaker_states
-from visionq.jobs.model_requests import kept_loaded, request_load, request_unload
-from visionq.jobs.records import JobRecord, dump_status, isoformat
-from visionq.jobs.snapshot import read_cluster
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=protected_responses(), dependencies=[Depends(get_admin)])
 

@@ -8,10 +8,10 @@ from starlette.concurrency import run_in_threadpool
 from visionq import errors
 from visionq.api.dependencies import PrincipalDep, StateDep
 from visionq.api.problems import problem_responses
-from visionq.api.schemas import RefreshRequest, TokenBody
 from visionq.auth import keys as api_keys
 from visionq.auth.principals import key_principal
 from visionq.auth.tokens import TokenIssuer, TokenPair
+from visionq.wire.schemas import RefreshRequest, TokenBody
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends
 from visionq import errors
 from visionq.api.dependencies import StateDep, get_principal
 from visionq.api.problems import problem_responses, protected_responses
-from visionq.api.schemas import ModelCard, ModelInfo, TransformInfo
 from visionq.api.state import AppState
 from visionq.imaging.transforms import Transform
 from visionq.inference.catalog import labels_sha256
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 from visionq.jobs import heartbeats
 from visionq.jobs.breakers import BreakerState, breaker_states
+from visionq.wire.schemas import ModelCard, ModelInfo, TransformInfo
 
 router = APIRouter(tags=["models"], responses=protected_responses(), dependencies=[Depends(get_principal)])
 

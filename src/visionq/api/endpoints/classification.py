@@ -13,12 +13,13 @@ from pydantic import ValidationError
 from visionq import errors
 from visionq.api.dependencies import PrincipalDep, StateDep
 from visionq.api.problems import from_error, problem_body, problem_responses, protected_responses
-from visionq.api.schemas import ClassifyForm, FailureBody, JobAccepted, ResultBody
 from visionq.api.state import AppState
 from visionq.api.submission import Accepted, Part
 from visionq.api.uploads import FILE_FIELD, read_upload
 from visionq.api.waiting import PreferWaitDep, preference_applied, wait_for_end
-from visionq.jobs.states import JobStatus
+from visionq.wire.jobs import FailureBody, ResultBody
+from visionq.wire.schemas import ClassifyForm, JobAccepted
+from visionq.wire.states import JobStatus
 
 router = APIRouter(tags=["classification"], responses=protected_responses())
 

@@ -11,10 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq.api.dependencies import StateDep
 from visionq.api.endpoints.catalog import worker_models
-from visionq.api.schemas import CheckState, Liveness, Readiness
 from visionq.api.state import AppState
 from visionq.jobs.breakers import BreakerState, breaker_states
 from visionq.jobs.snapshot import read_cluster
+from visionq.wire.schemas import CheckState, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 

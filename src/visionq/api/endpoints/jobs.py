@@ -15,13 +15,14 @@ from starlette.concurrency import run_in_threadpool
 from visionq import errors
 from visionq.api.dependencies import ArchiveDep, ImagesDep, JobStoreDep, PrincipalDep, VisibleJobDep
 from visionq.api.problems import problem_responses, protected_responses
-from visionq.api.schemas import DeliveriesBody, DeliveryAttempt, JobPageBody, JobSummary, Links, StatusBody
 from visionq.api.security import require_admin
 from visionq.archive.repository import MAX_PAGE, BadCursor, JobQuery
 from visionq.archive.rows import error_from_row
 from visionq.archive.tables import ArchivedJob
-from visionq.jobs.records import ImageInfo, JobRecord, Prediction, dump_status, isoformat
-from visionq.jobs.states import JobStatus, Priority
+from visionq.jobs.records import JobRecord, isoformat
+from visionq.wire.jobs import ImageInfo, Prediction, StatusBody, dump_status
+from visionq.wire.schemas import DeliveriesBody, DeliveryAttempt, JobPageBody, JobSummary, Links
+from visionq.wire.states import JobStatus, Priority
 
 router = APIRouter(tags=["jobs"], responses=protected_responses())
 

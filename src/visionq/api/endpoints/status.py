@@ -17,16 +17,16 @@ from starlette.concurrency import run_in_threadpool
 from visionq import errors
 from visionq.api.dependencies import ArchiveDep, EventsDep, JobStoreDep, PrincipalDep, StateDep, VisibleJobDep
 from visionq.api.problems import problem_responses, protected_responses
-from visionq.api.schemas import FailureBody, ResultBody, StatusBody
 from visionq.api.security import check_owner
 from visionq.api.waiting import PREFERENCE_APPLIED_DOC, PreferWaitDep, preference_applied, wait_for_end
 from visionq.archive.repository import Archive
 from visionq.archive.rows import outcome_from_row
 from visionq.auth.principals import Principal
 from visionq.jobs.events import Updates
-from visionq.jobs.records import JobRecord, dump_status
-from visionq.jobs.states import JobStatus
+from visionq.jobs.records import JobRecord
 from visionq.jobs.store import JobStore
+from visionq.wire.jobs import FailureBody, ResultBody, StatusBody, dump_status
+from visionq.wire.states import JobStatus
 
 log = logging.getLogger(__name__)
 

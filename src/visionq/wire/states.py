@@ -67,3 +67,10 @@ class Priority(StrEnum):
 
 BROKER_PRIORITY: dict[Priority, int] = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.NORMAL: 6, Priority.LOW: 9}
 PRIORITY_STEPS = sorted(BROKER_PRIORITY.values())
+
+
+class Role(StrEnum):
+    """What a principal may do: its own jobs (`user`), or everything (`admin`)."""
+
+    USER = "user"
+    ADMIN = "admin"

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API that are not job records (those are in jobs/records.py)."""
+"""Request and response bodies of the HTTP API other than a job's own (those are in `wire/jobs.py`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, Field
 
-from visionq.auth.principals import Role
-from visionq.jobs.records import Crash, FailureBody, ImageInfo, JobError, Prediction, ResultBody, StatusBody
-from visionq.jobs.states import JobStatus, Priority
-
-__all__ = ["FailureBody", "ResultBody", "StatusBody"]
+from visionq.wire.jobs import Crash, ImageInfo, JobError, Prediction
+from visionq.wire.states import JobStatus, Priority, Role
 
 MIN_TOP_K = 1
 MAX_TOP_K = 20
