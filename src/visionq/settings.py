@@ -173,6 +173,34 @@ class Settings(ClientSettings):
     refresh_token_ttl: Annotated[int, Field(ge=60)] = 30 * 24 * 3600
     """Seconds a refresh token is valid; each use replaces it with a new one."""
 
+    oidc_issuer: str | None = None
+    """OpenID Connect issuer whose bearer tokens (RS256 or ES256 JWTs) are accepted besides the service's own
+    keys and tokens, e.g. `https://idp.example.com/realms/main`: exactly the `iss` of its tokens. Its keys are
+    read from `<issuer>/.well-known/openid-configuration`. Needs `auth=required` and `oidc_audience`."""
+
+    oidc_audience: str | None = None
+    """`aud` the identity provider's tokens must carry for this service (its client id or API identifier);
+    a token for another audience is refused. Required with `oidc_issuer`."""
+
+    oidc_role_claim: str = "roles"
+    """Claim of the identity provider's tokens that holds the caller's roles: a list (`roles`), a space-separated
+    string (`scope`), or a dotted path into nested claims (`realm_access.roles` for Keycloak)."""
+
+    oidc_admin_values: list[str] = Field(default_factory=lambda: ["admin"])
+    """Values of `oidc_role_claim` that make the caller an `admin`."""
+
+    oidc_user_values: list[str] = Field(default_factory=list)
+    """Values of `oidc_role_claim` that make the caller a `user`. Empty: every valid token of the issuer is at
+    least a `user`; otherwise a token with none of these (nor an admin value) is refused with 401."""
+
+    oidc_jwks_ttl: Annotated[int, Field(ge=10)] = 300
+    """Seconds the identity provider's signing keys are cached. A token signed by a key not in the cache makes
+    the service fetch them again at once (key rotation), at most once every few seconds."""
+
+    oidc_client_id: str | None = None
+    """Public client id that `/docs` uses to sign in with the identity provider (authorization code with PKCE).
+    Unset: `/docs` still names the provider, and tokens are pasted by hand."""
+
     rate_limit_user: Annotated[int, Field(ge=0)] = 600
     """Requests per minute for each `user` API key (0: unlimited)."""
 
@@ -378,6 +406,23 @@ class Settings(ClientSettings):
                     "characters, not empty or a placeholder "
                     "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_oidc(self) -> Self:
+        if self.oidc_issuer is None:
+            return self
+        if self.auth is not AuthMode.REQUIRED:
+            raise ValueError("VISIONQ_OIDC_ISSUER needs VISIONQ_AUTH=required: with auth off nobody's token is read")
+        if not self.oidc_issuer.startswith(("https://", "http://")):
+            raise ValueError(f"VISIONQ_OIDC_ISSUER must be the issuer's URL (https://…), not {self.oidc_issuer!r}")
+        if self.oidc_issuer == self.auth_issuer:
+            raise ValueError("VISIONQ_OIDC_ISSUER must differ from VISIONQ_AUTH_ISSUER, the `iss` of visionq's tokens")
+        if not self.oidc_audience:
+            raise ValueError(
+                "VISIONQ_OIDC_ISSUER needs VISIONQ_OIDC_AUDIENCE: the `aud` the identity provider puts in tokens "
+                "for this service (its client id or API identifier), or tokens made for any other app would pass"
+            )
         return self
 
     @model_validator(mode="after")

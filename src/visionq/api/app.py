@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from visionq.api.state import AppState
 from visionq.api.submission import Submitter
 from visionq.archive import schema
 from visionq.archive.repository import Archive
+from visionq.auth.oidc import discovery_url
 from visionq.connections import async_redis
 from visionq.images import create_image_store
 from visionq.inference.catalog import build_catalog
@@ -35,6 +37,8 @@ from visionq.metrics import Metrics
 from visionq.settings import Settings
 from visionq.telemetry import start_tracing
 
+#: Name of the identity provider's security scheme in the OpenAPI document (with `oidc_issuer` set).
+OIDC_SCHEME = "openIdConnect"
 #: Seconds the app waits at start-up for its job-event subscription before serving anyway.
 SUBSCRIBE_TIMEOUT = 2.0
 
@@ -77,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         images = create_image_store(settings)
         latest = LatestChoice(redis)
         backpressure = Backpressure(settings, redis)
+        authenticator = Authenticator(settings, redis, archive)
         app.state.visionq = AppState(
             settings=settings,
             redis=redis,
@@ -89,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             metrics=metrics,
             archive=archive,
-            auth=Authenticator(settings, redis, archive),
+            auth=authenticator,
             rate_limiter=RateLimiter(settings, redis),
             backpressure=backpressure,
             latest=latest,
@@ -100,10 +105,20 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await events.stop()
+            await authenticator.aclose()
             await redis.aclose()
             archive.close()
 
-    app = FastAPI(title="visionq", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    sign_in = {"clientId": settings.oidc_client_id, "usePkceWithAuthorizationCodeGrant": True}
+    app = FastAPI(
+        title="visionq",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_init_oauth=sign_in if settings.oidc_client_id is not None else None,
+    )
+    if settings.oidc_issuer is not None:
+        _offer_identity_provider(app, settings.oidc_issuer)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -149,3 +164,20 @@ def create_app(settings: Settings) -> FastAPI:
     if tracing is not None:
         FastAPIInstrumentor.instrument_app(app, tracer_provider=tracing, excluded_urls="health,metrics")
     return app
+
+
+def _offer_identity_provider(app: FastAPI, issuer: str) -> None:
+    """Name the identity provider in the OpenAPI document (an `openIdConnect` scheme that every route accepts),
+    so that /docs can sign in with it and send its token."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()  # cached by FastAPI as app.openapi_schema, so the scheme is added once
+        schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[OIDC_SCHEME] = {"type": "openIdConnect", "openIdConnectUrl": discovery_url(issuer)}
+        document["security"] = [{OIDC_SCHEME: []}]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

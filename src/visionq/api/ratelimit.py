@@ -1,4 +1,5 @@
-"""Rate limits in Redis: fixed one-minute windows per client address and per API key (HLD §3.3).
+"""Rate limits in Redis: fixed one-minute windows per client address and per principal (API key or external
+user; HLD §3.3).
 
 Each window is one counter (`visionq:ratelimit:{who}:{minute}`), raised and given its expiry by one Lua
 script, so the count is exact across any number of API processes sharing the Redis. The client address is
@@ -20,6 +21,7 @@ from starlette.requests import HTTPConnection
 from visionq import errors
 from visionq.auth.principals import Principal
 from visionq.jobs import keys
+from visionq.jobs.records import ANONYMOUS
 from visionq.settings import Settings
 from visionq.wire.states import Role
 
@@ -73,10 +75,12 @@ class RateLimiter:
         return await self._take(f"ip:{address}", self.per_ip, "this address")
 
     async def check_principal(self, principal: Principal) -> Quota | None:
-        """Count the request against its API key (and the tokens made from it)."""
-        if principal.key_id is None:
+        """Count the request against who makes it: its API key (and the tokens made from it), or the external
+        user of an OpenID Connect token. Nobody is counted while authentication is off."""
+        if principal.id == ANONYMOUS:
             return None
-        return await self._take(f"key:{principal.key_id}", self.per_role[principal.role], "this API key")
+        whose = "this API key" if principal.key_id is not None else "this user"
+        return await self._take(principal.id, self.per_role[principal.role], whose)
 
     async def _take(self, who: str, limit: int, whose: str) -> Quota | None:
         if limit == 0:

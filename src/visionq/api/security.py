@@ -5,10 +5,14 @@ With `auth=off` every request is the open principal. With `auth=required`, a req
 headers, may bring either as `?token=`. API keys are checked against the database through a short Redis
 cache that revocation clears, so a revoked key fails on its very next request; access tokens made from a
 revoked key fail as soon as it is revoked too.
+
+With `oidc_issuer` set, a bearer token whose `iss` is that identity provider is checked against the provider's
+published keys instead (`auth.oidc`), and its subject acts as `oidc:<sub>`.
 """
 
 from __future__ import annotations
 
+import jwt
 import orjson
 from redis.asyncio import Redis
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +21,7 @@ from starlette.requests import HTTPConnection
 from visionq import errors
 from visionq.archive.repository import Archive
 from visionq.auth import keys as api_keys
+from visionq.auth.oidc import OidcVerifier
 from visionq.auth.principals import OPEN, Principal, key_principal
 from visionq.auth.tokens import InvalidToken, TokenIssuer
 from visionq.jobs import keys
@@ -35,6 +40,11 @@ class Authenticator:
         self.redis = redis
         self.archive = archive
         self.tokens = TokenIssuer(settings, redis) if self.required else None
+        self.oidc = OidcVerifier(settings) if self.required and settings.oidc_issuer is not None else None
+
+    async def aclose(self) -> None:
+        if self.oidc is not None:
+            await self.oidc.aclose()
 
     async def principal(self, connection: HTTPConnection) -> Principal:
         """Who the request acts for; raises Unauthorized (401) without valid credentials."""
@@ -58,6 +68,8 @@ class Authenticator:
     async def from_token(self, token: str) -> Principal:
         assert self.tokens is not None
         try:
+            if self.oidc is not None and _unverified_issuer(token) == self.oidc.issuer:
+                return await self.oidc.verify(token)
             principal = self.tokens.verify(token)
         except InvalidToken as exc:
             raise errors.Unauthorized(str(exc)) from exc
@@ -81,6 +93,15 @@ class Authenticator:
             raise errors.Unauthorized("this API key has been revoked")
         entry = orjson.loads(cached)
         return key_principal(str(entry["key_id"]), Role(entry["role"]))
+
+
+def _unverified_issuer(token: str) -> object:
+    """The `iss` a token claims, unchecked: only to choose who checks it; None if it is not a JWT."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    return claims.get("iss")
 
 
 def require_admin(principal: Principal) -> None:
