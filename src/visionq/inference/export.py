@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ __all__ = [
     "ensure_onnx",
     "fingerprint",
     "locked",
+    "prepared",
     "verification_batch",
 ]
 
@@ -93,8 +95,31 @@ def ensure_onnx(
     """The verified ONNX file of the built-in model `spec` in `cache_dir`, exported first if need be."""
     if spec.runtime != Runtime.TORCH:
         raise ValueError(f"{spec.ref}: only built-in models are exported, not runtime {spec.runtime.value!r}")
-    path = cache_dir / f"{spec.weights}-{fingerprint(spec)}.onnx"
+    try:
+        path = cache_dir / f"{spec.weights}-{fingerprint(spec)}.onnx"
+    except ModuleNotFoundError as exc:  # no visionq[export] here: serve what `visionq prepare` made elsewhere
+        return prepared(spec, cache_dir, f"{spec.weights}-", exc)
     return cached(path, lambda: _export(spec, path, threads=threads, minimum=minimum))
+
+
+def prepared(spec: ModelSpec, cache_dir: Path, prefix: str, missing: ModuleNotFoundError) -> tuple[Path, Verification]:
+    """The newest finished file `<prefix><fingerprint>.onnx` (with its check) in `cache_dir`, for an install that
+    cannot compute the fingerprint (no PyTorch): a worker image whose cache `visionq prepare` filled at build time.
+    `ExportRefused` when there is none."""
+    name = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{16}}\.onnx")
+    found = [
+        path
+        for path in cache_dir.glob(f"{prefix}*.onnx")
+        if name.fullmatch(path.name) and path.with_suffix(".json").is_file()
+    ]
+    if not found:
+        raise ExportRefused(
+            f"{spec.ref}: no prepared build in {cache_dir}, and this install cannot make one ({missing}): run "
+            "`visionq prepare` where visionq[export] is installed (e.g. in the worker image's build), or install it "
+            "here"
+        ) from missing
+    path = max(found, key=lambda candidate: candidate.with_suffix(".json").stat().st_mtime)
+    return path, Verification(**json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
 
 
 def cached(path: Path, make: Callable[[], Verification]) -> tuple[Path, Verification]:

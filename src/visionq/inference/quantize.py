@@ -63,7 +63,15 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageEnhance
 
-from visionq.inference.export import ExportRefused, Verification, cached, compare, ensure_onnx, fingerprint
+from visionq.inference.export import (
+    ExportRefused,
+    Verification,
+    cached,
+    compare,
+    ensure_onnx,
+    fingerprint,
+    prepared,
+)
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 
 if TYPE_CHECKING:
@@ -216,8 +224,11 @@ def ensure_int8(
     why = int8_unsupported()
     if why is not None:
         raise ExportRefused(f"{spec.ref} is not served on this machine: {why}; {exact.name} is the exact model")
+    try:
+        path = int8_path(spec, cache_dir)
+    except ModuleNotFoundError as exc:  # no visionq[export] here: serve what `visionq prepare` made elsewhere
+        return prepared(spec, cache_dir, f"{spec.weights}-int8-", exc)
     source, _ = ensure_onnx(exact, cache_dir, threads=threads)
-    path = int8_path(spec, cache_dir)
     return cached(path, lambda: _quantize(exact, source, path, threads=threads, minimum=minimum))
 
 

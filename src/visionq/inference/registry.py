@@ -163,8 +163,8 @@ class ModelRegistry:
             return None
         try:
             path, verification = (ensure_int8 if int8 else ensure_onnx)(spec, self.cache, threads=self.threads)
-        except ExportRefused:
-            if int8:
+        except ExportRefused as refused:
+            if int8 or isinstance(refused.__cause__, ModuleNotFoundError):  # no PyTorch to fall back on
                 raise
             logger.exception("serving %s with PyTorch instead of ONNX Runtime", spec.ref)
             return None
