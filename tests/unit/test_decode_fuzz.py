@@ -8,6 +8,7 @@ bounded run in CI); `HYPOTHESIS_PROFILE=fuzz` runs many more.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 from collections.abc import Iterator
@@ -28,19 +29,22 @@ DOCUMENTED = (InvalidImage, UnsupportedMediaType, ImageTooLarge)
 #: a forged length or count would ask for.
 HEADROOM = 256 * 2**20
 
-settings.register_profile(
-    "ci", max_examples=150, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile("fuzz", max_examples=20_000, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+#: The memory bound is set per test (it holds for all the test's examples), which Hypothesis would warn about.
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=150, deadline=2000, derandomize=True, suppress_health_check=_SUPPRESSED)
+settings.register_profile("fuzz", max_examples=20_000, deadline=2000, suppress_health_check=_SUPPRESSED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SEEDS = sorted({**cat_variants(), **bad_inputs()}.items())
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def bounded_memory() -> Iterator[None]:
     """Every example runs under RLIMIT_DATA (heap and private mappings): an allocation past the headroom fails
-    with MemoryError, which is no documented problem, so the example fails. Restored when the module ends."""
+    with MemoryError, which is no documented problem, so the example fails. The limit is taken from what the
+    process holds as each test starts (the suite before it may free hundreds of MB meanwhile, which would widen a
+    limit set once per module), and restored after it."""
+    gc.collect()
     soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     limit = _data_in_use() + HEADROOM
     resource.setrlimit(resource.RLIMIT_DATA, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
