@@ -94,15 +94,16 @@ class Settings(ClientSettings):
     """Key prefix of the images in `s3_bucket`, so that a bucket can be shared; the sweeper touches nothing else."""
 
     s3_endpoint_url: str | None = None
-    """Endpoint of an S3-compatible store other than AWS (e.g. `http://minio:9000`); path-style addressing is
-    used with it. Unset: AWS S3."""
+    """Endpoint of an S3-compatible store other than AWS (e.g. `http://minio:9000`), for the images and an `s3://`
+    `model_repository`; path-style addressing is used with it. Unset: AWS S3."""
 
     s3_region: str | None = None
-    """Region of `s3_bucket`. Unset: boto3's default (`AWS_REGION`, `~/.aws/config`)."""
+    """Region of `s3_bucket` and of an `s3://` `model_repository`. Unset: boto3's default (`AWS_REGION`,
+    `~/.aws/config`)."""
 
     s3_access_key_id: str | None = None
-    """Access key id for `image_store=s3`, with `s3_secret_access_key`. Unset: boto3's default credential chain
-    (`AWS_*` variables, `~/.aws`, an instance or pod role)."""
+    """Access key id for `image_store=s3` and an `s3://` `model_repository`, with `s3_secret_access_key`. Unset:
+    boto3's default credential chain (`AWS_*` variables, `~/.aws`, an instance or pod role)."""
 
     s3_secret_access_key: SecretStr | None = None
     """Secret access key that goes with `s3_access_key_id`."""
@@ -277,6 +278,16 @@ class Settings(ClientSettings):
     model_dir: Path | None = None
     """Folder of user models, one sub-folder each with a `manifest.toml` (see docs/models.md)."""
 
+    model_repository: str | None = None
+    """Model repository that `visionq models push` publishes to and the service follows while it runs: a folder, or
+    S3-compatible storage as `s3://bucket/prefix` (with the `s3_*` endpoint, region and credentials), laid out as
+    `<name>/<version>/` with the weights, the labels and a `manifest.toml` that gives the weights' `sha256`. It may
+    be used beside `model_dir`; a `name@version` in both is an error at start-up (see docs/models.md)."""
+
+    model_repository_poll: Annotated[float, Field(gt=0)] = 30.0
+    """Seconds between listings of `model_repository` by each API and worker process, which add the versions
+    published since. A request for a `name@version` the catalog lacks lists it at once (at most once a second)."""
+
     builtin_runtime: BuiltinRuntime = BuiltinRuntime.ONNX
     """How workers run the built-in models: `onnx` (ONNX Runtime, about 4x faster on a CPU), from an export of
     the PyTorch weights that is made once, checked against PyTorch on a fixed sample (top-1 agreement ≥ 99%,
@@ -446,6 +457,22 @@ class Settings(ClientSettings):
             raise ValueError("image_store=s3 needs VISIONQ_S3_BUCKET: the bucket that uploads wait in")
         if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
             raise ValueError("set both VISIONQ_S3_ACCESS_KEY_ID and VISIONQ_S3_SECRET_ACCESS_KEY, or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _check_model_repository(self) -> Self:
+        location = self.model_repository
+        if location is None:
+            return self
+        scheme, found, rest = location.partition("://")
+        if found and scheme != "s3":
+            raise ValueError(
+                f"VISIONQ_MODEL_REPOSITORY must be a folder or s3://bucket/prefix, not a {scheme}:// URL: {location!r}"
+            )
+        if found and not rest.split("/", 1)[0]:
+            raise ValueError(f"VISIONQ_MODEL_REPOSITORY {location!r} names no bucket: s3://bucket/prefix")
+        if not location.strip():
+            raise ValueError("VISIONQ_MODEL_REPOSITORY is empty: a folder, or s3://bucket/prefix")
         return self
 
     @property

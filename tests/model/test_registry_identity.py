@@ -10,8 +10,9 @@ import torch
 
 from environment import model_cache
 from model_factories import TinyColourNet, manifest, model_folder, save_torchscript
-from visionq.inference.catalog import BUILTIN_SPECS, Catalog, load_user_models
+from visionq.inference.catalog import BUILTIN_SPECS, Catalog
 from visionq.inference.export import ensure_onnx
+from visionq.inference.manifest import load_user_models
 from visionq.inference.registry import ModelRegistry
 from visionq.inference.spec import Runtime
 from visionq.inference.torch_backend import builtin_weights_path

@@ -8,18 +8,16 @@ import pytest
 
 from visionq.errors import ModelNotFound
 from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
-from visionq.inference.catalog import (
-    BUILTIN_SPECS,
+from visionq.inference.catalog import BUILTIN_SPECS, Catalog, build_catalog, parse_ref
+from visionq.inference.imagenet import imagenet_labels
+from visionq.inference.manifest import (
     DEFAULT_CROP_FRACTION,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    Catalog,
     ManifestError,
-    build_catalog,
     load_manifest,
     load_user_models,
 )
-from visionq.inference.imagenet import imagenet_labels
 from visionq.inference.spec import LITE_MEAN, LITE_STD, ModelSpec, Precision, Runtime
 from visionq.settings import Settings
 
@@ -206,6 +204,59 @@ def test_reserved_name_is_refused() -> None:
 def test_empty_catalog_is_refused() -> None:
     with pytest.raises(ValueError, match="empty"):
         Catalog([], default="alpha")
+
+
+# --- updates ---------------------------------------------------------------------------------------
+
+
+def test_an_update_replaces_the_models_and_moves_the_highest_version() -> None:
+    catalog = _catalog()
+    assert not catalog.knows("alpha@11")
+
+    catalog.update([*catalog.specs(), _spec("alpha", 11), _spec("gamma", 1)])
+
+    assert catalog.knows("alpha@11")
+    assert catalog.knows("gamma")
+    assert catalog.resolve("alpha").ref == "alpha@11"
+    assert catalog.resolve("latest").ref == "alpha@11", "the default names a model: its highest version"
+    assert catalog.resolve("alpha@1").ref == "alpha@1"
+
+
+def test_an_update_that_is_refused_keeps_the_models() -> None:
+    catalog = _catalog()
+    before = catalog.specs()
+
+    with pytest.raises(ValueError, match="duplicate model beta@1"):
+        catalog.update([*before, _spec("beta", 1)])
+    with pytest.raises(ValueError, match="default_model 'alpha' is not in the model catalog"):
+        catalog.update([_spec("beta", 1)])
+
+    assert catalog.specs() == before
+
+
+@pytest.mark.parametrize(
+    ("ref", "parsed"),
+    [
+        ("alpha", ("alpha", None)),
+        ("alpha@10", ("alpha", 10)),
+        (" alpha@2 ", ("alpha", 2)),
+        ("latest", None),
+        ("Alpha", None),
+        ("alpha@", None),
+        ("alpha@x", None),
+    ],
+)
+def test_refs_are_parsed_as_name_and_integer_version(ref: str, parsed: tuple[str, int | None] | None) -> None:
+    assert parse_ref(ref) == parsed
+
+
+def test_knows_only_what_resolves_to_a_name_or_version() -> None:
+    catalog = _catalog()
+    assert catalog.knows("alpha")
+    assert catalog.knows("alpha@10")
+    assert not catalog.knows("alpha@3")
+    assert not catalog.knows("latest"), "an alias, not a model"
+    assert not catalog.knows("delta")
 
 
 # --- manifests -------------------------------------------------------------------------------------

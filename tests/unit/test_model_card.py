@@ -8,8 +8,9 @@ import pytest
 
 from visionq.api.endpoints.catalog import model_card, transform_info
 from visionq.imaging.transforms import ChannelOrder, Resize
-from visionq.inference.catalog import BUILTIN_SPECS, labels_sha256
+from visionq.inference.catalog import BUILTIN_SPECS
 from visionq.inference.imagenet import imagenet_labels
+from visionq.inference.manifest import labels_sha256
 from visionq.inference.spec import ModelSpec, Runtime
 from visionq.wire.schemas import ModelInfo, TransformInfo
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from visionq.inference.catalog import BUILTIN_SPECS, labels_sha256, read_labels_file
+from visionq.inference.catalog import BUILTIN_SPECS
 from visionq.inference.imagenet import imagenet_labels
+from visionq.inference.manifest import labels_sha256, read_labels_file
 from visionq.inference.receipts import (
     FP32,
     INT8,

@@ -163,3 +163,20 @@ def test_the_model_cache_follows_xdg_unless_set(
 
     assert make_settings().model_cache == tmp_path / "visionq"
     assert make_settings(model_cache_dir=tmp_path / "mine").model_cache == tmp_path / "mine"
+
+
+@pytest.mark.parametrize(
+    ("location", "problem"),
+    [
+        ("https://models.example.com/repo", "must be a folder or s3://bucket/prefix, not a https:// URL"),
+        ("s3:///models", "names no bucket"),
+        ("  ", "is empty"),
+    ],
+)
+def test_a_model_repository_is_a_folder_or_an_s3_url(
+    make_settings: SettingsFactory, location: str, problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        make_settings(model_repository=location)
+    assert make_settings(model_repository="s3://bucket/models").model_repository_poll == 30.0
+    assert make_settings(model_repository="/srv/models").model_repository == "/srv/models"

@@ -29,7 +29,7 @@ from visionq.archive.repository import Archive
 from visionq.auth.oidc import discovery_url
 from visionq.connections import async_redis
 from visionq.images import create_image_store
-from visionq.inference.catalog import build_catalog
+from visionq.inference.sources import ModelSources
 from visionq.jobs.events import JobEvents
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.store import JobStore
@@ -68,7 +68,7 @@ def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Con
 def create_app(settings: Settings) -> FastAPI:
     tracing = start_tracing(settings, "visionq-api")
     metrics = Metrics()
-    model_catalog = build_catalog(settings)
+    sources = ModelSources(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,10 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
             redis=redis,
             store=store,
             events=events,
-            catalog=model_catalog,
+            catalog=sources.catalog,
+            sources=sources,
             images=images,
             submitter=Submitter(
-                settings, store=store, images=images, catalog=model_catalog, latest=latest, backpressure=backpressure
+                settings, store=store, images=images, sources=sources, latest=latest, backpressure=backpressure
             ),
             metrics=metrics,
             archive=archive,
@@ -101,9 +102,11 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
+        sources.start()  # lists the model repository in a thread of its own, never in the event loop
         try:
             yield
         finally:
+            await run_in_threadpool(sources.stop)
             await events.stop()
             await authenticator.aclose()
             await redis.aclose()

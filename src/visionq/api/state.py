@@ -13,6 +13,7 @@ from visionq.api.submission import Submitter
 from visionq.archive.repository import Archive
 from visionq.images import ImageStore
 from visionq.inference.catalog import Catalog
+from visionq.inference.sources import ModelSources
 from visionq.jobs.events import JobEvents
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.store import JobStore
@@ -27,6 +28,7 @@ class AppState:
     store: JobStore
     events: JobEvents
     catalog: Catalog
+    sources: ModelSources
     images: ImageStore | None
     submitter: Submitter
     metrics: Metrics

@@ -29,7 +29,7 @@ from visionq.api.backpressure import Backpressure, queue_full
 from visionq.callbacks.targets import check_callback_url
 from visionq.images import ImageStore
 from visionq.imaging.decode import CheckedImage, check_image
-from visionq.inference.catalog import Catalog
+from visionq.inference.sources import ModelSources
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_entry, fingerprint
 from visionq.jobs.model_requests import LatestChoice
@@ -86,14 +86,14 @@ class Submitter:
         *,
         store: JobStore,
         images: ImageStore | None,
-        catalog: Catalog,
+        sources: ModelSources,
         latest: LatestChoice,
         backpressure: Backpressure,
     ) -> None:
         self.settings = settings
         self.store = store
         self.images = images
-        self.catalog = catalog
+        self.sources = sources
         self.latest = latest
         self.backpressure = backpressure
         self.keys = IdempotencyKeys(store.redis)
@@ -169,7 +169,8 @@ class Submitter:
     async def _admit(self, form: ClassifyForm) -> ModelSpec:
         """What refuses the whole request: an unknown model, a callback the service cannot send, a full Redis."""
         settings = self.settings
-        spec = self.catalog.resolve(form.model_version, latest=await self.latest.get())
+        # A version published since the catalog's last listing is listed now, so that a job for it is accepted.
+        spec = await self.sources.resolve_async(form.model_version, latest=await self.latest.get())
         if form.callback_url is not None:
             if settings.callback_secret is None:
                 raise errors.ValidationFailed(

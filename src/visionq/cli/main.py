@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from visionq.cli import admin, jobs, keys, verify
+from visionq.cli import admin, jobs, keys, models, verify
 from visionq.cli.options import console, errors, load_settings, require_extra, server_settings
 from visionq.settings import WorkerPool
 
@@ -103,15 +103,17 @@ def prepare(
     from rich.table import Table
 
     from visionq.errors import VisionqError
-    from visionq.inference.catalog import build_catalog
     from visionq.inference.registry import ALL_MODELS, ModelRegistry
+    from visionq.inference.sources import ModelSources
     from visionq.settings import BuiltinRuntime
 
+    sources = ModelSources(settings)
     registry = ModelRegistry(
-        build_catalog(settings),
+        sources.catalog,
         threads=settings.threads_per_job,
         cache=settings.model_cache,
         builtin_onnx=settings.builtin_runtime is BuiltinRuntime.ONNX,
+        weights=sources.ensure_weights,
     )
     failures: dict[str, Exception] = {}
     try:
@@ -169,10 +171,11 @@ def worker_alive(
         raise typer.Exit(1)
 
 
-for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, jobs.models, verify.verify):
+for command in (jobs.classify, jobs.status, jobs.result, jobs.watch, verify.verify):
     app.command()(command)
 
 
+app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(admin.app, name="admin")
 

@@ -90,15 +90,16 @@ def _completed_result(job_id: str, url: str | None, api_key: str | None, token: 
 def _rerun(result: ResultBody, receipt: Receipt, data: bytes, settings: Settings) -> None:
     """Load the model that served the job, compare it with the receipt, re-run it on `data`, report, exit."""
     from visionq.errors import VisionqError
-    from visionq.inference.catalog import build_catalog
     from visionq.inference.receipts import build_receipt, prediction_differences, receipt_differences, tolerance_for
     from visionq.inference.registry import ModelRegistry
+    from visionq.inference.sources import ModelSources
     from visionq.settings import BuiltinRuntime
     from visionq.worker.pipeline import run_classification
 
     served = result.metadata.served_by or result.model_version
     try:
-        catalog = build_catalog(settings)
+        sources = ModelSources(settings)
+        catalog = sources.catalog
         spec = catalog.resolve(served)
         registry = ModelRegistry(
             catalog,
@@ -106,6 +107,7 @@ def _rerun(result: ResultBody, receipt: Receipt, data: bytes, settings: Settings
             threads=settings.threads_per_job,
             cache=settings.model_cache,
             builtin_onnx=settings.builtin_runtime is BuiltinRuntime.ONNX,
+            weights=sources.ensure_weights,
         )
         classifier = registry.get(spec)
         labels = catalog.labels(spec)

@@ -29,6 +29,39 @@ MAX_CONNECTIONS = 40
 _MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
 
 
+def create_s3_client(
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> Any:
+    """A boto3 S3 client for AWS, or for the S3-compatible store at `endpoint_url`, with bounded time-outs and
+    retries. Credentials left unset come from boto3's default chain. Thread-safe: one serves every thread."""
+    compatible = endpoint_url is not None
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=MAX_CONNECTIONS,
+        # Stores other than AWS seldom resolve `<bucket>.<host>` names, and many refuse the checksum headers
+        # boto3 sends by default since 1.36 (boto/boto3#4392); AWS itself keeps both defaults.
+        s3={"addressing_style": "path"} if compatible else None,
+        request_checksum_calculation="when_required" if compatible else "when_supported",
+        response_checksum_validation="when_required" if compatible else "when_supported",
+    )
+    # A session of its own: boto3's module-level default session is shared state that is not thread-safe.
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=config,
+    )
+
+
 class S3Images:
     """Images as objects `<prefix><job_id>` in `bucket`. A PUT is atomic, so readers see whole images only.
 
@@ -55,27 +88,11 @@ class S3Images:
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        compatible = endpoint_url is not None
-        config = Config(
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-            max_pool_connections=MAX_CONNECTIONS,
-            # Stores other than AWS seldom resolve `<bucket>.<host>` names, and many refuse the checksum headers
-            # boto3 sends by default since 1.36 (boto/boto3#4392); AWS itself keeps both defaults.
-            s3={"addressing_style": "path"} if compatible else None,
-            request_checksum_calculation="when_required" if compatible else "when_supported",
-            response_checksum_validation="when_required" if compatible else "when_supported",
-        )
-        # A session of its own: boto3's module-level default session is shared state that is not thread-safe.
-        session = boto3.session.Session()
-        self._client: Any = session.client(
-            "s3",
+        self._client: Any = create_s3_client(
             endpoint_url=endpoint_url,
-            region_name=region,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            config=config,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
         )
 
     def put(self, job_id: str, data: bytes) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from visionq.errors import BrokerUnavailable
 from visionq.settings import Settings
@@ -65,16 +65,29 @@ def create_image_store(settings: Settings) -> ImageStore | None:
         from visionq.images.s3 import S3Images
 
         assert settings.s3_bucket is not None  # Settings refuses image_store=s3 without a bucket
-        secret = settings.s3_secret_access_key
-        return S3Images(
-            settings.s3_bucket,
-            prefix=settings.s3_prefix,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=None if secret is None else secret.get_secret_value(),
-        )
+        return S3Images(settings.s3_bucket, prefix=settings.s3_prefix, **s3_connection(settings))
     return None
+
+
+class S3Connection(TypedDict):
+    """Where and as whom to reach S3-compatible storage: the keyword arguments of `S3Images` and
+    `create_s3_client`."""
+
+    endpoint_url: str | None
+    region: str | None
+    access_key_id: str | None
+    secret_access_key: str | None
+
+
+def s3_connection(settings: Settings) -> S3Connection:
+    """The `s3_*` settings that every S3 client of the service shares (the image store, the model repository)."""
+    secret = settings.s3_secret_access_key
+    return S3Connection(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=None if secret is None else secret.get_secret_value(),
+    )
 
 
 def check_job_id(job_id: str) -> str:

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionq.inference.catalog import labels_sha256
 from visionq.inference.classifier import Classifier
+from visionq.inference.manifest import labels_sha256
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 from visionq.wire.jobs import Prediction, Receipt
 

@@ -21,7 +21,8 @@ from visionq.errors import ModelNotFound
 from visionq.inference.catalog import Catalog
 from visionq.inference.classifier import Classifier
 from visionq.inference.export import Verification
-from visionq.inference.receipts import ModelIdentity, identify
+from visionq.inference.receipts import ModelIdentity, file_sha256, identify
+from visionq.inference.repository import check_digest
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 
 __all__ = ["ALL_MODELS", "ModelRegistry", "onnx_runs_on"]
@@ -37,13 +38,21 @@ def onnx_runs_on(device: str, providers: list[str]) -> bool:
     return not device.startswith("cuda") or "CUDAExecutionProvider" in providers
 
 
+def _check_in_place(spec: ModelSpec) -> None:
+    """Raise `WeightsMismatch` unless `spec`'s weights file has the SHA-256 its manifest gives."""
+    assert spec.weights_sha256 is not None
+    check_digest(file_sha256(Path(spec.weights)), spec.weights_sha256, spec.weights)
+
+
 class ModelRegistry:
     """Loads the catalog's models on demand and keeps them for the life of the process.
 
     `device` is where models run ("cpu", "cuda", "cuda:1"); `threads` > 0 sets torch's intra-op
     threads (once, before the first torch model loads) and each ONNX session's intra-op threads.
     `cache` is where exports of the built-in models are kept: with `builtin_onnx`, the exact built-ins run
-    from their verified ONNX export; the int8 builds always need it.
+    from their verified ONNX export; the int8 builds always need it. `weights` is called before a model whose
+    spec gives a `weights_sha256` loads, to fetch its file if need be and check its digest (a worker passes
+    `ModelSources.ensure_weights`); without it the file is checked where it is. A file that fails is never loaded.
     """
 
     def __init__(
@@ -54,6 +63,7 @@ class ModelRegistry:
         threads: int = 0,
         cache: Path | None = None,
         builtin_onnx: bool = True,
+        weights: Callable[[ModelSpec], None] | None = None,
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be >= 0")
@@ -62,6 +72,7 @@ class ModelRegistry:
         self.threads = threads
         self.cache = cache
         self.builtin_onnx = builtin_onnx
+        self.weights = weights or _check_in_place
         #: The export check of each built-in model served by ONNX Runtime, by ref.
         self.exports: dict[str, Verification] = {}
         #: Seconds each model took to load, by ref.
@@ -198,6 +209,8 @@ class ModelRegistry:
 
     def _load(self, spec: ModelSpec) -> Classifier:
         started = time.perf_counter()
+        if spec.weights_sha256 is not None:
+            self.weights(spec)
         model: Classifier
         if spec.runtime == Runtime.ONNX:
             from visionq.inference.onnx_backend import OnnxClassifier

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
 
+#: The alias of the default model; no model may be named so.
+LATEST = "latest"
 #: Mean and std of EfficientNet-Lite's training input ((x - 127) / 128 on 0..255 pixels), on a 0..1 scale.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -68,6 +70,9 @@ class ModelSpec(BaseModel):
     description: str = ""
     source: Path | None = None
     """Folder of a user model's manifest; None for built-ins."""
+    weights_sha256: str | None = None
+    """The SHA-256 the weights file must have (a user model whose manifest gives `sha256`, as every model of the
+    model repository does); checked before the file is loaded."""
     precision: Precision = Precision.FP32
 
     @model_validator(mode="after")

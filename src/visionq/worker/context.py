@@ -24,11 +24,13 @@ from visionq.connections import sync_redis
 from visionq.errors import VisionqError
 from visionq.images import create_image_store
 from visionq.inference.batching import Batcher
-from visionq.inference.catalog import Catalog, build_catalog
+from visionq.inference.catalog import Catalog
 from visionq.inference.classifier import Classifier
 from visionq.inference.control import ModelControl
 from visionq.inference.export import ExportRefused
 from visionq.inference.registry import ModelRegistry
+from visionq.inference.repository import RepositoryError, WeightsMismatch
+from visionq.inference.sources import ModelSources
 from visionq.inference.spec import ModelSpec
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.breakers import Breakers
@@ -45,13 +47,15 @@ class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.catalog: Catalog = build_catalog(settings)
+        self.sources = ModelSources(settings)
+        self.catalog: Catalog = self.sources.catalog
         self.registry = ModelRegistry(
             self.catalog,
             device=settings.device,
             threads=settings.threads_per_job,
             cache=settings.model_cache,
             builtin_onnx=settings.builtin_runtime is BuiltinRuntime.ONNX,
+            weights=self.sources.ensure_weights,
         )
         self.redis: Redis = sync_redis(settings)
         self.tracker = JobTracker(
@@ -89,6 +93,7 @@ class WorkerContext:
         self.registry.warm(self.settings.warm_models, failed=self.failed_to_load)
         self.models.apply()
         self.heartbeat()
+        self.sources.start()
         self._housekeeping = threading.Thread(target=self._run_housekeeping, name="visionq-housekeeping", daemon=True)
         self._housekeeping.start()
         log.info("worker process ready", extra={"worker_id": self.worker_id, "models": self.registry.loaded()})
@@ -96,11 +101,13 @@ class WorkerContext:
     def failed_to_load(self, spec: ModelSpec, exc: Exception) -> None:
         """`spec` could not be loaded: open its breaker, so that its jobs go to the fallback or fail at once
         (with why) until a probe after the cool-down loads it."""
-        log.error("could not load %s: %s", spec.ref, exc, exc_info=not isinstance(exc, ExportRefused))
+        expected = isinstance(exc, ExportRefused | WeightsMismatch | RepositoryError)  # their message says it all
+        log.error("could not load %s: %s", spec.ref, exc, exc_info=not expected)
         self.breakers.failed(spec.ref, f"{spec.ref} failed to load: {exc}", at_once=True)
 
     def stop(self) -> None:
         self._stop.set()
+        self.sources.stop()
         if self._housekeeping is not None:
             self._housekeeping.join(timeout=self.settings.archive_interval + self.settings.redis_timeout)
         self._drain_archive(settled=False)  # what the last jobs changed, before the process goes

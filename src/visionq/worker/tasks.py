@@ -203,7 +203,7 @@ def _overdue(ctx: context.WorkerContext, record: JobRecord) -> bool:
 def _choose_model(ctx: context.WorkerContext, record: JobRecord) -> tuple[ModelSpec, str | None] | None:
     """The model to run the job with, and why it is not the job's own (None when it is); None, after failing
     the job with `model_unavailable`, when its model's breaker is open and no fallback may serve it."""
-    spec = ctx.catalog.resolve(record.model_version)
+    spec = ctx.sources.resolve(record.model_version)  # a version published since the last listing is listed
     if ctx.breakers.allow(spec.ref):
         return spec, None
     why = ctx.breakers.reason(spec.ref) or "its circuit breaker is open"

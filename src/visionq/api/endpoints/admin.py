@@ -206,7 +206,7 @@ async def models(state: StateDep) -> list[AdminModelBody]:
 @router.post("/models/{model}/load", status_code=202, responses=problem_responses(errors.ModelNotFound))
 async def load_model(model: str, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
     """Ask every worker to load the model and keep it loaded (done on their next heartbeat)."""
-    ref = state.catalog.resolve(model).ref
+    ref = (await state.sources.resolve_async(model)).ref
     await request_load(state.redis, ref)
     await _audit(state, request, admin, "model.load", ref)
     return {"model_version": ref, "requested": "load"}
@@ -215,7 +215,7 @@ async def load_model(model: str, request: Request, state: StateDep, admin: Admin
 @router.post("/models/{model}/unload", status_code=202, responses=problem_responses(errors.ModelNotFound))
 async def unload_model(model: str, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
     """Ask every worker to drop the model now, freeing its memory; a later job for it loads it again."""
-    ref = state.catalog.resolve(model).ref
+    ref = (await state.sources.resolve_async(model)).ref
     await request_unload(state.redis, ref)
     await _audit(state, request, admin, "model.unload", ref)
     return {"model_version": ref, "requested": "unload"}
@@ -224,7 +224,7 @@ async def unload_model(model: str, request: Request, state: StateDep, admin: Adm
 @router.put("/models/latest", responses=problem_responses(errors.ModelNotFound))
 async def set_latest(body: LatestRequest, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
     """Make `latest` mean this model for every API process (within a second)."""
-    ref = state.catalog.resolve(body.model).ref
+    ref = (await state.sources.resolve_async(body.model)).ref
     await state.latest.set(ref)
     await _audit(state, request, admin, "model.set_latest", ref)
     return {"latest": ref}

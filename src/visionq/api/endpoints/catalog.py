@@ -13,7 +13,7 @@ from visionq.api.dependencies import StateDep, get_principal
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.state import AppState
 from visionq.imaging.transforms import Transform
-from visionq.inference.catalog import labels_sha256
+from visionq.inference.manifest import labels_sha256
 from visionq.inference.spec import ModelSpec, Precision, Runtime
 from visionq.jobs import heartbeats
 from visionq.jobs.breakers import BreakerState, breaker_states
@@ -62,7 +62,7 @@ async def get_model(ref: str, state: StateDep) -> ModelCard:
     """One model's card: its `/models` entry, its whole preprocessing, and its weights as the workers run them."""
     latest = await state.latest.get()
     try:
-        spec = state.catalog.resolve(ref, latest=latest)
+        spec = await state.sources.resolve_async(ref, latest=latest)
     except errors.ModelNotFound as exc:
         raise errors.JobNotFound(exc.detail) from exc
     workers = await worker_models(state)
