@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,10 +31,19 @@ from visionq.settings import Settings
 def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("VISIONQ_TEST_REDIS_URL")
     if url:
-        yield url
+        yield worker_database(url, os.environ.get("PYTEST_XDIST_WORKER"))
         return
     with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False) as server:
         yield server.url
+
+
+def worker_database(url: str, worker: str | None) -> str:
+    """`url` for pytest-xdist's worker `worker` (`gw0`, `gw1`, …): the database number counted down from `url`'s
+    per worker, so that processes running at once never flush each other's keys; `url` itself without xdist."""
+    if worker is None:
+        return url
+    parsed = urlsplit(url)
+    return parsed._replace(path=f"/{int(parsed.path.strip('/') or 0) - int(worker.removeprefix('gw'))}").geturl()
 
 
 @pytest.fixture(scope="module")
