@@ -39,11 +39,13 @@ def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def worker_database(url: str, worker: str | None) -> str:
     """`url` for pytest-xdist's worker `worker` (`gw0`, `gw1`, …): the database number counted down from `url`'s
-    per worker, so that processes running at once never flush each other's keys; `url` itself without xdist."""
+    per worker (up from it where that would go below 0), so that processes running at once never flush each
+    other's keys; `url` itself without xdist."""
     if worker is None:
         return url
     parsed = urlsplit(url)
-    return parsed._replace(path=f"/{int(parsed.path.strip('/') or 0) - int(worker.removeprefix('gw'))}").geturl()
+    base, index = int(parsed.path.strip("/") or 0), int(worker.removeprefix("gw"))
+    return parsed._replace(path=f"/{base - index if base >= index else base + index}").geturl()
 
 
 @pytest.fixture(scope="module")
