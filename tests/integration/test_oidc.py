@@ -17,12 +17,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from websockets.sync.client import connect
 
 from factories import cat_variants
 from integration.conftest import StackFactory
 from integration.stack import submit, wait_for, wait_terminal
+from signing_keys import PrivateKey, new_key, public_jwk
 from visionq.settings import Settings
 
 SECRET = "o" * 16 + "-oidc-suite-secret-0123456789abcdef"
@@ -32,23 +32,6 @@ JWKS_PATH = "/protocol/openid-connect/certs"
 #: Seconds a token signed with a newly rotated key may take to be accepted: the service fetches the key set
 #: again at most once every few seconds (auth.oidc.REFETCH_INTERVAL), and may just have done so.
 ROTATION_TIMEOUT = 30.0
-
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
-
-def new_key(algorithm: str) -> PrivateKey:
-    if algorithm == "RS256":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def public_jwk(kid: str, key: PrivateKey) -> dict[str, Any]:
-    jwk: dict[str, Any]
-    if isinstance(key, rsa.RSAPrivateKey):
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    else:
-        jwk = jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    return jwk | {"kid": kid, "use": "sig"}
 
 
 class IdentityProvider:

@@ -17,10 +17,10 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.utils import base64url_encode
 
 from conftest import SettingsFactory
+from signing_keys import PrivateKey, new_key, public_jwk
 from visionq.api.app import create_app
 from visionq.auth.oidc import REFETCH_INTERVAL, OidcVerifier, claim_values, discovery_url, role_of
 from visionq.auth.principals import Principal
@@ -34,25 +34,11 @@ SECRET = "unit-test-secret-for-the-oidc-suite-0123"
 JWKS_URI = "https://idp.example.com/keys"
 OIDC = {"auth": "required", "auth_secret": SECRET, "oidc_issuer": ISSUER, "oidc_audience": AUDIENCE}
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-
 
 @cache
 def private_key(name: str) -> PrivateKey:
     """A key per name, made once: RSA 2048 for names starting `rsa`, else EC P-256."""
-    if name.startswith("rsa"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def public_jwk(name: str) -> dict[str, Any]:
-    key = private_key(name)
-    jwk: dict[str, Any]
-    if isinstance(key, rsa.RSAPrivateKey):
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    else:
-        jwk = jwt.algorithms.ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
-    return jwk | {"kid": name, "use": "sig"}
+    return new_key("RS256" if name.startswith("rsa") else "ES256")
 
 
 def token(name: str, **claims: Any) -> str:
@@ -78,7 +64,7 @@ class Provider:
             return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": JWKS_URI})
         if str(request.url) == JWKS_URI:
             self.jwks_requests += 1
-            return httpx.Response(200, json={"keys": [public_jwk(name) for name in self.published]})
+            return httpx.Response(200, json={"keys": [public_jwk(name, private_key(name)) for name in self.published]})
         return httpx.Response(404)
 
 
