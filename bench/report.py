@@ -22,7 +22,11 @@ def _setup(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("layout", f"service and ceiling on core {core}, load generator on core {client}"),
         ("photo", f"{report['photo_bytes'] / 1024:.0f} KiB JPEG, 1600x1600"),
         ("model", f"{report['model']} ({report['runtime']}, {report['precision']})"),
-        ("worker", f"{report['processes']} single-threaded pool processes, {report['concurrency']} jobs in flight"),
+        (
+            "worker",
+            f"{report.get('pool', 'prefork')} pool, {report['processes']} jobs at once on one inference thread each, "
+            f"{report['concurrency']} jobs in flight",
+        ),
         (f"one image alone on core {core}", f"{report['one_image']['median_ms']:.1f} ms (median of "
          f"{report['one_image']['images']}, run_classification)"),
     ]  # fmt: skip

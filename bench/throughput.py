@@ -4,9 +4,9 @@ the load generator has another, all in ONE run.
     .venv/bin/python bench/throughput.py [--jobs 500] [--seconds 40] [--concurrency 32] [--processes 2]
                                          [--passes 2] [--parts 8] [--rate 10] [--model efficientnet-lite0] ...
 
-- The service: `visionq serve` (the API, the worker and its pool processes, the callbacks worker, the embedded
-  Redis) under `taskset -c 0`, with a fresh data dir, images in a folder (`VISIONQ_IMAGE_STORE=directory`) and
-  `--processes` single-threaded pool processes (`bench/pinned.py`).
+- The service: `visionq serve` (the API, the worker, the callbacks worker, the embedded Redis) under
+  `taskset -c 0`, with a fresh data dir, images in a folder (`VISIONQ_IMAGE_STORE=directory`) and a worker running
+  `--processes` jobs at once on one inference thread each, in its default pool or `--pool` (`bench/pinned.py`).
 - The load generator: this process, on core 1. It submits a ~500 KB 1600x1600 JPEG over `POST /classify` and
   follows each job on `/ws/{id}`, `--concurrency` jobs in flight (`bench/load.py`).
 - The ceiling: `--processes` single-threaded processes on core 0, each running the worker's `run_classification`
@@ -49,6 +49,7 @@ from pinned import PinnedService, Spent
 from report import table
 
 from factories import chelsea
+from visionq.settings import Settings
 
 #: VISIONQ_ variables of the caller's environment passed on to the service and the ceiling (how models run and
 #: where their exports are cached); every other one is dropped, so a run does not depend on who starts it.
@@ -69,18 +70,22 @@ def photo() -> bytes:
 def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
     """The environment of the service and of the ceiling processes."""
     kept = {name: value for name, value in os.environ.items() if not name.startswith("VISIONQ_") or name in PASSED_ON}
-    return kept | {
-        "VISIONQ_DATA_DIR": str(root / "data"),
-        "VISIONQ_IMAGE_STORE": "directory",
-        "VISIONQ_IMAGE_DIR": str(root / "images"),
-        "VISIONQ_DEFAULT_MODEL": args.model,
-        "VISIONQ_WORKER_CONCURRENCY": str(args.processes),
-        "VISIONQ_INFERENCE_THREADS": "1",
-        "VISIONQ_AUTH": "off",
-        "VISIONQ_RATE_LIMIT_IP": "0",
-        "VISIONQ_RATE_LIMIT_USER": "0",
-        "VISIONQ_LOG_LEVEL": "WARNING",
-    }
+    return (
+        kept
+        | {
+            "VISIONQ_DATA_DIR": str(root / "data"),
+            "VISIONQ_IMAGE_STORE": "directory",
+            "VISIONQ_IMAGE_DIR": str(root / "images"),
+            "VISIONQ_DEFAULT_MODEL": args.model,
+            "VISIONQ_WORKER_CONCURRENCY": str(args.processes),
+            "VISIONQ_INFERENCE_THREADS": "1",
+            "VISIONQ_AUTH": "off",
+            "VISIONQ_RATE_LIMIT_IP": "0",
+            "VISIONQ_RATE_LIMIT_USER": "0",
+            "VISIONQ_LOG_LEVEL": "WARNING",
+        }
+        | ({"VISIONQ_WORKER_POOL": args.pool} if args.pool else {})
+    )
 
 
 class Bench:
@@ -140,6 +145,7 @@ class Bench:
             "photo_bytes": len(self.image),
             "service_core": args.service_core,
             "client_core": args.client_core,
+            "pool": args.pool or Settings.model_fields["worker_pool"].default.value,
             "processes": args.processes,
             "concurrency": args.concurrency,
         }
@@ -210,6 +216,7 @@ def _arguments() -> argparse.Namespace:
     add = parser.add_argument
     add("--model", default="efficientnet-lite0", help="the model of every job and of the ceiling")
     add("--processes", type=int, default=2, help="single-threaded pool processes, and ceiling processes")
+    add("--pool", choices=("threads", "prefork", "solo"), help="the worker's Celery pool (default: the service's)")
     add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
     add("--jobs", type=int, default=500, help="jobs in each saturation window")
     add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")

@@ -257,15 +257,19 @@ class Settings(ClientSettings):
     """Pool processes that may die while decoding or running one job's image (killed, out of memory, crashed
     in native code; as seen by the prefork parent) before the image is taken for poison: the job fails with
     `poison_input` and goes to the dead-letter queue with that evidence, instead of taking down more
-    workers. 0: never. (A `solo` or `threads` worker that dies is bounded by `max_attempts` instead.)"""
+    workers. 0: never. (Prefork only: a `threads` or `solo` worker that dies takes its jobs with it, so no one
+    image can be blamed; a poison image is then bounded by `max_attempts`.)"""
 
     job_soft_time_limit: Annotated[float, Field(gt=0)] = 60.0
     """Seconds one attempt at a job may run before it is interrupted and the job fails with
-    `time_limit_exceeded` (dead-lettered). Enforced by the prefork pool only."""
+    `time_limit_exceeded` (dead-lettered). In a `threads` or `solo` worker the interruption lands when the job
+    next runs Python code, so a job stuck in native code meets the hard limit instead."""
 
     job_time_limit: Annotated[float, Field(gt=0)] = 90.0
     """Seconds after which a process stuck in one job (where the soft limit cannot interrupt it, as in native
-    code) is killed and replaced, and the job fails with `time_limit_exceeded`. Prefork pool only."""
+    code) is ended, and the job fails with `time_limit_exceeded`: a prefork child is killed and replaced; a
+    `threads` or `solo` worker exits with status 70 for its supervisor to start again, and the other jobs it held
+    come back after `visibility_timeout`."""
 
     dead_letter_ttl: Annotated[int, Field(gt=0)] = 7 * 24 * 3600
     """Seconds a job that used up its attempts stays in the dead-letter queue, image included, for an admin
@@ -319,8 +323,11 @@ class Settings(ClientSettings):
     queue: str = "visionq"
     """Celery queue name; its priority lists are `<queue>`, `<queue>:3`, `<queue>:6`, `<queue>:9`."""
 
-    worker_pool: WorkerPool = WorkerPool.PREFORK
-    """Celery pool: `prefork` (one process per slot), `solo` (in the main process) or `threads`."""
+    worker_pool: WorkerPool = WorkerPool.THREADS
+    """Celery pool: `threads` (jobs in threads of one process: one model in memory, batched calls of it, no hop
+    from Celery's consumer to a child process; the cheapest per job), `prefork` (one process per slot: a
+    crash or a stuck job costs only its own process, and crashes are counted against the image, see
+    `poison_after`) or `solo` (one job at a time in the main process)."""
 
     worker_concurrency: Annotated[int | None, Field(ge=1)] = None
     """Jobs one worker runs at once (processes for `prefork`). Unset: one per CPU the worker may use (its CPU

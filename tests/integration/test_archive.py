@@ -275,3 +275,25 @@ def test_a_job_gone_from_redis_leaves_the_outbox_without_a_row(
 
     assert sync_redis.zcard(keys.ARCHIVE_OUTBOX) == 0
     assert archive.find("expired-job") is None
+
+
+def test_a_result_completed_here_is_archived_without_reading_it_back(
+    own_redis_url: str, sync_redis: redis.Redis, archive: Archive
+) -> None:
+    mine, other = new_record(), new_record()
+    for record in (mine, other):
+        create(own_redis_url, record)
+    archiver = Archiver(sync_redis, archive)
+    tracker = JobTracker(sync_redis, worker_id="test:1", result_ttl=60, stale_after=20)
+    results = {record.job_id: result_for(record) for record in (mine, other)}
+    for result in results.values():
+        tracker.complete(result)
+    archiver.completed_here(results[mine.job_id])  # as the worker that ran it does
+    sync_redis.delete(keys.result(mine.job_id))  # so that only the handed-over result can be archived
+
+    assert archiver.drain() == 2
+
+    for job_id, result in results.items():
+        found = archive.find(job_id)
+        assert found is not None
+        assert outcome_from_row(found) == result, "the handed-over one, and the other read from Redis"

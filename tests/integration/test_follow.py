@@ -81,7 +81,8 @@ def test_models_lists_the_catalog_with_loaded_state(api: httpx.Client) -> None:
     assert "latest" not in int8["aliases"]
     if int8_unsupported() is None:
         assert (int8["precision"], int8["runtime"], int8["loaded"]) == ("int8", "onnx", True)
-        assert 0.8 <= int8["agreement"] < 1.0, "the int8 build lists how often it agrees with the exact model"
+        # How often it agrees with the exact model on the check set: all of it, on some CPUs.
+        assert 0.8 <= int8["agreement"] <= 1.0, "the int8 build lists how often it agrees with the exact model"
     else:  # refused on this CPU: listed, not loaded, its breaker open
         assert (int8["precision"], int8["loaded"], int8["breaker"]) == ("int8", False, "open")
 

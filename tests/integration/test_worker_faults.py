@@ -1,6 +1,7 @@
 """Worker processes that die, hang or are told to stop, on real prefork workers: a poison input is
 quarantined after killing two processes, a job past its time limit fails with a code and its stuck
-process is replaced, repeated SIGKILLs lose nothing, and SIGTERM lets the job in hand finish.
+process is replaced, repeated SIGKILLs lose nothing, and SIGTERM lets the job in hand finish. A `threads`
+worker (the default pool) stuck past the hard limit fails the job and exits for its supervisor to replace it.
 
 Jobs are caught mid-inference by a gated model (`model_factories.Gated`) that holds them until the test opens
 its gate, whatever the machine's speed.
@@ -28,10 +29,13 @@ from model_factories import STAGES_AS_THEY_BEGIN, Gate, Spins, gated_model, hang
 from visionq.jobs import keys
 from visionq.jobs.store import QUEUED_FIELD
 from visionq.settings import Settings
+from visionq.worker.watchdog import EXIT_STUCK
 
 CAT_JPEG = cat_variants()["jpeg"]
 RED = encode(Image.new("RGB", (40, 30), (220, 10, 10)), "PNG")
 SOFT_LIMIT, HARD_LIMIT = 1.0, 8.0
+#: The pool whose child processes these tests kill and watch (the default is `threads`).
+PREFORK = {"worker_pool": "prefork"}
 #: Seconds a test waits for a job to reach the model, or to end once nothing holds it any more.
 JOB_TIMEOUT = 60.0
 #: Seconds a worker told to stop may take to finish its job in hand and exit.
@@ -72,7 +76,9 @@ def test_an_input_that_kills_two_worker_processes_is_quarantined(
     start_stack: StackFactory, models: tuple[Path, Gate]
 ) -> None:
     root, gate = models
-    _, _, server = start_stack("poison", model_dir=root, warm_models=["latest", "gated"], **STAGES_AS_THEY_BEGIN)
+    _, _, server = start_stack(
+        "poison", model_dir=root, warm_models=["latest", "gated"], **PREFORK, **STAGES_AS_THEY_BEGIN
+    )
     with httpx.Client(base_url=server.url, timeout=30) as api:
         with gate.closed():
             job_id = submit(api, RED, model_version="gated").json()["job_id"]
@@ -102,7 +108,13 @@ def test_repeated_sigkills_of_the_whole_worker_lose_no_job(
     # worker held waits for the restarts (all three, on a loaded machine) longer than FAST_RECOVERY's
     # stale_job_after, and the sweeper would rightly give it up.
     settings, worker, server = start_stack(
-        "kills", model_dir=root, warm_models=["gated"], max_attempts=10, stale_job_after=120, **STAGES_AS_THEY_BEGIN
+        "kills",
+        model_dir=root,
+        warm_models=["gated"],
+        max_attempts=10,
+        stale_job_after=120,
+        **PREFORK,
+        **STAGES_AS_THEY_BEGIN,
     )
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api, client:
@@ -141,6 +153,7 @@ def limited(start_stack: StackFactory, models: tuple[Path, Gate]) -> Iterator[ht
         model_dir=models[0],
         job_soft_time_limit=SOFT_LIMIT,
         job_time_limit=HARD_LIMIT,
+        **PREFORK,
         **STAGES_AS_THEY_BEGIN,
     )
     with httpx.Client(base_url=server.url, timeout=30) as api:
@@ -176,12 +189,40 @@ def test_a_process_stuck_past_the_hard_time_limit_is_replaced(limited: httpx.Cli
         os.kill(stuck_pid, 0)
 
 
+def test_a_threads_worker_stuck_past_the_hard_time_limit_fails_the_job_and_exits_to_be_replaced(
+    start_stack: StackFactory, models: tuple[Path, Gate]
+) -> None:
+    _, worker, server = start_stack(
+        "time-limits-threads",
+        model_dir=models[0],
+        worker_pool="threads",
+        job_soft_time_limit=SOFT_LIMIT,
+        job_time_limit=HARD_LIMIT,
+        **STAGES_AS_THEY_BEGIN,
+    )
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        # Busy in native code: the soft limit's interruption cannot land, only the hard limit ends it.
+        stuck = submit(api, RED, model_version="stuck").json()["job_id"]
+        wait_for(lambda: in_the_model(api, stuck), JOB_TIMEOUT, "the stuck job to run")
+        final = wait_terminal(api, stuck, timeout=HARD_LIMIT + JOB_TIMEOUT)
+        assert worker.process is not None
+        exited = worker.process.wait(JOB_TIMEOUT)
+        worker.start()  # as its supervisor would
+        after = wait_terminal(api, submit(api, CAT_JPEG).json()["job_id"], timeout=JOB_TIMEOUT)
+
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "time_limit_exceeded"
+    assert f"{HARD_LIMIT:g} s" in final["error"]["message"]
+    assert exited == EXIT_STUCK
+    assert after["status"] == "completed"
+
+
 def test_sigterm_lets_the_job_in_hand_finish_and_leaves_the_queue_to_others(
     start_stack: StackFactory, models: tuple[Path, Gate]
 ) -> None:
     root, gate = models
     settings, worker, server = start_stack(
-        "warm-shutdown", model_dir=root, warm_models=["gated"], **STAGES_AS_THEY_BEGIN
+        "warm-shutdown", model_dir=root, warm_models=["gated"], **PREFORK, **STAGES_AS_THEY_BEGIN
     )
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api, client:

@@ -137,12 +137,13 @@ def test_the_cores_are_shared_out_among_a_workers_processes(
 ) -> None:
     monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
 
-    default, two = make_settings(), make_settings(worker_concurrency=2)
+    prefork = {"worker_pool": "prefork"}
+    default, two = make_settings(**prefork), make_settings(worker_concurrency=2, **prefork)
 
     assert (default.concurrency, default.threads_per_job) == (8, 1)
     assert (two.concurrency, two.threads_per_job) == (2, 4)
-    assert make_settings(worker_concurrency=16).threads_per_job == 1
-    assert make_settings(inference_threads=3).threads_per_job == 3
+    assert make_settings(worker_concurrency=16, **prefork).threads_per_job == 1
+    assert make_settings(inference_threads=3, **prefork).threads_per_job == 3
 
 
 def test_a_threads_pool_gives_its_one_shared_session_every_core(
@@ -151,6 +152,7 @@ def test_a_threads_pool_gives_its_one_shared_session_every_core(
     monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
 
     assert make_settings(worker_pool="threads", worker_concurrency=8).threads_per_job == 8
+    assert (make_settings().concurrency, make_settings().threads_per_job) == (8, 8), "threads is the default"
     assert make_settings(worker_pool="solo").threads_per_job == 8
     assert make_settings(worker_pool="threads", inference_threads=2).threads_per_job == 2
 

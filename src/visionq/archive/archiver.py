@@ -5,12 +5,18 @@ sorted set in the same atomic step as the change itself. Each worker process dra
 tick: read the jobs' current state, upsert their rows, then take off the outbox only those whose state did
 not change meanwhile (the ARCHIVED script). A database outage therefore delays the archive and loses nothing
 while Redis keeps the jobs (`result_ttl`); `visionq_archive_backlog` shows the outbox's size.
+
+Results never change once stored, so a worker hands the archiver the results its own jobs produced
+(`completed_here`) and the archiver reads only their state hash back from Redis, not the result again: about
+1.5 KB of Redis traffic less per job (issue 12).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 
 from pydantic import ValidationError
 from redis import Redis
@@ -26,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: Jobs archived per database transaction.
 ARCHIVE_BATCH = 200
+#: Results of this process's own jobs kept for the archive; beyond that (an archive far behind) the oldest are
+#: read back from Redis as before.
+KNOWN_RESULTS = 4096
 
 
 class Archiver:
@@ -35,6 +44,15 @@ class Archiver:
         self.batch = batch
         self.settle = settle
         self._archived = redis.register_script(scripts.ARCHIVED)
+        self._known: OrderedDict[str, ResultBody] = OrderedDict()
+        self._known_guard = threading.Lock()  # jobs finish on their threads, the drain runs on housekeeping's
+
+    def completed_here(self, result: ResultBody) -> None:
+        """The result this process just stored for its job: the drain need not read it back."""
+        with self._known_guard:
+            self._known[result.job_id] = result
+            if len(self._known) > KNOWN_RESULTS:
+                self._known.popitem(last=False)
 
     def drain(self, *, settled: bool = True) -> int:
         """Archive up to `batch` waiting jobs, oldest change first; returns how many rows were written. With
@@ -44,22 +62,25 @@ class Archiver:
         waiting = [_text(job_id) for job_id in outbox if isinstance(job_id, bytes | str)]
         if not waiting:
             return 0
+        with self._known_guard:
+            known = {job_id: self._known.pop(job_id) for job_id in waiting if job_id in self._known}
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in waiting:
                 pipe.hgetall(keys.status(job_id))
-                pipe.get(keys.result(job_id))
-            replies = pipe.execute()
+                if job_id not in known:
+                    pipe.get(keys.result(job_id))
+            replies = iter(pipe.execute())
         rows, written = [], []
-        for job_id, fields, result in zip(waiting, replies[::2], replies[1::2], strict=True):
+        for job_id in waiting:
+            fields = next(replies)
+            result = known.get(job_id) or next(replies)
             if not fields:  # expired before it could be archived: nothing left to write
                 log.warning("job expired from Redis before it was archived", extra={"job_id": job_id})
                 written.append((job_id, ""))
                 continue
             try:
                 record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()})
-                body = (
-                    ResultBody.model_validate_json(result) if result and record.status == JobStatus.COMPLETED else None
-                )
+                body = _result_body(result) if record.status == JobStatus.COMPLETED else None
             except ValidationError:
                 log.exception("job %s cannot be archived: its Redis state is unreadable", job_id)
                 written.append((job_id, _text(fields.get(b"status", b""))))  # taken off the outbox all the same
@@ -70,6 +91,13 @@ class Archiver:
         status_keys = [keys.status(job_id) for job_id, _ in written]
         self._archived(keys=[keys.ARCHIVE_OUTBOX, *status_keys], args=[v for pair in written for v in pair])
         return len(rows)
+
+
+def _result_body(result: ResultBody | bytes | None) -> ResultBody | None:
+    """A completed job's result: as its worker handed it over, or as read from Redis (None when gone)."""
+    if result is None or isinstance(result, ResultBody):
+        return result
+    return ResultBody.model_validate_json(result)
 
 
 def _text(value: bytes | str) -> str:

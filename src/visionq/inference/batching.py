@@ -98,13 +98,19 @@ class Batcher:
             self._preparing -= 1
             self._waiting.append(me)
             self._cond.notify_all()
-            while not me.done:
-                if not self._running and self._waiting and self._waiting[0] is me:
-                    batch = self._gather(me)
-                    break
-                self._cond.wait()
-            else:
-                return self._outcome(me)
+            try:
+                while not me.done:
+                    if not self._running and self._waiting and self._waiting[0] is me:
+                        batch = self._gather(me)
+                        break
+                    self._cond.wait()
+                else:
+                    return self._outcome(me)
+            except BaseException:  # interrupted waiting (a time limit): leave no entry that others would wait on
+                if me in self._waiting:
+                    self._waiting.remove(me)
+                    self._cond.notify_all()
+                raise
         self._run(batch)
         return self._outcome(me)
 

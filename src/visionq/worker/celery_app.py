@@ -49,7 +49,7 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
         # behind low ones already reserved by this worker.
         worker_prefetch_multiplier=1,
         # A job stuck past the soft limit gets SoftTimeLimitExceeded; past the hard one its process is killed
-        # and replaced (prefork only). Both fail the job with `time_limit_exceeded`.
+        # and replaced (prefork; `watchdog.py` in the other pools). Both fail the job with `time_limit_exceeded`.
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
         worker_hijack_root_logger=False,

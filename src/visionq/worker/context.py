@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from redis import Redis, RedisError
@@ -37,8 +38,9 @@ from visionq.jobs.breakers import Breakers
 from visionq.jobs.heartbeats import Heartbeat
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
-from visionq.settings import BuiltinRuntime, Settings
+from visionq.settings import BuiltinRuntime, Settings, WorkerPool
 from visionq.worker.stages import StageLengths
+from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, Watchdog, over_time
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,10 @@ class WorkerContext:
         self._batchers_guard = threading.Lock()
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
+        # Celery enforces time limits in prefork children only; in-process pools have a watchdog instead.
+        self.watchdog: Watchdog | None = None
+        if settings.worker_pool is not WorkerPool.PREFORK:
+            self.watchdog = Watchdog(soft=settings.job_soft_time_limit, hard=settings.job_time_limit, stuck=self._stuck)
 
     def start(self) -> None:
         """Load the models to warm, then announce this process and start its housekeeping."""
@@ -96,6 +102,8 @@ class WorkerContext:
         self.sources.start()
         self._housekeeping = threading.Thread(target=self._run_housekeeping, name="visionq-housekeeping", daemon=True)
         self._housekeeping.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
         log.info("worker process ready", extra={"worker_id": self.worker_id, "models": self.registry.loaded()})
 
     def failed_to_load(self, spec: ModelSpec, exc: Exception) -> None:
@@ -105,8 +113,22 @@ class WorkerContext:
         log.error("could not load %s: %s", spec.ref, exc, exc_info=not expected)
         self.breakers.failed(spec.ref, f"{spec.ref} failed to load: {exc}", at_once=True)
 
+    def watching(self, job_id: str) -> AbstractContextManager[None]:
+        """Hold the calling thread's job to the time limits (prefork's are Celery's, so nothing to do there)."""
+        return self.watchdog.watching(job_id) if self.watchdog is not None else nullcontext()
+
+    def _stuck(self, job_id: str, limit: float) -> None:
+        """The watchdog's last act before the process ends: fail the stuck job (its message, unacknowledged,
+        comes back and finds it finished)."""
+        try:
+            self.tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, over_time(limit))
+        except RedisError:
+            log.exception("could not fail job %s after its hard time limit; the sweeper will", job_id)
+
     def stop(self) -> None:
         self._stop.set()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.sources.stop()
         if self._housekeeping is not None:
             self._housekeeping.join(timeout=self.settings.archive_interval + self.settings.redis_timeout)

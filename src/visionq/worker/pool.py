@@ -20,16 +20,9 @@ from redis import RedisError
 from visionq.connections import sync_redis
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import Settings
+from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, over_time
 
 log = logging.getLogger(__name__)
-
-#: The job error code of a job that ran past its soft or hard time limit.
-TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
-
-
-def over_time(limit: float) -> str:
-    return f"processing took longer than the time limit of {limit:g} s; the job was dead-lettered"
-
 
 _tracker: JobTracker | None = None
 

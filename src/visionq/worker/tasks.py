@@ -37,8 +37,9 @@ from visionq.worker import context, deliveries
 from visionq.worker.celery_app import CLASSIFY_TASK
 from visionq.worker.deliveries import DELIVER_TASK
 from visionq.worker.pipeline import Classification, run_classification
-from visionq.worker.pool import TIME_LIMIT_EXCEEDED, ClassifyTask, over_time
+from visionq.worker.pool import ClassifyTask
 from visionq.worker.stages import JobNoLongerLive, StageReport
+from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, over_time
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,10 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
     assert record is not None  # _admit returns only jobs it could read
     dead_lettered = False  # a dead-lettered job keeps its image, for an admin's retry
     try:
-        with log_context(job_id=job_id, attempt=attempts, request_id=record.request_id, owner=record.owner):
+        with (
+            log_context(job_id=job_id, attempt=attempts, request_id=record.request_id, owner=record.owner),
+            ctx.watching(job_id),
+        ):
             _run(ctx, record, taken.image if taken.image is not None else ctx.read_image(record), picked_up)
     except JobNoLongerLive:
         log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
@@ -174,6 +178,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     if not ctx.tracker.complete(result, stages=report.unwritten(), also=and_record):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
+    ctx.archiver.completed_here(result)
     log.info(
         "job completed",
         extra={
