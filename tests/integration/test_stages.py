@@ -67,6 +67,31 @@ def test_short_stages_go_with_the_completion_and_are_each_published_in_order(
     pubsub.close()
 
 
+def test_a_worker_that_counts_no_crashes_writes_a_short_preprocessing_with_the_completion_too(
+    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
+) -> None:
+    job_id = _taken_job(redis_url, tracker)
+    lengths = StageLengths()
+    for stage in Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING:
+        lengths.observe(MODEL, stage, WINDOW / 10)
+    report = StageReport(tracker, job_id, MODEL, lengths, window=WINDOW, always=frozenset())  # a threads worker's
+    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(keys.events(job_id))
+    assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
+
+    for stage in Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING:
+        report(stage)
+    seen_before_completion = redis_client.hget(keys.status(job_id), "stage")
+    completed = tracker.complete(
+        result_for(new_record().model_copy(update={"job_id": job_id})), stages=report.unwritten()
+    )
+
+    assert seen_before_completion == "initializing"
+    assert completed
+    assert _published(pubsub) == ["preprocessing", "inference", "postprocessing", "completed"]
+    pubsub.close()
+
+
 def test_a_stage_expected_to_last_is_written_as_it_begins(
     redis_url: str, redis_client: redis.Redis, tracker: JobTracker
 ) -> None:

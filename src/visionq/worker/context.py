@@ -39,7 +39,8 @@ from visionq.jobs.heartbeats import Heartbeat
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import BuiltinRuntime, Settings, WorkerPool
-from visionq.worker.stages import StageLengths
+from visionq.wire.states import Stage
+from visionq.worker.stages import ALWAYS_WRITTEN, StageLengths
 from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, Watchdog, over_time
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class WorkerContext:
         self._housekeeping: threading.Thread | None = None
         # Celery enforces time limits in prefork children only; in-process pools have a watchdog instead.
         self.watchdog: Watchdog | None = None
+        #: Stages written as they begin however short: only prefork counts crashes against images (stages.py).
+        self.always_written: frozenset[Stage] = (
+            ALWAYS_WRITTEN if settings.worker_pool is WorkerPool.PREFORK else frozenset()
+        )
         if settings.worker_pool is not WorkerPool.PREFORK:
             self.watchdog = Watchdog(soft=settings.job_soft_time_limit, hard=settings.job_time_limit, stuck=self._stuck)
 

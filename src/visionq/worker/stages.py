@@ -7,8 +7,10 @@ WebSocket watcher sees each of them, and the status never skips one. Which stage
 process, per model, from how long that stage lasted before (`StageLengths`): a stage expected to last
 `window` seconds or more is written as it begins, and one never seen before too.
 
-`preprocessing`, where the worker starts reading the client's bytes, is always written as it begins: a process
-that dies on an image must be seen to have died on it, or a poison input would not be counted as one.
+In a prefork worker `preprocessing`, where the worker starts reading the client's bytes, is always written as it
+begins: a pool process that dies on an image must be seen to have died on it, or a poison input would not be
+counted as one. Other pools count no crashes (a process that dies takes all its jobs with it), so they write it
+like any other stage.
 
 A written stage is also where a cancelled job stops (the write is refused); a job whose stages all pass in
 milliseconds runs to its end, and its completion is refused instead.
@@ -25,7 +27,7 @@ from visionq.wire.states import Stage
 
 #: Weight of the newest length in a stage's moving average.
 SMOOTHING = 0.2
-#: Stages written as they begin, however short (see the module's docstring).
+#: Stages a prefork worker writes as they begin, however short (see the module's docstring).
 ALWAYS_WRITTEN = frozenset({Stage.PREPROCESSING})
 
 
@@ -63,6 +65,8 @@ class StageReport:
     model_ref: str
     lengths: StageLengths
     window: float
+    always: frozenset[Stage] = ALWAYS_WRITTEN
+    """Stages written as they begin whatever their length."""
     _pending: list[Stage] = field(default_factory=list)
     _current: Stage | None = None
     _began: float = 0.0
@@ -74,7 +78,7 @@ class StageReport:
         self._current, self._began = stage, now
         self._pending.append(stage)
         expected = self.lengths.expected(self.model_ref, stage)
-        if stage in ALWAYS_WRITTEN or expected is None or expected >= self.window:
+        if stage in self.always or expected is None or expected >= self.window:
             self.write()
 
     def write(self) -> None:

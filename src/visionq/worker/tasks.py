@@ -146,7 +146,9 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         ctx.failed_to_load(spec, exc)
         raise  # retried: the next attempt finds the breaker open and takes the fallback, if it may
     started_at = utcnow()
-    report = StageReport(ctx.tracker, job_id, spec.ref, ctx.stage_lengths, window=ctx.settings.stage_window)
+    report = StageReport(
+        ctx.tracker, job_id, spec.ref, ctx.stage_lengths, window=ctx.settings.stage_window, always=ctx.always_written
+    )
     labels = ctx.catalog.labels(spec)
     try:
         outcome = run_classification(
