@@ -65,3 +65,42 @@ def test_the_client_imports_only_itself_and_the_wire_shapes() -> None:
 
     assert sorted(m for m in reachable if not m.startswith(("visionq.client", "visionq.wire"))) == []
     assert "visionq.wire.jobs" in reachable
+
+
+#: The modules that may talk to Redis themselves: the jobs package (every key, Lua script and TTL, in typed
+#: services), the clients' construction, the embedded server, and kombu's transport that Celery consumes with.
+SPEAKS_REDIS = ("visionq.jobs", "visionq.connections", "visionq.embedded", "visionq.worker.broker")
+
+
+def _redis_talk(path: Path) -> list[str]:
+    """Where the module at `path` talks to Redis itself: a method called on something named like a Redis client
+    or pipeline (`self.redis.get(...)`, `state.redis.zcard(...)`, `pipe.set(...)`), or Lua for Redis."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            receiver = ast.unparse(node.func.value)
+            closing = node.func.attr in {"close", "aclose"}  # whoever made a client closes it
+            if receiver.rpartition(".")[2] in {"redis", "pipe", "pipeline"} and not closing:
+                found.append((node.lineno, f"{ast.unparse(node.func)}(...)"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "redis.call(" in node.value:
+            found.append((node.lineno, "a Lua script"))
+    return [f"{path.name}:{line} {what}" for line, what in sorted(found)]
+
+
+def test_only_the_jobs_package_speaks_redis() -> None:
+    talk = []
+    for path in sorted(ROOT.rglob("*.py")):
+        module = ".".join(("visionq", *path.relative_to(ROOT).with_suffix("").parts))
+        if not module.startswith(SPEAKS_REDIS):
+            talk += [f"{module}: {where}" for where in _redis_talk(path)]
+    assert talk == []
+
+
+def test_the_redis_check_sees_redis_talk(tmp_path: Path) -> None:
+    module = tmp_path / "talks.py"
+    module.write_text('def f(state, pipe):\n    state.redis.zcard("k")\n    pipe.set("a", 1)\nLUA = "redis.call(1)"\n')
+    assert _redis_talk(module) == [
+        "talks.py:2 state.redis.zcard(...)",
+        "talks.py:3 pipe.set(...)",
+        "talks.py:4 a Lua script",
+    ]

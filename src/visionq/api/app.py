@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         store = JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl)
         images = create_image_store(settings)
         latest = LatestChoice(redis)
-        backpressure = Backpressure(settings, redis)
+        backpressure = Backpressure(settings, store)
         authenticator = Authenticator(settings, redis, archive)
         app.state.visionq = AppState(
             settings=settings,

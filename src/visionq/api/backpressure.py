@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-
 from visionq import errors
+from visionq.jobs.store import JobStore
 from visionq.settings import Settings
 
 #: Share of Redis's `maxmemory` above which submits are refused, when no explicit bound is set.
@@ -26,9 +25,9 @@ DEFAULT_RETRY_AFTER = 5
 
 
 class Backpressure:
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
-        self.redis = redis
+        self.store = store
         self._memory: tuple[float, int, int] | None = None  # (read at, used, bound)
 
     async def check(self, estimate_wait: Callable[[], Awaitable[float | None]]) -> None:
@@ -44,8 +43,7 @@ class Backpressure:
         """Redis's used memory and the bound it is held to (0: none), read at most once a second."""
         now = time.monotonic()
         if self._memory is None or now - self._memory[0] >= MEMORY_READ_EVERY:
-            info = await self.redis.info("memory")
-            used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+            used, maxmemory = await self.store.memory()
             bound = self.settings.max_redis_memory or int(maxmemory * MAXMEMORY_SHARE)
             self._memory = (now, used, bound)
         return self._memory[1], self._memory[2]

@@ -1,8 +1,8 @@
 """Rate limits in Redis: fixed one-minute windows per client address and per principal (API key or external
 user; HLD §3.3).
 
-Each window is one counter (`visionq:ratelimit:{who}:{minute}`), raised and given its expiry by one Lua
-script, so the count is exact across any number of API processes sharing the Redis. The client address is
+Each window is one counter per client in Redis (`jobs/ratelimits.py`), raised and given its expiry in one step,
+so the count is exact across any number of API processes sharing the Redis. The client address is
 the TCP peer's, unless the peer is a trusted proxy: only then is `X-Forwarded-For` read, from the right,
 skipping the trusted hops, so a client cannot choose its own address by sending the header.
 """
@@ -20,19 +20,13 @@ from starlette.requests import HTTPConnection
 
 from visionq import errors
 from visionq.auth.principals import Principal
-from visionq.jobs import keys
+from visionq.jobs.ratelimits import RateCounters
 from visionq.jobs.records import ANONYMOUS
 from visionq.settings import Settings
 from visionq.wire.states import Role
 
 #: Seconds in a window.
 WINDOW = 60
-
-_COUNT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -63,11 +57,10 @@ class Quota:
 
 class RateLimiter:
     def __init__(self, settings: Settings, redis: Redis) -> None:
-        self.redis = redis
+        self.counters = RateCounters(redis)
         self.per_ip = settings.rate_limit_ip
         self.per_role = {Role.USER: settings.rate_limit_user, Role.ADMIN: settings.rate_limit_admin}
         self.trusted = trusted_networks(settings.trusted_proxies)
-        self._count = redis.register_script(_COUNT)
 
     async def check_address(self, connection: HTTPConnection) -> Quota | None:
         """Count the request against its client address."""
@@ -87,7 +80,7 @@ class RateLimiter:
             return None
         now = time.time()
         window = int(now // WINDOW)
-        count = int(await self._count(keys=[keys.rate_limit(who, window)], args=[WINDOW]))
+        count = await self.counters.count(who, window, seconds=WINDOW)
         reset = max(1, math.ceil((window + 1) * WINDOW - now))
         return Quota(limit, max(0, limit - count), reset, exceeded=whose if count > limit else None)
 

@@ -24,7 +24,7 @@ from visionq.auth import keys as api_keys
 from visionq.auth.oidc import OidcVerifier
 from visionq.auth.principals import OPEN, Principal, key_principal
 from visionq.auth.tokens import InvalidToken, TokenIssuer
-from visionq.jobs import keys
+from visionq.jobs.credentials import Credentials
 from visionq.settings import AuthMode, Settings
 from visionq.wire.states import Role
 
@@ -37,7 +37,7 @@ _HOW = "send an API key as `X-API-Key` or an access token as `Authorization: Bea
 class Authenticator:
     def __init__(self, settings: Settings, redis: Redis, archive: Archive) -> None:
         self.required = settings.auth is AuthMode.REQUIRED
-        self.redis = redis
+        self.credentials = Credentials(redis)
         self.archive = archive
         self.tokens = TokenIssuer(settings, redis) if self.required else None
         self.oidc = OidcVerifier(settings) if self.required and settings.oidc_issuer is not None else None
@@ -73,7 +73,7 @@ class Authenticator:
             principal = self.tokens.verify(token)
         except InvalidToken as exc:
             raise errors.Unauthorized(str(exc)) from exc
-        if principal.key_id is not None and await self.redis.exists(keys.revoked_key(principal.key_id)):
+        if principal.key_id is not None and await self.credentials.is_revoked(principal.key_id):
             raise errors.Unauthorized("the API key this token was made from has been revoked")
         return principal
 
@@ -81,14 +81,14 @@ class Authenticator:
         """The principal of an API key, from the cache or the database; Unauthorized if unknown or revoked."""
         if api_keys.key_id_of(key) is None:
             raise errors.Unauthorized("the API key is malformed: keys read `vq_<id>_<secret>`")
-        cache = keys.api_key_cache(api_keys.hash_key(key))
-        cached = await self.redis.get(cache)
+        key_hash = api_keys.hash_key(key)
+        cached = await self.credentials.cached_check(key_hash)
         if cached is None:
             info = await run_in_threadpool(api_keys.find_key, self.archive.engine, key)
             if info is None:
                 raise errors.Unauthorized("unknown API key")
             cached = _REVOKED if not info.active else orjson.dumps({"key_id": info.key_id, "role": info.role.value})
-            await self.redis.set(cache, cached, ex=KEY_CACHE_TTL)
+            await self.credentials.cache_check(key_hash, cached, ttl=KEY_CACHE_TTL)
         if cached in (_REVOKED, _REVOKED.decode()):
             raise errors.Unauthorized("this API key has been revoked")
         entry = orjson.loads(cached)

@@ -23,7 +23,7 @@ from redis import Redis
 
 from visionq.archive.repository import Archive
 from visionq.archive.rows import row_from_job
-from visionq.jobs import keys, scripts
+from visionq.jobs.outbox import ArchiveOutbox
 from visionq.jobs.records import JobRecord
 from visionq.wire.jobs import ResultBody
 from visionq.wire.states import JobStatus
@@ -39,11 +39,10 @@ KNOWN_RESULTS = 4096
 
 class Archiver:
     def __init__(self, redis: Redis, archive: Archive, *, batch: int = ARCHIVE_BATCH, settle: float = 0.0) -> None:
-        self.redis = redis
+        self.outbox = ArchiveOutbox(redis)
         self.archive = archive
         self.batch = batch
         self.settle = settle
-        self._archived = redis.register_script(scripts.ARCHIVED)
         self._known: OrderedDict[str, ResultBody] = OrderedDict()
         self._known_guard = threading.Lock()  # jobs finish on their threads, the drain runs on housekeeping's
 
@@ -58,22 +57,14 @@ class Archiver:
         """Archive up to `batch` waiting jobs, oldest change first; returns how many rows were written. With
         `settled`, only jobs whose last change is `settle` seconds old (a later change moves a job's mark)."""
         newest = time.time() - self.settle if settled else "+inf"
-        outbox = self.redis.zrangebyscore(keys.ARCHIVE_OUTBOX, "-inf", newest, start=0, num=self.batch)
-        waiting = [_text(job_id) for job_id in outbox if isinstance(job_id, bytes | str)]
+        waiting = self.outbox.waiting(newest, self.batch)
         if not waiting:
             return 0
         with self._known_guard:
             known = {job_id: self._known.pop(job_id) for job_id in waiting if job_id in self._known}
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in waiting:
-                pipe.hgetall(keys.status(job_id))
-                if job_id not in known:
-                    pipe.get(keys.result(job_id))
-            replies = iter(pipe.execute())
         rows, written = [], []
-        for job_id in waiting:
-            fields = next(replies)
-            result = known.get(job_id) or next(replies)
+        for job_id, (fields, stored) in zip(waiting, self.outbox.read(waiting, set(known)), strict=True):
+            result = known.get(job_id) or stored
             if not fields:  # expired before it could be archived: nothing left to write
                 log.warning("job expired from Redis before it was archived", extra={"job_id": job_id})
                 written.append((job_id, ""))
@@ -88,8 +79,7 @@ class Archiver:
             rows.append(row_from_job(record, body))
             written.append((job_id, record.status.value))
         self.archive.save(rows)
-        status_keys = [keys.status(job_id) for job_id, _ in written]
-        self._archived(keys=[keys.ARCHIVE_OUTBOX, *status_keys], args=[v for pair in written for v in pair])
+        self.outbox.archived(written)
         return len(rows)
 
 

@@ -11,13 +11,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from visionq.archive.tables import ApiKey
-from visionq.jobs import keys
 from visionq.jobs.records import utcnow
 from visionq.wire.states import Role
 
@@ -89,10 +87,3 @@ def revoke_key(engine: Engine, key_id: str) -> KeyInfo | None:
 
 def _info(row: ApiKey) -> KeyInfo:
     return KeyInfo(row.key_id, row.name, Role(row.role), row.created_at, row.revoked_at, row.key_hash)
-
-
-def queue_forget(pipe: Any, info: KeyInfo, token_ttl: int) -> None:
-    """Queue on a Redis pipeline (sync or asyncio) what revoking `info` takes at once: drop the key's
-    cached check, and refuse the access tokens made from it for as long as any can still be valid."""
-    pipe.delete(keys.api_key_cache(info.key_hash))
-    pipe.set(keys.revoked_key(info.key_id), b"1", ex=token_ttl)

@@ -12,7 +12,7 @@ import orjson
 from redis.asyncio import Redis
 
 from visionq.auth.principals import Principal, key_principal
-from visionq.jobs import keys
+from visionq.jobs.credentials import Credentials
 from visionq.settings import Settings
 from visionq.wire.states import Role
 
@@ -41,7 +41,7 @@ class TokenIssuer:
         self.audience = settings.auth_audience
         self.access_ttl = settings.access_token_ttl
         self.refresh_ttl = settings.refresh_token_ttl
-        self.redis = redis
+        self.credentials = Credentials(redis)
 
     async def issue(self, principal: Principal) -> TokenPair:
         """A new access token and a new refresh token for a key's principal."""
@@ -60,7 +60,7 @@ class TokenIssuer:
         access = jwt.encode(claims, self.secret, algorithm=ALGORITHM)
         refresh = secrets.token_urlsafe(32)
         entry = orjson.dumps({"key_id": principal.key_id, "role": principal.role.value})
-        await self.redis.set(keys.refresh_token(refresh), entry, ex=self.refresh_ttl)
+        await self.credentials.keep_refresh_token(refresh, entry, ttl=self.refresh_ttl)
         return TokenPair(access, refresh, self.access_ttl)
 
     def verify(self, token: str) -> Principal:
@@ -90,7 +90,7 @@ class TokenIssuer:
 
     async def redeem(self, refresh_token: str) -> tuple[str, Role] | None:
         """Use up a refresh token: its key id and role, or None if it is unknown, used or expired."""
-        stored = await self.redis.getdel(keys.refresh_token(refresh_token))
+        stored = await self.credentials.redeem_refresh_token(refresh_token)
         if stored is None:
             return None
         entry = orjson.loads(stored)

@@ -77,6 +77,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id (`visionq keys
     from visionq.archive import audit
     from visionq.auth import keys
     from visionq.connections import sync_redis
+    from visionq.jobs.credentials import forget_key
 
     settings = load_settings()
     with _database() as engine:
@@ -86,9 +87,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id (`visionq keys
             raise typer.Exit(EXIT_FAILED)
         redis = sync_redis(settings)
         try:
-            with redis.pipeline(transaction=True) as pipe:
-                keys.queue_forget(pipe, info, settings.access_token_ttl)
-                pipe.execute()
+            forget_key(redis, key_hash=info.key_hash, key_id=info.key_id, token_ttl=settings.access_token_ttl)
         finally:
             redis.close()
         audit.record_action(engine, "cli", "key.revoke", key_id)

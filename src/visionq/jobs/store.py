@@ -251,6 +251,32 @@ class JobStore:
             _read_queue_ahead(pipe, queue, broker_priority)
             return _estimate(await pipe.execute())
 
+    async def ping(self) -> None:
+        """Raise RedisError unless Redis answers."""
+        await self.redis.ping()
+
+    async def memory(self) -> tuple[int, int]:
+        """Redis's used memory and its `maxmemory` (0: none), in bytes."""
+        info = await self.redis.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+    async def callbacks_due(self) -> int:
+        """Finished jobs whose callback is still to be delivered."""
+        return int(await self.redis.zcard(keys.CALLBACKS_DUE))
+
+    async def jobs_in_hand(self) -> dict[str, list[str]]:
+        """The jobs being processed, by the worker process that holds each (sorted ids)."""
+        job_ids = sorted(map(str, await self.redis.smembers(keys.PROCESSING_JOBS)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(keys.status(job_id), "worker_id")
+            holders = await pipe.execute()
+        held: dict[str, list[str]] = {}
+        for job_id, worker_id in zip(job_ids, holders, strict=True):
+            if worker_id:
+                held.setdefault(str(worker_id), []).append(job_id)
+        return held
+
 
 def _read_queue_ahead(pipe: Pipeline, queue: str, broker_priority: int) -> None:
     """Queue in `pipe` what `_estimate` needs: the lists of `broker_priority` and higher, the mean processing

@@ -36,6 +36,7 @@ from visionq.inference.spec import ModelSpec
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.breakers import Breakers
 from visionq.jobs.heartbeats import Heartbeat
+from visionq.jobs.locks import take_turn
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import BuiltinRuntime, Settings, WorkerPool
@@ -227,9 +228,7 @@ class WorkerContext:
         settings = self.settings
         if not settings.requeue_lost_after:
             return
-        if not self.redis.set(
-            keys.requeue_lock(settings.queue), self.worker_id, nx=True, px=int(settings.sweep_interval * 1000)
-        ):
+        if not take_turn(self.redis, keys.requeue_lock(settings.queue), self.worker_id, settings.sweep_interval):
             return
         lost = self.tracker.lost_messages(
             settings.queue, waited=settings.requeue_lost_after, image_ttl=settings.image_ttl
@@ -242,8 +241,8 @@ class WorkerContext:
         """Remove the images no job holds any more (left by a crash, or a submit whose reply was lost) once they
         are older than any queued job's; one worker at a time (a lock for one image sweep interval)."""
         settings = self.settings
-        if self.images is None or not self.redis.set(
-            keys.IMAGE_SWEEP_LOCK, self.worker_id, nx=True, px=int(settings.image_sweep_interval * 1000)
+        if self.images is None or not take_turn(
+            self.redis, keys.IMAGE_SWEEP_LOCK, self.worker_id, settings.image_sweep_interval
         ):
             return
         try:

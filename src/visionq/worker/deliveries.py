@@ -16,13 +16,12 @@ import threading
 import time
 
 import httpx
-import orjson
 from celery import Celery
-from redis import Redis, RedisError
+from redis import RedisError
 
 from visionq.callbacks.delivery import Attempt, backoff, deliver
 from visionq.connections import sync_redis
-from visionq.jobs import keys
+from visionq.jobs.callbacks import CallbackQueue
 from visionq.jobs.records import JobRecord
 from visionq.settings import Settings
 from visionq.telemetry import trace_context
@@ -33,10 +32,8 @@ log = logging.getLogger(__name__)
 DELIVER_TASK = "visionq.deliver_callback"
 #: Due callbacks queued per housekeeping pass.
 QUEUE_BATCH = 100
-#: Seconds between housekeeping passes.
+#: Seconds between housekeeping passes (each renews this process's heartbeat, jobs/callbacks.py).
 TICK = 0.5
-#: Seconds a callbacks worker's heartbeat lasts (it is renewed every TICK).
-DELIVERER_HEARTBEAT_TTL = 10
 #: Outcomes after which no attempt follows.
 FINAL = frozenset({"delivered", "refused"})
 
@@ -48,7 +45,7 @@ class DeliveryWorker:
         self.settings = settings
         self.celery = celery
         self.secret = settings.callback_secret.get_secret_value()
-        self.redis: Redis = sync_redis(settings)
+        self.callbacks = CallbackQueue(sync_redis(settings))
         self.http = httpx.Client(timeout=settings.callback_timeout, follow_redirects=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="visionq-callbacks", daemon=True)
@@ -63,44 +60,37 @@ class DeliveryWorker:
         self.http.close()
 
     def _run(self) -> None:
-        name = keys.deliverer(f"{socket.gethostname()}:{os.getpid()}")
+        name = f"{socket.gethostname()}:{os.getpid()}"
         while not self._stop.wait(TICK):
             try:
-                self.redis.set(name, b"1", ex=DELIVERER_HEARTBEAT_TTL)
+                self.callbacks.announce(name)
                 self.queue_due()
             except RedisError as exc:
                 log.warning("callbacks not queued, Redis unreachable: %s", exc)
 
     def queue_due(self, now: float | None = None) -> int:
         """Queue a delivery task for each job whose callback attempt is due; returns how many."""
-        due = self.redis.zrangebyscore(keys.CALLBACKS_DUE, "-inf", now or time.time(), start=0, num=QUEUE_BATCH)
         queued = 0
-        for raw in due:
-            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if not self.redis.zrem(keys.CALLBACKS_DUE, job_id):  # another callbacks worker took it
+        for job_id in self.callbacks.due(now or time.time(), QUEUE_BATCH):
+            if not self.callbacks.claim(job_id):  # another callbacks worker took it
                 continue
-            traceparent = self.redis.hget(keys.status(job_id), "traceparent")
+            traceparent = self.callbacks.traceparent(job_id)
             try:
-                with trace_context(_text(traceparent) if traceparent else None):  # the callback joins the job's trace
+                with trace_context(traceparent):  # the callback joins the job's trace
                     self.celery.send_task(DELIVER_TASK, args=[job_id], queue=self.settings.callback_queue)
             except Exception:
-                self.redis.zadd(keys.CALLBACKS_DUE, {job_id: time.time()})
+                self.callbacks.reschedule(job_id, time.time())
                 raise
             queued += 1
         return queued
 
     def attempt(self, job_id: str) -> Attempt | None:
         """Make the next delivery attempt of the job's callback; None when there is nothing (left) to do."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.status(job_id))
-            pipe.get(keys.result(job_id))
-            pipe.lrange(keys.deliveries(job_id), 0, -1)
-            fields, result, history = pipe.execute()
-        if not fields:
+        job = self.callbacks.read(job_id)
+        if job is None:
             log.warning("callback dropped: the job has expired", extra={"job_id": job_id})
             return None
-        record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()})
-        past = [orjson.loads(entry) for entry in history]
+        record, result, past = job
         if record.callback_url is None or any(entry["outcome"] in FINAL for entry in past):
             return None
         body = result if record.status is JobStatus.COMPLETED and result else _failure_json(record)
@@ -113,13 +103,10 @@ class DeliveryWorker:
             secret=self.secret,
             allow_private=self.settings.callback_allow_private,
         )
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(keys.deliveries(job_id), orjson.dumps(attempt.to_json()))
-            pipe.expire(keys.deliveries(job_id), self.settings.result_ttl)
-            if attempt.outcome == "failed" and attempt.attempt < self.settings.callback_max_attempts:
-                retry_at = time.time() + backoff(self.settings.callback_backoff, attempt.attempt)
-                pipe.zadd(keys.CALLBACKS_DUE, {job_id: retry_at})
-            pipe.execute()
+        retry_at = None
+        if attempt.outcome == "failed" and attempt.attempt < self.settings.callback_max_attempts:
+            retry_at = time.time() + backoff(self.settings.callback_backoff, attempt.attempt)
+        self.callbacks.record_attempt(job_id, attempt.to_json(), keep=self.settings.result_ttl, retry_at=retry_at)
         log.info(
             "callback attempt",
             extra={
@@ -134,10 +121,6 @@ class DeliveryWorker:
 
 def _failure_json(record: JobRecord) -> bytes:
     return record.failure_body().model_dump_json().encode()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 _current: DeliveryWorker | None = None

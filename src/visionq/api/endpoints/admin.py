@@ -19,7 +19,7 @@ from visionq.api.state import AppState
 from visionq.archive import audit
 from visionq.auth import keys as api_keys
 from visionq.auth.principals import Principal
-from visionq.jobs import heartbeats, keys
+from visionq.jobs import heartbeats
 from visionq.jobs.breakers import breaker_states
 from visionq.jobs.model_requests import kept_loaded, request_load, request_unload
 from visionq.jobs.records import JobRecord, isoformat
@@ -63,18 +63,14 @@ async def queues(state: StateDep) -> QueuesBody:
         processing=snapshot.active_jobs,
         dead_letters=snapshot.dead_letters,
         archive_backlog=snapshot.archive_backlog,
-        callbacks_due=int(await state.redis.zcard(keys.CALLBACKS_DUE)),
+        callbacks_due=await state.store.callbacks_due(),
     )
 
 
 @router.get("/workers", response_model=list[WorkerBody])
 async def workers(state: StateDep) -> list[WorkerBody]:
     """Live worker processes (fresh heartbeats) and the jobs each is on now."""
-    current: dict[str, list[str]] = {}
-    for job_id in sorted(map(str, await state.redis.smembers(keys.PROCESSING_JOBS))):
-        worker_id = await state.redis.hget(keys.status(job_id), "worker_id")
-        if worker_id:
-            current.setdefault(str(worker_id), []).append(job_id)
+    current = await state.store.jobs_in_hand()
     return [
         WorkerBody(
             **beat.model_dump(include=set(WorkerBody.model_fields) - {"current_jobs"}),
@@ -115,9 +111,9 @@ async def revoke_key(key_id: str, request: Request, state: StateDep, admin: Admi
     info = await run_in_threadpool(api_keys.revoke_key, state.archive.engine, key_id)
     if info is None:
         raise errors.JobNotFound(f"no API key {key_id!r}")
-    async with state.redis.pipeline(transaction=True) as pipe:
-        api_keys.queue_forget(pipe, info, state.settings.access_token_ttl)
-        await pipe.execute()
+    await state.auth.credentials.forget(
+        key_hash=info.key_hash, key_id=info.key_id, token_ttl=state.settings.access_token_ttl
+    )
     await _audit(state, request, admin, "key.revoke", key_id)
     return _key_body(info)
 

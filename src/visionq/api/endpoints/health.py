@@ -29,7 +29,7 @@ async def liveness() -> Liveness:
 async def readiness(state: StateDep) -> JSONResponse:
     """Whether this process can take jobs now (503 when Redis is unreachable)."""
     try:
-        await state.redis.ping()
+        await state.store.ping()
         report = await worker_models(state)
         workers, loaded = report.workers, set(report.loaded_by)
     except (RedisError, OSError):
