@@ -1,11 +1,11 @@
 """The in-process ceiling: the worker's own `run_classification` (decode, preprocess, the model, top-5) with no
 service around it, in single-threaded processes pinned to one core.
 
-The bench starts each process as `taskset -c CORE python bench/ceiling.py MODEL IMAGE IMAGES`. It loads the
-model as a pool process does (one intra-op thread), classifies the image once to warm up, prints `ready`, waits
-for a line on stdin, classifies the image IMAGES times and prints one JSON line: its start and end on the
-machine-wide monotonic clock, its CPU seconds, and each image's seconds. The lines on stdin start every process
-of a pass at once.
+The bench starts each process as `taskset -c CORE python bench/ceiling.py MODEL IMAGE IMAGES [PACE]`. It loads
+the model as a worker does (one intra-op thread), classifies the image once to warm up, prints `ready`, waits
+for a line on stdin, classifies the image IMAGES times (one every PACE seconds if given, else back to back) and
+prints one JSON line: its start and end on the machine-wide monotonic clock, its CPU seconds, and each image's
+seconds. The lines on stdin start every process of a pass at once.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ class Run:
     each: list[float]
 
 
-def run_pinned(image: Path, *, model: str, processes: int, images: int, core: int, env: dict[str, str]) -> list[Run]:
-    """`processes` ceiling processes on `core`, started together once all are ready, `images` images each."""
+def run_pinned(
+    image: Path, *, model: str, processes: int, images: int, core: int, env: dict[str, str], pace: float = 0.0
+) -> list[Run]:
+    """`processes` ceiling processes on `core`, started together once all are ready, `images` images each, one every
+    `pace` seconds (0: back to back)."""
     command = [
         "taskset",
         "-c",
@@ -46,12 +49,13 @@ def run_pinned(image: Path, *, model: str, processes: int, images: int, core: in
         model,
         str(image),
         str(images),
+        str(pace),
     ]
     started = [
         subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(processes)
     ]
-    watchdog = threading.Timer(PASS_TIMEOUT, _kill, [started])
+    watchdog = threading.Timer(PASS_TIMEOUT + images * pace, _kill, [started])
     watchdog.start()
     try:
         for process in started:
@@ -83,10 +87,18 @@ def ceiling(image: Path, *, model: str, processes: int, images: int, core: int, 
     }
 
 
-def one_image(image: Path, *, model: str, images: int, core: int, env: dict[str, str]) -> dict[str, Any]:
-    """The time of one image alone on `core`: the median of `images` in a row, one process."""
-    (run,) = run_pinned(image, model=model, processes=1, images=images, core=core, env=env)
-    return {"median_ms": 1000 * statistics.median(run.each), "min_ms": 1000 * min(run.each), "images": images}
+def one_image(
+    image: Path, *, model: str, images: int, core: int, env: dict[str, str], pace: float = 0.0
+) -> dict[str, Any]:
+    """The time of one image alone on `core`: the median of `images`, one process, in a row or one every `pace`
+    seconds (as the service gets them at 1 job/s: what other processes did meanwhile has cooled the caches)."""
+    (run,) = run_pinned(image, model=model, processes=1, images=images, core=core, env=env, pace=pace)
+    return {
+        "median_ms": 1000 * statistics.median(run.each),
+        "min_ms": 1000 * min(run.each),
+        "images": images,
+        "pace_s": pace,
+    }
 
 
 def _kill(processes: list[subprocess.Popen[str]]) -> None:
@@ -111,6 +123,7 @@ def main() -> None:
     from visionq.worker.pipeline import run_classification
 
     model, path, images = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    pace = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     data = path.read_bytes()
     settings = Settings()
     catalog = build_catalog(settings)
@@ -131,7 +144,11 @@ def main() -> None:
     print("ready", flush=True)  # noqa: T201 (the protocol with the bench)
     sys.stdin.readline()
     cpu, started = time.process_time(), time.monotonic()
-    each = [classify() for _ in range(images)]
+    each = []
+    for _ in range(images):
+        began = time.monotonic()
+        each.append(classify())
+        time.sleep(max(0.0, began + pace - time.monotonic()))
     run = Run(started=started, ended=time.monotonic(), cpu_seconds=time.process_time() - cpu, each=each)
     print(json.dumps(asdict(run)), flush=True)  # noqa: T201
 

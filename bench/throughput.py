@@ -15,7 +15,8 @@ the load generator has another, all in ONE run.
 Ceiling and service alternate (ceiling, service, ..., ceiling: `--passes` service passes). Each service pass is a
 window of `--jobs` jobs (or `--seconds`) after `--warmup` jobs, over which CPU by process role, Redis's counters
 and core use are sampled. Then come the multi-image request at saturation (`--parts` images per request), the
-latency at `--rate` jobs/s and at 1 job/s, and one image alone on the idle core. It prints a table and writes
+latency at `--rate` jobs/s and at 1 job/s, and one image alone on the idle core (back to back, and one per second as
+the 1 job/s run gets them). It prints a table and writes
 `var/bench/throughput.json` (and the service's log beside it). Timings on a shared machine are noisy: compare the
 figures of one run with each other.
 """
@@ -97,6 +98,8 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         alone = one_image(images=self.args.single_images, **self.pinned)
+        # The yardstick of the 1 job/s run: one image at a time at the same pace, caches as cold as the service's.
+        paced = one_image(images=self.args.idle_jobs, pace=1.0, **self.pinned)
         ceilings, services, spent = self.alternate()
         ceiling_mean = statistics.mean(c["images_per_s"] for c in ceilings)
         ceiling_cpu = statistics.mean(c["cpu_per_image_ms"] for c in ceilings)
@@ -109,6 +112,7 @@ class Bench:
         return {
             **self.header(),
             "one_image": alone,
+            "one_image_paced": paced,
             "ceiling": ceilings,
             "service": services,
             "multi": multi,
@@ -120,7 +124,8 @@ class Bench:
                 "ceiling_cpu_per_image_ms": ceiling_cpu,
                 "service": service,
                 "outside_decode_inference_ms": service["service_cpu_per_job_ms"] - ceiling_cpu,
-                "idle_overhead_ms": lat["idle"].get("p50_ms", float("nan")) - alone["median_ms"],
+                "idle_overhead_ms": lat["idle"].get("p50_ms", float("nan")) - paced["median_ms"],
+                "idle_overhead_warm_ms": lat["idle"].get("p50_ms", float("nan")) - alone["median_ms"],
             },
         }
 
