@@ -344,14 +344,16 @@ class Settings(ClientSettings):
     of a measured set (docs/models.md, "Draft decoding"). Off: every image is decoded in full."""
 
     inference_threads: Annotated[int, Field(ge=0)] = 0
-    """Intra-op threads of each inference process. 0: for `prefork`, the CPUs the worker may use shared out
-    among its processes (1 each with the default one process per CPU), so that processes do not fight over
-    CPUs; for `solo` and `threads`, every such CPU, since the process's jobs share one model session and its
-    batches."""
+    """Intra-op threads of each call of the model. 0: the CPUs the worker may use shared out among the jobs it
+    runs at once (1 each with the default one job per CPU), so that calls side by side do not fight over CPUs;
+    with batching (`batch_max_size` above 1, the GPU layout) or `solo`, every such CPU, since one call of the
+    model runs at a time."""
 
-    batch_max_size: Annotated[int, Field(ge=1)] = 8
+    batch_max_size: Annotated[int | None, Field(ge=1)] = None
     """Most images in one call of the model when a process runs several jobs at once (`threads` pool): jobs that
-    reach inference together share a call (dynamic batching). 1: every job calls the model alone."""
+    reach inference together share a call (dynamic batching). 1: every job calls the model alone, at once.
+    Unset: 8 on a GPU; 1 on a CPU, where single-threaded calls side by side measured faster than batches
+    (docs/performance.md)."""
 
     batch_max_wait: Annotated[float, Field(ge=0, le=1)] = 0.005
     """Seconds the first job of a batch may wait for others of its process that are still preprocessing. A job
@@ -493,13 +495,24 @@ class Settings(ClientSettings):
         return self.worker_concurrency or available_cpus()
 
     @property
+    def batch_size(self) -> int:
+        """`batch_max_size`, or its default for the device (see there)."""
+        if self.batch_max_size is not None:
+            return self.batch_max_size
+        return 1 if self.device == "cpu" else 8
+
+    @property
     def threads_per_job(self) -> int:
-        """`inference_threads`, or the CPUs this process may use shared out among a prefork worker's processes
-        (all of them for the one process of a `solo` or `threads` worker)."""
+        """`inference_threads`, or the CPUs this process may use shared out among the jobs that call the model side
+        by side (prefork's processes, or a `threads` worker's unbatched jobs); all of them where one call runs at a
+        time (`solo`, or a batching `threads` worker)."""
         if self.inference_threads:
             return self.inference_threads
         cpus = available_cpus()
-        return max(1, cpus // self.concurrency) if self.worker_pool is WorkerPool.PREFORK else cpus
+        side_by_side = self.worker_pool is WorkerPool.PREFORK or (
+            self.worker_pool is WorkerPool.THREADS and self.batch_size == 1
+        )
+        return max(1, cpus // self.concurrency) if side_by_side else cpus
 
     @property
     def model_cache(self) -> Path:

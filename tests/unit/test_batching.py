@@ -208,3 +208,23 @@ def test_a_slot_infers_once_and_limits_are_checked() -> None:
         Batcher(Model().predict, max_size=0, max_wait=0)
     with pytest.raises(ValueError, match="max_wait"):
         Batcher(Model().predict, max_size=1, max_wait=-1)
+
+
+def test_without_batching_jobs_call_the_model_side_by_side() -> None:
+    # Each call waits until the other call is running too: were calls made one at a time, neither would end.
+    both_calling = threading.Barrier(2)
+
+    class SideBySide(Model):
+        def predict(self, batch: Batch) -> Probabilities:
+            both_calling.wait(JOIN)
+            return super().predict(batch)
+
+    model = SideBySide()
+    batcher = Batcher(model.predict, max_size=1, max_wait=FOREVER)
+    runs = burst(batcher, [1, 2])
+
+    assert all(finished(thread) for thread, _ in runs)
+    assert model.calls == [1, 1]
+    inferred = [out["inferred"] for _, out in runs]
+    assert [i.batch_size for i in inferred] == [1, 1]  # type: ignore[attr-defined]
+    assert [int(i.probabilities.argmax()) for i in inferred] == [1, 2]  # type: ignore[attr-defined]

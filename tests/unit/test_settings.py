@@ -146,15 +146,32 @@ def test_the_cores_are_shared_out_among_a_workers_processes(
     assert make_settings(inference_threads=3, **prefork).threads_per_job == 3
 
 
-def test_a_threads_pool_gives_its_one_shared_session_every_core(
+def test_a_threads_worker_on_a_cpu_calls_the_model_side_by_side_one_core_each(
     make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
 
-    assert make_settings(worker_pool="threads", worker_concurrency=8).threads_per_job == 8
-    assert (make_settings().concurrency, make_settings().threads_per_job) == (8, 8), "threads is the default"
+    default = make_settings()
+    assert (default.worker_pool.value, default.concurrency, default.batch_size, default.threads_per_job) == (
+        "threads",
+        8,
+        1,
+        1,
+    )
+    assert make_settings(worker_concurrency=2).threads_per_job == 4
+    assert make_settings(inference_threads=2).threads_per_job == 2
+
+
+def test_a_batching_or_solo_worker_gives_its_one_call_every_core(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
+
+    assert make_settings(batch_max_size=8).threads_per_job == 8
     assert make_settings(worker_pool="solo").threads_per_job == 8
-    assert make_settings(worker_pool="threads", inference_threads=2).threads_per_job == 2
+    on_gpu = make_settings(device="cuda")
+    assert (on_gpu.batch_size, on_gpu.threads_per_job) == (8, 8)
+    assert make_settings(device="cuda", batch_max_size=4).batch_size == 4
 
 
 def test_the_model_cache_follows_xdg_unless_set(

@@ -170,7 +170,7 @@ class WorkerContext:
                 settings = self.settings
                 held = (
                     classifier,
-                    Batcher(classifier.predict, max_size=settings.batch_max_size, max_wait=settings.batch_max_wait),
+                    Batcher(classifier.predict, max_size=settings.batch_size, max_wait=settings.batch_max_wait),
                 )
                 self._batchers[ref] = held
             return held[1]
