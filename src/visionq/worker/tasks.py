@@ -12,8 +12,9 @@ Failure policy, in one place:
   as `poison_input` and dead-letters it with the evidence (quarantined) instead of taking down more;
 - the job waited in the queue past its `max_wait` → it fails with `deadline_exceeded`, unrun;
 - the job runs past its soft time limit → it fails with `time_limit_exceeded` and is dead-lettered;
-  past the hard limit its process is killed and replaced, and the main process fails it the same way
-  (`pool.py`, which also counts the crashes that make an input poison).
+  past the hard limit its process is ended and the job failed the same way: a prefork child is killed and
+  replaced by its parent (`pool.py`, which also counts the crashes that make an input poison), a `threads` or
+  `solo` worker is ended by its watchdog for its supervisor to replace (`watchdog.py`).
 """
 
 from __future__ import annotations
