@@ -152,16 +152,17 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     )
     labels = ctx.catalog.labels(spec)
     try:
-        outcome = run_classification(
-            image,
-            classifier=classifier,
-            labels=labels,
-            top=record.top_k,
-            max_pixels=ctx.settings.max_pixels,
-            report=report,
-            draft=ctx.settings.jpeg_draft,
-            batcher=ctx.batcher(classifier),
-        )
+        with ctx.interruptible():
+            outcome = run_classification(
+                image,
+                classifier=classifier,
+                labels=labels,
+                top=record.top_k,
+                max_pixels=ctx.settings.max_pixels,
+                report=report,
+                draft=ctx.settings.jpeg_draft,
+                batcher=ctx.batcher(classifier),
+            )
     except (JobNoLongerLive, VisionqError, RedisError):
         raise  # cancelled, the input's fault, or Redis away (the job's stage could not be saved): not the model's
     except Exception as exc:

@@ -5,7 +5,9 @@ parent. Here one watchdog thread per process does the same for the jobs its thre
 
 - past the **soft limit** it raises `SoftTimeLimitExceeded` in the job's thread (CPython's asynchronous
   exception, `PyThreadState_SetAsyncExc`). It lands when the thread next runs Python code, so it ends a job
-  that is slow in Python or between native calls, and the task fails the job with `time_limit_exceeded`;
+  that is slow in Python or between native calls, and the task fails the job with `time_limit_exceeded`. It is
+  raised only while the job is in its `interruptible()` part (decoding and the model): an exception landing in
+  a model load, a Redis round trip or a log call could leave shared state half changed;
 - past the **hard limit** the thread is stuck where nothing can interrupt it (native code, a blocking call), as
   a prefork child would be. The watchdog fails the job with `time_limit_exceeded` and ends the process with
   `EXIT_STUCK`, as prefork kills the child: its supervisor (`visionq serve`, Kubernetes, compose, systemd)
@@ -34,6 +36,8 @@ TIME_LIMIT_EXCEEDED = "time_limit_exceeded"
 EXIT_STUCK = 70
 #: Longest pause between two looks at the running jobs.
 TICK = 0.5
+#: Seconds the process is given to fail a stuck job and say so before it ends regardless.
+LAST_RESORT = 10.0
 
 
 def over_time(limit: float) -> str:
@@ -44,6 +48,7 @@ def over_time(limit: float) -> str:
 class _Running:
     job_id: str
     started: float
+    interruptible: bool = False
     interrupted: bool = False
 
 
@@ -95,9 +100,22 @@ class Watchdog:
             yield
         finally:
             with self._lock:
-                entry = self._running.pop(thread_id)
+                del self._running[thread_id]
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Within `watching`: the part of the job the soft limit may interrupt."""
+        thread_id = threading.get_ident()
+        with self._lock:
+            entry = self._running[thread_id]
+            entry.interruptible = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                entry.interruptible = False
                 if entry.interrupted:
-                    _raise_in(thread_id, None)  # not yet landed: the job is over, the thread goes on
+                    _raise_in(thread_id, None)  # not landed yet: that part is over, the job goes on
 
     def check(self) -> None:
         """One look at the running jobs: interrupt those past the soft limit; end the process for one past the
@@ -106,7 +124,7 @@ class Watchdog:
         with self._lock:
             for thread_id, entry in self._running.items():
                 ran = now - entry.started
-                if ran >= self.soft and not entry.interrupted:
+                if ran >= self.soft and entry.interruptible and not entry.interrupted:
                     entry.interrupted = True
                     _raise_in(thread_id, SoftTimeLimitExceeded)
                 if ran >= self.hard:
@@ -114,16 +132,24 @@ class Watchdog:
                     break
             else:
                 return
-        log.critical("job stuck past the hard time limit; its process exits to be replaced", extra={"job_id": stuck})
+        # The process ends whatever happens next: should failing the job or logging hang (a lock that the stuck
+        # thread holds), a timer ends it anyway.
+        last_resort = threading.Timer(LAST_RESORT, self._end_process, [EXIT_STUCK])
+        last_resort.daemon = True
+        last_resort.start()
         try:
             self._stuck(stuck, self.hard)
+            log.critical(
+                "job stuck past the hard time limit; its process exits to be replaced", extra={"job_id": stuck}
+            )
         finally:
             self._end_process(EXIT_STUCK)
+            last_resort.cancel()
 
     def _watch(self) -> None:
         tick = min(TICK, self.soft / 4)
         while not self._stop.wait(tick):
             try:
                 self.check()
-            except Exception:  # the watchdog must outlive whatever one look ran into
+            except BaseException:  # the watchdog must outlive whatever one look ran into
                 log.exception("the time-limit watchdog failed a check")
