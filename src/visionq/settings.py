@@ -262,9 +262,8 @@ class Settings(ClientSettings):
 
     job_soft_time_limit: Annotated[float, Field(gt=0)] = 60.0
     """Seconds one attempt at a job may run before it is interrupted and the job fails with
-    `time_limit_exceeded` (dead-lettered). In a `threads` or `solo` worker it interrupts the decoding and the model
-    call only, and lands when the job next runs Python code, so a job stuck in native code meets the hard limit
-    instead."""
+    `time_limit_exceeded` (dead-lettered). A `threads` or `solo` worker stops the job as its next stage begins
+    (decoding, the model, the top-k), so a job stuck inside one meets the hard limit instead."""
 
     job_time_limit: Annotated[float, Field(gt=0)] = 90.0
     """Seconds after which a process stuck in one job (where the soft limit cannot interrupt it, as in native

@@ -1,6 +1,5 @@
-"""The time-limit watchdog of in-process pools: a job in Python code is interrupted past the soft limit, in its
-interruptible part only; one past the hard limit is failed and its process ended, even if failing it hangs; a
-job that ends in time is left alone."""
+"""The time-limit watchdog of in-process pools: a job past the soft limit stops at its next checkpoint; one past the
+hard limit is failed and its process ended, even if failing it hangs; a job that ends in time is left alone."""
 
 from __future__ import annotations
 
@@ -39,81 +38,65 @@ class Watched:
         )
 
 
-def test_a_job_busy_in_python_past_the_soft_limit_is_interrupted() -> None:
+def test_a_job_past_the_soft_limit_stops_at_its_next_checkpoint() -> None:
     watched = Watched()
-    clock, stuck, ended, watchdog = watched.clock, watched.stuck, watched.ended, watched.watchdog
-    inside, outcome = threading.Event(), []
+    with watched.watchdog.watching("job-1"):
+        watched.watchdog.checkpoint()  # within the limit: goes on
+        watched.clock.now = 10.0
+        with pytest.raises(SoftTimeLimitExceeded, match="job-1"):
+            watched.watchdog.checkpoint()
+    watched.watchdog.checkpoint()  # no job on this thread any more: nothing to stop
+    watched.watchdog.check()
+    assert (watched.stuck, watched.ended) == ([], [])
 
-    def job() -> None:
-        try:
-            with watchdog.watching("job-1"), watchdog.interruptible():
-                inside.set()
-                while True:  # Python code: the interruption lands here
-                    pass
-        except SoftTimeLimitExceeded:
-            outcome.append("interrupted")
 
-    thread = threading.Thread(target=job)
-    thread.start()
-    assert inside.wait(JOIN_TIMEOUT)
-    watchdog.check()  # within the limit: nothing
-    clock.now = 10.0
-    watchdog.check()
-    thread.join(JOIN_TIMEOUT)
+def test_only_the_late_job_s_own_thread_is_stopped() -> None:
+    watched = Watched()
+    outcome: list[str] = []
 
-    assert outcome == ["interrupted"]
-    assert (stuck, ended) == ([], [])
+    def on_time() -> None:
+        with watched.watchdog.watching("job-2"):
+            watched.watchdog.checkpoint()
+            outcome.append("went on")
+
+    with watched.watchdog.watching("job-1"):
+        watched.clock.now = 10.0  # job-1 began at 0; job-2 begins now
+        other = threading.Thread(target=on_time)
+        other.start()
+        other.join(JOIN_TIMEOUT)
+    assert outcome == ["went on"]
 
 
 def test_a_job_past_the_hard_limit_is_failed_and_its_process_ended() -> None:
     watched = Watched()
-    clock, stuck, ended, watchdog = watched.clock, watched.stuck, watched.ended, watched.watchdog
-    inside, release, outcome = threading.Event(), threading.Event(), []
+    inside, release = threading.Event(), threading.Event()
 
     def job() -> None:
-        try:
-            with watchdog.watching("job-2"), watchdog.interruptible():
-                inside.set()
-                release.wait()  # a blocking call: the soft limit cannot land until it returns
-        except SoftTimeLimitExceeded:
-            outcome.append("interrupted once it returned")
+        with watched.watchdog.watching("job-3"):
+            inside.set()
+            release.wait(JOIN_TIMEOUT)  # stuck where no checkpoint is reached
 
     thread = threading.Thread(target=job)
     thread.start()
     assert inside.wait(JOIN_TIMEOUT)
-    clock.now = 10.0
-    watchdog.check()
-    assert ended == []
-    clock.now = 20.0
-    watchdog.check()
+    watched.clock.now = 19.9
+    watched.watchdog.check()
+    assert watched.ended == []
+    watched.clock.now = 20.0
+    watched.watchdog.check()
     release.set()
     thread.join(JOIN_TIMEOUT)
 
-    assert stuck == [("job-2", 20.0)]
-    assert ended == [EXIT_STUCK]
-    assert outcome == ["interrupted once it returned"]
+    assert watched.stuck == [("job-3", 20.0)]
+    assert watched.ended == [EXIT_STUCK]
 
 
-def test_a_job_that_ends_in_time_is_left_alone_and_its_thread_goes_on() -> None:
+def test_a_job_that_ends_in_time_is_left_alone() -> None:
     watched = Watched()
-    clock, stuck, ended, watchdog = watched.clock, watched.stuck, watched.ended, watched.watchdog
-    with watchdog.watching("job-3"):
+    with watched.watchdog.watching("job-4"):
         pass
-    clock.now = 100.0
-    watchdog.check()
-    assert (stuck, ended) == ([], [])
-
-
-def test_the_soft_limit_waits_for_the_interruptible_part_and_a_late_one_is_withdrawn() -> None:
-    watched = Watched()
-    clock, watchdog = watched.clock, watched.watchdog
-    with watchdog.watching("job-4"):
-        clock.now = 15.0
-        watchdog.check()  # past the soft limit, but loading a model, say: not interrupted
-        survived = sum(range(1000))
-        with pytest.raises(SoftTimeLimitExceeded), watchdog.interruptible():
-            watchdog.check()  # on this very thread: lands at once
-    assert survived == 499500
+    watched.clock.now = 100.0
+    watched.watchdog.check()
     assert (watched.stuck, watched.ended) == ([], [])
 
 

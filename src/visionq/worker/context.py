@@ -123,9 +123,11 @@ class WorkerContext:
         """Hold the calling thread's job to the time limits (prefork's are Celery's, so nothing to do there)."""
         return self.watchdog.watching(job_id) if self.watchdog is not None else nullcontext()
 
-    def interruptible(self) -> AbstractContextManager[None]:
-        """The part of a job the soft time limit may interrupt (decoding and the model)."""
-        return self.watchdog.interruptible() if self.watchdog is not None else nullcontext()
+    def checkpoint(self) -> None:
+        """Raise SoftTimeLimitExceeded if this thread's job is past the soft time limit (prefork's children get it
+        from Celery's signal instead)."""
+        if self.watchdog is not None:
+            self.watchdog.checkpoint()
 
     def _stuck(self, job_id: str, limit: float) -> None:
         """The watchdog's last act before the process ends: fail the stuck job (its message, unacknowledged,

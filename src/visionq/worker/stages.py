@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from visionq.jobs.tracker import JobTracker
@@ -67,11 +68,15 @@ class StageReport:
     window: float
     always: frozenset[Stage] = ALWAYS_WRITTEN
     """Stages written as they begin whatever their length."""
+    checkpoint: Callable[[], None] | None = None
+    """Called as each stage begins: where an in-process pool's soft time limit ends the job (worker/watchdog.py)."""
     _pending: list[Stage] = field(default_factory=list)
     _current: Stage | None = None
     _began: float = 0.0
 
     def __call__(self, stage: Stage) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint()
         now = time.perf_counter()
         if self._current is not None:
             self.lengths.observe(self.model_ref, self._current, now - self._began)

@@ -148,21 +148,26 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         raise  # retried: the next attempt finds the breaker open and takes the fallback, if it may
     started_at = utcnow()
     report = StageReport(
-        ctx.tracker, job_id, spec.ref, ctx.stage_lengths, window=ctx.settings.stage_window, always=ctx.always_written
+        ctx.tracker,
+        job_id,
+        spec.ref,
+        ctx.stage_lengths,
+        window=ctx.settings.stage_window,
+        always=ctx.always_written,
+        checkpoint=ctx.checkpoint,
     )
     labels = ctx.catalog.labels(spec)
     try:
-        with ctx.interruptible():
-            outcome = run_classification(
-                image,
-                classifier=classifier,
-                labels=labels,
-                top=record.top_k,
-                max_pixels=ctx.settings.max_pixels,
-                report=report,
-                draft=ctx.settings.jpeg_draft,
-                batcher=ctx.batcher(classifier),
-            )
+        outcome = run_classification(
+            image,
+            classifier=classifier,
+            labels=labels,
+            top=record.top_k,
+            max_pixels=ctx.settings.max_pixels,
+            report=report,
+            draft=ctx.settings.jpeg_draft,
+            batcher=ctx.batcher(classifier),
+        )
     except (JobNoLongerLive, VisionqError, RedisError):
         raise  # cancelled, the input's fault, or Redis away (the job's stage could not be saved): not the model's
     except Exception as exc:

@@ -1,23 +1,22 @@
 """Time limits for the pools that run jobs in the worker's own process (`threads`, the default, and `solo`).
 
 Celery enforces `task_soft_time_limit` and `task_time_limit` in the prefork pool only, by signals from the
-parent. Here one watchdog thread per process does the same for the jobs its threads run:
+parent. Here they are kept like this:
 
-- past the **soft limit** it raises `SoftTimeLimitExceeded` in the job's thread (CPython's asynchronous
-  exception, `PyThreadState_SetAsyncExc`). It lands when the thread next runs Python code, so it ends a job
-  that is slow in Python or between native calls, and the task fails the job with `time_limit_exceeded`. It is
-  raised only while the job is in its `interruptible()` part (decoding and the model): an exception landing in
-  a model load, a Redis round trip or a log call could leave shared state half changed;
-- past the **hard limit** the thread is stuck where nothing can interrupt it (native code, a blocking call), as
-  a prefork child would be. The watchdog fails the job with `time_limit_exceeded` and ends the process with
-  `EXIT_STUCK`, as prefork kills the child: its supervisor (`visionq serve`, Kubernetes, compose, systemd)
+- the **soft limit** is checked by the job itself at each of its stages (`checkpoint`, called as decoding, the
+  model and the top-k begin): a job past it raises `SoftTimeLimitExceeded` there, and the task fails the job with
+  `time_limit_exceeded`. It is not raised into the thread from outside: CPython's asynchronous exceptions land
+  anywhere (inside a lock's bookkeeping, a log call, a model load), and one pending for a thread busy in native
+  code was seen to stall the rest of the process under a tracer (coverage in CI);
+- past the **hard limit** the job is stuck where it cannot check (native code, a blocking call), as a prefork
+  child would be. One watchdog thread per process fails the job with `time_limit_exceeded` and ends the process
+  with `EXIT_STUCK`, as prefork kills the child: its supervisor (`visionq serve`, Kubernetes, compose, systemd)
   starts a fresh one. Messages of the other jobs the process held are unacknowledged and come back after
   `visibility_timeout`; their claim makes sure none runs twice.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import threading
@@ -44,25 +43,18 @@ def over_time(limit: float) -> str:
     return f"processing took longer than the time limit of {limit:g} s; the job was dead-lettered"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Running:
     job_id: str
     started: float
-    interruptible: bool = False
-    interrupted: bool = False
-
-
-def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
-    """Have `exc` raised in the thread when it next runs Python code; None withdraws one still pending."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
 
 class Watchdog:
-    """Watches the jobs of one process.
+    """Holds the jobs of one process to the time limits.
 
     >>> watchdog = Watchdog(soft=60, hard=90, stuck=fail_job)   # doctest: +SKIP
     >>> with watchdog.watching(job_id):                        # doctest: +SKIP
-    ...     run_the_job()
+    ...     watchdog.checkpoint(); decode(); watchdog.checkpoint(); infer()
     """
 
     def __init__(
@@ -102,38 +94,20 @@ class Watchdog:
             with self._lock:
                 del self._running[thread_id]
 
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """Within `watching`: the part of the job the soft limit may interrupt."""
-        thread_id = threading.get_ident()
-        with self._lock:
-            entry = self._running[thread_id]
-            entry.interruptible = True
-        try:
-            yield
-        finally:
-            with self._lock:
-                entry.interruptible = False
-                if entry.interrupted:
-                    _raise_in(thread_id, None)  # not landed yet: that part is over, the job goes on
+    def checkpoint(self) -> None:
+        """Raise `SoftTimeLimitExceeded` if the calling thread's job has run past the soft limit."""
+        entry = self._running.get(threading.get_ident())
+        if entry is not None and self._clock() - entry.started >= self.soft:
+            raise SoftTimeLimitExceeded(f"job {entry.job_id} ran past its soft time limit of {self.soft:g} s")
 
     def check(self) -> None:
-        """One look at the running jobs: interrupt those past the soft limit; end the process for one past the
-        hard limit, after failing its job."""
+        """One look at the running jobs: end the process for one past the hard limit, after failing its job."""
         now = self._clock()
         with self._lock:
-            for thread_id, entry in self._running.items():
-                ran = now - entry.started
-                if ran >= self.soft and entry.interruptible and not entry.interrupted:
-                    entry.interrupted = True
-                    _raise_in(thread_id, SoftTimeLimitExceeded)
-                if ran >= self.hard:
-                    stuck = entry.job_id
-                    break
-            else:
-                return
-        # The process ends whatever happens next: should failing the job or logging hang (a lock that the stuck
-        # thread holds), a timer ends it anyway.
+            stuck = next((e.job_id for e in self._running.values() if now - e.started >= self.hard), None)
+        if stuck is None:
+            return
+        # The process ends whatever happens next: should failing the job or logging hang, a timer ends it anyway.
         last_resort = threading.Timer(LAST_RESORT, self._end_process, [EXIT_STUCK])
         last_resort.daemon = True
         last_resort.start()
@@ -147,9 +121,8 @@ class Watchdog:
             last_resort.cancel()
 
     def _watch(self) -> None:
-        tick = min(TICK, self.soft / 4)
-        while not self._stop.wait(tick):
+        while not self._stop.wait(TICK):
             try:
                 self.check()
-            except BaseException:  # the watchdog must outlive whatever one look ran into
+            except Exception:  # the watchdog must outlive whatever one look ran into
                 log.exception("the time-limit watchdog failed a check")
