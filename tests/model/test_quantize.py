@@ -212,6 +212,7 @@ def test_every_model_is_every_model_this_machine_serves() -> None:
     registry = ModelRegistry(Catalog(BUILTIN_SPECS, default="efficientnet-lite0"), threads=1, cache=model_cache())
     served = [spec for spec in BUILTIN_SPECS if spec.precision is Precision.FP32 or int8_unsupported() is None]
 
-    assert registry.warm(["*"]) == served
+    # In the catalog's order, which lists each int8 build beside its exact model: compared as sets.
+    assert sorted(spec.ref for spec in registry.warm(["*"])) == sorted(spec.ref for spec in served)
     assert all(registry.not_served_here(spec) == int8_unsupported() for spec in INT8_SPECS)
     assert all(registry.not_served_here(spec) is None for spec in BUILTIN_SPECS if spec not in INT8_SPECS)
