@@ -324,8 +324,8 @@ class Settings(ClientSettings):
     """Celery queue name; its priority lists are `<queue>`, `<queue>:3`, `<queue>:6`, `<queue>:9`."""
 
     worker_pool: WorkerPool = WorkerPool.THREADS
-    """Celery pool: `threads` (jobs in threads of one process: one model in memory, batched calls of it, no hop
-    from Celery's consumer to a child process; the cheapest per job), `prefork` (one process per slot: a
+    """Celery pool: `threads` (jobs in threads of one process: one model in memory, its calls side by side on a
+    CPU and batched on a GPU, no hop from Celery's consumer to a child process; the cheapest per job), `prefork` (one process per slot: a
     crash or a stuck job costs only its own process, and crashes are counted against the image, see
     `poison_after`) or `solo` (one job at a time in the main process)."""
 
