@@ -325,9 +325,9 @@ class Settings(ClientSettings):
 
     worker_pool: WorkerPool = WorkerPool.THREADS
     """Celery pool: `threads` (jobs in threads of one process: one model in memory, its calls side by side on a
-    CPU and batched on a GPU, no hop from Celery's consumer to a child process; the cheapest per job), `prefork` (one process per slot: a
-    crash or a stuck job costs only its own process, and crashes are counted against the image, see
-    `poison_after`) or `solo` (one job at a time in the main process)."""
+    CPU and batched on a GPU, no hop from Celery's consumer to a child process; the cheapest per job), `prefork`
+    (one process per slot: a crash or a stuck job costs only its own process, and crashes are counted against the
+    image, see `poison_after`) or `solo` (one job at a time in the main process)."""
 
     worker_concurrency: Annotated[int | None, Field(ge=1)] = None
     """Jobs one worker runs at once (processes for `prefork`). Unset: one per CPU the worker may use (its CPU

@@ -41,6 +41,25 @@ def _published(pubsub: redis.client.PubSub) -> list[str]:
     return stages
 
 
+def _run_to_completion(
+    redis_client: redis.Redis, tracker: JobTracker, report: StageReport
+) -> tuple[bytes | str | None, bool, list[str]]:
+    """Report each stage of a job in turn, then complete it with the stages not yet written: the stage its status
+    showed just before the completion, whether the completion was accepted, and the stages published, in order."""
+    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
+    pubsub.subscribe(keys.events(report.job_id))
+    assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
+    for stage in Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING:
+        report(stage)
+    seen_before_completion = redis_client.hget(keys.status(report.job_id), "stage")
+    completed = tracker.complete(
+        result_for(new_record().model_copy(update={"job_id": report.job_id})), stages=report.unwritten()
+    )
+    published = _published(pubsub)
+    pubsub.close()
+    return seen_before_completion, completed, published
+
+
 def test_short_stages_go_with_the_completion_and_are_each_published_in_order(
     redis_url: str, redis_client: redis.Redis, tracker: JobTracker
 ) -> None:
@@ -49,22 +68,13 @@ def test_short_stages_go_with_the_completion_and_are_each_published_in_order(
     for stage in Stage.INFERENCE, Stage.POSTPROCESSING:
         lengths.observe(MODEL, stage, WINDOW / 10)
     report = StageReport(tracker, job_id, MODEL, lengths, window=WINDOW)
-    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
-    pubsub.subscribe(keys.events(job_id))
-    assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
 
-    report(Stage.PREPROCESSING)  # always written: the worker starts reading the client's bytes
-    report(Stage.INFERENCE)
-    report(Stage.POSTPROCESSING)
-    seen_before_completion = redis_client.hget(keys.status(job_id), "stage")
-    completed = tracker.complete(
-        result_for(new_record().model_copy(update={"job_id": job_id})), stages=report.unwritten()
-    )
+    # preprocessing is always written: the worker starts reading the client's bytes
+    seen_before_completion, completed, published = _run_to_completion(redis_client, tracker, report)
 
     assert seen_before_completion == "preprocessing"
     assert completed
-    assert _published(pubsub) == ["preprocessing", "inference", "postprocessing", "completed"]
-    pubsub.close()
+    assert published == ["preprocessing", "inference", "postprocessing", "completed"]
 
 
 def test_a_worker_that_counts_no_crashes_writes_a_short_preprocessing_with_the_completion_too(
@@ -75,21 +85,12 @@ def test_a_worker_that_counts_no_crashes_writes_a_short_preprocessing_with_the_c
     for stage in Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING:
         lengths.observe(MODEL, stage, WINDOW / 10)
     report = StageReport(tracker, job_id, MODEL, lengths, window=WINDOW, always=frozenset())  # a threads worker's
-    pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
-    pubsub.subscribe(keys.events(job_id))
-    assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation
 
-    for stage in Stage.PREPROCESSING, Stage.INFERENCE, Stage.POSTPROCESSING:
-        report(stage)
-    seen_before_completion = redis_client.hget(keys.status(job_id), "stage")
-    completed = tracker.complete(
-        result_for(new_record().model_copy(update={"job_id": job_id})), stages=report.unwritten()
-    )
+    seen_before_completion, completed, published = _run_to_completion(redis_client, tracker, report)
 
     assert seen_before_completion == "initializing"
     assert completed
-    assert _published(pubsub) == ["preprocessing", "inference", "postprocessing", "completed"]
-    pubsub.close()
+    assert published == ["preprocessing", "inference", "postprocessing", "completed"]
 
 
 def test_a_stage_expected_to_last_is_written_as_it_begins(

@@ -70,11 +70,11 @@ class Archiver:
                 written.append((job_id, ""))
                 continue
             try:
-                record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()})
+                record = JobRecord.from_redis(fields)
                 body = _result_body(result) if record.status == JobStatus.COMPLETED else None
             except ValidationError:
                 log.exception("job %s cannot be archived: its Redis state is unreadable", job_id)
-                written.append((job_id, _text(fields.get(b"status", b""))))  # taken off the outbox all the same
+                written.append((job_id, fields.get("status", "")))  # taken off the outbox all the same
                 continue
             rows.append(row_from_job(record, body))
             written.append((job_id, record.status.value))
@@ -88,7 +88,3 @@ def _result_body(result: ResultBody | bytes | None) -> ResultBody | None:
     if result is None or isinstance(result, ResultBody):
         return result
     return ResultBody.model_validate_json(result)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -12,8 +12,8 @@ from redis import Redis
 
 from visionq.jobs import keys, scripts
 
-#: A job's state hash as read from Redis (bytes or text, as the client replies); empty once the job expired.
-Fields = dict[bytes | str, bytes | str]
+#: A job's state hash, as text; empty once the job expired.
+Fields = dict[str, str]
 
 
 class ArchiveOutbox:
@@ -39,7 +39,7 @@ class ArchiveOutbox:
             replies = iter(pipe.execute())
         read: list[tuple[Fields, bytes | None]] = []
         for job_id in job_ids:
-            fields = next(replies)
+            fields = {_text(name): _text(value) for name, value in next(replies).items()}
             read.append((fields, None if job_id in skip_results else next(replies)))
         return read
 

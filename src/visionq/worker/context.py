@@ -88,14 +88,13 @@ class WorkerContext:
         self._batchers_guard = threading.Lock()
         self._stop = threading.Event()
         self._housekeeping: threading.Thread | None = None
-        # Celery enforces time limits in prefork children only; in-process pools have a watchdog instead.
+        # Celery enforces time limits in prefork children only; in-process pools have a watchdog instead. Stages
+        # written as they begin however short: only prefork counts crashes against images (stages.py).
         self.watchdog: Watchdog | None = None
-        #: Stages written as they begin however short: only prefork counts crashes against images (stages.py).
-        self.always_written: frozenset[Stage] = (
-            ALWAYS_WRITTEN if settings.worker_pool is WorkerPool.PREFORK else frozenset()
-        )
+        self.always_written: frozenset[Stage] = ALWAYS_WRITTEN
         if settings.worker_pool is not WorkerPool.PREFORK:
             self.watchdog = Watchdog(soft=settings.job_soft_time_limit, hard=settings.job_time_limit, stuck=self._stuck)
+            self.always_written = frozenset()
 
     def start(self) -> None:
         """Load the models to warm, then announce this process and start its housekeeping."""
