@@ -33,7 +33,7 @@ class _ClusterCollector(Collector):
             depth.add_metric([priority], count)
         yield depth
         jobs = CounterMetricFamily("visionq_jobs", "Jobs that reached a terminal state.", labels=["status"])
-        for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+        for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED):
             jobs.add_metric([status.value], snap.jobs_total.get(status.value, 0))
         yield jobs
         yield CounterMetricFamily(

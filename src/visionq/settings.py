@@ -242,11 +242,21 @@ class Settings(ClientSettings):
 
     max_queued_jobs: Annotated[int, Field(ge=0)] = 10_000
     """Jobs waiting in the queue (all priorities) above which `POST /classify` answers 503 `queue_full` with
-    `Retry-After`, instead of letting Redis fill up. 0: no bound."""
+    `Retry-After`, instead of letting Redis fill up. 0: no bound. The lowest priority is refused first: `low`
+    jobs from 80% of the bound, `normal` 90%, `high` 95%, `urgent` only at the bound."""
 
     max_redis_memory: Annotated[int, Field(ge=0)] = 0
-    """Bytes of Redis memory above which `POST /classify` answers 503 `queue_full`. 0: 90% of Redis's own
-    `maxmemory` when it has one, else no bound."""
+    """Bytes of Redis memory above which `POST /classify` answers 503 `queue_full` (the same shares per priority
+    as `max_queued_jobs`). 0: 90% of Redis's own `maxmemory` when it has one, else no bound."""
+
+    priority_aging: Annotated[float, Field(ge=0)] = 300.0
+    """Seconds a pending job waits at one priority before it is promoted one step (`low` to `normal`, and so on
+    up to `urgent`), behind the jobs already waiting there and ahead of later arrivals, so that a steady stream
+    of urgent work cannot starve the rest. 0: never promoted."""
+
+    queue_pass_interval: Annotated[float, Field(gt=0)] = 1.0
+    """Seconds between the passes (one API process at a time) that expire pending jobs past their `deadline`
+    and promote aged ones."""
 
     max_queue_wait: Annotated[float, Field(ge=0)] = 0.0
     """Seconds a job may wait in the queue; one that waited longer is failed with `deadline_exceeded` when a

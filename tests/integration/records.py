@@ -57,6 +57,7 @@ def create(
     queue: str = QUEUE,
     max_queued: int = 0,
     remember: tuple[str, bytes] | None = None,
+    deadline: float | None = None,
 ) -> Submitted:
     """Make and queue the job as the API does (`JobStore.submit`); `image=None` as when an image store holds it."""
 
@@ -64,7 +65,9 @@ def create(
         client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
         try:
             store = JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL)
-            return await store.submit(record, queue=queue, image=image, max_queued=max_queued, remember=remember)
+            return await store.submit(
+                record, queue=queue, image=image, max_queued=max_queued, remember=remember, deadline=deadline
+            )
         finally:
             await client.aclose()
 

@@ -210,7 +210,7 @@ def wait_terminal(api: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any
 
     def terminal() -> dict[str, Any] | None:
         body: dict[str, Any] = api.get(f"/status/{job_id}").json()
-        return body if body["status"] in ("completed", "failed", "cancelled") else None
+        return body if body["status"] in ("completed", "failed", "cancelled", "expired") else None
 
     result: dict[str, Any] = wait_for(terminal, timeout, f"job {job_id} to finish", interval=0.05)
     return result

@@ -23,12 +23,18 @@ def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: Stac
     client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
     worker.stop()  # nothing drains the queue
     with httpx.Client(base_url=server.url, timeout=30) as api:
-        queued = [submit(api, CAT_JPEG).json()["job_id"] for _ in range(3)]
+        # Urgent jobs may fill the whole bound (lower priorities are refused earlier: the next test).
+        queued = [submit(api, CAT_JPEG, priority="urgent").json()["job_id"] for _ in range(3)]
         jobs_before = len(list(client.scan_iter(keys.status("*"))))
-        refused = submit(api, CAT_JPEG)
+        refused = submit(api, CAT_JPEG, priority="urgent")
         jobs_after = len(list(client.scan_iter(keys.status("*"))))
         key = "backpressure-retry"
-        refused_with_key = api.post("/classify", files={"file": ("c.jpg", CAT_JPEG)}, headers={"Idempotency-Key": key})
+        refused_with_key = api.post(
+            "/classify",
+            files={"file": ("c.jpg", CAT_JPEG)},
+            data={"priority": "urgent"},
+            headers={"Idempotency-Key": key},
+        )
         key_held = client.exists(keys.idempotency(ANONYMOUS, key))
 
         worker.start()
@@ -45,6 +51,36 @@ def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: Stac
     assert [final["status"] for final in finals] == ["completed"] * 3
     assert accepted_again.status_code == 202
     client.close()
+
+
+def test_under_load_the_lowest_priority_is_refused_first(start_stack: StackFactory) -> None:
+    # Bounds for 20: low 16, normal 18, high 19, urgent 20 (Priority.shed_share).
+    _, worker, server = start_stack("shedding", max_queued_jobs=20)
+    worker.stop()
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+
+        def accepted(priority: str) -> bool:
+            answer = submit(api, CAT_JPEG, priority=priority)
+            assert answer.status_code in (202, 503), answer.text
+            return answer.status_code == 202
+
+        filled = [accepted("urgent") for _ in range(16)]
+        outcomes = [(priority, accepted(priority)) for priority in ("low", "normal", "normal", "normal", "high",
+                                                                    "high", "urgent", "urgent", "low")]  # fmt: skip
+        worker.start()
+
+    assert all(filled)
+    assert outcomes == [
+        ("low", False),
+        ("normal", True),
+        ("normal", True),
+        ("normal", False),
+        ("high", True),
+        ("high", False),
+        ("urgent", True),
+        ("urgent", False),
+        ("low", False),
+    ]
 
 
 def test_above_the_redis_memory_bound_submits_are_refused(start_stack: StackFactory) -> None:

@@ -10,14 +10,14 @@ import pytest
 import redis
 import redis.asyncio
 
-from integration.records import IMAGE_TTL, RESULT_TTL, create, new_record, release_unmade, result_for
+from integration.records import IMAGE_TTL, QUEUE, RESULT_TTL, create, new_record, release_unmade, result_for
 from visionq.jobs import keys
 from visionq.jobs.breakers import Breakers
 from visionq.jobs.records import JobRecord
 from visionq.jobs.scripts import CHANGING
 from visionq.jobs.store import QUEUED_FIELD
-from visionq.jobs.tracker import JobTracker
-from visionq.wire.states import Stage
+from visionq.jobs.tracker import PAST_DEADLINE, JobTracker
+from visionq.wire.states import Priority, Stage
 
 STALE_AFTER = 20
 
@@ -242,3 +242,53 @@ def test_sweeper_fails_jobs_past_their_deadline(redis_url: str, redis_client: re
         assert status["status"] == "failed"
         assert status["error_code"] == "internal_error"
         assert redis_client.exists(keys.image(record.job_id)) == 0
+
+
+def test_a_worker_that_reaches_a_job_past_its_deadline_expires_it_unrun(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    tracker = JobTracker(redis.Redis.from_url(redis_url), worker_id="test:1", result_ttl=RESULT_TTL,
+                         stale_after=STALE_AFTER, queue=QUEUE)  # fmt: skip
+    late, on_time = new_record(), new_record()
+    create(redis_url, late, deadline=time.time() - 1)
+    create(redis_url, on_time, deadline=time.time() + 60)
+
+    reached = tracker.take(late.job_id)
+    untouched = redis_client.hgetall(keys.status(late.job_id))
+    expired = tracker.expire(late.job_id)
+    taken = tracker.take(on_time.job_id)
+    expired_after_start = tracker.expire(on_time.job_id)
+    tracker.redis.close()
+
+    assert reached.claim.attempts == PAST_DEADLINE
+    assert (untouched["status"], untouched["attempts"]) == ("pending", "0"), "nothing was written by the take"
+    assert expired
+    final = redis_client.hgetall(keys.status(late.job_id))
+    assert (final["status"], final["stage"], final["error_code"]) == ("expired", "expired", "expired")
+    assert "started_at" not in final
+    assert redis_client.zscore(keys.JOB_DEADLINES, late.job_id) is None
+    assert redis_client.zscore(keys.waiting(QUEUE), late.job_id) is None
+    assert taken.claim.attempts == 1, "a job reached before its deadline runs"
+    assert not expired_after_start, "a started job no longer expires"
+    assert redis_client.zscore(keys.JOB_DEADLINES, on_time.job_id) is None
+
+
+def test_a_waiting_jobs_rank_is_its_queue_position(redis_url: str, redis_client: redis.Redis) -> None:
+    queue = f"visionq-test-rank-{time.time_ns()}"
+    tracker = JobTracker(redis.Redis.from_url(redis_url), worker_id="test:1", result_ttl=RESULT_TTL,
+                         stale_after=STALE_AFTER, queue=queue)  # fmt: skip
+    normal = [new_record() for _ in range(3)]
+    urgent = new_record().model_copy(update={"priority": Priority.URGENT})
+    for record in [*normal, urgent]:
+        create(redis_url, record, queue=queue)
+
+    def ranks() -> list[int | None]:
+        return [redis_client.zrank(keys.waiting(queue), r.job_id) for r in [*normal, urgent]]
+
+    before = ranks()
+    tracker.take(urgent.job_id)
+    after_a_start = ranks()
+    tracker.redis.close()
+
+    assert before == [1, 2, 3, 0], "urgent first, then the others in arrival order"
+    assert after_a_start == [0, 1, 2, None]

@@ -78,7 +78,7 @@ def test_jobs_total_counts_every_terminal_status(metrics: Metrics) -> None:
     families = scrape(metrics)
     assert families["visionq_jobs"][0] == "counter"
     totals = {s.labels["status"]: s.value for s in _samples(families, "visionq_jobs", "visionq_jobs_total")}
-    assert totals == {"completed": 5.0, "failed": 1.0, "cancelled": 0.0}
+    assert totals == {"completed": 5.0, "failed": 1.0, "cancelled": 0.0, "expired": 0.0}
 
 
 def test_model_inference_seconds_is_a_histogram_per_model(metrics: Metrics) -> None:

@@ -10,7 +10,7 @@ from visionq.jobs import keys
 from visionq.wire.states import WORKER_STAGES, JobStatus, Priority, Stage
 
 LIVE = (JobStatus.PENDING, JobStatus.PROCESSING)
-TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 JOB_ID = "3f0c1d2e-4b5a-4c6d-8e7f-901234567890"
 
 
@@ -29,7 +29,7 @@ def test_worker_stages_run_in_order_of_progress() -> None:
     assert progress == sorted(progress)
 
 
-def test_only_completed_failed_and_cancelled_are_terminal() -> None:
+def test_only_completed_failed_cancelled_and_expired_are_terminal() -> None:
     assert {status for status in JobStatus if status.terminal} == set(TERMINAL)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -20,6 +22,7 @@ from visionq.api import problems
 from visionq.api.backpressure import Backpressure
 from visionq.api.endpoints import admin, auth, catalog, classification, health, jobs, status
 from visionq.api.middleware import RequestMiddleware
+from visionq.api.queue_keeper import QueueKeeper
 from visionq.api.ratelimit import RateLimiter
 from visionq.api.security import Authenticator
 from visionq.api.state import AppState
@@ -77,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(schema.upgrade, archive.engine)
         redis = async_redis(settings)
         events = JobEvents(redis)
-        store = JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl)
+        store = JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl, queue=settings.queue)
         images = create_image_store(settings)
         latest = LatestChoice(redis)
         backpressure = Backpressure(settings, store)
@@ -103,9 +106,13 @@ def create_app(settings: Settings) -> FastAPI:
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
         sources.start()  # lists the model repository in a thread of its own, never in the event loop
+        keeper = asyncio.create_task(QueueKeeper(settings, store, images).run())
         try:
             yield
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             await run_in_threadpool(sources.stop)
             await events.stop()
             await authenticator.aclose()

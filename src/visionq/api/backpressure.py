@@ -1,10 +1,12 @@
 """Backpressure (HLD §5.2, §8): refuse new jobs with 503 `queue_full` before Redis fills up.
 
 Two bounds, checked on every submit before anything is stored:
-- the jobs waiting in the queue (all priorities), against `max_queued_jobs`;
-- Redis's memory, against `max_redis_memory`, or 90% of Redis's own `maxmemory` when that is unset.
-The queue length is read on every submit (four LLENs in one round trip); Redis's memory at most once a
-second per API process, since `INFO memory` is heavier and memory moves slowly.
+- the jobs waiting in the queue (all priorities), against `max_queued_jobs` (checked in the submit's own step,
+  `scripts.SUBMIT`);
+- Redis's memory, against `max_redis_memory`, or 90% of Redis's own `maxmemory` when that is unset (here).
+Each priority may fill only its share of a bound (`Priority.shed_share`: `urgent` all of it, `low` 80%), so
+under load the lowest priority is refused first. Redis's memory is read at most once a second per API process,
+since `INFO memory` is heavier and memory moves slowly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from visionq import errors
 from visionq.jobs.store import JobStore
 from visionq.settings import Settings
+from visionq.wire.states import Priority
 
 #: Share of Redis's `maxmemory` above which submits are refused, when no explicit bound is set.
 MAXMEMORY_SHARE = 0.9
@@ -30,13 +33,14 @@ class Backpressure:
         self.store = store
         self._memory: tuple[float, int, int] | None = None  # (read at, used, bound)
 
-    async def check(self, estimate_wait: Callable[[], Awaitable[float | None]]) -> None:
-        """Raise `QueueFull` when Redis's memory is over its bound, with the queue's `estimate_wait()` (seconds
-        until a job queued now would be done) as its Retry-After."""
-        used, limit = await self._redis_memory()
-        if not limit or used < limit:
+    async def check(self, priority: Priority, estimate_wait: Callable[[], Awaitable[float | None]]) -> None:
+        """Raise `QueueFull` when Redis's memory is over the bound of `priority`, with the queue's
+        `estimate_wait()` (seconds until a job queued now would be done) as its Retry-After."""
+        used, bound = await self._redis_memory()
+        limit = bound * priority.shed_share
+        if not bound or used < limit:
             return
-        problem = f"the job store is nearly full ({used // 2**20} MiB of {limit // 2**20} MiB); try again later"
+        problem = f"the job store is nearly full ({used // 2**20} MiB of {bound // 2**20} MiB); try again later"
         raise queue_full(problem, await estimate_wait())
 
     async def _redis_memory(self) -> tuple[int, int]:

@@ -177,7 +177,7 @@ class Submitter:
                     "callbacks are off on this service: it has no VISIONQ_CALLBACK_SECRET to sign them with"
                 )
             check_callback_url(str(form.callback_url), allow_private=settings.callback_allow_private)
-        await self.backpressure.check(lambda: self.store.estimate_wait(settings.queue, form.priority.broker_priority))
+        await self.backpressure.check(form.priority, lambda: self.store.estimate_wait(form.priority.broker_priority))
         return spec
 
     async def _off_loop(self, image: bytes, work: Callable[..., T], *args: Any) -> T:
@@ -218,7 +218,9 @@ class Submitter:
         now: str | None = None,
     ) -> JobAccepted:
         settings = self.settings
-        now = now or isoformat(utcnow())
+        moment = utcnow()
+        now = now or isoformat(moment)
+        deadline = form.deadline_at(moment)
         record = JobRecord(
             job_id=job_id,
             status=JobStatus.PENDING,
@@ -239,6 +241,7 @@ class Submitter:
             allow_fallback=settings.allow_fallback if form.fallback is None else form.fallback,
             max_wait=min((w for w in (form.max_wait, settings.max_queue_wait) if w), default=None),
             image_store=self.images.name if self.images is not None else "redis",
+            deadline=isoformat(deadline) if deadline is not None else None,
         )
         try:
             with publishing(CLASSIFY_TASK) as headers:
@@ -249,6 +252,7 @@ class Submitter:
                     max_queued=settings.max_queued_jobs,
                     remember=remember,
                     headers=headers,
+                    deadline=deadline.timestamp() if deadline is not None else None,
                 )
         except RedisError as exc:
             # Made or not (a reply lost to a Redis restart), its image stays: the image sweeper removes it if no
@@ -260,8 +264,10 @@ class Submitter:
         if not submitted.accepted:
             if self.images is not None:
                 await run_in_threadpool(self.images.delete, job_id)
+            share = "" if form.priority.shed_share == 1 else f" for `{form.priority.value}` jobs (lower ones first)"
             raise queue_full(
-                f"{submitted.queued} jobs are waiting, the most this service queues; try again later", submitted.wait
+                f"{submitted.queued} jobs are waiting, the most this service queues{share}; try again later",
+                submitted.wait,
             )
         return _accepted(job_id, now, spec.ref, form, submitted.wait)
 
@@ -295,6 +301,7 @@ def _form_print(form: ClassifyForm) -> tuple[str, ...]:
         str(form.callback_url or ""),
         str(form.fallback),
         str(form.max_wait),
+        str(form.deadline),
     )
 
 

@@ -85,7 +85,7 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
                 receipt=Receipt.model_validate(row.receipt) if row.receipt is not None else None,
             ),
         )
-    if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED):
         return FailureBody(job_id=row.job_id, status=status, error=error_from_row(row))
     return None
 

@@ -13,7 +13,12 @@ from visionq.client.errors import ProblemError
 from visionq.wire.jobs import StatusBody
 from visionq.wire.states import JobStatus
 
-_STAGE_STYLE = {JobStatus.COMPLETED: "green", JobStatus.FAILED: "red", JobStatus.CANCELLED: "yellow"}
+_STAGE_STYLE = {
+    JobStatus.COMPLETED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "yellow",
+    JobStatus.EXPIRED: "yellow",
+}
 
 
 class JobBars:

@@ -7,6 +7,12 @@ job:{id}:image           string the uploaded bytes (raw, not base64), when no im
 job:{id}:events          pub/sub channel: the status body on every change
 visionq:jobs:live        zset   job id → deadline (unix s) for the stale-job sweeper
 visionq:jobs:processing  set    ids of jobs a worker is on now (visionq_active_jobs)
+visionq:queue:{queue}:waiting  zset  job id → priority step × 2^40 + ticket: a queue's pending jobs in the order
+                                workers start them, so a job's rank is its queue position (O(log n))
+visionq:queue:{queue}:pace     hash  at (unix s of the last start), busy (jobs were waiting then), interval (EWMA
+                                of the seconds between starts while jobs wait): the queue's measured pace, for ETAs
+visionq:jobs:tickets     string the last ticket given to a queued job (INCR)
+visionq:jobs:deadlines   zset   job id → its `deadline` (unix s), while pending: expired when it passes
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
 visionq:deliverer:{name} string heartbeat of one callbacks worker process; TTL = 10 s
 visionq:workers          zset   worker process → when its heartbeat goes stale (cheap counting)
@@ -30,6 +36,7 @@ visionq:stats:inference:{model_ref}  hash  histogram buckets of inference second
 unacked                  hash   kombu's messages delivered to a worker and not yet acknowledged
 visionq:lock:requeue:{queue}  string  held by the one worker of a queue looking for jobs whose message was lost
 visionq:lock:images      string held by the one worker sweeping the image store of images no job holds
+visionq:lock:queue:{queue}  string  held by the one API process expiring and promoting a queue's jobs this pass
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ import hashlib
 JOB_PREFIX = "job:"
 LIVE_JOBS = "visionq:jobs:live"
 PROCESSING_JOBS = "visionq:jobs:processing"
+QUEUE_TICKETS = "visionq:jobs:tickets"
+JOB_DEADLINES = "visionq:jobs:deadlines"
+#: A waiting job's score is its priority step times this, plus its ticket: every higher step's jobs rank first.
+TICKET_SPAN = 2**40
 WORKER_PREFIX = "visionq:worker:"
 WORKERS_SEEN = "visionq:workers"
 DELIVERER_PREFIX = "visionq:deliverer:"
@@ -124,6 +135,18 @@ def worker(name: str) -> str:
 
 def inference_stats(model_ref: str) -> str:
     return f"{INFERENCE_STATS_PREFIX}{model_ref}"
+
+
+def waiting(queue: str) -> str:
+    return f"visionq:queue:{queue}:waiting"
+
+
+def pace(queue: str) -> str:
+    return f"visionq:queue:{queue}:pace"
+
+
+def queue_lock(queue: str) -> str:
+    return f"visionq:lock:queue:{queue}"
 
 
 def requeue_lock(queue: str) -> str:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import orjson
 from pydantic import BaseModel, Field, field_validator
 
 from visionq.wire.jobs import Crash, FailureBody, ImageInfo, JobError, StatusBody
 from visionq.wire.states import JobStatus, Priority, Stage
+
+
+class Place(NamedTuple):
+    """Where a pending job stands in the queue."""
+
+    position: int
+    """Jobs that will start before it."""
+    starts_in: float | None
+    """Estimated seconds until a worker starts it, from the queue's measured pace; None while unknown."""
+
 
 #: The owner of jobs submitted while authentication is off.
 ANONYMOUS = "anonymous"
@@ -59,6 +70,11 @@ class JobRecord(BaseModel):
     """The W3C trace context of the submission (when tracing is on), so that the callback joins its trace."""
     max_wait: float | None = None
     """Seconds the job may wait in the queue before a worker starts it (`deadline_exceeded` after that)."""
+    deadline: str | None = None
+    """When the job expires (status `expired`, never run) unless a worker has started it by then."""
+    queue_priority: Priority | None = None
+    """The priority it was promoted to after waiting long at its own (`VISIONQ_PRIORITY_AGING`)."""
+    promoted_at: str | None = None
     queued: str | None = None
     """The queue its message was put on (the lost-message sweep of that queue's workers looks after it)."""
     image_store: str = "redis"
@@ -96,7 +112,11 @@ class JobRecord(BaseModel):
             return None
         return JobError(code=self.error_code, message=self.error_message or "")
 
-    def status_body(self) -> StatusBody:
+    def status_body(self, place: Place | None = None) -> StatusBody:
+        """The status body; with `place`, a pending job's queue position and estimated start."""
+        estimated_start = None
+        if place is not None and place.starts_in is not None:
+            estimated_start = isoformat(utcnow() + timedelta(seconds=place.starts_in))
         return StatusBody(
             job_id=self.job_id,
             status=self.status,
@@ -109,6 +129,10 @@ class JobRecord(BaseModel):
             model_version=self.model_version,
             priority=self.priority,
             error=self.error,
+            deadline=self.deadline,
+            promoted_to=self.queue_priority,
+            queue_position=place.position if place is not None else None,
+            estimated_start=estimated_start,
         )
 
     def failure_body(self) -> FailureBody:

@@ -9,10 +9,12 @@ message is the status hash itself (field → string), and the completion's carri
 
 from __future__ import annotations
 
+from visionq.jobs import keys
+
 # Shared prologue: KEYS[1] is the status hash. Stops with 0 unless the job is live.
 _LIVE_JOB = """
 local state = redis.call('HGET', KEYS[1], 'status')
-if not state or state == 'completed' or state == 'failed' or state == 'cancelled' then
+if not state or state == 'completed' or state == 'failed' or state == 'cancelled' or state == 'expired' then
   return 0
 end
 """
@@ -38,34 +40,62 @@ end
 """
 )
 
-# KEYS: status, image, live, archive outbox, the job's priority list, the queue's four priority lists (highest
-# first), job stats, live workers, then the Idempotency-Key's entry or nothing.
+# Shared: the score of a waiting job in `visionq:jobs:waiting` (keys.TICKET_SPAN): its priority step first, then
+# its ticket, so that a job's rank is the number of jobs workers will start before it.
+_WAITING = (
+    f"local SPAN = {keys.TICKET_SPAN}\n"
+    + """
+local function waiting_score(step, ticket)
+  return string.format('%.0f', tonumber(step) * SPAN + ticket)
+end
+"""
+)
+
+# Shared: when a job `ahead` jobs down the queue should start and be done, in seconds from now, as strings ('' while
+# unknown: no job completed yet, or no live worker). The queue's pace is the measured time between starts while
+# jobs wait (`visionq:stats:pace`, kept by TAKE); until it is known, the mean processing time shared by the live
+# workers. Strings: Lua would truncate a float reply to an integer.
+_ESTIMATE = """
+local function estimate(ahead, stats_key, workers_key, pace_key, now)
+  local stats = redis.call('HMGET', stats_key, 'completed', 'processing_seconds')
+  local completed = tonumber(stats[1] or '0')
+  local workers = redis.call('ZCOUNT', workers_key, now, '+inf')
+  if completed == 0 or workers == 0 then
+    return '', ''
+  end
+  local mean = tonumber(stats[2] or '0') / completed
+  local interval = tonumber(redis.call('HGET', pace_key, 'interval') or '')
+  if not interval then
+    interval = mean / workers
+  end
+  local start_in = ahead * interval
+  return string.format('%.6f', start_in), string.format('%.6f', start_in + mean)
+end
+"""
+
+# KEYS: status, image, live, archive outbox, the job's priority list, job stats, live workers, waiting jobs, queue
+# tickets, deadlines, the queue's pace, then the Idempotency-Key's entry or nothing.
 # ARGV: the status hash (JSON object), its TTL, the image ('' when an image store holds it), its TTL, the job's
-# deadline in the live set, now (unix s), the task message, the most jobs that may wait (0: no bound), how many
-# of the four lists are at the job's priority or higher, then the Idempotency-Key's entry (JSON) and its TTL.
-# A submit in one step: the job's record, its image, its archive mark and its queue message are written together
-# or not at all, so a job exists if and only if it is queued (a reply lost to a Redis restart leaves the client
-# unsure, never the job half made; with an Idempotency-Key, its answer is written in the same step, with the
-# estimated wait in its `wait`). Returns {1, or 0 when refused because the queue is full (nothing written), jobs
-# queued before this one, the estimated seconds until it is done: (jobs ahead + 1) × mean processing seconds ÷
-# live workers, '' while unknown}. The estimate is a string: Lua would truncate a float reply to an integer.
-SUBMIT = """
-local queued, ahead = 0, 0
-for i = 6, 9 do
-  local depth = redis.call('LLEN', KEYS[i])
-  queued = queued + depth
-  if i - 5 <= tonumber(ARGV[9]) then ahead = ahead + depth end
-end
-local stats = redis.call('HMGET', KEYS[10], 'completed', 'processing_seconds')
-local completed = tonumber(stats[1] or '0')
-local workers = redis.call('ZCOUNT', KEYS[11], ARGV[6], '+inf')
-local wait = ''
-if completed > 0 and workers > 0 then
-  wait = string.format('%.6f', (ahead + 1) * tonumber(stats[2] or '0') / completed / workers)
-end
+# deadline in the live set, now (unix s), the task message, the most jobs that may wait at this priority (0: no
+# bound), the priority step, the job's own `deadline` (unix s, '' for none), then the Idempotency-Key's entry (JSON)
+# and its TTL.
+# A submit in one step: the job's record, its image, its archive mark, its place in the queue and its queue message
+# are written together or not at all, so a job exists if and only if it is queued (a reply lost to a Redis restart
+# leaves the client unsure, never the job half made; with an Idempotency-Key, its answer is written in the same
+# step, with the estimated wait in its `wait`). Returns {1, or 0 when refused because the queue is full (nothing
+# written), jobs waiting (all priorities), seconds until it is done, seconds until it starts (see `estimate`), jobs
+# that will start before it}.
+SUBMIT = (
+    _WAITING
+    + _ESTIMATE
+    + """
+local step = tonumber(ARGV[9])
+local queued = redis.call('ZCARD', KEYS[8])
+local ahead = redis.call('ZCOUNT', KEYS[8], '-inf', '(' .. waiting_score(step + 1, 0))
+local start_in, wait = estimate(ahead, KEYS[6], KEYS[7], KEYS[11], ARGV[6])
 local bound = tonumber(ARGV[8])
 if bound > 0 and queued >= bound then
-  return {0, queued, wait}
+  return {0, queued, wait, start_in, ahead}
 end
 local fields = cjson.decode(ARGV[1])
 local flat = {}
@@ -81,24 +111,104 @@ end
 local job_id = fields['job_id']
 redis.call('ZADD', KEYS[3], ARGV[5], job_id)
 redis.call('ZADD', KEYS[4], ARGV[6], job_id)
+redis.call('ZADD', KEYS[8], waiting_score(step, redis.call('INCR', KEYS[9])), job_id)
+if ARGV[10] ~= '' then
+  redis.call('ZADD', KEYS[10], ARGV[10], job_id)
+end
 redis.call('LPUSH', KEYS[5], ARGV[7])
 if KEYS[12] then
-  local entry = cjson.decode(ARGV[10])
+  local entry = cjson.decode(ARGV[11])
   entry['wait'] = wait
-  redis.call('SET', KEYS[12], cjson.encode(entry), 'EX', ARGV[11], 'XX')
+  redis.call('SET', KEYS[12], cjson.encode(entry), 'EX', ARGV[12], 'XX')
 end
-return {1, queued, wait}
+return {1, queued, wait, start_in, ahead}
 """
+)
 
-# KEYS: status, live, events, processing, image. ARGV: now, worker_id, deadline.
+# KEYS: waiting jobs, job stats, live workers, the queue's pace. ARGV: job id, now (unix s).
+# A pending job's place: {jobs that will start before it, seconds until it starts ('' while unknown)}; {-1, ''}
+# when it is not waiting.
+PLACE = (
+    _ESTIMATE
+    + """
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+if not rank then
+  return {-1, ''}
+end
+local start_in = estimate(rank, KEYS[2], KEYS[3], KEYS[4], ARGV[2])
+return {rank, start_in}
+"""
+)
+
+# KEYS: waiting jobs, job stats, live workers, the queue's pace. ARGV: a priority step, now (unix s).
+# Seconds until a job queued now at that step should be done ('' while unknown).
+WAIT = (
+    _WAITING
+    + _ESTIMATE
+    + """
+local ahead = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. waiting_score(tonumber(ARGV[1]) + 1, 0))
+local _, wait = estimate(ahead, KEYS[2], KEYS[3], KEYS[4], ARGV[2])
+return wait
+"""
+)
+
+# KEYS: status, waiting jobs, queue tickets, the job's priority list, the list one step up. ARGV: job id, the step
+# up, its priority's name, now, how many of the oldest messages to look through.
+# Promotes an aged pending job one priority step: its message moves to the higher list (behind the jobs already
+# there, ahead of later arrivals), with its `priority` property, which kombu reads when it restores a message. 1 when
+# promoted; 0 when the job is no longer waiting, or its message is not among the oldest (a worker has fetched it).
+PROMOTE = (
+    _WAITING
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+local messages = redis.call('LRANGE', KEYS[4], -tonumber(ARGV[5]), -1)
+for i = #messages, 1, -1 do
+  local message = messages[i]
+  if string.find(message, ARGV[1], 1, true) then
+    local envelope = cjson.decode(message)
+    envelope['properties']['priority'] = tonumber(ARGV[2])
+    redis.call('LREM', KEYS[4], -1, message)
+    redis.call('LPUSH', KEYS[5], cjson.encode(envelope))
+    redis.call('ZADD', KEYS[2], waiting_score(ARGV[2], redis.call('INCR', KEYS[3])), ARGV[1])
+    redis.call('HSET', KEYS[1], 'queue_priority', ARGV[3], 'promoted_at', ARGV[4])
+    return 1
+  end
+end
+return 0
+"""
+)
+
+# KEYS: status, live, events, processing, image, waiting jobs, deadlines, the queue's pace.
+# ARGV: now, worker_id, deadline, now (unix s).
 # Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
 # the worker needs to run it, in the same round trip: {delivery number (attempts), crashes so far, the status
-# hash (flat), the image or nil}; 0 when the job is no longer live.
+# hash (flat), the image or nil}; 0 when the job is no longer live; -1, with nothing written, when it is still
+# pending past its own `deadline` (the worker expires it). A job's first start also measures the queue's pace: the
+# seconds since the previous start, when jobs were waiting then, go into an average (`visionq:stats:pace`).
 TAKE = (
     _PUBLISH
     + _LIVE_JOB
     + """
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
+local due = redis.call('ZSCORE', KEYS[7], job_id)
+if due and state == 'pending' and tonumber(due) < tonumber(ARGV[4]) then
+  return -1
+end
+redis.call('ZREM', KEYS[7], job_id)
+if redis.call('ZREM', KEYS[6], job_id) == 1 then
+  local pace = redis.call('HMGET', KEYS[8], 'at', 'busy', 'interval')
+  if pace[1] and pace[2] == '1' then
+    local gap = math.min(tonumber(ARGV[4]) - tonumber(pace[1]), 60)
+    local interval = gap
+    if pace[3] then
+      interval = 0.8 * tonumber(pace[3]) + 0.2 * gap
+    end
+    redis.call('HSET', KEYS[8], 'interval', string.format('%.6f', interval))
+  end
+  redis.call('HSET', KEYS[8], 'at', ARGV[4], 'busy', redis.call('ZCARD', KEYS[6]) > 0 and '1' or '0')
+end
 redis.call('SADD', KEYS[4], job_id)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'stage', 'initializing', 'worker_id', ARGV[2],
@@ -181,14 +291,19 @@ return 1
 """
 )
 
-# KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due, dead letters.
-# ARGV: status (failed|cancelled), code, message, now, result_ttl, now (unix seconds), dead-letter TTL.
+# KEYS: status, image, live, events, job stats, processing, archive outbox, callbacks due, dead letters, waiting
+# jobs, deadlines.
+# ARGV: status (failed|cancelled|expired), code, message, now, result_ttl, now (unix seconds), dead-letter TTL,
+# '1' to finish the job only while it is pending (expiry), else ''.
 # A dead-lettered job (dead-letter TTL > 0) keeps its status and image for that long, so it can be retried.
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _CALLBACK_DUE
     + _LIVE_JOB
     + """
+if ARGV[8] == '1' and state ~= 'pending' then
+  return 0
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
            'updated_at', ARGV[4])
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
@@ -202,6 +317,8 @@ else
 end
 redis.call('ZREM', KEYS[3], job_id)
 redis.call('SREM', KEYS[6], job_id)
+redis.call('ZREM', KEYS[10], job_id)
+redis.call('ZREM', KEYS[11], job_id)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 redis.call('ZADD', KEYS[7], ARGV[6], job_id)
 callback_due(KEYS[1], KEYS[8], ARGV[6])
@@ -210,13 +327,14 @@ return 1
 """
 )
 
-# KEYS: status, image, live, events, dead letters, archive outbox, the job's priority list.
-# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds), the task message.
+# KEYS: status, image, live, events, dead letters, archive outbox, the job's priority list, waiting jobs, tickets.
+# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds), the task message, priority step.
 # Puts a dead-lettered job back in the queue: pending, no attempts, no error, and its message queued in the same
 # step. Returns 1, 0 if the job is not in the dead-letter queue, -1 if its image (kept in Redis) has expired;
 # the caller checks an image kept in an image store beforehand.
 REVIVE = (
     _PUBLISH
+    + _WAITING
     + """
 if not redis.call('ZSCORE', KEYS[5], redis.call('HGET', KEYS[1], 'job_id') or '') then
   return 0
@@ -229,7 +347,7 @@ local job_id = redis.call('HGET', KEYS[1], 'job_id')
 redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
            'updated_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'crashes',
-           'crash_log')
+           'crash_log', 'queue_priority', 'promoted_at')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if in_redis then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -238,6 +356,7 @@ redis.call('ZADD', KEYS[3], ARGV[2], job_id)
 redis.call('ZREM', KEYS[5], job_id)
 redis.call('ZADD', KEYS[6], ARGV[5], job_id)
 redis.call('LPUSH', KEYS[7], ARGV[6])
+redis.call('ZADD', KEYS[8], waiting_score(ARGV[7], redis.call('INCR', KEYS[9])), job_id)
 publish(KEYS[1], KEYS[4])
 return redis.call('HGETALL', KEYS[1])
 """

@@ -9,22 +9,28 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from visionq import errors
 from visionq.jobs import keys, scripts
 from visionq.jobs.idempotency import IDEMPOTENCY_TTL
 from visionq.jobs.queue import task_message
-from visionq.jobs.records import JobRecord, isoformat, utcnow
-from visionq.wire.states import PRIORITY_STEPS, JobStatus, Stage
+from visionq.jobs.records import JobRecord, Place, isoformat, parse_time, utcnow
+from visionq.wire.states import JobStatus, Priority, Stage
 
 ScriptCall = tuple[list[str], list[str | int | float]]
 #: The status-hash field naming the queue a job's message was put on (`JobRecord.queued`).
 QUEUED_FIELD = "queued"
+#: The Celery queue of jobs unless settings name another (`Settings.queue`).
+DEFAULT_QUEUE = "visionq"
+#: The error code of a job whose deadline passed before it started.
+EXPIRED_CODE = "expired"
+#: The oldest messages of a priority list looked through for an aged job's; beyond them it waits for the next pass.
+PROMOTE_SCAN = 200
+#: Jobs expired, or looked at for promotion per priority, in one pass.
+QUEUE_PASS_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,25 @@ class Submitted:
     """Jobs waiting in the queue, all priorities, before this one."""
     wait: float | None
     """Estimated seconds until the job is done (see `JobStore.estimate_wait`); None while unknown."""
+    starts_in: float | None = None
+    """Estimated seconds until a worker starts it; None while unknown."""
+    position: int = 0
+    """Jobs that will start before it."""
 
 
-def claim_call(job_id: str, worker_id: str, deadline: float) -> ScriptCall:
+def claim_call(job_id: str, worker_id: str, deadline: float, queue: str) -> ScriptCall:
     return (
-        [keys.status(job_id), keys.LIVE_JOBS, keys.events(job_id), keys.PROCESSING_JOBS],
-        [isoformat(utcnow()), worker_id, deadline],
+        [
+            keys.status(job_id),
+            keys.LIVE_JOBS,
+            keys.events(job_id),
+            keys.PROCESSING_JOBS,
+            keys.image(job_id),
+            keys.waiting(queue),
+            keys.JOB_DEADLINES,
+            keys.pace(queue),
+        ],
+        [isoformat(utcnow()), worker_id, deadline, time.time()],
     )
 
 
@@ -80,9 +99,13 @@ def finish_call(
     message: str,
     result_ttl: int,
     dead_letter_ttl: int = 0,
+    *,
+    queue: str,
+    only_pending: bool = False,
 ) -> ScriptCall:
-    """Fail or cancel a live job; with `dead_letter_ttl`, it also lands in the dead-letter queue, kept
-    (image included) that long so that an admin can retry it."""
+    """Fail, cancel or expire a live job (with `only_pending`, only while no worker has started it); with
+    `dead_letter_ttl`, it also lands in the dead-letter queue, kept (image included) that long so that an admin
+    can retry it."""
     return (
         [
             keys.status(job_id),
@@ -94,27 +117,56 @@ def finish_call(
             keys.ARCHIVE_OUTBOX,
             keys.CALLBACKS_DUE,
             keys.DEAD_LETTERS,
+            keys.waiting(queue),
+            keys.JOB_DEADLINES,
         ],
-        [status.value, code, message, isoformat(utcnow()), result_ttl, time.time(), dead_letter_ttl],
+        [
+            status.value,
+            code,
+            message,
+            isoformat(utcnow()),
+            result_ttl,
+            time.time(),
+            dead_letter_ttl,
+            "1" if only_pending else "",
+        ],
+    )
+
+
+def expire_call(job_id: str, result_ttl: int, queue: str) -> ScriptCall:
+    """Expire a job still pending past its `deadline`: it ends `expired`, never run."""
+    return finish_call(
+        job_id,
+        JobStatus.EXPIRED,
+        EXPIRED_CODE,
+        "no worker started the job before its deadline; it was not run",
+        result_ttl,
+        queue=queue,
+        only_pending=True,
     )
 
 
 class JobStore:
     """Job state as the API reads and writes it.
 
-    >>> store = JobStore(redis, result_ttl=3600, image_ttl=1800)      # doctest: +SKIP
+    >>> store = JobStore(redis, result_ttl=3600, image_ttl=1800, queue="visionq")  # doctest: +SKIP
     >>> await store.submit(record, queue="visionq", image=image_bytes)  # doctest: +SKIP
     >>> (await store.get(record.job_id)).status                       # doctest: +SKIP
     <JobStatus.PENDING: 'pending'>
     """
 
-    def __init__(self, redis: Redis, *, result_ttl: int, image_ttl: int) -> None:
+    def __init__(self, redis: Redis, *, result_ttl: int, image_ttl: int, queue: str = DEFAULT_QUEUE) -> None:
         self.redis = redis
+        self.queue = queue
+        """The queue this API process submits to: the one whose places, expiries and promotions it looks after."""
         self.result_ttl = result_ttl
         self.image_ttl = image_ttl
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
         self._revive = redis.register_script(scripts.REVIVE)
         self._submit = redis.register_script(scripts.SUBMIT)
+        self._place = redis.register_script(scripts.PLACE)
+        self._wait = redis.register_script(scripts.WAIT)
+        self._promote = redis.register_script(scripts.PROMOTE)
 
     async def submit(
         self,
@@ -125,10 +177,13 @@ class JobStore:
         max_queued: int = 0,
         remember: tuple[str, bytes] | None = None,
         headers: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> Submitted:
         """Make the job and queue it, in one round trip (`scripts.SUBMIT`): its record, its `image` (None when
-        an image store holds it), its archive mark and its task message on `queue`, all or nothing. Refused,
-        with nothing written, when `max_queued` jobs (0: no bound) are already waiting. With `remember` (an
+        an image store holds it), its archive mark, its place in the queue and its task message on `queue`, all
+        or nothing. Refused, with nothing written, when `max_queued` jobs (0: no bound) are already waiting; the
+        bound of a priority is its share of that (`Priority.shed_share`), so the lowest is refused first. A job
+        with a `deadline` (unix s) is expired if no worker has started it by then. With `remember` (an
         Idempotency-Key's entry name and its answer), the key is given its answer in the same step. `headers`
         go into the task message (the trace context). The job's deadline in the live set is its image's expiry:
         a job still queued then can never run."""
@@ -141,9 +196,12 @@ class JobStore:
             keys.LIVE_JOBS,
             keys.ARCHIVE_OUTBOX,
             keys.priority_list(queue, priority),
-            *(keys.priority_list(queue, step) for step in PRIORITY_STEPS),
             keys.JOB_STATS,
             keys.WORKERS_SEEN,
+            keys.waiting(queue),
+            keys.QUEUE_TICKETS,
+            keys.JOB_DEADLINES,
+            keys.pace(queue),
         ]
         args: list[str | bytes | int | float] = [
             orjson.dumps(fields),
@@ -153,14 +211,15 @@ class JobStore:
             now + self.image_ttl,
             now,
             task_message(record.job_id, queue=queue, broker_priority=priority, headers=headers),
-            max_queued,
-            sum(step <= priority for step in PRIORITY_STEPS),
+            max(1, int(max_queued * record.priority.shed_share)) if max_queued else 0,
+            priority,
+            "" if deadline is None else deadline,
         ]
         if remember is not None:
             job_keys.append(remember[0])
             args += [remember[1], IDEMPOTENCY_TTL]
-        made, queued, wait = await self._submit(keys=job_keys, args=args)
-        return Submitted(bool(made), int(queued), float(wait) if wait else None)
+        made, queued, wait, starts_in, position = await self._submit(keys=job_keys, args=args)
+        return Submitted(bool(made), int(queued), _seconds(wait), _seconds(starts_in), int(position))
 
     async def release_unmade(self, job_id: str, reservation: str) -> None:
         """Free an Idempotency-Key's `reservation` (an entry name) whose request never made its job: the
@@ -182,6 +241,15 @@ class JobStore:
             raise errors.JobNotFound(f"no job {job_id!r}: the id is unknown or its result has expired")
         return record
 
+    async def place(self, job_id: str) -> Place | None:
+        """Where a pending job stands in the queue (one round trip: its rank is O(log n)); None when it is not
+        waiting."""
+        position, starts_in = await self._place(
+            keys=[keys.waiting(self.queue), keys.JOB_STATS, keys.WORKERS_SEEN, keys.pace(self.queue)],
+            args=[job_id, time.time()],
+        )
+        return None if int(position) < 0 else Place(int(position), _seconds(starts_in))
+
     async def get_deliveries(self, job_id: str) -> list[bytes]:
         """The callback delivery attempts recorded for the job, oldest first, each a JSON object."""
         return [
@@ -197,12 +265,14 @@ class JobStore:
     async def cancel(self, job_id: str) -> bool:
         """Cancel a live job: a queued one is never processed, a running one stops at its next stage.
         False if the job is unknown or already terminal."""
-        job_keys, args = finish_call(job_id, JobStatus.CANCELLED, "cancelled", "cancelled by request", self.result_ttl)
+        job_keys, args = finish_call(
+            job_id, JobStatus.CANCELLED, "cancelled", "cancelled by request", self.result_ttl, queue=self.queue
+        )
         return bool(await self._finish(keys=job_keys, args=args))
 
     async def fail(self, job_id: str, code: str, message: str) -> bool:
         """Fail a live job (for example one the broker refused); False if it was already terminal."""
-        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
+        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue)
         return bool(await self._finish(keys=job_keys, args=args))
 
     async def dead_letters(self) -> list[tuple[JobRecord, float]]:
@@ -220,9 +290,10 @@ class JobStore:
         message = task_message(job_id, queue=queue, broker_priority=priority)
         revived = await self._revive(
             keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
-                  keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, keys.priority_list(queue, priority)],
+                  keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, keys.priority_list(queue, priority),
+                  keys.waiting(queue), keys.QUEUE_TICKETS],
             args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time(),
-                  message],
+                  message, priority],
         )  # fmt: skip
         if not isinstance(revived, list):
             return int(revived)
@@ -243,13 +314,71 @@ class JobStore:
             removed, *_ = await pipe.execute()
         return int(removed)
 
-    async def estimate_wait(self, queue: str, broker_priority: int) -> float | None:
-        """Seconds until a job queued now at `broker_priority` should be done: the jobs ahead of it
-        (its priority and higher) and itself, times the mean processing time, shared among live workers.
-        None until some job has completed, or while no worker is live."""
+    async def overdue(self, now: float | None = None) -> list[str]:
+        """Pending jobs whose `deadline` has passed, oldest deadline first (a batch of them)."""
+        found = await self.redis.zrangebyscore(
+            keys.JOB_DEADLINES, "-inf", now or time.time(), start=0, num=QUEUE_PASS_BATCH
+        )
+        return [str(job_id) for job_id in found]
+
+    async def expire(self, job_id: str) -> bool:
+        """End a job still pending past its deadline as `expired`; False (and the job's deadline entry dropped)
+        when a worker started it first, or it is already terminal or gone."""
+        job_keys, args = expire_call(job_id, self.result_ttl, self.queue)
+        if await self._finish(keys=job_keys, args=args):
+            return True
+        await self.redis.zrem(keys.JOB_DEADLINES, job_id)
+        return False
+
+    async def aged(self, priority: Priority, older_than: float) -> list[str]:
+        """Pending jobs at `priority` (their own, or one they were promoted to) that have waited there since
+        before `older_than` (unix s), oldest first."""
+        step = priority.broker_priority
+        low, high = step * keys.TICKET_SPAN, (step + 1) * keys.TICKET_SPAN
+        candidates = [
+            str(job_id)
+            for job_id in await self.redis.zrangebyscore(
+                keys.waiting(self.queue), low, f"({high}", start=0, num=QUEUE_PASS_BATCH
+            )
+        ]
         async with self.redis.pipeline(transaction=False) as pipe:
-            _read_queue_ahead(pipe, queue, broker_priority)
-            return _estimate(await pipe.execute())
+            for job_id in candidates:
+                pipe.hmget(keys.status(job_id), ["created_at", "promoted_at"])
+            arrivals = await pipe.execute()
+        aged: list[str] = []
+        for job_id, (created_at, promoted_at) in zip(candidates, arrivals, strict=True):
+            arrived = promoted_at or created_at
+            if arrived is None:
+                continue
+            if parse_time(str(arrived)).timestamp() >= older_than:
+                break  # later tickets arrived later
+            aged.append(job_id)
+        return aged
+
+    async def promote(self, job_id: str, priority: Priority) -> bool:
+        """Move a pending job waiting at `priority` one step up (`Priority.raised`), behind the jobs already
+        there; False when it is no longer waiting or a worker has fetched its message."""
+        higher = priority.raised
+        promoted = await self._promote(
+            keys=[
+                keys.status(job_id),
+                keys.waiting(self.queue),
+                keys.QUEUE_TICKETS,
+                keys.priority_list(self.queue, priority.broker_priority),
+                keys.priority_list(self.queue, higher.broker_priority),
+            ],
+            args=[job_id, higher.broker_priority, higher.value, isoformat(utcnow()), PROMOTE_SCAN],
+        )
+        return bool(promoted)
+
+    async def estimate_wait(self, broker_priority: int) -> float | None:
+        """Seconds until a job queued now at `broker_priority` should be done (as `scripts.SUBMIT` estimates it);
+        None until some job has completed, or while no worker is live."""
+        wait = await self._wait(
+            keys=[keys.waiting(self.queue), keys.JOB_STATS, keys.WORKERS_SEEN, keys.pace(self.queue)],
+            args=[broker_priority, time.time()],
+        )
+        return _seconds(wait)
 
     async def ping(self) -> None:
         """Raise RedisError unless Redis answers."""
@@ -278,19 +407,6 @@ class JobStore:
         return held
 
 
-def _read_queue_ahead(pipe: Pipeline, queue: str, broker_priority: int) -> None:
-    """Queue in `pipe` what `_estimate` needs: the lists of `broker_priority` and higher, the mean processing
-    time, the live workers."""
-    for step in PRIORITY_STEPS:
-        if step <= broker_priority:
-            pipe.llen(keys.priority_list(queue, step))
-    pipe.hmget(keys.JOB_STATS, ["completed", "processing_seconds"])
-    pipe.zcount(keys.WORKERS_SEEN, time.time(), "+inf")
-
-
-def _estimate(answers: list[Any]) -> float | None:
-    *depths, (completed, seconds), workers = answers
-    if not completed or not int(workers):
-        return None
-    mean = float(seconds or 0.0) / int(completed)
-    return float((sum(depths) + 1) * mean / int(workers))
+def _seconds(reply: bytes | str | None) -> float | None:
+    """A seconds figure a script returned as a string ('' while unknown)."""
+    return float(reply) if reply else None

@@ -14,7 +14,15 @@ from visionq.jobs import keys, scripts
 from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.steps import Steps
-from visionq.jobs.store import QUEUED_FIELD, advance_call, claim_call, complete_call, finish_call
+from visionq.jobs.store import (
+    DEFAULT_QUEUE,
+    QUEUED_FIELD,
+    advance_call,
+    claim_call,
+    complete_call,
+    expire_call,
+    finish_call,
+)
 from visionq.wire.jobs import ResultBody
 from visionq.wire.states import PRIORITY_STEPS, JobStatus, Priority, Stage
 
@@ -38,9 +46,13 @@ CONFIDENCE_BUCKETS = (
 SWEEP_BATCH = 100
 
 
+#: `Claim.attempts` of a job still pending past its deadline: not taken, to be expired (`JobTracker.expire`).
+PAST_DEADLINE = -1
+
+
 class Claim(NamedTuple):
     attempts: int
-    """The delivery number of this attempt; 0 when the job is no longer live."""
+    """The delivery number of this attempt; 0 when the job is no longer live, PAST_DEADLINE when it is to expire."""
     crashes: int
     """Earlier deliveries whose process died while reading or running the image."""
 
@@ -64,9 +76,18 @@ class JobTracker:
     """
 
     def __init__(
-        self, redis: Redis, *, worker_id: str, result_ttl: int, stale_after: int, dead_letter_ttl: int = 0
+        self,
+        redis: Redis,
+        *,
+        worker_id: str,
+        result_ttl: int,
+        stale_after: int,
+        dead_letter_ttl: int = 0,
+        queue: str = DEFAULT_QUEUE,
     ) -> None:
         self.redis = redis
+        self.queue = queue
+        """The queue this worker takes jobs from."""
         self.dead_letter_ttl = dead_letter_ttl
         self.worker_id = worker_id
         self.result_ttl = result_ttl
@@ -84,10 +105,10 @@ class JobTracker:
         """Mark the job as taken by this worker and read it and its image, in one round trip (the hot path of
         every job). Its `claim` says which delivery this is (0: the job is no longer live) and how many earlier
         deliveries' processes died while reading or running the image."""
-        job_keys, args = claim_call(job_id, self.worker_id, self._deadline())
-        reply = self._take(keys=[*job_keys, keys.image(job_id)], args=args)
+        job_keys, args = claim_call(job_id, self.worker_id, self._deadline(), self.queue)
+        reply = self._take(keys=job_keys, args=args)
         if not isinstance(reply, list):
-            return Taken(Claim(attempts=0, crashes=0), None, None)
+            return Taken(Claim(attempts=int(reply), crashes=0), None, None)
         attempts, crashes, flat, image = (*reply, None)[:4]  # an expired image: nil, or no fourth item
         fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Taken(Claim(int(attempts), int(crashes)), JobRecord.from_redis(fields), image)
@@ -131,12 +152,18 @@ class JobTracker:
         return bool(replies[-1])
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
-        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl)
+        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue)
         return bool(self._finish(keys=job_keys, args=args))
+
+    def expire(self, job_id: str) -> bool:
+        """End a job still pending past its deadline as `expired`, never run."""
+        return bool(self._finish(*expire_call(job_id, self.result_ttl, self.queue)))
 
     def dead_letter(self, job_id: str, code: str, message: str) -> bool:
         """Fail a job that used up its attempts and keep it, image included, in the dead-letter queue."""
-        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl)
+        job_keys, args = finish_call(
+            job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl, queue=self.queue
+        )
         return bool(self._finish(keys=job_keys, args=args))
 
     def record_inference(self, model_ref: str, seconds: float, images: int, *, steps: Steps) -> None:

@@ -4,9 +4,10 @@
 const STAGES = {
   uploading: "Uploading", queued: "Waiting in the queue", initializing: "Starting",
   preprocessing: "Preparing the image", inference: "Classifying", postprocessing: "Finishing",
-  completed: "Done", failed: "Failed", cancelled: "Cancelled",
+  completed: "Done", failed: "Failed", cancelled: "Cancelled", expired: "Expired",
 };
-const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const TERMINAL = new Set(["completed", "failed", "cancelled", "expired"]);
+const UNSUCCESSFUL = new Set(["failed", "cancelled", "expired"]);
 const TOP_K = 5;
 const UNKNOWN_JOB = 4404; // WebSocket close code for an unknown job id
 const POLL_MS = 1000;
@@ -108,15 +109,17 @@ class JobCard {
     syncLists();
   }
 
-  stage(stage, progress = this.progress) {
-    const label = STAGES[stage] ?? stage;
+  // `ahead`: a queued job's queue position, when the service gives one.
+  stage(stage, progress = this.progress, ahead = null) {
+    let label = STAGES[stage] ?? stage;
+    if (stage === "queued" && ahead !== null) label += ahead === 0 ? " (next)" : ` (${ahead} ahead)`;
     this.progress = Math.max(this.progress, Math.min(100, Math.round(progress)));
     const bar = this.part(".progress");
     bar.setAttribute("aria-valuenow", String(this.progress));
     bar.setAttribute("aria-valuetext", `${label}, ${this.progress}%`);
     this.part(".progress-fill").style.width = `${this.progress}%`;
     const line = this.part(".job-stage");
-    if (line.dataset.stage !== stage) announce(`${this.name}: ${label.toLowerCase()}`);
+    if (line.dataset.stage !== stage) announce(`${this.name}: ${(STAGES[stage] ?? stage).toLowerCase()}`);
     line.dataset.stage = stage;
     line.textContent = `${label} · ${this.progress}%`;
   }
@@ -143,10 +146,13 @@ class JobCard {
   }
 
   failed(body) {
-    const cancelled = body.status === "cancelled";
-    const detail = body.error?.message ?? (cancelled ? "the job was cancelled before it finished" : "the job failed");
+    const otherwise = {
+      cancelled: "the job was cancelled before it finished",
+      expired: "no worker started the job before its deadline",
+    };
+    const detail = body.error?.message ?? otherwise[body.status] ?? "the job failed";
     updateRecent(this.id, { top1: body.status });
-    this.problem(cancelled ? "Cancelled" : "Failed", detail, body.status);
+    this.problem(STAGES[body.status] ?? "Failed", detail, body.status);
   }
 
   result(body) {
@@ -207,8 +213,8 @@ class JobCard {
 function apply(card, body) {
   if (card.finished) return true;
   if (Array.isArray(body.predictions)) card.result(body);
-  else if (body.status === "failed" || body.status === "cancelled") card.failed(body);
-  else if (body.stage) card.stage(body.stage, body.progress ?? 0);
+  else if (UNSUCCESSFUL.has(body.status)) card.failed(body);
+  else if (body.stage) card.stage(body.stage, body.progress ?? 0, body.queue_position ?? null);
   return card.finished;
 }
 

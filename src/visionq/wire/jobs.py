@@ -41,6 +41,18 @@ class StatusBody(BaseModel):
     model_version: str
     priority: Priority
     error: JobError | None = None
+    deadline: str | None = None
+    """When the job expires unless a worker has started it by then (absent when it has no deadline)."""
+    promoted_to: Priority | None = None
+    """The priority an aged pending job was promoted to (absent unless promoted)."""
+    queue_position: int | None = None
+    """Pending jobs only: the jobs that will start before this one."""
+    estimated_start: str | None = None
+    """Pending jobs only: when a worker should start it, from the queue's measured pace (absent while unknown)."""
+
+
+#: Status-body fields left out when they have no value (API.md keeps `worker_id: null`).
+OPTIONAL_STATUS_FIELDS = ("error", "deadline", "promoted_to", "queue_position", "estimated_start")
 
 
 class Receipt(BaseModel):
@@ -120,5 +132,7 @@ class Crash(BaseModel):
 
 
 def dump_status(body: StatusBody) -> dict[str, Any]:
-    """The status body as JSON-ready data, `error` only when there is one (API.md)."""
-    return body.model_dump(mode="json", exclude_none=False, exclude={"error"} if body.error is None else set())
+    """The status body as JSON-ready data, `error` (API.md) and the other optional fields only when they have a
+    value."""
+    absent = {name for name in OPTIONAL_STATUS_FIELDS if getattr(body, name) is None}
+    return body.model_dump(mode="json", exclude_none=False, exclude=absent)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, Field, field_validator
 
 from visionq.wire.jobs import Crash, ImageInfo, JobError, Prediction
 from visionq.wire.states import JobStatus, Priority, Role
 
 MIN_TOP_K = 1
 MAX_TOP_K = 20
+#: The furthest ahead a job's `deadline` may be.
+MAX_DEADLINE_SECONDS = 7 * 86400
 
 
 class ClassifyForm(BaseModel):
@@ -33,6 +37,33 @@ class ClassifyForm(BaseModel):
         "`deadline_exceeded` instead of running late. Default: the service's `VISIONQ_MAX_QUEUE_WAIT`, if any; "
         "the lower of the two applies.",
     )
+    deadline: float | AwareDatetime | None = Field(
+        default=None,
+        description="Seconds from now, or an RFC 3339 time (with its offset), by which a worker must have started "
+        "the job; if none has, it ends with status `expired` (error code `expired`) and is never run. At most "
+        f"{MAX_DEADLINE_SECONDS // 86400} days ahead.",
+    )
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_ahead(cls, value: float | datetime | None) -> float | datetime | None:
+        if isinstance(value, datetime):
+            ahead = (value - datetime.now(UTC)).total_seconds()
+            if ahead <= 0:
+                raise ValueError("the deadline has already passed")
+        else:
+            ahead = value or 0.0
+            if value is not None and not (math.isfinite(ahead) and ahead > 0):
+                raise ValueError("the deadline must be a positive number of seconds")
+        if ahead > MAX_DEADLINE_SECONDS:
+            raise ValueError(f"the deadline is more than {MAX_DEADLINE_SECONDS // 86400} days ahead")
+        return value
+
+    def deadline_at(self, now: datetime) -> datetime | None:
+        """The deadline as a time: `deadline` seconds after `now`, or the time it names."""
+        if self.deadline is None or isinstance(self.deadline, datetime):
+            return self.deadline
+        return now + timedelta(seconds=self.deadline)
 
 
 class Links(BaseModel):

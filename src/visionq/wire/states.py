@@ -11,13 +11,15 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    """Its deadline passed before any worker started it: never run."""
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
 
 
 class Stage(StrEnum):
@@ -31,11 +33,12 @@ class Stage(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
     @property
     def progress(self) -> int:
-        """Progress a job has reached when it enters this stage. A job that fails or is cancelled
-        keeps the progress it had, so those two stages have none of their own."""
+        """Progress a job has reached when it enters this stage. A job that fails, is cancelled or expires
+        keeps the progress it had, so those stages have none of their own."""
         return STAGE_PROGRESS[self]
 
 
@@ -64,9 +67,23 @@ class Priority(StrEnum):
         order (BRPOP over `queue`, `queue:3`, `queue:6`, `queue:9`), so 0 is served first."""
         return BROKER_PRIORITY[self]
 
+    @property
+    def raised(self) -> Priority:
+        """The next priority up (`urgent` stays `urgent`): where an aged job is promoted to."""
+        return PRIORITY_ORDER[max(PRIORITY_ORDER.index(self) - 1, 0)]
+
+    @property
+    def shed_share(self) -> float:
+        """The share of the queue's bound that jobs of this priority may fill: under load the lowest priority
+        is refused first, and `urgent` only when the queue is full."""
+        return SHED_SHARE[self]
+
 
 BROKER_PRIORITY: dict[Priority, int] = {Priority.URGENT: 0, Priority.HIGH: 3, Priority.NORMAL: 6, Priority.LOW: 9}
 PRIORITY_STEPS = sorted(BROKER_PRIORITY.values())
+#: Highest first, the order workers serve them in.
+PRIORITY_ORDER = sorted(Priority, key=lambda priority: BROKER_PRIORITY[priority])
+SHED_SHARE: dict[Priority, float] = {Priority.URGENT: 1.0, Priority.HIGH: 0.95, Priority.NORMAL: 0.9, Priority.LOW: 0.8}
 
 
 class Role(StrEnum):

@@ -68,6 +68,7 @@ class WorkerContext:
             result_ttl=settings.result_ttl,
             stale_after=settings.stale_job_after,
             dead_letter_ttl=settings.dead_letter_ttl,
+            queue=settings.queue,
         )
         self.models = ModelControl(self.redis, self.catalog, self.registry)
         self.breakers = Breakers(
@@ -159,12 +160,17 @@ class WorkerContext:
 
     def drop_image(self, record: JobRecord) -> None:
         """Delete the image of a job that has ended (the Lua step that ended it deleted one kept in Redis)."""
-        if self.images is None or record.image_store != self.images.name:
+        if self.images is not None and record.image_store == self.images.name:
+            self.discard_image(record.job_id)
+
+    def discard_image(self, job_id: str) -> None:
+        """Delete a job's image from the image store, if it holds one."""
+        if self.images is None:
             return
         try:
-            self.images.delete(record.job_id)
+            self.images.delete(job_id)
         except VisionqError as exc:  # the image sweep removes it later
-            log.warning("could not delete the image of job %s: %s", record.job_id, exc.detail)
+            log.warning("could not delete the image of job %s: %s", job_id, exc.detail)
 
     def batcher(self, classifier: Classifier) -> Batcher:
         """The batcher the process's jobs share for `classifier` (a new one if the model was loaded again)."""

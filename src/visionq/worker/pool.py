@@ -37,6 +37,7 @@ def _main_tracker(settings: Settings) -> JobTracker:
             result_ttl=settings.result_ttl,
             stale_after=settings.stale_job_after,
             dead_letter_ttl=settings.dead_letter_ttl,
+            queue=settings.queue,
         )
     return _tracker
 

@@ -31,7 +31,7 @@ from visionq.inference.receipts import build_receipt
 from visionq.inference.spec import ModelSpec
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.steps import Steps
-from visionq.jobs.tracker import JobTracker, Taken
+from visionq.jobs.tracker import PAST_DEADLINE, JobTracker, Taken
 from visionq.logging import log_context
 from visionq.wire.jobs import Receipt, ResultBody, ResultMetadata
 from visionq.worker import context, deliveries
@@ -105,7 +105,11 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:
         # The job was not touched; the message comes back later and the claim is tried again.
         raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
     attempts, crashes = taken.claim
-    if attempts == 0 or taken.record is None:
+    if attempts == PAST_DEADLINE:
+        if ctx.tracker.expire(job_id):
+            log.info("job's deadline passed before it started; expired", extra={"job_id": job_id})
+            ctx.discard_image(job_id)
+    elif attempts == 0 or taken.record is None:
         log.info("job is no longer live, skipping", extra={"job_id": job_id})
     elif 0 < ctx.settings.poison_after <= crashes:
         _quarantine(ctx.tracker, job_id, crashes)

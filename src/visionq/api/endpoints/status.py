@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette import status as http
@@ -25,6 +26,7 @@ from visionq.auth.principals import Principal
 from visionq.jobs.events import Updates
 from visionq.jobs.records import JobRecord
 from visionq.jobs.store import JobStore
+from visionq.settings import AuthMode
 from visionq.wire.jobs import FailureBody, ResultBody, StatusBody, dump_status
 from visionq.wire.states import JobStatus
 
@@ -42,10 +44,22 @@ WS_REASON_MAX = 123
 WS_RESYNC_INTERVAL = 5.0
 
 
+#: Seconds between the queue positions a WebSocket pushes for a pending job (API.md: at most once a second).
+WS_PLACE_INTERVAL = 1.0
+#: How long a client or CDN may keep a terminal job's answer: it never changes.
+IMMUTABLE_FOR = 86400
+
+
 @router.get("/status/{job_id}", response_model=StatusBody, responses=problem_responses(errors.JobNotFound))
-async def get_status(record: VisibleJobDep) -> JSONResponse:
-    """Where a job is: status, stage and progress."""
-    return JSONResponse(dump_status(record.status_body()))
+async def get_status(record: VisibleJobDep, store: JobStoreDep) -> JSONResponse:
+    """Where a job is: status, stage and progress; for a pending job, its queue position and estimated start."""
+    return JSONResponse(await _status(store, record))
+
+
+async def _status(store: JobStore, record: JobRecord) -> dict[str, Any]:
+    """The status body, with a pending job's place in the queue (one more round trip, for pending jobs only)."""
+    place = await store.place(record.job_id) if record.status is JobStatus.PENDING else None
+    return dump_status(record.status_body(place))
 
 
 @router.get(
@@ -58,6 +72,7 @@ async def get_status(record: VisibleJobDep) -> JSONResponse:
             "description": "The job is still pending or processing (after the wait asked for, if any).",
             "headers": PREFERENCE_APPLIED_DOC,
         },
+        304: {"description": "The terminal answer the client holds (`If-None-Match` with its `ETag`) is current."},
         **problem_responses(errors.JobNotFound),
     },
 )
@@ -68,9 +83,15 @@ async def get_result(
     principal: PrincipalDep,
     events: EventsDep,
     wait: PreferWaitDep,
+    state: StateDep,
+    if_none_match: Annotated[
+        str | None,
+        Header(alias="If-None-Match", description="The `ETag` of a terminal answer held: 304 while it is current."),
+    ] = None,
 ) -> Response:
     """The predictions of a completed job; 202 with the status while it runs. `Prefer: wait=N` holds the request
-    until the job ends or N seconds pass. Once Redis has let a result expire, it comes from the archive."""
+    until the job ends or N seconds pass. Once Redis has let a result expire, it comes from the archive. A
+    terminal answer never changes: it carries an `ETag` and may be cached (`Cache-Control`)."""
     record = await store.get(job_id)
     if record is not None:
         check_owner(principal, record.owner, job_id)
@@ -81,8 +102,31 @@ async def get_result(
         response = await _archived_result(archive, job_id, principal)
     else:
         response = await _job_answer(store, record, result)
+    if response.status_code == http.HTTP_200_OK:
+        response = _cacheable(response, if_none_match, shared=state.settings.auth is AuthMode.OFF)
+    else:
+        response.headers["Cache-Control"] = "no-store"
     response.headers.update(preference_applied(wait))
     return response
+
+
+def _cacheable(response: Response, if_none_match: str | None, *, shared: bool) -> Response:
+    """A terminal answer with its validator (a digest of the body: the Redis and archive copies of one result
+    may differ in form) and caching headers; 304 when the client already holds it. `shared`: caches between the
+    client and the service (a CDN) may keep it too, since no credentials are needed to read it."""
+    etag = f'"{hashlib.sha256(response.body).hexdigest()[:32]}"'
+    scope = "public" if shared else "private"
+    headers = {"ETag": etag, "Cache-Control": f"{scope}, max-age={IMMUTABLE_FOR}, immutable"}
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=http.HTTP_304_NOT_MODIFIED, headers=headers)
+    response.headers.update(headers)
+    return response
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 §13.1.2: `*`, or any listed tag equal to `etag` under weak comparison."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 async def _job_answer(store: JobStore, record: JobRecord, result: bytes | None) -> Response:
@@ -94,7 +138,7 @@ async def _job_answer(store: JobStore, record: JobRecord, result: bytes | None) 
         return Response(body, media_type="application/json")
     if record.status.terminal:
         return JSONResponse(record.failure_body().model_dump(mode="json"))
-    return JSONResponse(dump_status(record.status_body()), status_code=http.HTTP_202_ACCEPTED)
+    return JSONResponse(await _status(store, record), status_code=http.HTTP_202_ACCEPTED)
 
 
 async def _archived_result(archive: Archive, job_id: str, principal: Principal) -> Response:
@@ -145,7 +189,7 @@ async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, upda
     last_sent: dict[str, Any] | None = None
     result: bytes | None = None
     while True:
-        body = dump_status(record.status_body())
+        body = await _status(store, record)
         if body != last_sent:
             await websocket.send_json(body)
             last_sent = body
@@ -158,11 +202,13 @@ async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, upda
 
 async def _next_state(store: JobStore, record: JobRecord, updates: Updates) -> tuple[JobRecord, bytes | None]:
     """The job's next state, with the result JSON when the update carried it: the next update pushed, or a fresh
-    read when none came for a while (one may have been missed) or the events layer says some were."""
+    read when none came for a while (one may have been missed; a pending job's place in the queue moves on) or
+    the events layer says some were."""
     # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow the handler's cancellation when an
     # update arrives at the same moment, and the stream would outlive its socket.
+    pending = record.status is JobStatus.PENDING
     try:
-        async with asyncio.timeout(WS_RESYNC_INTERVAL):
+        async with asyncio.timeout(WS_PLACE_INTERVAL if pending else WS_RESYNC_INTERVAL):
             while True:
                 update = await updates.get()
                 if update is None:
