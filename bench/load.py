@@ -105,7 +105,10 @@ class Load:
 
     async def _post(self, parts: int) -> httpx.Response:
         files = [("file", ("photo.jpg", self.image, "image/jpeg"))] * parts
-        return await self.http.post("/classify", files=files, data={"model_version": self.model})
+        # The same photo every time: each job must run the model, not reuse the first's result.
+        return await self.http.post(
+            "/classify", files=files, data={"model_version": self.model}, headers={"Cache-Control": "no-cache"}
+        )
 
     async def _follow(self, accepted: dict[str, Any], started: float, submitted: float) -> Finished:
         """The job of an accepted body, followed on its WebSocket; a problem body is a refused job."""

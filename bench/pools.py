@@ -41,24 +41,9 @@ TERMINAL = ("completed", "failed", "cancelled")
 def drain(pool: str, *, jobs: int, concurrency: int | None, image: bytes, model: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="visionq-pools-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
         port = free_port()
-        env = {name: value for name, value in os.environ.items() if not name.startswith("VISIONQ_")} | {
-            "VISIONQ_REDIS_URL": redis.url,
-            "VISIONQ_DATA_DIR": f"{tmp}/data",
-            "VISIONQ_IMAGE_STORE": "directory",
-            "VISIONQ_IMAGE_DIR": f"{tmp}/images",
-            "VISIONQ_AUTH": "off",
-            "VISIONQ_RATE_LIMIT_IP": "0",
-            "VISIONQ_LOG_LEVEL": "WARNING",
-            "VISIONQ_WORKER_POOL": pool,
-            "VISIONQ_DEFAULT_MODEL": model,
-            "VISIONQ_WARM_MODELS": json.dumps([model]),
-            "VISIONQ_MAX_QUEUED_JOBS": str(jobs + 1),
-        }
+        env = service_env(tmp, redis.url, model=model, max_queued=jobs + 1) | {"VISIONQ_WORKER_POOL": pool}
         if concurrency:
             env["VISIONQ_WORKER_CONCURRENCY"] = str(concurrency)
-        model_cache = os.environ.get("VISIONQ_MODEL_CACHE_DIR")
-        if model_cache:
-            env["VISIONQ_MODEL_CACHE_DIR"] = model_cache
         quiet = subprocess.DEVNULL
         api = subprocess.Popen(
             [sys.executable, "-m", "visionq", "api", "--port", str(port)], env=env, stdout=quiet, stderr=quiet
@@ -92,6 +77,29 @@ def drain(pool: str, *, jobs: int, concurrency: int | None, image: bytes, model:
         "completed": len(ends),
         "jobs_per_s": (len(ends) - 1 - skip) / (ends[-1] - ends[skip]) if len(ends) > skip + 1 else float("nan"),
     }
+
+
+def service_env(tmp: str, redis_url: str, *, model: str, max_queued: int) -> dict[str, str]:
+    """The environment of a bench's `visionq api` and `visionq worker`: this process's, without its visionq
+    settings, plus a Redis, a data and image folder in `tmp`, no authentication, rate limit or result cache, one
+    warm model."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VISIONQ_")} | {
+        "VISIONQ_REDIS_URL": redis_url,
+        "VISIONQ_DATA_DIR": f"{tmp}/data",
+        "VISIONQ_IMAGE_STORE": "directory",
+        "VISIONQ_IMAGE_DIR": f"{tmp}/images",
+        "VISIONQ_AUTH": "off",
+        "VISIONQ_RATE_LIMIT_IP": "0",
+        "VISIONQ_LOG_LEVEL": "WARNING",
+        "VISIONQ_DEFAULT_MODEL": model,
+        "VISIONQ_WARM_MODELS": json.dumps([model]),
+        "VISIONQ_MAX_QUEUED_JOBS": str(max_queued),
+        "VISIONQ_RESULT_CACHE": "false",  # every job sends the same photo, and each must run
+    }
+    model_cache = os.environ.get("VISIONQ_MODEL_CACHE_DIR")
+    if model_cache:
+        env["VISIONQ_MODEL_CACHE_DIR"] = model_cache
+    return env
 
 
 def _answers(client: httpx.Client) -> bool:

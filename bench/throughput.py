@@ -84,6 +84,8 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
             "VISIONQ_RATE_LIMIT_IP": "0",
             "VISIONQ_RATE_LIMIT_USER": "0",
             "VISIONQ_LOG_LEVEL": "WARNING",
+            # Every job sends the same photo: each must run, not be answered from the first's result.
+            "VISIONQ_RESULT_CACHE": "false",
         }
         | ({"VISIONQ_WORKER_POOL": args.pool} if args.pool else {})
     )

@@ -36,6 +36,14 @@ class _ClusterCollector(Collector):
         for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED):
             jobs.add_metric([status.value], snap.jobs_total.get(status.value, 0))
         yield jobs
+        lookups = CounterMetricFamily(
+            "visionq_result_cache_lookups",
+            "Submits the result cache answered (hit: an identical job's result, no inference) or not (miss).",
+            labels=["outcome"],
+        )
+        for outcome in ("hit", "miss"):
+            lookups.add_metric([outcome], snap.cache_lookups.get(outcome, 0))
+        yield lookups
         yield CounterMetricFamily(
             "visionq_job_processing_seconds",
             "Worker seconds spent on completed jobs, from pick-up to stored result.",

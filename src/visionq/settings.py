@@ -249,6 +249,16 @@ class Settings(ClientSettings):
     """Bytes of Redis memory above which `POST /classify` answers 503 `queue_full` (the same shares per priority
     as `max_queued_jobs`). 0: 90% of Redis's own `maxmemory` when it has one, else no bound."""
 
+    result_cache: bool = True
+    """Reuse a finished result for the same image bytes, model version and options from the same owner: the job
+    completes at once with `metadata.cache: "hit"` and no inference runs; an identical submit while the first
+    still runs waits for its result instead of running too (single flight). A request opts out with
+    `Cache-Control: no-cache`."""
+
+    result_cache_shared: bool = False
+    """Let the result cache serve one owner's result to another. Off by default: a hit would tell one owner that
+    someone else sent the same image."""
+
     priority_aging: Annotated[float, Field(ge=0)] = 300.0
     """Seconds a pending job waits at one priority before it is promoted one step (`low` to `normal`, and so on
     up to `urgent`), behind the jobs already waiting there and ahead of later arrivals, so that a steady stream

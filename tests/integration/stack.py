@@ -43,6 +43,9 @@ FAST_RECOVERY: dict[str, Any] = {
     "rate_limit_user": 0,
     "rate_limit_admin": 0,
     "retry_backoff": 0.2,
+    # The same cat image is sent again and again: each job must really run (tests/integration/test_result_cache.py
+    # turns the cache on).
+    "result_cache": False,
     # One pool process per worker, whatever the machine: the tests reason about which process has which job.
     "worker_concurrency": 1,
     "log_level": "WARNING",
@@ -214,3 +217,10 @@ def wait_terminal(api: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any
 
     result: dict[str, Any] = wait_for(terminal, timeout, f"job {job_id} to finish", interval=0.05)
     return result
+
+
+def inference_count(api: Any, model_ref: str) -> float:
+    """`visionq_model_inference_seconds_count` of one model version, 0 before its first inference."""
+    prefix = f'visionq_model_inference_seconds_count{{model_version="{model_ref}"}} '
+    lines = [line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].split()[-1]) if lines else 0.0

@@ -60,7 +60,7 @@ def test_under_load_the_lowest_priority_is_refused_first(start_stack: StackFacto
     with httpx.Client(base_url=server.url, timeout=30) as api:
 
         def accepted(priority: str) -> bool:
-            answer = submit(api, CAT_JPEG, priority=priority)
+            answer: httpx.Response = submit(api, CAT_JPEG, priority=priority)
             assert answer.status_code in (202, 503), answer.text
             return answer.status_code == 202
 

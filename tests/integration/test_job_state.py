@@ -282,7 +282,7 @@ def test_a_waiting_jobs_rank_is_its_queue_position(redis_url: str, redis_client:
     for record in [*normal, urgent]:
         create(redis_url, record, queue=queue)
 
-    def ranks() -> list[int | None]:
+    def ranks() -> list[object]:
         return [redis_client.zrank(keys.waiting(queue), r.job_id) for r in [*normal, urgent]]
 
     before = ranks()

@@ -17,7 +17,7 @@ from PIL import Image
 
 from factories import cat_variants, encode
 from integration.conftest import StackFactory
-from integration.stack import ApiServer, submit, wait_for, wait_terminal
+from integration.stack import ApiServer, inference_count, submit, wait_for, wait_terminal
 from model_factories import STAGES_AS_THEY_BEGIN, Gate, gated_model
 from visionq.embedded import free_port
 from visionq.jobs import keys
@@ -178,7 +178,7 @@ def test_redis_down_gives_503_and_readiness_says_so(make_settings: object) -> No
 
 def test_cancelling_a_queued_job_means_it_never_runs(held: tuple[httpx.Client, redis.Redis, Gate]) -> None:
     api, _, gate = held
-    lite0_inferences = _inference_count(api, "efficientnet-lite0@1")
+    lite0_inferences = inference_count(api, "efficientnet-lite0@1")
     with gate.closed():
         blocker = hold_worker(api)
         queued = submit(api, CAT_JPEG, priority="low").json()["job_id"]
@@ -191,7 +191,7 @@ def test_cancelling_a_queued_job_means_it_never_runs(held: tuple[httpx.Client, r
 
     status = api.get(f"/status/{queued}").json()
     assert (status["status"], status["attempts"], status["error"]["code"]) == ("cancelled", 0, "cancelled")
-    assert _inference_count(api, "efficientnet-lite0@1") == lite0_inferences + 1, "only the later job reached it"
+    assert inference_count(api, "efficientnet-lite0@1") == lite0_inferences + 1, "only the later job reached it"
     result = api.get(f"/result/{queued}")
     assert result.status_code == 200
     assert result.json()["status"] == "cancelled"
@@ -214,10 +214,3 @@ def test_cancelling_a_running_job_stops_it_at_the_next_stage(held: tuple[httpx.C
     assert (status["status"], status["stage"]) == ("cancelled", "cancelled")
     assert status["progress"] < 100
     assert api.get(f"/result/{job_id}").json()["status"] == "cancelled"
-
-
-def _inference_count(api: httpx.Client, model_ref: str) -> float:
-    """`visionq_model_inference_seconds_count` of one model version, 0 before its first inference."""
-    prefix = f'visionq_model_inference_seconds_count{{model_version="{model_ref}"}} '
-    lines = [line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)]
-    return float(lines[0].split()[-1]) if lines else 0.0

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from visionq.api.endpoints.status import _matches
+from visionq.jobs import cache
 from visionq.jobs.records import JobRecord, Place, isoformat, parse_time, utcnow
-from visionq.wire.jobs import StatusBody, dump_status
+from visionq.wire.jobs import ResultBody, StatusBody, dump_status
 from visionq.wire.schemas import MAX_DEADLINE_SECONDS, ClassifyForm
 from visionq.wire.states import PRIORITY_ORDER, JobStatus, Priority, Stage
 
@@ -113,3 +114,33 @@ def test_a_place_gives_the_position_and_a_start_from_the_measured_pace() -> None
 def test_a_place_without_a_known_pace_gives_the_position_alone() -> None:
     body = _record().status_body(Place(position=0, starts_in=None))
     assert (body.queue_position, body.estimated_start) == (0, None)
+
+
+def _finished_result(job_id: str) -> ResultBody:
+    return ResultBody.model_validate(
+        {"job_id": job_id, "predictions": [{"class_id": 285, "class_name": "Egyptian cat", "confidence": 0.9}],
+         "confidence_score": 0.9, "processing_time": 0.03, "model_version": "m@1",
+         "created_at": "2026-12-06T12:00:00.000Z", "completed_at": "2026-12-06T12:00:00.050Z",
+         "metadata": {"image": {"width": 1, "height": 1, "format": "JPEG"}, "queue_time": 0.01, "total_time": 0.05,
+                      "batch_size": 2, "batch_wait": 0.001, "cache": "miss"}}
+    )  # fmt: skip
+
+
+def test_a_cache_entry_is_per_owner_unless_shared() -> None:
+    mine = _record().model_copy(update={"image_sha256": "ab" * 32, "owner": "key:one"})
+    theirs = mine.model_copy(update={"owner": "key:two"})
+    other_top_k = mine.model_copy(update={"top_k": 3})
+    assert cache.entry_key(mine, shared=False) != cache.entry_key(theirs, shared=False)
+    assert cache.entry_key(mine, shared=True) == cache.entry_key(theirs, shared=True)
+    assert cache.entry_key(mine, shared=True) != cache.entry_key(other_top_k, shared=True)
+
+
+def test_a_reused_result_keeps_the_answer_and_takes_the_jobs_own_id_and_times() -> None:
+    record = _record()
+    now = parse_time(record.created_at) + timedelta(seconds=2)
+    reused = cache.reused(cache.result_json(_finished_result("first")), record, now)
+    assert (reused.job_id, reused.created_at, reused.completed_at) == ("j", record.created_at, isoformat(now))
+    assert reused.predictions[0].class_id == 285
+    assert reused.metadata.cache == "hit"
+    assert (reused.metadata.queue_time, reused.metadata.total_time) == (2.0, 2.0)
+    assert reused.metadata.batch_size is None, "no call of the model served it"

@@ -31,6 +31,7 @@ from visionq.images import ImageStore
 from visionq.imaging.decode import CheckedImage, check_image
 from visionq.inference.sources import ModelSources
 from visionq.inference.spec import ModelSpec
+from visionq.jobs import cache
 from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_entry, fingerprint
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.queue import CLASSIFY_TASK
@@ -107,13 +108,15 @@ class Submitter:
         image: bytes,
         request_id: str | None = None,
         idempotency_key: str | None = None,
+        cached: bool = True,
     ) -> Accepted:
-        """Make and queue one job; with `idempotency_key`, the same request again gets the original answer."""
+        """Make and queue one job; with `idempotency_key`, the same request again gets the original answer.
+        `cached=False` (`Cache-Control: no-cache`): never served from the result cache."""
         spec = await self._admit(form)
         job_id = str(uuid.uuid4())
         if idempotency_key is None:
             checked = await self._off_loop(image, self._check_and_put, job_id, image)
-            return Accepted(await self._make(job_id, owner, form, spec, checked, image, request_id))
+            return Accepted(await self._make(job_id, owner, form, spec, checked, image, request_id, cached=cached))
         checked = await self._off_loop(image, self._check, image)
         request = fingerprint(checked.digest, *_form_print(form))
         original = await self.keys.reserve(owner, idempotency_key, request)
@@ -125,7 +128,9 @@ class Submitter:
             now = isoformat(utcnow())
             answer = _accepted(job_id, now, spec.ref, form, None)  # its estimate is added in the same step
             entry = answer_entry(owner, idempotency_key, request, answer.model_dump(mode="json"))
-            body = await self._make(job_id, owner, form, spec, checked, image, request_id, remember=entry, now=now)
+            body = await self._make(
+                job_id, owner, form, spec, checked, image, request_id, remember=entry, now=now, cached=cached
+            )
         except BaseException as exc:
             await self._free_key(owner, idempotency_key, job_id, exc)
             raise
@@ -152,6 +157,7 @@ class Submitter:
         form: ClassifyForm,
         parts: list[Part],
         request_id: str | None = None,
+        cached: bool = True,
     ) -> list[Accepted | errors.VisionqError]:
         """One job per part, in order: each part's answer, or the problem that refused it alone. A problem of
         the whole request (the form, the model, the callback) raises instead, before any job is made."""
@@ -161,7 +167,8 @@ class Submitter:
             job_id = str(uuid.uuid4())
             try:
                 checked = await self._off_loop(part.data, self._check_and_put, job_id, part.data)
-                answers.append(Accepted(await self._make(job_id, owner, form, spec, checked, part.data, request_id)))
+                made = await self._make(job_id, owner, form, spec, checked, part.data, request_id, cached=cached)
+                answers.append(Accepted(made))
             except errors.VisionqError as refused:
                 answers.append(refused)
         return answers
@@ -216,6 +223,7 @@ class Submitter:
         *,
         remember: tuple[str, bytes] | None = None,
         now: str | None = None,
+        cached: bool = True,
     ) -> JobAccepted:
         settings = self.settings
         moment = utcnow()
@@ -243,6 +251,8 @@ class Submitter:
             image_store=self.images.name if self.images is not None else "redis",
             deadline=isoformat(deadline) if deadline is not None else None,
         )
+        if cached and settings.result_cache:
+            record.cache_key = cache.entry_key(record, shared=settings.result_cache_shared)
         try:
             with publishing(CLASSIFY_TASK) as headers:
                 submitted = await self.store.submit(
@@ -261,6 +271,8 @@ class Submitter:
                 "the job store is unreachable; try again shortly (with the same Idempotency-Key, if you sent one)",
                 retry_after=5,
             ) from exc
+        if submitted.cached is not None:
+            return await self._from_cache(record, submitted.cached, remember, spec.ref, form)
         if not submitted.accepted:
             if self.images is not None:
                 await run_in_threadpool(self.images.delete, job_id)
@@ -270,6 +282,21 @@ class Submitter:
                 submitted.wait,
             )
         return _accepted(job_id, now, spec.ref, form, submitted.wait)
+
+    async def _from_cache(
+        self, record: JobRecord, result: bytes, remember: tuple[str, bytes] | None, model_ref: str, form: ClassifyForm
+    ) -> JobAccepted:
+        """Make the job completed at once with an identical job's result: no queue, no worker, no inference."""
+        hit = cache.reused(result, record, utcnow())
+        done = record.model_copy(
+            update={"status": JobStatus.COMPLETED, "stage": Stage.COMPLETED, "progress": 100,
+                    "updated_at": hit.completed_at, "cache_key": None}
+        )  # fmt: skip
+        await self.store.record_hit(done, cache.result_json(hit), remember=remember)
+        if self.images is not None:  # stored before the cache was asked; never read
+            await run_in_threadpool(self.images.delete, record.job_id)
+        accepted = _accepted(record.job_id, record.created_at, model_ref, form, 0.0)
+        return accepted.model_copy(update={"status": JobStatus.COMPLETED})
 
     def _in_background(self, attempt: Callable[[], Awaitable[None]]) -> None:
         """Try `attempt` again every `SETTLE_EVERY` seconds until Redis answers, for `SETTLE_FOR` seconds at

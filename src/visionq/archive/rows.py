@@ -37,6 +37,7 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
         "batch_size": None,
         "batch_wait": None,
         "receipt": None,
+        "cache": None,
         "error_code": record.error_code,
         "error_message": record.error_message,
         "created_at": parse_time(record.created_at),
@@ -56,6 +57,7 @@ def row_from_job(record: JobRecord, result: ResultBody | None) -> dict[str, Any]
             "batch_size": result.metadata.batch_size,
             "batch_wait": result.metadata.batch_wait,
             "receipt": result.metadata.receipt.model_dump() if result.metadata.receipt is not None else None,
+            "cache": result.metadata.cache,
             "model_version": result.model_version,
             "completed_at": parse_time(result.completed_at),
         }
@@ -83,6 +85,7 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
                 batch_size=row.batch_size,
                 batch_wait=row.batch_wait,
                 receipt=Receipt.model_validate(row.receipt) if row.receipt is not None else None,
+                cache=row.cache,
             ),
         )
     if status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED):

@@ -75,6 +75,8 @@ class ArchivedJob(Base):
     batch_wait: Mapped[float | None] = mapped_column(Float)
     receipt: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """What ran, as digests (the result's `metadata.receipt`); NULL for jobs archived before receipts."""
+    cache: Mapped[str | None] = mapped_column(String(8))
+    """`hit` when the result was reused from an identical job's (`metadata.cache`), else `miss`."""
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
 

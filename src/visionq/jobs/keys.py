@@ -20,6 +20,9 @@ visionq:archive:outbox   zset   job id → when it changed: jobs whose archive r
 visionq:dlq              zset   job id → when it was dead-lettered: jobs that used up their attempts
 visionq:callbacks:due    zset   job id → when it ended: finished jobs whose callback is still to be queued
 job:{id}:deliveries      list   one JSON object per callback delivery attempt; TTL = result_ttl
+visionq:cache:{sha256(scope)[:16]}:{sha256(request)}  hash  leader (job id), result (its result JSON once
+                                complete): the result cache (jobs/cache.py); TTL = result_ttl
+visionq:cache:…:followers  list  jobs waiting for the leader's result (single flight)
 visionq:idem:{owner}:{sha256(key)}  string  an Idempotency-Key's request fingerprint and original answer; TTL 24 h
 visionq:apikey:{sha256}  string the principal of an API key (JSON), or "revoked"; a cache of the database, 60 s
 visionq:revoked:{key_id} string set when a key is revoked; refuses its access tokens until they expire
@@ -94,6 +97,15 @@ def deliveries(job_id: str) -> str:
 
 def job_id_from_events(channel: str) -> str:
     return channel.removeprefix(JOB_PREFIX).removesuffix(":events")
+
+
+def result_cache(scope: str, request_digest: str) -> str:
+    """Hashed scope (an owner, or `*`): any owner name makes a key of bounded length."""
+    return f"visionq:cache:{hashlib.sha256(scope.encode()).hexdigest()[:16]}:{request_digest}"
+
+
+def cache_followers(entry: str) -> str:
+    return f"{entry}:followers"
 
 
 def idempotency(owner: str, key: str) -> str:

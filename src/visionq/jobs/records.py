@@ -75,6 +75,10 @@ class JobRecord(BaseModel):
     queue_priority: Priority | None = None
     """The priority it was promoted to after waiting long at its own (`VISIONQ_PRIORITY_AGING`)."""
     promoted_at: str | None = None
+    cache_key: str | None = None
+    """Its result cache entry (jobs/cache.py), when the cache may serve it."""
+    follows: str | None = None
+    """The identical job whose result it waits for (single flight), while that one runs."""
     queued: str | None = None
     """The queue its message was put on (the lost-message sweep of that queue's workers looks after it)."""
     image_store: str = "redis"

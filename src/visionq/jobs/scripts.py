@@ -19,6 +19,15 @@ if not state or state == 'completed' or state == 'failed' or state == 'cancelled
 end
 """
 
+# Shared: a finished job with a callback URL is queued for delivery (KEYS[n] is the callbacks-due set).
+_CALLBACK_DUE = """
+local function callback_due(status_key, due_key, now)
+  if redis.call('HEXISTS', status_key, 'callback_url') == 1 then
+    redis.call('ZADD', due_key, now, redis.call('HGET', status_key, 'job_id'))
+  end
+end
+"""
+
 #: The fields a job update carries: those a change can change. A watcher has the rest from its first read.
 CHANGING = ("job_id", "status", "stage", "progress", "updated_at", "started_at", "worker_id", "attempts",
             "error_code", "error_message")  # fmt: skip
@@ -57,10 +66,10 @@ end
 # workers. Strings: Lua would truncate a float reply to an integer.
 _ESTIMATE = """
 local function estimate(ahead, stats_key, workers_key, pace_key, now)
-  local stats = redis.call('HMGET', stats_key, 'completed', 'processing_seconds')
-  local completed = tonumber(stats[1] or '0')
+  local stats = redis.call('HMGET', stats_key, 'completed', 'processing_seconds', 'cache_hits')
+  local completed = tonumber(stats[1] or '0') - tonumber(stats[3] or '0')
   local workers = redis.call('ZCOUNT', workers_key, now, '+inf')
-  if completed == 0 or workers == 0 then
+  if completed <= 0 or workers == 0 then
     return '', ''
   end
   local mean = tonumber(stats[2] or '0') / completed
@@ -74,11 +83,16 @@ end
 """
 
 # KEYS: status, image, live, archive outbox, the job's priority list, job stats, live workers, waiting jobs, queue
-# tickets, deadlines, the queue's pace, then the Idempotency-Key's entry or nothing.
+# tickets, deadlines, the queue's pace, the Idempotency-Key's entry, the result cache's entry and its followers
+# (each of the last three '' when not used).
 # ARGV: the status hash (JSON object), its TTL, the image ('' when an image store holds it), its TTL, the job's
 # deadline in the live set, now (unix s), the task message, the most jobs that may wait at this priority (0: no
-# bound), the priority step, the job's own `deadline` (unix s, '' for none), then the Idempotency-Key's entry (JSON)
-# and its TTL.
+# bound), the priority step, the job's own `deadline` (unix s, '' for none), the Idempotency-Key's entry (JSON) and
+# its TTL, the cache entry's TTL.
+# With a cache entry (jobs/cache.py): when it holds a finished result, nothing is written and the reply is {2, jobs
+# waiting, that result JSON}, for the caller to make the job completed at once (CACHED); when it names a job still
+# running (its leader), this job is made and queued as its follower (`follows`), and a worker completes it from the
+# leader's result instead of running it; otherwise this job becomes the entry's leader.
 # A submit in one step: the job's record, its image, its archive mark, its place in the queue and its queue message
 # are written together or not at all, so a job exists if and only if it is queued (a reply lost to a Redis restart
 # leaves the client unsure, never the job half made; with an Idempotency-Key, its answer is written in the same
@@ -98,6 +112,21 @@ if bound > 0 and queued >= bound then
   return {0, queued, wait, start_in, ahead}
 end
 local fields = cjson.decode(ARGV[1])
+if KEYS[13] ~= '' then
+  local cached = redis.call('HMGET', KEYS[13], 'leader', 'result')
+  if cached[2] then
+    return {2, queued, cached[2]}
+  end
+  if cached[1] then
+    fields['follows'] = cached[1]
+    redis.call('RPUSH', KEYS[14], fields['job_id'])
+    redis.call('EXPIRE', KEYS[14], ARGV[13])
+  else
+    redis.call('HSET', KEYS[13], 'leader', fields['job_id'])
+    redis.call('EXPIRE', KEYS[13], ARGV[13])
+    redis.call('HINCRBY', KEYS[6], 'cache_misses', 1)
+  end
+end
 local flat = {}
 for name, value in pairs(fields) do
   flat[#flat + 1] = name
@@ -116,12 +145,39 @@ if ARGV[10] ~= '' then
   redis.call('ZADD', KEYS[10], ARGV[10], job_id)
 end
 redis.call('LPUSH', KEYS[5], ARGV[7])
-if KEYS[12] then
+if KEYS[12] ~= '' then
   local entry = cjson.decode(ARGV[11])
   entry['wait'] = wait
   redis.call('SET', KEYS[12], cjson.encode(entry), 'EX', ARGV[12], 'XX')
 end
 return {1, queued, wait, start_in, ahead}
+"""
+)
+
+# KEYS: status, result, archive outbox, job stats, callbacks due, the Idempotency-Key's entry ('' when none).
+# ARGV: the status hash (JSON object, a completed job), the result JSON, result_ttl, now (unix s), the
+# Idempotency-Key's entry (JSON) and its TTL.
+# A job served from the result cache: made completed, with its result, in one step (no queue, no worker).
+CACHED = (
+    _CALLBACK_DUE
+    + """
+local fields = cjson.decode(ARGV[1])
+local flat = {}
+for name, value in pairs(fields) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(flat))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], fields['job_id'])
+redis.call('HINCRBY', KEYS[4], 'completed', 1)
+redis.call('HINCRBY', KEYS[4], 'cache_hits', 1)
+callback_due(KEYS[1], KEYS[5], ARGV[4])
+if KEYS[6] ~= '' then
+  redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[6], 'XX')
+end
+return 1
 """
 )
 
@@ -185,8 +241,13 @@ return 0
 # Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
 # the worker needs to run it, in the same round trip: {delivery number (attempts), crashes so far, the status
 # hash (flat), the image or nil}; 0 when the job is no longer live; -1, with nothing written, when it is still
-# pending past its own `deadline` (the worker expires it). A job's first start also measures the queue's pace: the
-# seconds since the previous start, when jobs were waiting then, go into an average (`visionq:stats:pace`).
+# pending past its own `deadline` (the worker expires it). A follower of a cached job's leader (`follows`, see
+# SUBMIT) is not taken while its leader runs (-2: the worker looks again later), is completed from the leader's
+# result once it has one ({-3, 0, the status hash, that result}), and runs on its own if the leader failed, as the
+# cache entry's new leader when no other job has taken that place. Its leader's keys are named from its own hash:
+# a single Redis's job state (the cluster layout will tag them).
+# A job's first start also measures the queue's pace: the seconds since the previous start, when jobs were waiting
+# then, go into an average (`visionq:queue:{queue}:pace`).
 TAKE = (
     _PUBLISH
     + _LIVE_JOB
@@ -195,6 +256,22 @@ local job_id = redis.call('HGET', KEYS[1], 'job_id')
 local due = redis.call('ZSCORE', KEYS[7], job_id)
 if due and state == 'pending' and tonumber(due) < tonumber(ARGV[4]) then
   return -1
+end
+local leader = redis.call('HGET', KEYS[1], 'follows')
+if leader and state == 'pending' then
+  local leading = redis.call('HGET', 'job:' .. leader .. ':status', 'status')
+  if leading == 'pending' or leading == 'processing' then
+    return -2
+  end
+  local result = redis.call('GET', 'job:' .. leader .. ':result')
+  if leading == 'completed' and result then
+    return {-3, 0, redis.call('HGETALL', KEYS[1]), result}
+  end
+  redis.call('HDEL', KEYS[1], 'follows')
+  local entry = redis.call('HGET', KEYS[1], 'cache_key')
+  if entry and redis.call('HSETNX', entry, 'leader', job_id) == 1 then
+    redis.call('EXPIRE', entry, math.max(redis.call('TTL', KEYS[1]), 1))
+  end
 end
 redis.call('ZREM', KEYS[7], job_id)
 if redis.call('ZREM', KEYS[6], job_id) == 1 then
@@ -260,20 +337,36 @@ return 1
 """
 )
 
-# Shared: a finished job with a callback URL is queued for delivery (KEYS[n] is the callbacks-due set).
-_CALLBACK_DUE = """
-local function callback_due(status_key, due_key, now)
-  if redis.call('HEXISTS', status_key, 'callback_url') == 1 then
-    redis.call('ZADD', due_key, now, redis.call('HGET', status_key, 'job_id'))
+# Shared: the result cache's side of a job that ends. A leader that completed with a result worth reusing (`keep`)
+# leaves it in its cache entry; one that did not ends the entry, so that the next identical submit runs afresh.
+# Returns the leader's followers (job ids), for the caller to complete from its result; a follower is queued too,
+# so one no caller completes (a crash) completes itself when a worker reaches it.
+_CACHE_END = """
+local function cache_end(status_key, keep, result, ttl)
+  local entry = redis.call('HGET', status_key, 'cache_key')
+  if not entry or redis.call('HGET', entry, 'leader') ~= redis.call('HGET', status_key, 'job_id') then
+    return {}
   end
+  if keep then
+    redis.call('HSET', entry, 'result', result)
+    redis.call('EXPIRE', entry, ttl)
+  else
+    redis.call('DEL', entry)
+  end
+  local followers = redis.call('LRANGE', entry .. ':followers', 0, -1)
+  redis.call('DEL', entry .. ':followers')
+  return followers
 end
 """
 
-# KEYS: status, result, image, live, events, job stats, processing, archive outbox, callbacks due.
-# ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds).
+# KEYS: status, result, image, live, events, job stats, processing, archive outbox, callbacks due, waiting jobs.
+# ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds), '1' when the result may be reused
+# (served by the job's own model), '1' when the job is a follower completed from its leader's result.
+# Returns {1, the job's followers…} (see _CACHE_END), 0 when the job is no longer live.
 COMPLETE = (
     _PUBLISH
     + _CALLBACK_DUE
+    + _CACHE_END
     + _LIVE_JOB
     + """
 redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', ARGV[2])
@@ -282,12 +375,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('SREM', KEYS[7], redis.call('HGET', KEYS[1], 'job_id'))
+redis.call('ZREM', KEYS[10], redis.call('HGET', KEYS[1], 'job_id'))
 redis.call('HINCRBY', KEYS[6], 'completed', 1)
-redis.call('HINCRBYFLOAT', KEYS[6], 'processing_seconds', ARGV[4])
+if ARGV[7] == '1' then
+  redis.call('HINCRBY', KEYS[6], 'cache_hits', 1)
+else
+  redis.call('HINCRBYFLOAT', KEYS[6], 'processing_seconds', ARGV[4])
+end
 redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
 callback_due(KEYS[1], KEYS[9], ARGV[5])
+local followers = cache_end(KEYS[1], ARGV[6] == '1', ARGV[1], ARGV[3])
 publish(KEYS[1], KEYS[5], ARGV[1])
-return 1
+return {1, unpack(followers)}
 """
 )
 
@@ -295,10 +394,12 @@ return 1
 # jobs, deadlines.
 # ARGV: status (failed|cancelled|expired), code, message, now, result_ttl, now (unix seconds), dead-letter TTL,
 # '1' to finish the job only while it is pending (expiry), else ''.
-# A dead-lettered job (dead-letter TTL > 0) keeps its status and image for that long, so it can be retried.
+# A dead-lettered job (dead-letter TTL > 0) keeps its status and image for that long, so it can be retried. A cache
+# leader's entry ends with it; its followers, queued, run on their own.
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _CALLBACK_DUE
+    + _CACHE_END
     + _LIVE_JOB
     + """
 if ARGV[8] == '1' and state ~= 'pending' then
@@ -322,6 +423,7 @@ redis.call('ZREM', KEYS[11], job_id)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 redis.call('ZADD', KEYS[7], ARGV[6], job_id)
 callback_due(KEYS[1], KEYS[8], ARGV[6])
+cache_end(KEYS[1], false)
 publish(KEYS[1], KEYS[4])
 return 1
 """

@@ -21,6 +21,8 @@ class ClusterSnapshot:
     inference: dict[str, dict[str, float]] = field(default_factory=dict)
     workers: int = 0
     processing_seconds: float = 0.0
+    cache_lookups: dict[str, int] = field(default_factory=dict)
+    """`hit`/`miss` → result cache lookups that found an answer (or an identical job running) / did not."""
     archive_backlog: int = 0
     dead_letters: int = 0
     breakers: dict[str, int] = field(default_factory=dict)
@@ -53,6 +55,7 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         queue_depth={p.value: int(d) for p, d in zip(BROKER_PRIORITY, depths, strict=True)},
         jobs_total={k: int(v) for k, v in totals.items() if k in TERMINAL_STATUSES},
         processing_seconds=float(totals.get("processing_seconds", 0.0)),
+        cache_lookups={"hit": int(totals.get("cache_hits", 0)), "miss": int(totals.get("cache_misses", 0))},
         inference=inference,
         workers=workers,
         archive_backlog=int(backlog),

@@ -23,6 +23,8 @@ from visionq.wire.states import JobStatus, Priority, Stage
 ScriptCall = tuple[list[str], list[str | int | float]]
 #: The status-hash field naming the queue a job's message was put on (`JobRecord.queued`).
 QUEUED_FIELD = "queued"
+#: SUBMIT's first reply when the result cache had the answer (nothing written).
+CACHE_HIT = 2
 #: The Celery queue of jobs unless settings name another (`Settings.queue`).
 DEFAULT_QUEUE = "visionq"
 #: The error code of a job whose deadline passed before it started.
@@ -47,6 +49,9 @@ class Submitted:
     """Estimated seconds until a worker starts it; None while unknown."""
     position: int = 0
     """Jobs that will start before it."""
+    cached: bytes | None = None
+    """The result of an identical job (the cache entry's, `record.cache_key`) when there is one: nothing was
+    written; the caller makes the job completed with it (`JobStore.record_hit`)."""
 
 
 def claim_call(job_id: str, worker_id: str, deadline: float, queue: str) -> ScriptCall:
@@ -73,8 +78,18 @@ def advance_call(job_id: str, stages: Sequence[Stage], deadline: float) -> Scrip
 
 
 def complete_call(
-    job_id: str, result_json: bytes | str, completed_at: str, result_ttl: int, processing_seconds: float
+    job_id: str,
+    result_json: bytes | str,
+    completed_at: str,
+    result_ttl: int,
+    processing_seconds: float,
+    *,
+    queue: str,
+    reusable: bool = False,
+    reused: bool = False,
 ) -> ScriptCall:
+    """Complete a job with its result. `reusable`: the result may serve later identical submits (the job's own
+    model made it); `reused`: it came from another job's result (a cache hit: no processing time to count)."""
     body = result_json.decode() if isinstance(result_json, bytes) else result_json
     return (
         [
@@ -87,9 +102,14 @@ def complete_call(
             keys.PROCESSING_JOBS,
             keys.ARCHIVE_OUTBOX,
             keys.CALLBACKS_DUE,
+            keys.waiting(queue),
         ],
-        [body, completed_at, result_ttl, processing_seconds, time.time()],
+        [body, completed_at, result_ttl, processing_seconds, time.time(), _flag(reusable), _flag(reused)],
     )
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else ""
 
 
 def finish_call(
@@ -165,6 +185,7 @@ class JobStore:
         self._revive = redis.register_script(scripts.REVIVE)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._place = redis.register_script(scripts.PLACE)
+        self._cached = redis.register_script(scripts.CACHED)
         self._wait = redis.register_script(scripts.WAIT)
         self._promote = redis.register_script(scripts.PROMOTE)
 
@@ -215,11 +236,26 @@ class JobStore:
             priority,
             "" if deadline is None else deadline,
         ]
-        if remember is not None:
-            job_keys.append(remember[0])
-            args += [remember[1], IDEMPOTENCY_TTL]
-        made, queued, wait, starts_in, position = await self._submit(keys=job_keys, args=args)
+        entry = record.cache_key or ""
+        job_keys += [remember[0] if remember else "", entry, keys.cache_followers(entry) if entry else ""]
+        args += [remember[1] if remember else "", IDEMPOTENCY_TTL, self.result_ttl]
+        reply = await self._submit(keys=job_keys, args=args)
+        if int(reply[0]) == CACHE_HIT:
+            result = reply[2]
+            return Submitted(False, int(reply[1]), None, cached=result.encode() if isinstance(result, str) else result)
+        made, queued, wait, starts_in, position = reply
         return Submitted(bool(made), int(queued), _seconds(wait), _seconds(starts_in), int(position))
+
+    async def record_hit(self, record: JobRecord, result: bytes, *, remember: tuple[str, bytes] | None = None) -> None:
+        """Make `record`'s job completed at once with `result`, reused from an identical job's (`scripts.CACHED`);
+        with `remember`, an Idempotency-Key's answer in the same step."""
+        job_id = record.job_id
+        entry, answer = remember if remember else ("", b"")
+        await self._cached(
+            keys=[keys.status(job_id), keys.result(job_id), keys.ARCHIVE_OUTBOX, keys.JOB_STATS, keys.CALLBACKS_DUE,
+                  entry],
+            args=[orjson.dumps(record.to_redis()), result, self.result_ttl, time.time(), answer, IDEMPOTENCY_TTL],
+        )  # fmt: skip
 
     async def release_unmade(self, job_id: str, reservation: str) -> None:
         """Free an Idempotency-Key's `reservation` (an entry name) whose request never made its job: the

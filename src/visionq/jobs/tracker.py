@@ -10,7 +10,7 @@ from typing import NamedTuple
 import orjson
 from redis import Redis
 
-from visionq.jobs import keys, scripts
+from visionq.jobs import cache, keys, scripts
 from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.steps import Steps
@@ -48,6 +48,10 @@ SWEEP_BATCH = 100
 
 #: `Claim.attempts` of a job still pending past its deadline: not taken, to be expired (`JobTracker.expire`).
 PAST_DEADLINE = -1
+#: `Claim.attempts` of a follower whose cache leader still runs: not taken; look again later.
+LEADER_RUNNING = -2
+#: `Claim.attempts` of a follower whose leader completed: not taken; complete it from `Taken.leader_result`.
+LEADER_DONE = -3
 
 
 class Claim(NamedTuple):
@@ -65,6 +69,8 @@ class Taken(NamedTuple):
     """The job as the claim left it; None when it is gone."""
     image: bytes | None
     """Its image when the job's Redis keeps it; None once expired, or when an image store holds it."""
+    leader_result: bytes | None = None
+    """A follower's leader's result JSON (LEADER_DONE)."""
 
 
 class JobTracker:
@@ -111,6 +117,8 @@ class JobTracker:
             return Taken(Claim(attempts=int(reply), crashes=0), None, None)
         attempts, crashes, flat, image = (*reply, None)[:4]  # an expired image: nil, or no fourth item
         fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        if int(attempts) == LEADER_DONE:
+            return Taken(Claim(LEADER_DONE, 0), JobRecord.from_redis(fields), None, leader_result=image)
         return Taken(Claim(int(attempts), int(crashes)), JobRecord.from_redis(fields), image)
 
     def crashed(self, job_id: str, reason: str) -> int:
@@ -135,12 +143,22 @@ class JobTracker:
         *,
         stages: Sequence[Stage] = (),
         also: Callable[[Steps], object] | None = None,
+        reusable: bool = False,
+        followed: Callable[[JobRecord], object] | None = None,
     ) -> bool:
         """Store the result and finish the job; False if another delivery finished it first. `stages` not yet
         written are written first, in the same round trip, and so are the commands `also` queues (metrics, the
-        breaker)."""
+        breaker). `reusable`: the result may serve identical submits (jobs/cache.py); the job's followers, if it
+        led any, are completed from it, and `followed` is called with each."""
+        body = result.model_dump_json()
         job_keys, args = complete_call(
-            result.job_id, result.model_dump_json(), result.completed_at, self.result_ttl, result.processing_time
+            result.job_id,
+            body,
+            result.completed_at,
+            self.result_ttl,
+            result.processing_time,
+            queue=self.queue,
+            reusable=reusable,
         )
         with Steps(self.redis) as steps:
             if stages:
@@ -149,7 +167,36 @@ class JobTracker:
                 also(steps)
             steps.script(self._complete, job_keys, args)
             replies = steps.execute()
-        return bool(replies[-1])
+        reply = replies[-1]
+        if isinstance(reply, list) and len(reply) > 1:
+            for record in self.complete_followers([_text(job_id) for job_id in reply[1:]], body):
+                if followed is not None:
+                    followed(record)
+        return bool(reply)
+
+    def complete_followers(self, job_ids: list[str], leader_result: bytes | str) -> list[JobRecord]:
+        """Complete a leader's followers from its result (a cache hit each); those no longer live are passed.
+        Returns those completed."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(keys.status(job_id))
+            hashes = pipe.execute()
+        records = [JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()}) for fields in hashes if fields]
+        return [record for record in records if self.complete_from(record, leader_result)]
+
+    def complete_from(self, record: JobRecord, leader_result: bytes | str) -> bool:
+        """Complete a follower from its leader's result, with no inference; False if it is no longer live."""
+        result = cache.reused(leader_result, record, utcnow())
+        job_keys, args = complete_call(
+            record.job_id,
+            cache.result_json(result),
+            result.completed_at,
+            self.result_ttl,
+            0.0,
+            queue=self.queue,
+            reused=True,
+        )
+        return bool(self._complete(keys=job_keys, args=args))
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue)

@@ -93,6 +93,9 @@ class ResultMetadata(BaseModel):
     """Seconds that call waited for other jobs' images still being decoded; 0 when none were on their way."""
     receipt: Receipt | None = None
     """What ran, as digests; absent from results archived before receipts existed."""
+    cache: str | None = None
+    """`hit` when the result was reused from an identical earlier job (no inference ran), `miss` when the model ran;
+    absent from results archived before the cache existed."""
 
 
 class ResultBody(BaseModel):

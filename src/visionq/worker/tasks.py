@@ -29,9 +29,10 @@ from redis import RedisError
 from visionq.errors import VisionqError
 from visionq.inference.receipts import build_receipt
 from visionq.inference.spec import ModelSpec
+from visionq.jobs import cache
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.steps import Steps
-from visionq.jobs.tracker import PAST_DEADLINE, JobTracker, Taken
+from visionq.jobs.tracker import LEADER_DONE, LEADER_RUNNING, PAST_DEADLINE, JobTracker, Taken
 from visionq.logging import log_context
 from visionq.wire.jobs import Receipt, ResultBody, ResultMetadata
 from visionq.worker import context, deliveries
@@ -43,6 +44,9 @@ from visionq.worker.stages import JobNoLongerLive, StageReport
 from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, over_time
 
 log = logging.getLogger(__name__)
+
+#: Seconds a follower of a running identical job waits before its worker looks at it again (jobs/cache.py).
+FOLLOW_AGAIN_AFTER = 2.0
 
 
 @shared_task(
@@ -105,7 +109,15 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:
         # The job was not touched; the message comes back later and the claim is tried again.
         raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
     attempts, crashes = taken.claim
-    if attempts == PAST_DEADLINE:
+    if attempts == LEADER_RUNNING:
+        # Single flight: an identical job is running; this one is completed from its result when it ends (or,
+        # if it fails, runs on its own), so look again in a while without taking it.
+        raise task.retry(countdown=FOLLOW_AGAIN_AFTER)
+    if attempts == LEADER_DONE and taken.record is not None and taken.leader_result is not None:
+        if ctx.tracker.complete_from(taken.record, taken.leader_result):
+            log.info("job completed from an identical job's result", extra={"job_id": job_id})
+            ctx.drop_image(taken.record)
+    elif attempts == PAST_DEADLINE:
         if ctx.tracker.expire(job_id):
             log.info("job's deadline passed before it started; expired", extra={"job_id": job_id})
             ctx.discard_image(job_id)
@@ -188,7 +200,9 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         if outcome.led_batch:  # one record per call of the model, with its images
             ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, steps=steps)
 
-    if not ctx.tracker.complete(result, stages=report.unwritten(), also=and_record):
+    if not ctx.tracker.complete(
+        result, stages=report.unwritten(), also=and_record, reusable=degraded is None, followed=ctx.drop_image
+    ):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
     ctx.archiver.completed_here(result)
@@ -266,6 +280,7 @@ def _result(
             batch_size=outcome.batch_size,
             batch_wait=round(outcome.batch_wait, 6),
             receipt=receipt,
+            cache=cache.MISS,
         ),
     )
 

@@ -82,6 +82,13 @@ async def classify(
         ),
     ] = None,
     wait: PreferWaitDep = None,
+    cache_control: Annotated[
+        str | None,
+        Header(
+            alias="Cache-Control",
+            description="`no-cache` (or `no-store`): run the model even if an identical job's result could be reused.",
+        ),
+    ] = None,
 ) -> Response:
     """Submit an image (or several `file` parts) for classification; answers 202 with the job id at once."""
     settings = state.settings
@@ -92,6 +99,7 @@ async def classify(
     if not upload.files:
         raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
     request_id = request.state.request_id
+    cached = not _no_cache(cache_control)
     if len(upload.files) > 1:
         if idempotency_key is not None:
             raise errors.ValidationFailed("an Idempotency-Key covers one image: send one `file` part with it")
@@ -100,6 +108,7 @@ async def classify(
             form=form,
             parts=[Part(file.data, file.filename) for file in upload.files],
             request_id=request_id,
+            cached=cached,
         )
         return _many(answers)
     accepted = await state.submitter.submit(
@@ -108,6 +117,7 @@ async def classify(
         image=upload.files[0].data,
         request_id=request_id,
         idempotency_key=idempotency_key,
+        cached=cached,
     )
     job_id = accepted.body.job_id
     request.state.job_id = job_id  # for the access log
@@ -142,6 +152,12 @@ def _many(answers: list[Accepted | errors.VisionqError]) -> Response:
         return JSONResponse({"jobs": jobs}, status_code=202)
     first = next(answer for answer in answers if isinstance(answer, errors.VisionqError))
     return from_error(first, jobs=jobs)
+
+
+def _no_cache(header: str | None) -> bool:
+    """Whether `Cache-Control` asks for a fresh answer (RFC 9111 request directives `no-cache`, `no-store`)."""
+    directives = {part.strip().split("=", 1)[0].lower() for part in (header or "").split(",")}
+    return bool(directives & {"no-cache", "no-store"})
 
 
 def _parse_form(fields: dict[str, str]) -> ClassifyForm:

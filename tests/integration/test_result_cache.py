@@ -1,0 +1,109 @@
+"""The result cache on a real stack: an identical image is answered from the first job's result with no inference,
+two identical submits in flight run the model once, a request can opt out, and a leader that fails leaves its
+follower to run on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from factories import chelsea, encode
+from integration.conftest import StackFactory
+from integration.stack import ApiServer, WorkerProcess, inference_count, submit, wait_terminal
+from visionq.settings import Settings
+
+MODEL = "efficientnet-lite0@1"
+
+
+def _cat(quality: int) -> bytes:
+    """The cat as its own JPEG: each test sends bytes no other test has cached."""
+    return encode(chelsea(), "JPEG", quality=quality)
+
+
+@pytest.fixture(scope="module")
+def cache_stack(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
+    return start_stack("result-cache", result_cache=True)
+
+
+@pytest.fixture
+def api(cache_stack: tuple[Settings, WorkerProcess, ApiServer]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cache_stack[2].url, timeout=30) as client:
+        yield client
+    worker = cache_stack[1]
+    if worker.process is None or worker.process.poll() is not None:
+        worker.start()
+
+
+def _finished(api: httpx.Client, answer: httpx.Response) -> dict[str, Any]:
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    assert wait_terminal(api, job_id)["status"] == "completed"
+    result: dict[str, Any] = api.get(f"/result/{job_id}").json()
+    return result
+
+
+def _lookups(api: httpx.Client, outcome: str) -> float:
+    prefix = f'visionq_result_cache_lookups_total{{outcome="{outcome}"}} '
+    return float(next(line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)).split()[-1])
+
+
+def test_an_identical_image_is_answered_from_the_cache_without_inference(api: httpx.Client) -> None:
+    image = _cat(91)
+    first = _finished(api, submit(api, image))
+    inferences, hits = inference_count(api, MODEL), _lookups(api, "hit")
+    again = submit(api, image)
+    repeat = _finished(api, again)
+    inferences_after_hit = inference_count(api, MODEL)
+    other_options = _finished(api, submit(api, image, top_k=3))
+    fresh = _finished(
+        api, api.post("/classify", files={"file": ("c.jpg", image)}, headers={"Cache-Control": "no-cache"})
+    )
+
+    assert first["metadata"]["cache"] == "miss"
+    assert again.json()["status"] == "completed", "answered at once"
+    assert repeat["metadata"]["cache"] == "hit"
+    assert repeat["job_id"] != first["job_id"]
+    assert repeat["predictions"] == first["predictions"]
+    assert repeat["metadata"]["receipt"] == first["metadata"]["receipt"]
+    assert inferences_after_hit == inferences, "no inference ran for the hit"
+    assert _lookups(api, "hit") == hits + 1
+    assert other_options["metadata"]["cache"] == "miss", "top_k is part of the request"
+    assert len(other_options["predictions"]) == 3
+    assert fresh["metadata"]["cache"] == "miss", "Cache-Control: no-cache runs the model"
+    assert inference_count(api, MODEL) == inferences + 2
+
+
+def test_two_identical_submits_in_flight_run_one_inference(
+    cache_stack: tuple[Settings, WorkerProcess, ApiServer], api: httpx.Client
+) -> None:
+    image = _cat(92)
+    worker = cache_stack[1]
+    worker.stop()  # both wait in the queue together
+    leader, follower = submit(api, image), submit(api, image)
+    inferences = inference_count(api, MODEL)
+    worker.start()
+    results = [_finished(api, answer) for answer in (leader, follower)]
+
+    assert [result["metadata"]["cache"] for result in results] == ["miss", "hit"]
+    assert results[0]["predictions"] == results[1]["predictions"]
+    assert inference_count(api, MODEL) == inferences + 1
+
+
+def test_the_follower_of_a_cancelled_job_runs_on_its_own(
+    cache_stack: tuple[Settings, WorkerProcess, ApiServer], api: httpx.Client
+) -> None:
+    image = _cat(93)
+    worker = cache_stack[1]
+    worker.stop()
+    leader, follower = (submit(api, image).json()["job_id"] for _ in range(2))
+    cancelled = api.delete(f"/jobs/{leader}")
+    worker.start()
+    result = _finished(api, httpx.Response(202, json={"job_id": follower}))
+    later = _finished(api, submit(api, image))
+
+    assert cancelled.status_code == 200
+    assert result["metadata"]["cache"] == "miss", "it ran the model itself"
+    assert later["metadata"]["cache"] == "hit", "and its result serves the next identical submit"
