@@ -249,6 +249,12 @@ class Settings(ClientSettings):
     """Bytes of Redis memory above which `POST /classify` answers 503 `queue_full` (the same shares per priority
     as `max_queued_jobs`). 0: 90% of Redis's own `maxmemory` when it has one, else no bound."""
 
+    max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Images one `POST /batches` may hold (parts, or members of its archive)."""
+
+    max_batch_bytes: Annotated[int, Field(ge=1)] = 256 * 1024 * 1024
+    """Bytes a batch's archive may hold, and unpack to (a bigger one, or a bomb, is refused with 413)."""
+
     result_cache: bool = True
     """Reuse a finished result for the same image bytes, model version and options from the same owner: the job
     completes at once with `metadata.cache: "hit"` and no inference runs; an identical submit while the first

@@ -256,3 +256,28 @@ def test_with_authentication_on_the_page_needs_a_key_and_works_with_one(
     )
     expect(finished.locator(".prediction")).to_have_count(5, timeout=RESULT_TIMEOUT_MS)
     expect(finished.locator(".prediction").first).to_contain_text(CAT_NAMES)
+
+
+def test_a_folder_goes_as_one_batch_with_one_bar_and_its_results_to_download(
+    page: Page, service: str, tmp_path: Path
+) -> None:
+    photos = tmp_path / "holiday"
+    photos.mkdir()
+    with Image.open(CAT) as cat:
+        for n in range(3):
+            cat.rotate(90 * n).save(photos / f"cat-{n}.png")
+
+    page.goto(service)
+    page.locator("#folder").set_input_files(photos)
+
+    card = page.locator(".job.batch", has=page.get_by_role("heading", name="holiday", exact=True))
+    expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=RESULT_TIMEOUT_MS)
+    expect(card.locator(".job-stage")).to_have_text("3 of 3 done")
+    with page.expect_download() as download:
+        card.get_by_role("link", name="CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+
+    assert lines[0].startswith("index,name,job_id,status,class_id")
+    assert len(lines) == 4
+    assert all(",completed," in line for line in lines[1:])
+    assert sorted(line.split(",")[1] for line in lines[1:]) == [f"holiday/cat-{n}.png" for n in range(3)]

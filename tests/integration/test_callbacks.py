@@ -227,3 +227,33 @@ def test_without_a_secret_callbacks_are_refused_at_submit(api: httpx.Client) -> 
 
 def test_the_deliveries_of_an_unknown_job_are_not_found(callbacks_api: httpx.Client) -> None:
     assert callbacks_api.get("/jobs/no-such-job/deliveries").status_code == 404
+
+
+def test_a_batch_is_called_back_once_signed_with_its_final_status(
+    callbacks_stack: CallbacksStack, callbacks_api: httpx.Client, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    files = [("file", (f"{n}.jpg", CAT, "image/jpeg")) for n in range(3)]
+    answer = callbacks_api.post("/batches", files=files, data={"callback_url": url})
+    assert answer.status_code == 202, answer.text
+    batch_id = answer.json()["batch_id"]
+
+    wait_for(lambda: state.requests, DELIVERY_TIMEOUT, "the batch's callback")
+    callbacks_stack.deliverer.stop()  # any attempt still to come is then in Redis, where it can be seen
+    try:
+        with redis.Redis.from_url(callbacks_stack.settings.broker_url, decode_responses=True) as client:
+            another_to_come = attempt_to_come(client, callbacks_stack.settings, f"batch:{batch_id}")
+    finally:
+        callbacks_stack.deliverer.start()
+    ((headers, body),) = state.requests
+    final = json.loads(body)
+
+    assert not another_to_come
+    assert verify(body, SECRET, headers["x-visionq-signature"])
+    assert headers["x-visionq-job-id"] == f"batch:{batch_id}"
+    assert (final["batch_id"], final["status"], final["total"]) == (batch_id, "completed", 3)
+    assert final["counts"]["completed"] == 3
+    assert final == {
+        **callbacks_api.get(f"/batches/{batch_id}").json(),
+        "estimated_completion": final["estimated_completion"],
+    }

@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,42 @@ def test_prepare_makes_the_checked_exports_a_worker_will_find(tmp_path: Path) ->
         assert [name.rsplit("-", 1)[0] for name in exports] == ["efficientnet-lite0"]
     assert unknown.returncode == 2
     assert "Unknown model 'no-such-model'" in unknown.stderr
+
+
+def test_a_folder_sent_as_one_batch_shows_one_bar_and_writes_its_results_file(
+    folder: Path, env: dict[str, str]
+) -> None:
+    status, screen = run_in_terminal(
+        [sys.executable, "-m", "visionq", "classify", "--batch", folder.name, "--output", "results.csv"],
+        env=env,
+        cwd=folder.parent,
+        timeout=COMMAND_TIMEOUT,
+    )
+    with (folder.parent / "results.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+
+    assert status == 0, screen
+    bars = re.findall(r"batch\s+[━╺╸]+\s+(\d+)/(\d+)", screen)
+    assert bars, screen
+    assert bars[-1] == ("5", "5"), "one bar, to the end"
+    assert sorted(Path(row["name"]).name for row in rows) == sorted(FOLDER), "a directory gives its image files"
+    assert {row["status"] for row in rows} == {"completed"}
+    assert {int(row["class_id"]) for row in rows} <= CAT_CLASSES
+    assert "5 results in results.csv" in screen
+
+
+def test_an_archive_batch_with_a_bad_member_fails_the_run_and_reports_it(
+    folder: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for path in sorted(folder.iterdir()):
+            packed.write(path, path.name)
+    run = visionq("classify", "--batch", str(archive), "--output", str(tmp_path / "out.jsonl"), env=env)
+    lines = json_lines((tmp_path / "out.jsonl").read_text())
+
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [line["name"] for line in lines] == sorted(path.name for path in folder.iterdir())
+    bad = next(line for line in lines if line["name"] == "notes.txt")
+    assert (bad["status"], bad["error"]["code"]) == ("failed", "unsupported_media_type")
+    assert sum(line["status"] == "completed" for line in lines) == len(FOLDER)

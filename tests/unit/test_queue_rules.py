@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from visionq.api.endpoints.status import _matches
 from visionq.jobs import cache
+from visionq.jobs.batches import status_body
 from visionq.jobs.records import JobRecord, Place, isoformat, parse_time, utcnow
 from visionq.wire.jobs import ResultBody, StatusBody, dump_status
 from visionq.wire.schemas import MAX_DEADLINE_SECONDS, ClassifyForm
@@ -144,3 +145,22 @@ def test_a_reused_result_keeps_the_answer_and_takes_the_jobs_own_id_and_times() 
     assert reused.metadata.cache == "hit"
     assert (reused.metadata.queue_time, reused.metadata.total_time) == (2.0, 2.0)
     assert reused.metadata.batch_size is None, "no call of the model served it"
+
+
+def test_a_batch_is_pending_until_an_item_starts_then_running_until_every_item_ends() -> None:
+    fields = {"batch_id": "b", "total": "4", "state": "open", "ended": "0"}
+    waiting = status_body(fields, pace=0.5)
+    running = status_body({**fields, "processing": "1", "completed": "1", "ended": "1"}, pace=0.5)
+    ended = status_body({**fields, "state": "completed", "completed": "3", "failed": "1", "ended": "4",
+                         "ended_at": "2026-12-06T12:00:00.000Z"})  # fmt: skip
+
+    assert (waiting["status"], waiting["counts"]["pending"], waiting["progress"]) == ("pending", 4, 0)
+    assert waiting["estimated_completion"] is not None, "four items at the queue's pace"
+    assert (running["status"], running["counts"]["pending"], running["progress"]) == ("running", 2, 25)
+    assert (ended["status"], ended["progress"], ended["estimated_completion"]) == (
+        "completed",
+        100,
+        "2026-12-06T12:00:00.000Z",
+    )
+    assert ended["counts"] == {"pending": 0, "processing": 0, "completed": 3, "failed": 1, "cancelled": 0, "expired": 0}
+    assert status_body(fields)["estimated_completion"] is None, "no pace measured yet"

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from visionq import __version__
 from visionq.api import problems
 from visionq.api.backpressure import Backpressure
-from visionq.api.endpoints import admin, auth, catalog, classification, health, jobs, status
+from visionq.api.endpoints import admin, auth, batches, catalog, classification, health, jobs, status
 from visionq.api.middleware import RequestMiddleware
 from visionq.api.queue_keeper import QueueKeeper
 from visionq.api.ratelimit import RateLimiter
@@ -33,6 +33,7 @@ from visionq.auth.oidc import discovery_url
 from visionq.connections import async_redis
 from visionq.images import create_image_store
 from visionq.inference.sources import ModelSources
+from visionq.jobs.batches import BatchStore
 from visionq.jobs.events import JobEvents
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.store import JobStore
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limiter=RateLimiter(settings, redis),
             backpressure=backpressure,
             latest=latest,
+            batches=BatchStore(redis, ttl=settings.image_ttl + settings.result_ttl, queue=settings.queue),
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
@@ -156,7 +158,15 @@ def create_app(settings: Settings) -> FastAPI:
             max_age=600,
         )
     problems.install_problem_handlers(app)
-    routers = (classification.router, status.router, jobs.router, catalog.router, auth.router, admin.router)
+    routers = (
+        classification.router,
+        batches.router,
+        status.router,
+        jobs.router,
+        catalog.router,
+        auth.router,
+        admin.router,
+    )
     for router in (*routers, health.router):
         app.include_router(router)
 

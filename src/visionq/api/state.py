@@ -14,6 +14,7 @@ from visionq.archive.repository import Archive
 from visionq.images import ImageStore
 from visionq.inference.catalog import Catalog
 from visionq.inference.sources import ModelSources
+from visionq.jobs.batches import BatchStore
 from visionq.jobs.events import JobEvents
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.store import JobStore
@@ -37,3 +38,4 @@ class AppState:
     rate_limiter: RateLimiter
     backpressure: Backpressure
     latest: LatestChoice
+    batches: BatchStore

@@ -112,7 +112,7 @@ class Submitter:
     ) -> Accepted:
         """Make and queue one job; with `idempotency_key`, the same request again gets the original answer.
         `cached=False` (`Cache-Control: no-cache`): never served from the result cache."""
-        spec = await self._admit(form)
+        spec = await self.admit(form)
         job_id = str(uuid.uuid4())
         if idempotency_key is None:
             checked = await self._off_loop(image, self._check_and_put, job_id, image)
@@ -158,22 +158,29 @@ class Submitter:
         parts: list[Part],
         request_id: str | None = None,
         cached: bool = True,
+        batch_id: str | None = None,
+        admitted: ModelSpec | None = None,
     ) -> list[Accepted | errors.VisionqError]:
         """One job per part, in order: each part's answer, or the problem that refused it alone. A problem of
-        the whole request (the form, the model, the callback) raises instead, before any job is made."""
-        spec = await self._admit(form)
+        the whole request (the form, the model, the callback) raises instead, before any job is made. With
+        `batch_id`, the jobs are items of that batch (`admitted`: the model the batch's `admit` resolved)."""
+        spec = admitted or await self.admit(form)
         answers: list[Accepted | errors.VisionqError] = []
         for part in parts:
             job_id = str(uuid.uuid4())
             try:
+                if len(part.data) > self.settings.max_upload_bytes:
+                    raise errors.PayloadTooLarge(f"the image is over {self.settings.max_upload_bytes} bytes")
                 checked = await self._off_loop(part.data, self._check_and_put, job_id, part.data)
-                made = await self._make(job_id, owner, form, spec, checked, part.data, request_id, cached=cached)
+                made = await self._make(
+                    job_id, owner, form, spec, checked, part.data, request_id, cached=cached, batch_id=batch_id
+                )
                 answers.append(Accepted(made))
             except errors.VisionqError as refused:
                 answers.append(refused)
         return answers
 
-    async def _admit(self, form: ClassifyForm) -> ModelSpec:
+    async def admit(self, form: ClassifyForm) -> ModelSpec:
         """What refuses the whole request: an unknown model, a callback the service cannot send, a full Redis."""
         settings = self.settings
         # A version published since the catalog's last listing is listed now, so that a job for it is accepted.
@@ -224,6 +231,7 @@ class Submitter:
         remember: tuple[str, bytes] | None = None,
         now: str | None = None,
         cached: bool = True,
+        batch_id: str | None = None,
     ) -> JobAccepted:
         settings = self.settings
         moment = utcnow()
@@ -250,6 +258,7 @@ class Submitter:
             max_wait=min((w for w in (form.max_wait, settings.max_queue_wait) if w), default=None),
             image_store=self.images.name if self.images is not None else "redis",
             deadline=isoformat(deadline) if deadline is not None else None,
+            batch_id=batch_id,
         )
         if cached and settings.result_cache:
             record.cache_key = cache.entry_key(record, shared=settings.result_cache_shared)
@@ -267,10 +276,7 @@ class Submitter:
         except RedisError as exc:
             # Made or not (a reply lost to a Redis restart), its image stays: the image sweeper removes it if no
             # job holds it. A retry with the same Idempotency-Key gets the job back if it was made.
-            raise errors.BrokerUnavailable(
-                "the job store is unreachable; try again shortly (with the same Idempotency-Key, if you sent one)",
-                retry_after=5,
-            ) from exc
+            raise _unreachable() from exc
         if submitted.cached is not None:
             return await self._from_cache(record, submitted.cached, remember, spec.ref, form)
         if not submitted.accepted:
@@ -292,7 +298,10 @@ class Submitter:
             update={"status": JobStatus.COMPLETED, "stage": Stage.COMPLETED, "progress": 100,
                     "updated_at": hit.completed_at, "cache_key": None}
         )  # fmt: skip
-        await self.store.record_hit(done, cache.result_json(hit), remember=remember)
+        try:
+            await self.store.record_hit(done, cache.result_json(hit), remember=remember)
+        except RedisError as exc:  # made or not, a retry finds the job or the cache again
+            raise _unreachable() from exc
         if self.images is not None:  # stored before the cache was asked; never read
             await run_in_threadpool(self.images.delete, record.job_id)
         accepted = _accepted(record.job_id, record.created_at, model_ref, form, 0.0)
@@ -317,6 +326,13 @@ class Submitter:
         task = asyncio.create_task(run())
         self._settling.add(task)  # the event loop holds tasks weakly
         task.add_done_callback(self._settling.discard)
+
+
+def _unreachable() -> errors.BrokerUnavailable:
+    return errors.BrokerUnavailable(
+        "the job store is unreachable; try again shortly (with the same Idempotency-Key, if you sent one)",
+        retry_after=5,
+    )
 
 
 def _form_print(form: ClassifyForm) -> tuple[str, ...]:

@@ -92,13 +92,17 @@ class _Collector:
             self.fields[self._name] = self._value.decode("utf-8", "replace")
 
 
-async def read_upload(request: Request, *, max_file_bytes: int, max_files: int = 1) -> Upload:
+async def read_upload(
+    request: Request, *, max_file_bytes: int, max_files: int = 1, max_total_bytes: int | None = None
+) -> Upload:
     """Read the form of `POST /classify`, with up to `max_files` images in `file` parts, raising PayloadTooLarge
-    the moment one of them is too big."""
+    the moment one of them, or the whole body (`max_total_bytes`, else `max_files` full files), is too big."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UnsupportedMediaType("send the image as multipart/form-data with the image in a `file` field")
     limit = max_files * (max_file_bytes + FORM_OVERHEAD)
+    if max_total_bytes is not None:
+        limit = min(limit, max_total_bytes + FORM_OVERHEAD)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(_too_large(max_file_bytes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,10 +30,11 @@ from visionq.cli.options import (
     open_client,
 )
 from visionq.cli.paths import PathsNotFound, expand_images
-from visionq.cli.progress import JobBars
+from visionq.cli.progress import BatchBar, JobBars
 from visionq.cli.report import (
     ImageJob,
     accepted_table,
+    batch_table,
     card_table,
     failure_text,
     json_line,
@@ -41,9 +43,10 @@ from visionq.cli.report import (
     problem_json,
     results_table,
     status_table,
+    write_batch_results,
 )
 from visionq.client.aio import AsyncClient
-from visionq.client.common import DEFAULT_WAIT, Outcome
+from visionq.client.common import DEFAULT_WAIT, ImageInput, Outcome
 from visionq.client.errors import ClientError, JobTimeout, NotFinished, ProblemError
 from visionq.wire.jobs import FailureBody, ResultBody
 from visionq.wire.states import Priority
@@ -59,18 +62,37 @@ def classify(
         list[str], typer.Argument(help="Image files, directories (their image files) or quoted globs ('**/*.jpg').")
     ],
     model: Annotated[str, typer.Option(help="`latest`, a model name, or name@version.")] = "latest",
-    priority: Annotated[Priority, typer.Option(help="Queue priority.")] = Priority.NORMAL,
+    priority: Annotated[
+        Priority | None, typer.Option(help="Queue priority (default: normal; a batch's: low).", show_default=False)
+    ] = None,
     top_k: Annotated[int, typer.Option(help="Predictions per image (the table shows the first).", min=1, max=20)] = 5,
     callback_url: Annotated[str | None, typer.Option(help="URL that receives each result when it is ready.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job ids at once instead of waiting.")] = False,
     concurrency: Annotated[int, typer.Option(help="Jobs followed at once.", min=1, max=1000)] = 64,
     timeout: TimeoutOption = DEFAULT_WAIT,
     as_json: JsonOption = False,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Send the images as one batch (PATHS: a directory, a zip or tar archive, or image files): one "
+            "progress bar, the results in a file. Priority `low` unless --priority says otherwise.",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --batch: the results file, JSON Lines, or CSV for a .csv name (default: "
+            "visionq-<batch id>.jsonl)."
+        ),
+    ] = None,  # fmt: skip
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
     token: TokenOption = None,
 ) -> None:
     """Submit images and show one live progress bar per image, then a results table."""
+    if batch:
+        _classify_batch(paths, model, priority, top_k, callback_url, timeout, output, url, api_key, token)
     try:
         files = expand_images(paths)
     except PathsNotFound as missing:
@@ -81,7 +103,7 @@ def classify(
         raise typer.Exit(EXIT_USAGE)
     jobs = [ImageJob(file) for file in files]
     client = open_async_client(url, api_key, token)
-    run = _Run(client, model, priority, top_k, callback_url, timeout, no_wait, concurrency)
+    run = _Run(client, model, priority or Priority.NORMAL, top_k, callback_url, timeout, no_wait, concurrency)
     bars = JobBars(console, visible=console.is_terminal and not as_json)
     try:
         asyncio.run(run.all(jobs, bars))
@@ -153,6 +175,44 @@ class _Run:
             except JobTimeout as gave_up:
                 job.timeout = gave_up
                 bars.give_up(bar, "timed out")
+
+
+def _classify_batch(
+    paths: list[str],
+    model: str,
+    priority: Priority | None,
+    top_k: int,
+    callback_url: str | None,
+    timeout: float,
+    output: Path | None,
+    url: str | None,
+    api_key: str | None,
+    token: str | None,
+) -> None:
+    """`visionq classify --batch`: one batch, one progress bar, the results written to a file. Exits."""
+    missing = [path for path in paths if not Path(path).exists()]
+    if missing:
+        errors.print(f"error: no such file or directory: {', '.join(missing)}")
+        raise typer.Exit(EXIT_USAGE)
+    images: ImageInput | list[ImageInput] = paths[0] if len(paths) == 1 else list[ImageInput](paths)
+    try:
+        with open_client(url, api_key, token) as client, BatchBar(console, visible=console.is_terminal) as bar:
+            sent = client.submit_batch(
+                images, model=model, priority=(priority or Priority.LOW).value, top_k=top_k, callback_url=callback_url
+            )
+            bar.start(sent.accepted.total)
+            final = sent.wait(timeout, on_status=bar.show)
+            target = output or Path(f"visionq-{sent.batch_id}.jsonl")
+            written = write_batch_results(target, sent.results())
+    except TimeoutError as gave_up:
+        errors.print(f"error: {gave_up}; the batch goes on in the service")
+        raise typer.Exit(EXIT_FAILED) from None
+    except (ClientError, ProblemError) as exc:
+        _print_error(exc, False)
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(batch_table(final))
+    console.print(f"{written} results in {target}")
+    raise typer.Exit(EXIT_OK if final.counts.completed == final.total else EXIT_FAILED)
 
 
 def _report(jobs: list[ImageJob], as_json: bool, no_wait: bool) -> None:

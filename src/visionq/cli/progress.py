@@ -11,6 +11,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from visionq.client.errors import ProblemError
 from visionq.wire.jobs import StatusBody
+from visionq.wire.schemas import BatchStatus
 from visionq.wire.states import JobStatus
 
 _STAGE_STYLE = {
@@ -72,3 +73,43 @@ class JobBars:
     def give_up(self, bar: TaskID, reason: str) -> None:
         self._progress.update(bar, stage=f"[red]{reason}[/]")
         self._progress.stop_task(bar)
+
+
+class BatchBar:
+    """One bar for a whole batch: its items ended out of its total, and its counts so far."""
+
+    def __init__(self, console: Console, *, visible: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("batch", style="bold"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not visible,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> BatchBar:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def start(self, total: int) -> None:
+        self._task = self._progress.add_task("batch", total=total, counts="queued")
+
+    def show(self, status: BatchStatus) -> None:
+        if self._task is None:
+            return
+        counts = status.counts
+        ended = status.total - counts.pending - counts.processing
+        parts = [f"{counts.completed} done"]
+        parts += [f"[red]{counts.failed} failed[/]"] if counts.failed else []
+        parts += (
+            [f"[yellow]{counts.cancelled + counts.expired} not run[/]"] if counts.cancelled + counts.expired else []
+        )
+        self._progress.update(self._task, completed=ended, counts=", ".join(parts))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,15 @@ from rich.table import Table
 from visionq.client.common import Outcome
 from visionq.client.errors import ClientError, ConnectionFailed, JobTimeout, ProblemError
 from visionq.wire.jobs import FailureBody, ResultBody, StatusBody
-from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
+from visionq.wire.schemas import (
+    BATCH_CSV_COLUMNS,
+    BatchItem,
+    BatchStatus,
+    JobAccepted,
+    ModelCard,
+    ModelInfo,
+    batch_csv_row,
+)
 from visionq.wire.states import JobStatus
 
 #: `status` of a JSON line for an image the API refused (no job was made).
@@ -222,3 +232,29 @@ def _model(job: ImageJob) -> str:
 
 def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def batch_table(status: BatchStatus) -> Table:
+    """A finished batch's counts by outcome."""
+    table = Table(title=f"batch {status.batch_id}: {status.status}")
+    for column in ("images", "completed", "failed", "cancelled", "expired"):
+        table.add_column(column, justify="right")
+    counts = status.counts
+    table.add_row(*map(str, (status.total, counts.completed, counts.failed, counts.cancelled, counts.expired)))
+    return table
+
+
+def write_batch_results(path: Path, items: Iterable[BatchItem]) -> int:
+    """Write a batch's items to `path`: JSON Lines, or CSV (the top prediction) for a `.csv` name. Returns how many."""
+    written = 0
+    with path.open("w", newline="", encoding="utf-8") as file:
+        rows = csv.writer(file) if path.suffix.lower() == ".csv" else None
+        if rows is not None:
+            rows.writerow(BATCH_CSV_COLUMNS)
+        for item in items:
+            written += 1
+            if rows is None:
+                file.write(item.model_dump_json(exclude_none=True) + "\n")
+            else:
+                rows.writerow(batch_csv_row(item.model_dump(mode="json")))
+    return written

@@ -31,12 +31,16 @@ from visionq.client.errors import (
     ValidationError,
     problem_class,
 )
-from visionq.client.sync import Client
+from visionq.client.sync import Batch, Client
 from visionq.wire.jobs import FailureBody, JobError, Prediction, Receipt, ResultBody, ResultMetadata, StatusBody
-from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo, TransformInfo
+from visionq.wire.schemas import BatchAccepted, BatchItem, BatchStatus, JobAccepted, ModelCard, ModelInfo, TransformInfo
 
 __all__ = [
     "AsyncClient",
+    "Batch",
+    "BatchAccepted",
+    "BatchItem",
+    "BatchStatus",
     "BrokerUnavailableError",
     "Client",
     "ClientError",

@@ -10,11 +10,11 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import IO, Any, Generic, TypeAlias, TypeVar
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pydantic
@@ -22,7 +22,7 @@ import pydantic
 from visionq.client.errors import ConnectionFailed, JobTimeout, NotFinished, ProblemError, problem_class
 from visionq.client.settings import ClientSettings
 from visionq.wire.jobs import FailureBody, ResultBody, StatusBody
-from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
+from visionq.wire.schemas import BatchAccepted, BatchItem, BatchStatus, JobAccepted, ModelCard, ModelInfo
 
 #: Seconds one HTTP request may take (connect, send, and each read), unless the client is given another.
 DEFAULT_TIMEOUT = 30.0
@@ -101,6 +101,13 @@ def job_id(job: JobRef) -> str:
 
 
 @contextmanager
+def image_parts(images: list[ImageInput]) -> Iterator[list[tuple[str, bytes | IO[bytes]]]]:
+    """`image_part` of each image, all open for the request's duration."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(image_part(image)) for image in images]
+
+
+@contextmanager
 def image_part(image: ImageInput) -> Iterator[tuple[str, bytes | IO[bytes]]]:
     """The `(filename, content)` of the multipart `file` field; a path is opened for the request's duration.
     The server decides the type from the bytes, so the name is only informative."""
@@ -124,7 +131,7 @@ class Call(Generic[T]):
     path: str
     parse: Callable[[httpx.Response], T]
     data: Mapping[str, str] | None = None
-    files: Mapping[str, tuple[str, bytes | IO[bytes]]] | None = None
+    files: Mapping[str, tuple[str, bytes | IO[bytes]]] | list[tuple[str, tuple[str, bytes | IO[bytes]]]] | None = None
     headers: Mapping[str, str] | None = None
     hold: float = 0.0
     """Seconds the server may hold the request before it answers (`Prefer: wait`), on top of the read timeout."""
@@ -150,6 +157,57 @@ def submit_call(
         data["callback_url"] = callback_url
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return Call("POST", "/classify", parse_accepted, data=data, files={"file": part}, headers=headers)
+
+
+#: File names sent as one archive by `submit_batch` (the server unpacks them).
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
+#: Image files a directory given to `submit_batch` contributes (the CLI's list).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def batch_inputs(images: ImageInput | list[ImageInput]) -> list[ImageInput]:
+    """What `submit_batch` sends, one `file` part each: an archive as it is, a directory's image files (sorted, its
+    subdirectories too), or the images given."""
+    if isinstance(images, str | os.PathLike) and os.path.isdir(images):
+        root = os.fspath(images)
+        paths = sorted(
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(root)
+            for name in names
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
+        )
+        return list[ImageInput](paths)
+    if isinstance(images, list):
+        return images
+    return [images]
+
+
+def batch_call(
+    parts: list[tuple[str, bytes | IO[bytes]]],
+    *,
+    model: str,
+    priority: str,
+    top_k: int,
+    callback_url: str | None,
+) -> Call[BatchAccepted]:
+    data = {"model_version": model, "priority": str(priority), "top_k": str(top_k)}
+    if callback_url is not None:
+        data["callback_url"] = callback_url
+    return Call("POST", "/batches", parse_batch_accepted, data=data, files=[("file", part) for part in parts])
+
+
+def batch_status_call(batch_id: str) -> Call[BatchStatus]:
+    return Call("GET", f"/batches/{quote(batch_id, safe='')}", parse_batch_status)
+
+
+def batch_cancel_call(batch_id: str) -> Call[BatchStatus]:
+    return Call("DELETE", f"/batches/{quote(batch_id, safe='')}", parse_batch_status)
+
+
+def batch_results_call(batch_id: str, cursor: int, limit: int) -> Call[tuple[list[BatchItem], int | None]]:
+    """One page of a batch's results: its items, and the cursor of the next page (None after the last)."""
+    path = f"/batches/{quote(batch_id, safe='')}/results?{urlencode({'cursor': cursor, 'limit': limit})}"
+    return Call("GET", path, parse_batch_page)
 
 
 def status_call(job: JobRef) -> Call[StatusBody]:
@@ -184,6 +242,8 @@ _STATUS = pydantic.TypeAdapter(StatusBody)
 # ResultBody requires `predictions` and FailureBody requires `error`, so exactly one of them fits a body.
 _OUTCOME: pydantic.TypeAdapter[Outcome] = pydantic.TypeAdapter(Outcome)
 _MODELS = pydantic.TypeAdapter(list[ModelInfo])
+_BATCH_ACCEPTED = pydantic.TypeAdapter(BatchAccepted)
+_BATCH_STATUS = pydantic.TypeAdapter(BatchStatus)
 _CARD = pydantic.TypeAdapter(ModelCard)
 
 
@@ -203,6 +263,24 @@ def parse_result(response: httpx.Response) -> Outcome:
     if response.status_code == httpx.codes.ACCEPTED:
         raise NotFinished(_validate(response, _STATUS))
     return _validate(response, _OUTCOME)
+
+
+def parse_batch_accepted(response: httpx.Response) -> BatchAccepted:
+    raise_for_problem(response)
+    return _validate(response, _BATCH_ACCEPTED)
+
+
+def parse_batch_status(response: httpx.Response) -> BatchStatus:
+    raise_for_problem(response)
+    return _validate(response, _BATCH_STATUS)
+
+
+def parse_batch_page(response: httpx.Response) -> tuple[list[BatchItem], int | None]:
+    raise_for_problem(response)
+    items = [BatchItem.model_validate_json(line) for line in response.text.splitlines() if line.strip()]
+    following = response.links.get("next", {}).get("url")
+    cursor = parse_qs(urlsplit(following).query).get("cursor") if following else None
+    return items, int(cursor[0]) if cursor else None
 
 
 def parse_models(response: httpx.Response) -> list[ModelInfo]:

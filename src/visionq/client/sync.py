@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_any
 from contextlib import ExitStack
@@ -19,9 +19,9 @@ from visionq.client import common
 from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import NotFinished, ProblemError
 from visionq.wire.jobs import StatusBody
-from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
+from visionq.wire.schemas import BatchAccepted, BatchItem, BatchStatus, JobAccepted, ModelCard, ModelInfo
 
-__all__ = ["Client"]
+__all__ = ["Batch", "Client"]
 
 T = TypeVar("T")
 ImageT = TypeVar("ImageT", bound=ImageInput)
@@ -97,6 +97,22 @@ class Client:
                 idempotency_key=idempotency_key,
             )
             return self._send(call)
+
+    def submit_batch(
+        self,
+        images: ImageInput | list[ImageInput],
+        *,
+        model: str = "latest",
+        priority: str = "low",
+        top_k: int = 5,
+        callback_url: str | None = None,
+    ) -> Batch:
+        """Send many images as one batch, each its own job; returns at once. `images`: a zip or tar archive, a
+        directory (its image files), or a list of images (paths, bytes, file objects). `callback_url` is called
+        once, when the whole batch ends."""
+        with common.image_parts(common.batch_inputs(images)) as parts:
+            call = common.batch_call(parts, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
+            return Batch(self, self._send(call))
 
     def status(self, job: JobRef) -> StatusBody:
         """Where the job is: status, stage, progress."""
@@ -244,6 +260,53 @@ class Client:
             if watch.observe(self.status(watch.job_id)):
                 return self.result(watch.job_id)
             time.sleep(watch.next_delay())
+
+
+class Batch:
+    """A batch sent by `Client.submit_batch`: its status, its items' results, waiting for it, cancelling it.
+
+    >>> batch = client.submit_batch("photos.zip")         # doctest: +SKIP
+    >>> batch.wait().counts.completed                     # doctest: +SKIP
+    >>> for item in batch.results(): print(item.name, item.predictions[0].class_name)  # doctest: +SKIP
+    """
+
+    def __init__(self, client: Client, accepted: BatchAccepted) -> None:
+        self.client = client
+        self.accepted = accepted
+        self.batch_id = accepted.batch_id
+
+    def status(self) -> BatchStatus:
+        return self.client._send(common.batch_status_call(self.batch_id))
+
+    def cancel(self) -> BatchStatus:
+        """Cancel the items not yet started; those running finish."""
+        return self.client._send(common.batch_cancel_call(self.batch_id))
+
+    def wait(
+        self, timeout: float | None = DEFAULT_WAIT, *, on_status: Callable[[BatchStatus], None] | None = None
+    ) -> BatchStatus:
+        """Block until every item has ended (polling its status with growing pauses, at most one a second); raise
+        TimeoutError after `timeout` seconds. `on_status` sees each new status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay, last = common.POLL_FIRST_DELAY, None
+        while True:
+            status = self.status()
+            if status != last and on_status is not None:
+                on_status(status)
+            last = status
+            if status.ended:
+                return status
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise TimeoutError(f"batch {self.batch_id} did not end within {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * common.POLL_BACKOFF, common.POLL_MAX_DELAY)
+
+    def results(self, page: int = 1000) -> Iterator[BatchItem]:
+        """Every item, in order, with its status and predictions or error, read a page at a time."""
+        cursor: int | None = 0
+        while cursor is not None:
+            items, cursor = self.client._send(common.batch_results_call(self.batch_id, cursor, page))
+            yield from items
 
 
 def _outcome(future: Future[Outcome]) -> Outcome | ProblemError:

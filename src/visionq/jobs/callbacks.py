@@ -1,9 +1,9 @@
 """CallbackQueue: the callbacks worker's side of callback deliveries in Redis (worker/deliveries.py).
 
-A finished job with a callback URL is put in the `visionq:callbacks:due` sorted set, scored by when its next
-attempt is due, by the same atomic step that finishes it. Callbacks workers take due jobs off the set (ZREM
-decides which one of them gets a job), append each attempt to the job's delivery log, and put a job whose
-attempt failed back in the set for later: retries wait here, not as Celery ETA messages, so they survive
+A finished job (or batch, as `batch:{id}`) with a callback URL is put in the `visionq:callbacks:due` sorted set,
+scored by when its next attempt is due, by the same atomic step that finishes it. Callbacks workers take due jobs
+off the set (ZREM decides which one of them gets a job), append each attempt to the job's delivery log, and put a
+job whose attempt failed back in the set for later: retries wait here, not as Celery ETA messages, so they survive
 restarts of every worker.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 from redis import Redis
 
-from visionq.jobs import keys
+from visionq.jobs import batches, keys
 from visionq.jobs.records import JobRecord
 
 #: Seconds a callbacks worker's heartbeat lasts; the worker renews it on every housekeeping tick, so a
@@ -73,6 +73,18 @@ class CallbackQueue:
             return None
         record = JobRecord.from_redis({_text(k): _text(v) for k, v in fields.items()})
         return CallbackJob(record, result, [orjson.loads(entry) for entry in history])
+
+    def read_batch(self, member: str) -> tuple[str, bytes, list[dict[str, Any]]] | None:
+        """A finished batch's (member `batch:{id}` of the due set) callback URL, its final status body and its
+        delivery log; None when the batch has expired."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(member)
+            pipe.lrange(keys.deliveries(member), 0, -1)
+            fields, history = pipe.execute()
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        if "callback_url" not in text:
+            return None
+        return text["callback_url"], orjson.dumps(batches.status_body(text)), [orjson.loads(e) for e in history]
 
     def record_attempt(self, job_id: str, attempt: dict[str, Any], *, keep: int, retry_at: float | None) -> None:
         """Append `attempt` to the job's delivery log (kept `keep` seconds, as long as the job's result) and,

@@ -23,6 +23,8 @@ job:{id}:deliveries      list   one JSON object per callback delivery attempt; T
 visionq:cache:{sha256(scope)[:16]}:{sha256(request)}  hash  leader (job id), result (its result JSON once
                                 complete): the result cache (jobs/cache.py); TTL = result_ttl
 visionq:cache:…:followers  list  jobs waiting for the leader's result (single flight)
+batch:{id}, batch:{id}:items   a batch and its items (jobs/batches.py); `batch:{id}` also names it in the
+                                callbacks-due set
 visionq:idem:{owner}:{sha256(key)}  string  an Idempotency-Key's request fingerprint and original answer; TTL 24 h
 visionq:apikey:{sha256}  string the principal of an API key (JSON), or "revoked"; a cache of the database, 60 s
 visionq:revoked:{key_id} string set when a key is revoked; refuses its access tokens until they expire
@@ -47,6 +49,7 @@ from __future__ import annotations
 import hashlib
 
 JOB_PREFIX = "job:"
+BATCH_PREFIX = "batch:"
 LIVE_JOBS = "visionq:jobs:live"
 PROCESSING_JOBS = "visionq:jobs:processing"
 QUEUE_TICKETS = "visionq:jobs:tickets"

@@ -77,6 +77,8 @@ class JobRecord(BaseModel):
     promoted_at: str | None = None
     cache_key: str | None = None
     """Its result cache entry (jobs/cache.py), when the cache may serve it."""
+    batch_id: str | None = None
+    """The batch the job is an item of (jobs/batches.py)."""
     follows: str | None = None
     """The identical job whose result it waits for (single flight), while that one runs."""
     queued: str | None = None

@@ -28,6 +28,68 @@ local function callback_due(status_key, due_key, now)
 end
 """
 
+# Shared: a batch's side of its items' jobs (jobs/batches.py). `batch_count` counts a job of a batch as it starts
+# (`processing`) or ends (its outcome; `prior`, its status before); the end of the last item ends the batch, as
+# `completed`, or `cancelled` when a cancel was asked, and queues its callback (member `batch:{id}` of the
+# callbacks-due set). The batch's key is named from the job's hash (a single Redis's job state).
+_BATCH = """
+local function finish_batch(batch, now, now_s, due_key)
+  if redis.call('HGET', batch, 'state') ~= 'open' then
+    return
+  end
+  if tonumber(redis.call('HGET', batch, 'ended') or '0') < tonumber(redis.call('HGET', batch, 'total') or '0') then
+    return
+  end
+  local final = 'completed'
+  if redis.call('HEXISTS', batch, 'cancel_requested') == 1 then
+    final = 'cancelled'
+  end
+  redis.call('HSET', batch, 'state', final, 'ended_at', now)
+  if due_key and redis.call('HEXISTS', batch, 'callback_url') == 1 then
+    redis.call('ZADD', due_key, now_s, batch)
+  end
+end
+local function batch_count(status_key, outcome, prior, now, now_s, due_key)
+  local batch_id = redis.call('HGET', status_key, 'batch_id')
+  if not batch_id then
+    return
+  end
+  local batch = 'batch:' .. batch_id
+  if redis.call('EXISTS', batch) == 0 then
+    return
+  end
+  if prior == 'processing' then
+    redis.call('HINCRBY', batch, 'processing', -1)
+  end
+  if outcome == 'processing' then
+    redis.call('HINCRBY', batch, 'processing', 1)
+    return
+  end
+  redis.call('HINCRBY', batch, outcome, 1)
+  redis.call('HINCRBY', batch, 'ended', 1)
+  finish_batch(batch, now, now_s, due_key)
+end
+"""
+
+# KEYS: the batch, its items, callbacks due. ARGV: items refused at submission, the items' TTL, now, now (unix s),
+# then each item (JSON), in order.
+# Opens a batch once its jobs are made: its items recorded, the refused ones ended and failed, and the batch ended
+# at once when every item already has.
+OPEN_BATCH = (
+    _BATCH
+    + """
+for i = 5, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'failed', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'ended', ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'open')
+finish_batch(KEYS[1], ARGV[3], ARGV[4], KEYS[3])
+return 1
+"""
+)
+
 #: The fields a job update carries: those a change can change. A watcher has the rest from its first read.
 CHANGING = ("job_id", "status", "stage", "progress", "updated_at", "started_at", "worker_id", "attempts",
             "error_code", "error_message")  # fmt: skip
@@ -160,6 +222,7 @@ return {1, queued, wait, start_in, ahead}
 # A job served from the result cache: made completed, with its result, in one step (no queue, no worker).
 CACHED = (
     _CALLBACK_DUE
+    + _BATCH
     + """
 local fields = cjson.decode(ARGV[1])
 local flat = {}
@@ -174,6 +237,7 @@ redis.call('ZADD', KEYS[3], ARGV[4], fields['job_id'])
 redis.call('HINCRBY', KEYS[4], 'completed', 1)
 redis.call('HINCRBY', KEYS[4], 'cache_hits', 1)
 callback_due(KEYS[1], KEYS[5], ARGV[4])
+batch_count(KEYS[1], 'completed', nil, fields['updated_at'], ARGV[4], KEYS[5])
 if KEYS[6] ~= '' then
   redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[6], 'XX')
 end
@@ -250,6 +314,7 @@ return 0
 # then, go into an average (`visionq:queue:{queue}:pace`).
 TAKE = (
     _PUBLISH
+    + _BATCH
     + _LIVE_JOB
     + """
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
@@ -274,6 +339,9 @@ if leader and state == 'pending' then
   end
 end
 redis.call('ZREM', KEYS[7], job_id)
+if state == 'pending' then
+  batch_count(KEYS[1], 'processing', state)
+end
 if redis.call('ZREM', KEYS[6], job_id) == 1 then
   local pace = redis.call('HMGET', KEYS[8], 'at', 'busy', 'interval')
   if pace[1] and pace[2] == '1' then
@@ -367,6 +435,7 @@ COMPLETE = (
     _PUBLISH
     + _CALLBACK_DUE
     + _CACHE_END
+    + _BATCH
     + _LIVE_JOB
     + """
 redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', ARGV[2])
@@ -384,6 +453,7 @@ else
 end
 redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
 callback_due(KEYS[1], KEYS[9], ARGV[5])
+batch_count(KEYS[1], 'completed', state, ARGV[2], ARGV[5], KEYS[9])
 local followers = cache_end(KEYS[1], ARGV[6] == '1', ARGV[1], ARGV[3])
 publish(KEYS[1], KEYS[5], ARGV[1])
 return {1, unpack(followers)}
@@ -400,6 +470,7 @@ FINISH_UNSUCCESSFULLY = (
     _PUBLISH
     + _CALLBACK_DUE
     + _CACHE_END
+    + _BATCH
     + _LIVE_JOB
     + """
 if ARGV[8] == '1' and state ~= 'pending' then
@@ -423,6 +494,7 @@ redis.call('ZREM', KEYS[11], job_id)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 redis.call('ZADD', KEYS[7], ARGV[6], job_id)
 callback_due(KEYS[1], KEYS[8], ARGV[6])
+batch_count(KEYS[1], ARGV[1], state, ARGV[4], ARGV[6], KEYS[8])
 cache_end(KEYS[1], false)
 publish(KEYS[1], KEYS[4])
 return 1
@@ -446,6 +518,12 @@ if in_redis and redis.call('EXISTS', KEYS[2]) == 0 then
   return -1
 end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
+local batch_id = redis.call('HGET', KEYS[1], 'batch_id')
+if batch_id and redis.call('EXISTS', 'batch:' .. batch_id) == 1 then
+  redis.call('HINCRBY', 'batch:' .. batch_id, 'failed', -1)
+  redis.call('HINCRBY', 'batch:' .. batch_id, 'ended', -1)
+  redis.call('HSET', 'batch:' .. batch_id, 'state', 'open')
+end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
            'updated_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'crashes',

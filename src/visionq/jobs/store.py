@@ -298,11 +298,17 @@ class JobStore:
         raw: bytes | str | None = await self.redis.get(keys.result(job_id))
         return raw.encode() if isinstance(raw, str) else raw
 
-    async def cancel(self, job_id: str) -> bool:
-        """Cancel a live job: a queued one is never processed, a running one stops at its next stage.
-        False if the job is unknown or already terminal."""
+    async def cancel(self, job_id: str, *, only_pending: bool = False) -> bool:
+        """Cancel a live job: a queued one is never processed, a running one stops at its next stage (with
+        `only_pending`, a running one is left to finish). False if the job is unknown or already terminal."""
         job_keys, args = finish_call(
-            job_id, JobStatus.CANCELLED, "cancelled", "cancelled by request", self.result_ttl, queue=self.queue
+            job_id,
+            JobStatus.CANCELLED,
+            "cancelled",
+            "cancelled by request",
+            self.result_ttl,
+            queue=self.queue,
+            only_pending=only_pending,
         )
         return bool(await self._finish(keys=job_keys, args=args))
 

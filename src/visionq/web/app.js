@@ -17,12 +17,16 @@ const KEY_STORE = "visionq.apiKey";
 const RECENT_STORE = "visionq.recent";
 // A JWT (three base64url parts) goes in `Authorization: Bearer`; anything else is an API key.
 const JWT = /^[\w-]+\.[\w-]+\.[\w-]+$/;
+// An archive the service unpacks into a batch.
+const ARCHIVE = /\.(zip|tar|tgz|tar\.gz|tar\.bz2|tar\.xz)$/i;
+const BATCH_ENDED = new Set(["completed", "cancelled"]);
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const cardOf = new WeakMap();
 const els = {
   model: $("#model"), priority: $("#priority"), key: $("#api-key"), notice: $("#options-status"),
-  input: $("#files"), drop: $("#drop"), announcer: $("#announcer"),
+  input: $("#files"), drop: $("#drop"), announcer: $("#announcer"), folder: $("#folder"),
+  chooseFolder: $("#choose-folder"),
   jobs: $("#jobs"), jobsEmpty: $("#jobs-empty"), clearJobs: $("#clear-jobs"),
   recent: $("#recent"), recentEmpty: $("#recent-empty"), clearRecent: $("#clear-recent"),
 };
@@ -207,6 +211,160 @@ class JobCard {
   }
 }
 
+// ---- a batch's card: one bar for many images ----
+
+class BatchCard {
+  constructor(name) {
+    this.name = name;
+    this.id = null;
+    this.finished = false;
+    this.el = fromTemplate("batch-template", { "job-name": name });
+    this.part = (selector) => $(selector, this.el);
+    this.part(".progress").setAttribute("aria-label", `Progress of ${name}`);
+    this.part(".cancel").addEventListener("click", () => this.cancel());
+    for (const [link, type] of [[".download-csv", "text/csv"], [".download-jsonl", "application/x-ndjson"]]) {
+      this.part(link).addEventListener("click", (event) => {
+        event.preventDefault();
+        this.download(type);
+      });
+    }
+    cardOf.set(this.el, this);
+    els.jobs.prepend(this.el);
+    syncLists();
+    this.line("Uploading", 0);
+  }
+
+  line(text, progress) {
+    const bar = this.part(".progress");
+    bar.setAttribute("aria-valuenow", String(progress));
+    bar.setAttribute("aria-valuetext", `${text}, ${progress}%`);
+    this.part(".progress-fill").style.width = `${progress}%`;
+    this.part(".job-stage").textContent = text;
+  }
+
+  accept(body) {
+    this.id = body.batch_id;
+    this.part(".cancel").hidden = false;
+    this.line(`${body.total} images queued`, 0);
+    announce(`${this.name}: ${body.total} images queued`);
+  }
+
+  show(body) {
+    const c = body.counts;
+    const ended = body.total - c.pending - c.processing;
+    const parts = [`${ended} of ${body.total} done`];
+    if (c.failed) parts.push(`${c.failed} failed`);
+    if (c.cancelled + c.expired) parts.push(`${c.cancelled + c.expired} not run`);
+    this.line(parts.join(" · "), body.progress);
+    if (BATCH_ENDED.has(body.status)) this.end(body);
+  }
+
+  end(body) {
+    if (this.finished) return;
+    this.finished = true;
+    this.el.dataset.state = body.status === "completed" ? "done" : "cancelled";
+    this.part(".cancel").hidden = true;
+    this.part(".batch-downloads").hidden = false;
+    announce(`${this.name}: batch ${body.status}, ${body.counts.completed} of ${body.total} classified`);
+    syncLists();
+  }
+
+  problem(title, detail) {
+    this.finished = true;
+    this.el.dataset.state = "refused";
+    this.part(".job-stage").textContent = title;
+    Object.assign(this.part(".job-problem"), { textContent: sentence(detail), hidden: false });
+    this.part(".cancel").hidden = true;
+    announce(`${this.name}: ${title}. ${sentence(detail)}`);
+    syncLists();
+  }
+
+  async cancel() {
+    this.part(".cancel").disabled = true;
+    try {
+      this.show((await api(`/batches/${this.id}`, { method: "DELETE" })).body);
+    } catch (error) {
+      announce(`${this.name}: ${error.message}`);
+    }
+  }
+
+  // The results file, fetched with the page's credentials and handed to the browser as a download.
+  async download(type) {
+    const response = await fetch(`/batches/${this.id}/results`, { headers: { Accept: type, ...authHeaders() } });
+    if (!response.ok) return announce(`${this.name}: the results could not be fetched`);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `${this.name}-results.${type === "text/csv" ? "csv" : "jsonl"}`;
+    link.click();
+    URL.revokeObjectURL(link.href);
+  }
+
+  remove() {
+    this.el.remove();
+  }
+}
+
+async function submitBatch(files, name) {
+  const card = new BatchCard(name);
+  const form = new FormData();
+  for (const file of files) form.append("file", file, file.webkitRelativePath || file.name);
+  form.append("model_version", els.model.value);
+  form.append("top_k", String(TOP_K));
+  if (els.priority.value !== "normal") form.append("priority", els.priority.value);
+  try {
+    const { body } = await api("/batches", { method: "POST", body: form });
+    card.accept(body);
+    followBatch(card, body.links.websocket);
+  } catch (error) {
+    card.problem(error.title, error.message);
+  }
+}
+
+// The batch's WebSocket pushes its status on each change; polling takes over if it cannot be used.
+function followBatch(card, websocketPath) {
+  let socket;
+  try {
+    socket = new WebSocket(socketUrl(websocketPath));
+  } catch {
+    pollBatch(card);
+    return;
+  }
+  socket.addEventListener("message", (event) => card.show(JSON.parse(event.data)));
+  socket.addEventListener("close", () => {
+    if (!card.finished) pollBatch(card);
+  });
+}
+
+async function pollBatch(card) {
+  while (!card.finished && card.el.isConnected) {
+    try {
+      card.show((await api(`/batches/${card.id}`)).body);
+    } catch (error) {
+      if (error.status >= 400 && error.status < 500 && error.status !== 429) return card.problem(error.title, error.message);
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+// Every file under a dropped folder (the browser hands them out a directory entry at a time).
+async function filesOf(entry) {
+  if (entry.isFile) return [await new Promise((resolve, reject) => entry.file(resolve, reject))];
+  const reader = entry.createReader();
+  const found = [];
+  for (;;) {
+    const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+    if (!batch.length) break;
+    for (const child of batch) if (!child.name.startsWith(".")) found.push(...(await filesOf(child)));
+  }
+  return found;
+}
+
+// Chosen or dropped files: one archive goes as a batch, anything else as one job per image.
+function submitChosen(files) {
+  if (files.length === 1 && ARCHIVE.test(files[0].name)) submitBatch(files, files[0].name);
+  else if (files.length) submitAll(files);
+}
+
 // ---- following a job ----
 
 // Applies one message (a status body, a failure body or the result); true once the job is over.
@@ -358,8 +516,14 @@ function setUp() {
   });
   els.drop.addEventListener("click", () => els.input.click());
   els.input.addEventListener("change", () => {
-    submitAll(els.input.files);
+    submitChosen([...els.input.files]);
     els.input.value = "";
+  });
+  els.chooseFolder.addEventListener("click", () => els.folder.click());
+  els.folder.addEventListener("change", () => {
+    const files = [...els.folder.files];
+    if (files.length) submitBatch(files, files[0].webkitRelativePath.split("/")[0] || "folder");
+    els.folder.value = "";
   });
   // Files may be dropped anywhere on the page; the drop zone lights up while they are dragged in.
   window.addEventListener("dragover", (event) => {
@@ -370,10 +534,17 @@ function setUp() {
   window.addEventListener("dragleave", (event) => {
     if (!event.relatedTarget) els.drop.classList.remove("dragging");
   });
-  window.addEventListener("drop", (event) => {
+  window.addEventListener("drop", async (event) => {
     event.preventDefault();
     els.drop.classList.remove("dragging");
-    if (event.dataTransfer?.files.length) submitAll(event.dataTransfer.files);
+    const entries = [...(event.dataTransfer?.items ?? [])].map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
+    const files = [...(event.dataTransfer?.files ?? [])];
+    const folders = entries.filter((entry) => entry.isDirectory);
+    // A dropped folder goes as one batch (its files read before the event's data is gone: all at once).
+    for (const [folder, found] of await Promise.all(folders.map(async (f) => [f, await filesOf(f)]))) {
+      submitBatch(found, folder.name);
+    }
+    if (!folders.length) submitChosen(files);
   });
   els.clearJobs.addEventListener("click", () => {
     for (const el of [...els.jobs.children]) if (el.dataset.state !== "running") cardOf.get(el)?.remove();

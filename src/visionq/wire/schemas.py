@@ -312,3 +312,76 @@ class AdminModelBody(ModelInfo):
 
     workers_loaded: int = Field(description="Live worker processes that have it loaded.")
     keep_loaded: bool = Field(description="Workers were asked to load it and keep it loaded.")
+
+
+class BatchLinks(BaseModel):
+    status: str
+    results: str
+    websocket: str
+
+
+class BatchAccepted(BaseModel):
+    """`202 Accepted` answer of `POST /batches`."""
+
+    batch_id: str
+    status: str
+    created_at: str
+    total: int
+    links: BatchLinks
+
+
+class BatchCounts(BaseModel):
+    pending: int = 0
+    processing: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+
+
+class BatchStatus(BaseModel):
+    """`GET /batches/{id}`, each `WS /ws/batches/{id}` message, and a batch's callback."""
+
+    batch_id: str
+    status: str = Field(description="`pending`, `running`, `completed` (every item ended) or `cancelled`.")
+    total: int
+    counts: BatchCounts
+    progress: int = Field(ge=0, le=100, description="The share of items that ended, in percent.")
+    estimated_completion: str | None = None
+    created_at: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("completed", "cancelled")
+
+
+class BatchItem(BaseModel):
+    """One line of `GET /batches/{id}/results`."""
+
+    index: int
+    name: str
+    job_id: str | None = None
+    status: str
+    predictions: list[Prediction] | None = None
+    error: JobError | None = None
+
+
+#: The columns of a batch's results as CSV (`GET /batches/{id}/results` with `Accept: text/csv`, and the CLI's file).
+BATCH_CSV_COLUMNS = ("index", "name", "job_id", "status", "class_id", "class_name", "confidence", "error_code", "error")
+
+
+def batch_csv_row(item: dict[str, Any]) -> tuple[object, ...]:
+    """One item (a results line, as JSON data) as a CSV row: its top prediction, or its error."""
+    top = (item.get("predictions") or [{}])[0]
+    error = item.get("error") or {}
+    return (
+        item["index"],
+        item["name"],
+        item.get("job_id") or "",
+        item["status"],
+        top.get("class_id", ""),
+        top.get("class_name", ""),
+        top.get("confidence", ""),
+        error.get("code", ""),
+        error.get("message", ""),
+    )

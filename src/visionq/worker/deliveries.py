@@ -21,6 +21,7 @@ from redis import RedisError
 
 from visionq.callbacks.delivery import Attempt, backoff, deliver
 from visionq.connections import sync_redis
+from visionq.jobs import keys
 from visionq.jobs.callbacks import CallbackQueue
 from visionq.jobs.records import JobRecord
 from visionq.settings import Settings
@@ -86,17 +87,27 @@ class DeliveryWorker:
 
     def attempt(self, job_id: str) -> Attempt | None:
         """Make the next delivery attempt of the job's callback; None when there is nothing (left) to do."""
-        job = self.callbacks.read(job_id)
-        if job is None:
-            log.warning("callback dropped: the job has expired", extra={"job_id": job_id})
+        if job_id.startswith(keys.BATCH_PREFIX):  # a batch's: its final status body
+            batch = self.callbacks.read_batch(job_id)
+            if batch is None:
+                log.warning("callback dropped: the batch has expired", extra={"job_id": job_id})
+                return None
+            url, body, past = batch
+        else:
+            job = self.callbacks.read(job_id)
+            if job is None:
+                log.warning("callback dropped: the job has expired", extra={"job_id": job_id})
+                return None
+            record, result, past = job
+            if record.callback_url is None:
+                return None
+            url = record.callback_url
+            body = result if record.status is JobStatus.COMPLETED and result else _failure_json(record)
+        if any(entry["outcome"] in FINAL for entry in past):
             return None
-        record, result, past = job
-        if record.callback_url is None or any(entry["outcome"] in FINAL for entry in past):
-            return None
-        body = result if record.status is JobStatus.COMPLETED and result else _failure_json(record)
         attempt = deliver(
             self.http,
-            record.callback_url,
+            url,
             body,
             job_id=job_id,
             attempt=len(past) + 1,

@@ -24,8 +24,9 @@ from visionq.wire.states import JobStatus
 router = APIRouter(tags=["classification"], responses=protected_responses())
 
 
-def _request_body_schema() -> dict[str, Any]:
-    properties: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": "The image."}}
+def request_body_schema(*, archive: bool = False) -> dict[str, Any]:
+    what = "An image, or (repeated) several; or one zip or tar archive of images." if archive else "The image."
+    properties: dict[str, Any] = {FILE_FIELD: {"type": "string", "format": "binary", "description": what}}
     form_schema = ClassifyForm.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, schema in form_schema["properties"].items():
         properties[name] = schema
@@ -66,7 +67,7 @@ def _request_body_schema() -> dict[str, Any]:
             errors.BrokerUnavailable,
         ),
     },
-    openapi_extra=_request_body_schema(),
+    openapi_extra=request_body_schema(),
 )
 async def classify(
     request: Request,
@@ -95,7 +96,7 @@ async def classify(
     upload = await read_upload(
         request, max_file_bytes=settings.max_upload_bytes, max_files=settings.max_images_per_request
     )
-    form = _parse_form(upload.fields)
+    form = parse_form(upload.fields)
     if not upload.files:
         raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
     request_id = request.state.request_id
@@ -160,7 +161,7 @@ def _no_cache(header: str | None) -> bool:
     return bool(directives & {"no-cache", "no-store"})
 
 
-def _parse_form(fields: dict[str, str]) -> ClassifyForm:
+def parse_form(fields: dict[str, str]) -> ClassifyForm:
     try:
         return ClassifyForm.model_validate({k: v for k, v in fields.items() if v != ""})
     except ValidationError as exc:
