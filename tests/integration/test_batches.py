@@ -20,6 +20,7 @@ from websockets.sync.client import connect
 from factories import chelsea, encode
 from integration.conftest import StackFactory
 from integration.stack import ApiServer, WorkerProcess, wait_for
+from visionq.archive.repository import Archive
 from visionq.jobs import keys
 from visionq.settings import Settings
 
@@ -147,3 +148,36 @@ def test_a_cancelled_batch_leaves_no_job_running(
     assert (len(messages), closed_with) == (1, 1000), "an ended batch's socket sends its status once and closes"
     assert running == 0
     wait_for(lambda: api.get(f"/status/{lines[0]['job_id']}").json()["status"] == "cancelled", 5, "a cancelled item")
+
+
+def test_an_ended_batch_is_archived_and_answered_from_the_archive_once_redis_lets_it_go(
+    batch_stack: tuple[Settings, WorkerProcess, ApiServer], api: httpx.Client
+) -> None:
+    files = [("file", (f"{n}.jpg", SMALL_CAT, "image/jpeg")) for n in range(3)] + [("file", ("x.txt", b"text"))]
+    batch = api.post("/batches", files=files).json()
+    batch_id = batch["batch_id"]
+    _follow(batch_stack[2], batch_id)
+    live_body = api.get(f"/batches/{batch_id}").json()
+    live_lines = [json.loads(line) for line in api.get(batch["links"]["results"]).text.splitlines()]
+    archive = Archive(batch_stack[0].archive_url)
+    try:
+        wait_for(lambda: archive.find_batch(batch_id), 30, "the batch's archive row")
+        job_ids = [line["job_id"] for line in live_lines if "job_id" in line]
+
+        def items_archived() -> bool:
+            rows = archive.find_many(job_ids).values()
+            return len(rows) == 3 and all(row.status == "completed" for row in rows)
+
+        wait_for(items_archived, 30, "the items' rows")
+    finally:
+        archive.close()
+    client = redis.Redis.from_url(batch_stack[0].broker_url)
+    client.delete(f"batch:{batch_id}", f"batch:{batch_id}:items", *(keys.status(j) for j in job_ids),
+                  *(keys.result(j) for j in job_ids))  # fmt: skip
+    client.close()
+    archived_body = api.get(f"/batches/{batch_id}").json()
+    archived_lines = [json.loads(line) for line in api.get(batch["links"]["results"]).text.splitlines()]
+
+    assert live_body["status"] == "completed"
+    assert archived_body == live_body
+    assert archived_lines == live_lines, "the same lines, from the archive"

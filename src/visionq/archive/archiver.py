@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from redis import Redis
 
 from visionq.archive.repository import Archive
-from visionq.archive.rows import row_from_job
+from visionq.archive.rows import row_from_batch, row_from_job
+from visionq.jobs import keys
 from visionq.jobs.outbox import ArchiveOutbox
 from visionq.jobs.records import JobRecord
 from visionq.wire.jobs import ResultBody
@@ -60,6 +61,10 @@ class Archiver:
         waiting = self.outbox.waiting(newest, self.batch)
         if not waiting:
             return 0
+        batches = [member for member in waiting if member.startswith(keys.BATCH_PREFIX)]
+        if batches:
+            self._archive_batches(batches)
+            waiting = [member for member in waiting if not member.startswith(keys.BATCH_PREFIX)]
         with self._known_guard:
             known = {job_id: self._known.pop(job_id) for job_id in waiting if job_id in self._known}
         rows, written = [], []
@@ -80,7 +85,18 @@ class Archiver:
             written.append((job_id, record.status.value))
         self.archive.save(rows)
         self.outbox.archived(written)
-        return len(rows)
+        return len(rows) + len(batches)
+
+    def _archive_batches(self, members: list[str]) -> None:
+        """Archive ended batches (outbox members `batch:{id}`): their counts and items."""
+        rows = []
+        for member, (fields, items) in zip(members, self.outbox.read_batches(members), strict=True):
+            if fields:
+                rows.append(row_from_batch(fields, items))
+            else:
+                log.warning("batch expired from Redis before it was archived", extra={"batch": member})
+        self.archive.save_batches(rows)
+        self.outbox.archived([(member, "") for member in members])
 
 
 def _result_body(result: ResultBody | bytes | None) -> ResultBody | None:

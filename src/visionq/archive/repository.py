@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from visionq.archive.tables import ArchivedJob
+from visionq.archive.tables import ArchivedBatch, ArchivedJob
 
 #: Seconds a SQLite writer waits for another process's write lock before failing.
 SQLITE_BUSY_TIMEOUT = 30
@@ -107,6 +107,25 @@ class Archive:
     def find(self, job_id: str) -> ArchivedJob | None:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(ArchivedJob, job_id)
+
+    def find_many(self, job_ids: Sequence[str]) -> dict[str, ArchivedJob]:
+        """The archived jobs among `job_ids`, by id (one query)."""
+        if not job_ids:
+            return {}
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.scalars(select(ArchivedJob).where(ArchivedJob.job_id.in_(list(job_ids))))
+            return {row.job_id: row for row in rows}
+
+    def save_batches(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace ended batches (column → value); a batch is written when it ends, so a second write
+        (two archivers at once) writes the same."""
+        with Session(self.engine) as session, session.begin():
+            for row in rows:
+                session.merge(ArchivedBatch(**row))
+
+    def find_batch(self, batch_id: str) -> ArchivedBatch | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(ArchivedBatch, batch_id)
 
     def list_jobs(self, query: JobQuery) -> JobPage:
         limit = max(1, min(query.limit, MAX_PAGE))

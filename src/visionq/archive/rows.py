@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from visionq.archive.tables import ArchivedJob
+from visionq.archive.tables import ArchivedBatch, ArchivedJob
+from visionq.jobs import batches
 from visionq.jobs.records import JobRecord, isoformat, parse_time
 from visionq.wire.jobs import FailureBody, ImageInfo, JobError, Prediction, Receipt, ResultBody, ResultMetadata
 from visionq.wire.states import JobStatus
@@ -95,3 +96,54 @@ def outcome_from_row(row: ArchivedJob) -> ResultBody | FailureBody | None:
 
 def error_from_row(row: ArchivedJob) -> JobError | None:
     return JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None
+
+
+def row_from_batch(fields: dict[str, str], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The archive row of an ended batch, from its Redis hash and items."""
+    body = batches.status_body(fields)
+    return {
+        "batch_id": fields["batch_id"],
+        "owner": fields.get("owner", ""),
+        "status": body["status"],
+        "priority": fields.get("priority", "low"),
+        "total": body["total"],
+        "counts": body["counts"],
+        "items": items,
+        "callback_url": fields.get("callback_url"),
+        "created_at": parse_time(fields["created_at"]),
+        "ended_at": parse_time(fields["ended_at"]) if fields.get("ended_at") else None,
+    }
+
+
+def batch_body(row: ArchivedBatch) -> dict[str, Any]:
+    """The batch status body of an archived batch."""
+    return {
+        "batch_id": row.batch_id,
+        "status": row.status,
+        "total": row.total,
+        "counts": row.counts,
+        "progress": 100,
+        "estimated_completion": isoformat(row.ended_at) if row.ended_at else None,
+        "created_at": isoformat(row.created_at),
+    }
+
+
+def archived_items(row: ArchivedBatch, jobs: dict[str, ArchivedJob], start: int, end: int) -> list[dict[str, Any]]:
+    """Items `start` to `end - 1` of an archived batch, each with its archived job's status, and predictions or
+    error (as `GET /batches/{id}/results` gives them)."""
+    items = []
+    for item in row.items[start:end]:
+        entry = dict(item)
+        job = jobs.get(item.get("job_id", ""))
+        if "error" in entry:
+            entry["status"] = "failed"
+        elif job is None:
+            entry["status"] = "unknown"
+        else:
+            entry["status"] = job.status
+            if job.predictions is not None:
+                entry["predictions"] = job.predictions
+            elif job.error_code:
+                entry["error"] = {"code": job.error_code, "message": job.error_message or ""}
+        items.append(entry)
+    return items

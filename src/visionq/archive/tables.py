@@ -93,6 +93,27 @@ class ArchivedJob(Base):
     )
 
 
+class ArchivedBatch(Base):
+    """A batch, written once it has ended (its items' jobs have rows of their own)."""
+
+    __tablename__ = "batches"
+
+    batch_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    """`completed` or `cancelled`."""
+    priority: Mapped[str] = mapped_column(String(16))
+    total: Mapped[int] = mapped_column(Integer)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """One object per item, in order: `index`, `name`, and `job_id` or the `error` that refused it."""
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index(None, "owner", "created_at"),)
+
+
 class ApiKey(Base):
     """An API key: only its SHA-256 is kept; the key itself is shown once, when it is made."""
 

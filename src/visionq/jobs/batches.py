@@ -102,7 +102,7 @@ class BatchStore:
         are ended and failed now, and a batch whose jobs all ended already ends here."""
         refused = sum("error" in item for item in items)
         await self._open(
-            keys=[batch_key(batch_id), items_key(batch_id), keys.CALLBACKS_DUE],
+            keys=[batch_key(batch_id), items_key(batch_id), keys.CALLBACKS_DUE, keys.ARCHIVE_OUTBOX],
             args=[refused, self.ttl, isoformat(utcnow()), time.time(), *(orjson.dumps(item) for item in items)],
         )
 

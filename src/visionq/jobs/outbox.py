@@ -8,6 +8,9 @@ for the next drain, so the archive never keeps a state older than Redis's.
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from redis import Redis
 
 from visionq.jobs import keys, scripts
@@ -43,10 +46,23 @@ class ArchiveOutbox:
             read.append((fields, None if job_id in skip_results else next(replies)))
         return read
 
+    def read_batches(self, members: list[str]) -> list[tuple[Fields, list[dict[str, Any]]]]:
+        """Each ended batch's hash and items (members `batch:{id}` of the outbox), in one round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.hgetall(member)
+                pipe.lrange(f"{member}:items", 0, -1)
+            replies = iter(pipe.execute())
+        return [
+            ({_text(k): _text(v) for k, v in next(replies).items()}, [orjson.loads(item) for item in next(replies)])
+            for _ in members
+        ]
+
     def archived(self, written: list[tuple[str, str]]) -> int:
         """Take off the outbox each (job id, status written) whose job still has that status, or is gone
         (status "" for a job that expired first); returns how many were taken off. One script, so that no
-        change can land between the check and the removal."""
+        change can land between the check and the removal. A batch (`batch:{id}`) is there only once it has
+        ended, never to change again: its member has no job state, and is taken off at once."""
         status_keys = [keys.status(job_id) for job_id, _ in written]
         return int(self._archived(keys=[keys.ARCHIVE_OUTBOX, *status_keys], args=[v for pair in written for v in pair]))
 

@@ -30,10 +30,11 @@ end
 
 # Shared: a batch's side of its items' jobs (jobs/batches.py). `batch_count` counts a job of a batch as it starts
 # (`processing`) or ends (its outcome; `prior`, its status before); the end of the last item ends the batch, as
-# `completed`, or `cancelled` when a cancel was asked, and queues its callback (member `batch:{id}` of the
-# callbacks-due set). The batch's key is named from the job's hash (a single Redis's job state).
+# `completed`, or `cancelled` when a cancel was asked, and queues its callback and its archiving (member
+# `batch:{id}` of the callbacks-due set and of the archive outbox). The batch's key is named from the job's hash
+# (a single Redis's job state).
 _BATCH = """
-local function finish_batch(batch, now, now_s, due_key)
+local function finish_batch(batch, now, now_s, due_key, outbox_key)
   if redis.call('HGET', batch, 'state') ~= 'open' then
     return
   end
@@ -48,8 +49,9 @@ local function finish_batch(batch, now, now_s, due_key)
   if due_key and redis.call('HEXISTS', batch, 'callback_url') == 1 then
     redis.call('ZADD', due_key, now_s, batch)
   end
+  redis.call('ZADD', outbox_key, now_s, batch)
 end
-local function batch_count(status_key, outcome, prior, now, now_s, due_key)
+local function batch_count(status_key, outcome, prior, now, now_s, due_key, outbox_key)
   local batch_id = redis.call('HGET', status_key, 'batch_id')
   if not batch_id then
     return
@@ -67,12 +69,12 @@ local function batch_count(status_key, outcome, prior, now, now_s, due_key)
   end
   redis.call('HINCRBY', batch, outcome, 1)
   redis.call('HINCRBY', batch, 'ended', 1)
-  finish_batch(batch, now, now_s, due_key)
+  finish_batch(batch, now, now_s, due_key, outbox_key)
 end
 """
 
-# KEYS: the batch, its items, callbacks due. ARGV: items refused at submission, the items' TTL, now, now (unix s),
-# then each item (JSON), in order.
+# KEYS: the batch, its items, callbacks due, archive outbox. ARGV: items refused at submission, the items' TTL, now,
+# now (unix s), then each item (JSON), in order.
 # Opens a batch once its jobs are made: its items recorded, the refused ones ended and failed, and the batch ended
 # at once when every item already has.
 OPEN_BATCH = (
@@ -85,7 +87,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'ended', ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'open')
-finish_batch(KEYS[1], ARGV[3], ARGV[4], KEYS[3])
+finish_batch(KEYS[1], ARGV[3], ARGV[4], KEYS[3], KEYS[4])
 return 1
 """
 )
@@ -237,7 +239,7 @@ redis.call('ZADD', KEYS[3], ARGV[4], fields['job_id'])
 redis.call('HINCRBY', KEYS[4], 'completed', 1)
 redis.call('HINCRBY', KEYS[4], 'cache_hits', 1)
 callback_due(KEYS[1], KEYS[5], ARGV[4])
-batch_count(KEYS[1], 'completed', nil, fields['updated_at'], ARGV[4], KEYS[5])
+batch_count(KEYS[1], 'completed', nil, fields['updated_at'], ARGV[4], KEYS[5], KEYS[3])
 if KEYS[6] ~= '' then
   redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[6], 'XX')
 end
@@ -453,7 +455,7 @@ else
 end
 redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
 callback_due(KEYS[1], KEYS[9], ARGV[5])
-batch_count(KEYS[1], 'completed', state, ARGV[2], ARGV[5], KEYS[9])
+batch_count(KEYS[1], 'completed', state, ARGV[2], ARGV[5], KEYS[9], KEYS[8])
 local followers = cache_end(KEYS[1], ARGV[6] == '1', ARGV[1], ARGV[3])
 publish(KEYS[1], KEYS[5], ARGV[1])
 return {1, unpack(followers)}
@@ -494,7 +496,7 @@ redis.call('ZREM', KEYS[11], job_id)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 redis.call('ZADD', KEYS[7], ARGV[6], job_id)
 callback_due(KEYS[1], KEYS[8], ARGV[6])
-batch_count(KEYS[1], ARGV[1], state, ARGV[4], ARGV[6], KEYS[8])
+batch_count(KEYS[1], ARGV[1], state, ARGV[4], ARGV[6], KEYS[8], KEYS[7])
 cache_end(KEYS[1], false)
 publish(KEYS[1], KEYS[4])
 return 1

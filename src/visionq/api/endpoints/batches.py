@@ -19,14 +19,18 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette import status as http
+from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
 from visionq.api.archives import Limits, is_archive, unpack
 from visionq.api.dependencies import PrincipalDep, StateDep
 from visionq.api.endpoints.classification import parse_form, request_body_schema
 from visionq.api.problems import problem_responses, protected_responses
+from visionq.api.state import AppState
 from visionq.api.submission import Accepted, Part
 from visionq.api.uploads import FILE_FIELD, read_upload
+from visionq.archive.rows import archived_items, batch_body
+from visionq.archive.tables import ArchivedBatch
 from visionq.auth.principals import Principal
 from visionq.jobs.batches import PAGE, BatchStore
 from visionq.wire.schemas import BATCH_CSV_COLUMNS, BatchAccepted, BatchStatus, batch_csv_row
@@ -108,20 +112,41 @@ async def _visible(batches: BatchStore, batch_id: str, principal: Principal) -> 
     """The batch's hash; 404 for an unknown batch, or another principal's (its existence is not theirs to learn)."""
     fields = await batches.read(batch_id)
     if fields is None or not principal.may_see(fields.get("owner", "")):
-        raise errors.JobNotFound(f"no batch {batch_id!r}: the id is unknown or it has expired")
+        raise _unknown(batch_id)
     return fields
+
+
+async def _archived(state: AppState, batch_id: str, principal: Principal) -> ArchivedBatch:
+    """A batch Redis has let go, from the archive (where it is written once it ended); 404 as `_visible`."""
+    row = await run_in_threadpool(state.archive.find_batch, batch_id)
+    if row is None or not principal.may_see(row.owner):
+        raise _unknown(batch_id)
+    return row
+
+
+def _unknown(batch_id: str) -> errors.JobNotFound:
+    return errors.JobNotFound(f"no batch {batch_id!r}: the id is unknown or it has expired")
 
 
 @router.get("/batches/{batch_id}", response_model=BatchStatus, responses=problem_responses(errors.JobNotFound))
 async def get_batch(batch_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
-    """A batch's status: counts by status, overall progress and an estimated completion."""
-    fields = await _visible(state.batches, batch_id, principal)
-    return JSONResponse(await state.batches.body(fields))
+    """A batch's status: counts by status, overall progress and an estimated completion. Once Redis has let it go,
+    from the archive."""
+    body = await _current(state, batch_id, principal)
+    if body is None:
+        raise _unknown(batch_id)
+    return JSONResponse(body)
 
 
 @router.delete("/batches/{batch_id}", response_model=BatchStatus, responses=problem_responses(errors.JobNotFound))
 async def cancel_batch(batch_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
-    """Cancel the items not yet started; those running finish. The batch ends `cancelled`."""
+    """Cancel the items not yet started; those running finish. The batch ends `cancelled`. A batch that has ended
+    is answered as it is."""
+    if await state.batches.read(batch_id) is None:  # gone from Redis: it ended long ago
+        body = await _current(state, batch_id, principal)
+        if body is None:
+            raise _unknown(batch_id)
+        return JSONResponse(body)
     await _visible(state.batches, batch_id, principal)
     await state.batches.request_cancel(batch_id)
     for job_id in await state.batches.job_ids(batch_id):
@@ -151,23 +176,35 @@ async def batch_results(
     accept: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """The batch's items, one line each, streamed in index order, a page at a time."""
-    fields = await _visible(state.batches, batch_id, principal)
-    total = int(fields.get("total", 0))
-    end = min(total, cursor + limit)
     as_csv = "text/csv" in (accept or "")
+    try:
+        fields = await _visible(state.batches, batch_id, principal)
+        total = int(fields.get("total", 0))
+        items = _items(state.batches, batch_id, cursor, min(total, cursor + limit))
+    except errors.JobNotFound:
+        row = await _archived(state, batch_id, principal)
+        total = row.total
+        items = _archived_items(state, row, cursor, min(total, cursor + limit))
     headers = {}
-    if end < total:
-        headers["Link"] = f'</batches/{batch_id}/results?cursor={end}&limit={limit}>; rel="next"'
+    if cursor + limit < total:
+        headers["Link"] = f'</batches/{batch_id}/results?cursor={cursor + limit}&limit={limit}>; rel="next"'
     lines = _csv_lines if as_csv else _json_lines
     media_type = "text/csv" if as_csv else "application/x-ndjson"
-    return StreamingResponse(
-        lines(_items(state.batches, batch_id, cursor, end), header=cursor == 0), media_type=media_type, headers=headers
-    )
+    return StreamingResponse(lines(items, header=cursor == 0), media_type=media_type, headers=headers)
 
 
 async def _items(batches: BatchStore, batch_id: str, start: int, end: int) -> AsyncIterator[dict[str, Any]]:
     for first in range(start, end, PAGE):
         for item in await batches.items(batch_id, first, min(PAGE, end - first)):
+            yield item
+
+
+async def _archived_items(state: AppState, row: ArchivedBatch, start: int, end: int) -> AsyncIterator[dict[str, Any]]:
+    for first in range(start, end, PAGE):
+        last = min(end, first + PAGE)
+        job_ids = [item["job_id"] for item in row.items[first:last] if "job_id" in item]
+        jobs = await run_in_threadpool(state.archive.find_many, job_ids)
+        for item in archived_items(row, jobs, first, last):
             yield item
 
 
@@ -198,15 +235,13 @@ async def watch_batch(websocket: WebSocket, batch_id: str, state: StateDep) -> N
     except errors.Unauthorized as refused:
         await websocket.close(code=4401, reason=refused.detail[:123])
         return
-    batches = state.batches
     last: dict[str, Any] | None = None
     try:
         while True:
-            fields = await batches.read(batch_id)
-            if fields is None or not principal.may_see(fields.get("owner", "")):
+            body = await _current(state, batch_id, principal)
+            if body is None:
                 await websocket.close(code=WS_UNKNOWN_BATCH, reason="unknown batch id")
                 return
-            body = await batches.body(fields)
             changed = {k: v for k, v in body.items() if k != "estimated_completion"}
             if changed != last:
                 await websocket.send_json(body)
@@ -217,3 +252,12 @@ async def watch_batch(websocket: WebSocket, batch_id: str, state: StateDep) -> N
             await asyncio.sleep(WS_BATCH_INTERVAL)
     except WebSocketDisconnect:
         return
+
+
+async def _current(state: AppState, batch_id: str, principal: Principal) -> dict[str, Any] | None:
+    """The batch's status body, from Redis or else the archive; None when unknown or another's."""
+    fields = await state.batches.read(batch_id)
+    if fields is not None:
+        return await state.batches.body(fields) if principal.may_see(fields.get("owner", "")) else None
+    row = await run_in_threadpool(state.archive.find_batch, batch_id)
+    return batch_body(row) if row is not None and principal.may_see(row.owner) else None
