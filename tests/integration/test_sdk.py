@@ -24,6 +24,7 @@ from integration.conftest import RedisFactory
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
 from visionq import AsyncClient, Client
 from visionq.client import (
+    BatchStatus,
     ConflictError,
     ConnectionFailed,
     FailureBody,
@@ -444,3 +445,38 @@ def test_async_url_comes_from_visionq_url_and_the_argument_wins(
 
     monkeypatch.setenv("VISIONQ_URL", url)
     assert asyncio.run(scenario()) == [url, closed_url]
+
+
+def test_a_batch_of_bytes_is_followed_to_its_end_and_its_results_read_in_pages(client: Client) -> None:
+    seen: list[BatchStatus] = []
+    batch = client.submit_batch([CAT, TEXT, CAT])
+    final = batch.wait(JOB_TIMEOUT, on_status=seen.append)
+    items = list(batch.results(page=2))
+
+    assert (final.status, final.total, final.counts.completed, final.counts.failed) == ("completed", 3, 2, 1)
+    assert seen[-1] == final
+    assert [item.index for item in items] == [0, 1, 2], "two pages, in order"
+    assert [item.status for item in items] == ["completed", "failed", "completed"]
+    assert items[1].error is not None
+    assert items[1].error.code == "unsupported_media_type"
+    assert {item.predictions[0].class_id for item in (items[0], items[2]) if item.predictions} <= CAT_CLASSES
+    assert client.status(items[0].job_id or "").priority == "low", "a batch's default priority"
+
+
+def test_the_async_client_sends_a_folder_as_one_batch(url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    (folder / "inner").mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(CAT)
+    (folder / "inner" / "b.jpg").write_bytes(CAT)
+    (folder / "notes.txt").write_text("not an image")
+
+    async def run() -> tuple[BatchStatus, list[str]]:
+        async with AsyncClient(url) as client:
+            batch = await client.submit_batch(folder)
+            final = await batch.wait(JOB_TIMEOUT)
+            return final, [item.name async for item in batch.results()]
+
+    final, names = asyncio.run(run())
+
+    assert (final.status, final.counts.completed) == ("completed", 2)
+    assert [Path(name).name for name in names] == ["a.jpg", "b.jpg"], "a folder gives its image files, sorted"

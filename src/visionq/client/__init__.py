@@ -7,7 +7,7 @@
 Guide: docs/sdk.md. The wire models are the server's own (plain pydantic), re-exported here.
 """
 
-from visionq.client.aio import AsyncClient
+from visionq.client.aio import AsyncBatch, AsyncClient
 from visionq.client.common import ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import (
     BrokerUnavailableError,
@@ -36,6 +36,7 @@ from visionq.wire.jobs import FailureBody, JobError, Prediction, Receipt, Result
 from visionq.wire.schemas import BatchAccepted, BatchItem, BatchStatus, JobAccepted, ModelCard, ModelInfo, TransformInfo
 
 __all__ = [
+    "AsyncBatch",
     "AsyncClient",
     "Batch",
     "BatchAccepted",

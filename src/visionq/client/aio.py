@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TypeVar
@@ -21,9 +21,9 @@ from visionq.client import common
 from visionq.client.common import DEFAULT_TIMEOUT, DEFAULT_WAIT, ImageInput, JobRef, OnStatus, Outcome
 from visionq.client.errors import NotFinished, ProblemError
 from visionq.wire.jobs import StatusBody
-from visionq.wire.schemas import JobAccepted, ModelCard, ModelInfo
+from visionq.wire.schemas import BatchAccepted, BatchItem, BatchStatus, JobAccepted, ModelCard, ModelInfo
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncBatch", "AsyncClient"]
 
 T = TypeVar("T")
 ImageT = TypeVar("ImageT", bound=ImageInput)
@@ -101,6 +101,20 @@ class AsyncClient:
                 idempotency_key=idempotency_key,
             )
             return await self._send(call)
+
+    async def submit_batch(
+        self,
+        images: ImageInput | list[ImageInput],
+        *,
+        model: str = "latest",
+        priority: str = "low",
+        top_k: int = 5,
+        callback_url: str | None = None,
+    ) -> AsyncBatch:
+        """`Client.submit_batch`, awaited: many images as one batch (an archive, a directory, or a list)."""
+        with common.image_parts(common.batch_inputs(images)) as parts:
+            call = common.batch_call(parts, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
+            return AsyncBatch(self, await self._send(call))
 
     async def status(self, job: JobRef) -> StatusBody:
         """Where the job is: status, stage, progress."""
@@ -263,6 +277,41 @@ class AsyncClient:
             if watch.observe(await self.status(watch.job_id)):
                 return await self.result(watch.job_id)
             await asyncio.sleep(watch.next_delay())
+
+
+class AsyncBatch:
+    """A batch sent by `AsyncClient.submit_batch` (see `Batch`)."""
+
+    def __init__(self, client: AsyncClient, accepted: BatchAccepted) -> None:
+        self.client = client
+        self.accepted = accepted
+        self.batch_id = accepted.batch_id
+
+    async def status(self) -> BatchStatus:
+        return await self.client._send(common.batch_status_call(self.batch_id))
+
+    async def cancel(self) -> BatchStatus:
+        return await self.client._send(common.batch_cancel_call(self.batch_id))
+
+    async def wait(
+        self,
+        timeout: float | None = DEFAULT_WAIT,  # noqa: ASYNC109 (the batch goes on: not asyncio.timeout's job)
+        *,
+        on_status: Callable[[BatchStatus], None] | None = None,
+    ) -> BatchStatus:
+        watch = common.BatchWatch(self.batch_id, timeout, on_status)
+        while True:
+            status = await self.status()
+            if watch.observe(status):
+                return status
+            await asyncio.sleep(watch.next_delay())
+
+    async def results(self, page: int = 1000) -> AsyncIterator[BatchItem]:
+        cursor: int | None = 0
+        while cursor is not None:
+            items, cursor = await self.client._send(common.batch_results_call(self.batch_id, cursor, page))
+            for item in items:
+                yield item
 
 
 def _outcome(task: asyncio.Task[Outcome]) -> Outcome | ProblemError:

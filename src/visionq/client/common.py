@@ -437,3 +437,31 @@ class Watch:
 
     def timed_out(self) -> JobTimeout:
         return JobTimeout(self.job_id, self.timeout if self.timeout is not None else 0.0, self.last)
+
+
+class BatchWatch:
+    """The state of one batch `wait()`: its deadline, the polling back-off, and the last status reported."""
+
+    def __init__(self, batch_id: str, timeout: float | None, on_status: Callable[[BatchStatus], None] | None) -> None:
+        self.batch_id = batch_id
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._on_status = on_status
+        self._delay = POLL_FIRST_DELAY
+        self._last: BatchStatus | None = None
+
+    def observe(self, status: BatchStatus) -> bool:
+        """Report `status` if it is new; True once the batch has ended."""
+        if status != self._last:
+            self._last = status
+            if self._on_status is not None:
+                self._on_status(status)
+        return status.ended
+
+    def next_delay(self) -> float:
+        """Seconds to sleep before the next poll; raises TimeoutError once the deadline has passed."""
+        if self._deadline is not None and time.monotonic() + self._delay > self._deadline:
+            raise TimeoutError(f"batch {self.batch_id} did not end within {self.timeout} s")
+        delay = self._delay
+        self._delay = min(self._delay * POLL_BACKOFF, POLL_MAX_DELAY)
+        return delay

@@ -287,19 +287,10 @@ class Batch:
     ) -> BatchStatus:
         """Block until every item has ended (polling its status with growing pauses, at most one a second); raise
         TimeoutError after `timeout` seconds. `on_status` sees each new status."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay, last = common.POLL_FIRST_DELAY, None
-        while True:
-            status = self.status()
-            if status != last and on_status is not None:
-                on_status(status)
-            last = status
-            if status.ended:
-                return status
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise TimeoutError(f"batch {self.batch_id} did not end within {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * common.POLL_BACKOFF, common.POLL_MAX_DELAY)
+        watch = common.BatchWatch(self.batch_id, timeout, on_status)
+        while not watch.observe(status := self.status()):
+            time.sleep(watch.next_delay())
+        return status
 
     def results(self, page: int = 1000) -> Iterator[BatchItem]:
         """Every item, in order, with its status and predictions or error, read a page at a time."""
