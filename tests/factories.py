@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import zipfile
 import zlib
 from collections.abc import Callable
 from functools import cache
@@ -132,3 +133,12 @@ def png_16bit_rgb(samples: npt.NDArray[np.uint16]) -> bytes:
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    """A zip archive (deflated) of `members`, name → bytes, in order."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()

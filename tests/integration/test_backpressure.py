@@ -5,15 +5,18 @@ fails with `deadline_exceeded` instead of running late."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import redis
 
+from environment import model_cache
 from factories import cat_variants
-from integration.conftest import StackFactory
-from integration.stack import ApiServer, submit, wait_for, wait_terminal
+from integration.conftest import RedisFactory, StackFactory
+from integration.stack import FAST_RECOVERY, ApiServer, submit, wait_for, wait_terminal
 from visionq.jobs import keys
 from visionq.jobs.records import ANONYMOUS, parse_time
+from visionq.settings import Settings
 
 CAT_JPEG = cat_variants()["jpeg"]
 
@@ -53,21 +56,26 @@ def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: Stac
     client.close()
 
 
-def test_under_load_the_lowest_priority_is_refused_first(start_stack: StackFactory) -> None:
-    # Bounds for 20: low 16, normal 18, high 19, urgent 20 (Priority.shed_share).
-    _, worker, server = start_stack("shedding", max_queued_jobs=20)
-    worker.stop()
-    with httpx.Client(base_url=server.url, timeout=30) as api:
+def test_under_load_the_lowest_priority_is_refused_first(new_redis: RedisFactory, tmp_path: Path) -> None:
+    # An API alone (no worker: nothing drains the queue). Bounds for 20: low 16, normal 18, high 19, urgent 20
+    # (Priority.shed_share).
+    settings = Settings(**FAST_RECOVERY, model_cache_dir=model_cache(), queue="visionq-test-shedding",
+                        data_dir=tmp_path, redis_url=new_redis("shedding"), max_queued_jobs=20)  # fmt: skip
+    server = ApiServer(settings)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
 
-        def accepted(priority: str) -> bool:
-            answer: httpx.Response = submit(api, CAT_JPEG, priority=priority)
-            assert answer.status_code in (202, 503), answer.text
-            return answer.status_code == 202
+            def accepted(priority: str) -> bool:
+                answer: httpx.Response = submit(api, CAT_JPEG, priority=priority)
+                assert answer.status_code in (202, 503), answer.text
+                return answer.status_code == 202
 
-        filled = [accepted("urgent") for _ in range(16)]
-        outcomes = [(priority, accepted(priority)) for priority in ("low", "normal", "normal", "normal", "high",
-                                                                    "high", "urgent", "urgent", "low")]  # fmt: skip
-        worker.start()
+            filled = [accepted("urgent") for _ in range(16)]
+            outcomes = [(priority, accepted(priority)) for priority in ("low", "normal", "normal", "normal", "high",
+                                                                        "high", "urgent", "urgent", "low")]  # fmt: skip
+    finally:
+        server.stop()
 
     assert all(filled)
     assert outcomes == [

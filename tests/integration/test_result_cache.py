@@ -1,6 +1,6 @@
 """The result cache on a real stack: an identical image is answered from the first job's result with no inference,
-two identical submits in flight run the model once, a request can opt out, and a leader that fails leaves its
-follower to run on its own."""
+two identical submits in flight run the model once, a request can opt out, and a leader that fails (here:
+cancelled) leaves its follower to run on its own."""
 
 from __future__ import annotations
 
@@ -32,9 +32,6 @@ def cache_stack(start_stack: StackFactory) -> tuple[Settings, WorkerProcess, Api
 def api(cache_stack: tuple[Settings, WorkerProcess, ApiServer]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=cache_stack[2].url, timeout=30) as client:
         yield client
-    worker = cache_stack[1]
-    if worker.process is None or worker.process.poll() is not None:
-        worker.start()
 
 
 def _finished(api: httpx.Client, answer: httpx.Response) -> dict[str, Any]:
@@ -76,34 +73,34 @@ def test_an_identical_image_is_answered_from_the_cache_without_inference(api: ht
     assert inference_count(api, MODEL) == inferences + 2
 
 
-def test_two_identical_submits_in_flight_run_one_inference(
+def test_identical_submits_in_flight_run_once_and_a_cancelled_leader_leaves_its_follower_to_run(
     cache_stack: tuple[Settings, WorkerProcess, ApiServer], api: httpx.Client
 ) -> None:
-    image = _cat(92)
-    worker = cache_stack[1]
-    worker.stop()  # both wait in the queue together
-    leader, follower = submit(api, image), submit(api, image)
-    inferences = inference_count(api, MODEL)
-    worker.start()
-    results = [_finished(api, answer) for answer in (leader, follower)]
+    # Sent to a queue no worker serves yet, so that each pair waits together; then one worker runs them all.
+    held = cache_stack[0].model_copy(update={"queue": f"{cache_stack[0].queue}-held"})
+    server = ApiServer(held)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            together, alone = _cat(92), _cat(93)
+            leader, follower = submit(client, together), submit(client, together)
+            cancelled, orphan = (submit(client, alone).json()["job_id"] for _ in range(2))
+            refused = client.delete(f"/jobs/{cancelled}")
+            inferences = inference_count(api, MODEL)
+            worker = WorkerProcess(held)
+            worker.start()
+            try:
+                pair = [_finished(client, answer) for answer in (leader, follower)]
+                ran_alone = _finished(client, httpx.Response(202, json={"job_id": orphan}))
+                later = _finished(client, submit(client, alone))
+            finally:
+                worker.stop()
+    finally:
+        server.stop()
 
-    assert [result["metadata"]["cache"] for result in results] == ["miss", "hit"]
-    assert results[0]["predictions"] == results[1]["predictions"]
-    assert inference_count(api, MODEL) == inferences + 1
-
-
-def test_the_follower_of_a_cancelled_job_runs_on_its_own(
-    cache_stack: tuple[Settings, WorkerProcess, ApiServer], api: httpx.Client
-) -> None:
-    image = _cat(93)
-    worker = cache_stack[1]
-    worker.stop()
-    leader, follower = (submit(api, image).json()["job_id"] for _ in range(2))
-    cancelled = api.delete(f"/jobs/{leader}")
-    worker.start()
-    result = _finished(api, httpx.Response(202, json={"job_id": follower}))
-    later = _finished(api, submit(api, image))
-
-    assert cancelled.status_code == 200
-    assert result["metadata"]["cache"] == "miss", "it ran the model itself"
+    assert [result["metadata"]["cache"] for result in pair] == ["miss", "hit"], "one ran, the other followed"
+    assert pair[0]["predictions"] == pair[1]["predictions"]
+    assert refused.status_code == 200
+    assert ran_alone["metadata"]["cache"] == "miss", "the follower of a cancelled job ran the model itself"
     assert later["metadata"]["cache"] == "hit", "and its result serves the next identical submit"
+    assert inference_count(api, MODEL) == inferences + 2

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import io
 import tarfile
-import zipfile
 
 import pytest
 
+from factories import zip_of
 from visionq import errors
 from visionq.api.archives import Limits, is_archive, unpack
 
 LIMITS = Limits(members=10, member_bytes=1000, total_bytes=3000)
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _tar(members: dict[str, bytes], *, mode: str = "w", link: str | None = None) -> bytes:
@@ -36,7 +28,7 @@ def _tar(members: dict[str, bytes], *, mode: str = "w", link: str | None = None)
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("pack", [_zip, _tar, lambda m: _tar(m, mode="w:gz")])
+@pytest.mark.parametrize("pack", [zip_of, _tar, lambda m: _tar(m, mode="w:gz")])
 def test_members_keep_their_paths_and_order_and_clutter_is_passed_over(pack: object) -> None:
     data = pack({"b/two.jpg": b"2", "a/one.jpg": b"1", "__MACOSX/a/._one.jpg": b"x", ".DS_Store": b"x"})  # type: ignore[operator]
     assert is_archive(data)
@@ -50,7 +42,7 @@ def test_an_image_is_not_an_archive() -> None:
 @pytest.mark.parametrize("name", ["../evil.jpg", "/etc/evil.jpg", "a/../../evil.jpg", "C:/evil.jpg"])
 def test_a_member_outside_the_archive_refuses_it(name: str) -> None:
     with pytest.raises(errors.ValidationFailed, match="outside the archive"):
-        unpack(_zip({"fine.jpg": b"1", name: b"2"}), LIMITS)
+        unpack(zip_of({"fine.jpg": b"1", name: b"2"}), LIMITS)
 
 
 def test_a_link_member_refuses_the_archive() -> None:
@@ -60,18 +52,18 @@ def test_a_link_member_refuses_the_archive() -> None:
 
 def test_a_bomb_is_stopped_at_the_bound_whatever_the_archive_declares() -> None:
     with pytest.raises(errors.PayloadTooLarge, match="unpacks to more than 1000 bytes"):
-        unpack(_zip({"bomb.jpg": b"\0" * 10_000_000}), LIMITS)
+        unpack(zip_of({"bomb.jpg": b"\0" * 10_000_000}), LIMITS)
     with pytest.raises(errors.PayloadTooLarge, match="unpacks to more than 3000 bytes"):
-        unpack(_zip({f"{n}.jpg": b"\0" * 900 for n in range(5)}), LIMITS)
+        unpack(zip_of({f"{n}.jpg": b"\0" * 900 for n in range(5)}), LIMITS)
 
 
 def test_too_many_members_refuse_the_archive() -> None:
     with pytest.raises(errors.PayloadTooLarge, match="more than 10 files"):
-        unpack(_zip({f"{n}.jpg": b"1" for n in range(11)}), LIMITS)
+        unpack(zip_of({f"{n}.jpg": b"1" for n in range(11)}), LIMITS)
 
 
 def test_an_unreadable_or_empty_archive_is_a_clear_problem() -> None:
     with pytest.raises(errors.ValidationFailed, match="could not be read"):
         unpack(b"PK\x03\x04 truncated", LIMITS)
     with pytest.raises(errors.ValidationFailed, match="no files"):
-        unpack(_zip({"__MACOSX/x": b"1"}), LIMITS)
+        unpack(zip_of({"__MACOSX/x": b"1"}), LIMITS)

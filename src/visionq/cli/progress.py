@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from visionq.client.errors import ProblemError
 from visionq.wire.jobs import StatusBody
@@ -22,25 +23,13 @@ _STAGE_STYLE = {
 }
 
 
-class JobBars:
-    """A rich Progress with a bar per job, labelled by file name or job id, showing its stage.
+class _Live:
+    """A rich Progress drawn while the `with` block runs (nothing at all when not `visible`)."""
 
-    Updates may come from any thread or task: rich's Progress is thread-safe. A JobBars made with
-    `visible=False` (for `--json`) draws nothing.
-    """
+    def __init__(self, console: Console, *columns: ProgressColumn | str, visible: bool = True) -> None:
+        self._progress = Progress(*columns, TimeElapsedColumn(), console=console, disable=not visible)
 
-    def __init__(self, console: Console, *, visible: bool = True) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}", style="bold"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TextColumn("{task.fields[stage]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not visible,
-        )
-
-    def __enter__(self) -> JobBars:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 
@@ -48,6 +37,24 @@ class JobBars:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._progress.stop()
+
+
+class JobBars(_Live):
+    """A rich Progress with a bar per job, labelled by file name or job id, showing its stage.
+
+    Updates may come from any thread or task: rich's Progress is thread-safe. A JobBars made with
+    `visible=False` (for `--json`) draws nothing.
+    """
+
+    def __init__(self, console: Console, *, visible: bool = True) -> None:
+        super().__init__(
+            console,
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[stage]}"),
+            visible=visible,
+        )
 
     def add(self, label: str) -> TaskID:
         return self._progress.add_task(label, total=100, stage="submitting")
@@ -75,29 +82,19 @@ class JobBars:
         self._progress.stop_task(bar)
 
 
-class BatchBar:
+class BatchBar(_Live):
     """One bar for a whole batch: its items ended out of its total, and its counts so far."""
 
     def __init__(self, console: Console, *, visible: bool = True) -> None:
-        self._progress = Progress(
+        super().__init__(
+            console,
             TextColumn("batch", style="bold"),
             BarColumn(),
             TextColumn("{task.completed:.0f}/{task.total:.0f}"),
             TextColumn("{task.fields[counts]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not visible,
+            visible=visible,
         )
         self._task: TaskID | None = None
-
-    def __enter__(self) -> BatchBar:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._progress.stop()
 
     def start(self, total: int) -> None:
         self._task = self._progress.add_task("batch", total=total, counts="queued")

@@ -28,6 +28,18 @@ local function callback_due(status_key, due_key, now)
 end
 """
 
+# Shared: write a job's status hash from its fields (a decoded JSON object).
+_WRITE_HASH = """
+local function write_hash(key, fields)
+  local flat = {}
+  for name, value in pairs(fields) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+  end
+  redis.call('HSET', key, unpack(flat))
+end
+"""
+
 # Shared: a batch's side of its items' jobs (jobs/batches.py). `batch_count` counts a job of a batch as it starts
 # (`processing`) or ends (its outcome; `prior`, its status before); the end of the last item ends the batch, as
 # `completed`, or `cancelled` when a cancel was asked, and queues its callback and its archiving (member
@@ -166,6 +178,7 @@ end
 SUBMIT = (
     _WAITING
     + _ESTIMATE
+    + _WRITE_HASH
     + """
 local step = tonumber(ARGV[9])
 local queued = redis.call('ZCARD', KEYS[8])
@@ -191,12 +204,7 @@ if KEYS[13] ~= '' then
     redis.call('HINCRBY', KEYS[6], 'cache_misses', 1)
   end
 end
-local flat = {}
-for name, value in pairs(fields) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(flat))
+write_hash(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
@@ -225,14 +233,10 @@ return {1, queued, wait, start_in, ahead}
 CACHED = (
     _CALLBACK_DUE
     + _BATCH
+    + _WRITE_HASH
     + """
 local fields = cjson.decode(ARGV[1])
-local flat = {}
-for name, value in pairs(fields) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(flat))
+write_hash(KEYS[1], fields)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], fields['job_id'])

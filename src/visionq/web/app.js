@@ -218,8 +218,11 @@ class BatchCard {
     this.name = name;
     this.id = null;
     this.finished = false;
-    this.el = fromTemplate("batch-template", { "job-name": name });
+    // A job's card, less its result, plus the links to the batch's results.
+    this.el = fromTemplate("job-template", { "job-name": name });
+    this.el.classList.add("batch");
     this.part = (selector) => $(selector, this.el);
+    this.part(".job-result").replaceWith(fromTemplate("downloads-template"));
     this.part(".progress").setAttribute("aria-label", `Progress of ${name}`);
     this.part(".cancel").addEventListener("click", () => this.cancel());
     for (const [link, type] of [[".download-csv", "text/csv"], [".download-jsonl", "application/x-ndjson"]]) {
