@@ -179,7 +179,8 @@ def main() -> None:
     args = parser.parse_args()
     image = photo()
     with tempfile.TemporaryDirectory(prefix="visionq-eta-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
-        service = Service(tmp, redis.url, model=args.model, max_queued=args.queued + args.jobs + WARM_UP)
+        # Twice what is ever queued: a submit at `normal` may fill only 90% of the bound (Priority.shed_share).
+        service = Service(tmp, redis.url, model=args.model, max_queued=2 * (args.queued + args.jobs + WARM_UP))
         try:
             service.start_worker()
             service.drain([service.submit(image) for _ in range(WARM_UP)])
