@@ -85,7 +85,10 @@ def test_a_model_that_cannot_load_is_replaced_by_the_fallback_then_restored(api:
 
     strict = submit(api, RED, model_version="flaky", fallback="false").json()["job_id"]
     failed = wait_terminal(api, strict)
-    assert (failed["status"], failed["error"]["code"], failed["attempts"]) == ("failed", "model_unavailable", 1)
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "model_unavailable")
+    # 1, or 2 when the breaker's cool-down had passed by then (a slow machine): the job was its probe, failed to load
+    # the model, was retried and found the breaker open again. Never more: it is not retried past an open breaker.
+    assert failed["attempts"] in (1, 2)
 
     shutil.copyfile(models / "steady" / "m.onnx", models / "flaky" / "m.onnx")  # the weights are back
 

@@ -257,3 +257,29 @@ def test_a_batch_is_called_back_once_signed_with_its_final_status(
         **callbacks_api.get(f"/batches/{batch_id}").json(),
         "estimated_completion": final["estimated_completion"],
     }
+
+
+def test_a_job_that_expired_unrun_is_called_back_with_its_expiry(
+    callbacks_stack: CallbacksStack, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    # A queue no worker serves: the job waits until an API process's queue pass expires it.
+    held = callbacks_stack.settings.model_copy(
+        update={"queue": f"{callbacks_stack.settings.queue}-held", "queue_pass_interval": 0.2}
+    )
+    server = ApiServer(held)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as api:
+            job_id = submit(api, CAT, callback_url=url, deadline=0.2).json()["job_id"]
+            final = wait_terminal(api, job_id)
+            wait_for(lambda: state.requests, DELIVERY_TIMEOUT, "the expiry's callback")
+            answer = api.get(f"/result/{job_id}").content
+    finally:
+        server.stop()
+    ((headers, body),) = state.requests
+
+    assert (final["status"], final["error"]["code"]) == ("expired", "expired")
+    assert json.loads(body) == {"job_id": job_id, "status": "expired", "error": final["error"]}
+    assert body == answer, "the failure body, byte for byte"
+    assert verify(body, SECRET, headers["x-visionq-signature"])
