@@ -149,7 +149,7 @@ def test_an_ended_batch_is_archived_and_answered_from_the_archive_once_redis_let
     archive = Archive(batch_stack[0].archive_url)
     try:
         wait_for(lambda: archive.find_batch(batch_id), 30, "the batch's archive row")
-        job_ids = [line["job_id"] for line in live_lines if "job_id" in line]
+        job_ids = [line["job_id"] for line in live_lines if line["job_id"]]
 
         def items_archived() -> bool:
             rows = archive.find_many(job_ids).values()

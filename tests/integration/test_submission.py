@@ -191,4 +191,7 @@ def test_an_s3_image_store_carries_the_job_s_image(start_stack: StackFactory, s3
 
     assert waiting == [f"{settings.s3_prefix}{job_id}"]
     assert final["status"] == "completed"
-    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "the image is deleted once its job is done"
+    # The worker deletes the image right after storing the result: wait for that, not for the clock.
+    wait_for(
+        lambda: s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, 30, "the image deleted once its job is done"
+    )

@@ -133,8 +133,8 @@ def archived_items(row: ArchivedBatch, jobs: dict[str, ArchivedJob], start: int,
     error (as `GET /batches/{id}/results` gives them)."""
     items = []
     for item in row.items[start:end]:
-        entry = dict(item)
-        job = jobs.get(item.get("job_id", ""))
+        entry = {"job_id": None, **item}
+        job = jobs.get(item.get("job_id") or "")
         if "error" in entry:
             entry["status"] = "failed"
         elif job is None:

@@ -125,6 +125,7 @@ class BatchStore:
                 pipe.get(keys.result(job_id or ""))
             replies = await pipe.execute()
         for item, (state, code, message), result in zip(items, replies[::2], replies[1::2], strict=True):
+            item.setdefault("job_id", None)  # every line has the key (API.md); null for an image refused alone
             if "error" in item:
                 item["status"] = "failed"
             elif state is None:

@@ -202,7 +202,7 @@ async def _items(batches: BatchStore, batch_id: str, start: int, end: int) -> As
 async def _archived_items(state: AppState, row: ArchivedBatch, start: int, end: int) -> AsyncIterator[dict[str, Any]]:
     for first in range(start, end, PAGE):
         last = min(end, first + PAGE)
-        job_ids = [item["job_id"] for item in row.items[first:last] if "job_id" in item]
+        job_ids = [item["job_id"] for item in row.items[first:last] if item.get("job_id")]
         jobs = await run_in_threadpool(state.archive.find_many, job_ids)
         for item in archived_items(row, jobs, first, last):
             yield item
