@@ -31,6 +31,10 @@ class VisionqCelery(Celery):
     role: str = "classify"
 
 
+#: Seconds a prefork child may take to set up (load and warm its models) before Celery gives it up.
+PROCESS_START_TIMEOUT = 120.0
+
+
 def create_celery_app(settings: Settings) -> VisionqCelery:
     app = VisionqCelery("visionq", broker=settings.broker_url, include=["visionq.worker.tasks"])
     app.settings = settings
@@ -52,6 +56,10 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
         # and replaced (prefork; `watchdog.py` in the other pools). Both fail the job with `time_limit_exceeded`.
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
+        # A prefork child loads and warms its models before it reports up (runtimes do not survive fork), which
+        # takes seconds for a large model, a GPU's start or a loaded machine: past Celery's default 4 s the child
+        # was killed and forked again, over and over.
+        worker_proc_alive_timeout=PROCESS_START_TIMEOUT,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
