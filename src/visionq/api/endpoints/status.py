@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
@@ -188,8 +189,16 @@ async def _until_disconnected(websocket: WebSocket) -> None:
 async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, updates: Updates) -> None:
     last_sent: dict[str, Any] | None = None
     result: bytes | None = None
+    read_at = time.monotonic()
     while True:
-        body = await _status(store, record)
+        place = await store.place(record.job_id) if record.status is JobStatus.PENDING else None
+        if record.status is JobStatus.PENDING and place is None:
+            # Pending but out of the queue: it was just taken, cancelled or expired, and the update saying so is on
+            # its way or was missed. The job itself says which.
+            record, read_at = await store.get(record.job_id) or record, time.monotonic()
+            if record.status is JobStatus.PENDING:
+                place = await store.place(record.job_id)
+        body = dump_status(record.status_body(place))
         if body != last_sent:
             await websocket.send_json(body)
             last_sent = body
@@ -197,13 +206,18 @@ async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, upda
             await _send_outcome(websocket, store, record, result)
             await websocket.close(code=1000)
             return
-        record, result = await _next_state(store, record, updates)
+        record, result, read = await _next_state(store, record, updates, since_read=time.monotonic() - read_at)
+        if read:
+            read_at = time.monotonic()
 
 
-async def _next_state(store: JobStore, record: JobRecord, updates: Updates) -> tuple[JobRecord, bytes | None]:
-    """The job's next state, with the result JSON when the update carried it: the next update pushed, or a fresh
-    read when none came for a while (one may have been missed; a pending job's place in the queue moves on) or
-    the events layer says some were."""
+async def _next_state(
+    store: JobStore, record: JobRecord, updates: Updates, *, since_read: float
+) -> tuple[JobRecord, bytes | None, bool]:
+    """The job's next state, with the result JSON when the update carried it, and whether the job was read: the
+    next update pushed, or a fresh read when none came for a while (one may have been missed) or the events layer
+    says some were. A pending job's place in the queue moves on without updates: for it the wait is short, and the
+    job is read again only every WS_RESYNC_INTERVAL (its place is read by the caller)."""
     # asyncio.timeout, not wait_for: on Python 3.11, wait_for can swallow the handler's cancellation when an
     # update arrives at the same moment, and the stream would outlive its socket.
     pending = record.status is JobStatus.PENDING
@@ -219,10 +233,11 @@ async def _next_state(store: JobStore, record: JobRecord, updates: Updates) -> t
                     log.warning("an update of job %s could not be applied; reading the job again", record.job_id)
                     break
                 if not applied.is_older_than(record):  # else queued while the stream read the job: passed
-                    return applied, update.result
+                    return applied, update.result, False
     except TimeoutError:
-        pass
-    return await store.get(record.job_id) or record, None
+        if pending and since_read + WS_PLACE_INTERVAL < WS_RESYNC_INTERVAL:
+            return record, None, False
+    return await store.get(record.job_id) or record, None, True
 
 
 async def _send_outcome(websocket: WebSocket, store: JobStore, record: JobRecord, result: bytes | None) -> None:
