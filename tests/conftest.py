@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from environment import MODEL_CACHE_VARIABLE, is_setting, model_cache
+from environment import EXACT_BUILTINS, MODEL_CACHE_VARIABLE, is_setting, model_cache
 from visionq.settings import Settings
 
 TESTS = Path(__file__).parent
@@ -52,7 +52,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     started = time.monotonic()
     environment = {**os.environ, "VISIONQ_LOG_LEVEL": "WARNING"}
     prepared = subprocess.run(
-        [sys.executable, "-m", "visionq", "prepare", "*"],
+        [sys.executable, "-m", "visionq", "prepare", *preparation_order(os.environ.get("PYTEST_XDIST_WORKER"))],
         env=environment,
         capture_output=True,
         text=True,
@@ -64,6 +64,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"built-in models ready in {model_cache()} after {time.monotonic() - started:.1f} s")
+
+
+def preparation_order(xdist_worker: str | None) -> list[str]:
+    """Every built-in, each family's exact model before its int8 build (made from it), starting with a family that
+    depends on the process: the test processes of a run prepare at once (CI's two lanes, xdist's workers), and the
+    cache's per-file locks then let each make a different family instead of all waiting on the first."""
+    first = int(xdist_worker.removeprefix("gw")) + 1 if xdist_worker else 0
+    families = [*EXACT_BUILTINS[first % 3 :], *EXACT_BUILTINS[: first % 3]]
+    return [ref for name in families for ref in (name, f"{name}-int8")]
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The exact built-in models (each also has an int8 build, `<name>-int8`).
+EXACT_BUILTINS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 #: The only VISIONQ_* setting the whole session shares: where the built-in models' exports are.
 MODEL_CACHE_VARIABLE = "VISIONQ_MODEL_CACHE_DIR"
 

@@ -21,7 +21,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from environment import model_cache
+from environment import EXACT_BUILTINS, model_cache
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
@@ -160,10 +160,6 @@ def start_stack(start_session_stack: StackFactory) -> Iterator[StackFactory]:
     for worker, api in mine:
         api.stop()
         worker.stop()
-
-
-#: The exact built-in models (each also has an int8 build, `<name>-int8`).
-EXACT_BUILTINS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 
 
 @pytest.fixture(scope="session")

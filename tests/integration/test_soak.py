@@ -12,7 +12,7 @@ import pytest
 from factories import cat_variants
 from integration.soak import SoakPlan, run_soak
 
-PLAN = SoakPlan(jobs=200, seed=20261127, faults=6, settle_timeout=120)
+PLAN = SoakPlan(jobs=120, seed=20261127, faults=6, settle_timeout=120)
 
 
 @pytest.mark.timeout(300)
