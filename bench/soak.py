@@ -3,6 +3,10 @@ restarts at random (seeded); then what became of every job. CI runs a reduced on
 (`tests/integration/test_soak.py`).
 
     .venv/bin/python bench/soak.py [--jobs 2000] [--seed 20261127] [--faults 30] [--json var/bench/soak.json]
+    .venv/bin/python bench/soak.py --topology sentinel --jobs 1000 --faults 5 --redis-share 1   # failovers only
+
+On `--topology sentinel` a Redis fault SIGKILLs the master a Sentinel set-up names; the report says how long the
+service took to accept work again after each, and how many submits it refused meanwhile.
 
 Exits 1 unless every job was accepted and completed exactly once (none lost, duplicated or failed), as CI's test
 requires.
@@ -30,10 +34,24 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--faults", type=int, default=defaults.faults, help="worker kills and Redis restarts")
+    parser.add_argument(
+        "--topology",
+        choices=["single", "sentinel"],
+        default=defaults.topology,
+        help="single: one Redis, restarted; sentinel: a master, a replica and three sentinels, the master SIGKILLed",
+    )
+    parser.add_argument("--redis-share", type=float, default=defaults.redis_share, help="the share of Redis faults")
     parser.add_argument("--json", type=Path, default=Path("var/bench/soak.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    plan = SoakPlan(jobs=args.jobs, seed=args.seed, workers=args.workers, faults=args.faults)
+    plan = SoakPlan(
+        jobs=args.jobs,
+        seed=args.seed,
+        workers=args.workers,
+        faults=args.faults,
+        topology=args.topology,
+        redis_share=args.redis_share,
+    )
     with tempfile.TemporaryDirectory() as root:
         report = run_soak(plan, Path(root), cat_variants()["jpeg"])
     sys.stdout.write(report.summary() + "\n")

@@ -1,11 +1,16 @@
-"""Redis clients built from settings: asyncio for the API, blocking for workers and the CLI."""
+"""Redis clients built from settings: asyncio for the API, blocking for workers and the CLI; for a
+Sentinel-managed Redis, clients of the master the sentinels name, which find the new one after a failover."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -17,25 +22,66 @@ COMMAND_RETRIES = 2
 
 def async_redis(settings: Settings) -> redis.asyncio.Redis:
     """The API's client: text replies, bounded time-outs, a pooled connection per request."""
-    return redis.asyncio.Redis.from_url(
-        settings.broker_url,
-        decode_responses=True,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES),
-        health_check_interval=30,
-    )
+    options = _options(settings) | {"decode_responses": True}
+    if settings.redis_sentinels:
+        sentinels = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinel_addresses, **_sentinel_options(settings)
+        )
+        client: redis.asyncio.Redis = sentinels.master_for(
+            settings.redis_sentinel_master or "", redis_class=_AsyncSentinelMaster, **options
+        )
+        return client
+    return redis.asyncio.Redis.from_url(settings.state_url, **options)
 
 
-def sync_redis(settings: Settings) -> redis.Redis:
-    """The worker's client: byte replies (images are bytes), the same time-outs."""
-    return redis.Redis.from_url(
-        settings.broker_url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES),
-        health_check_interval=30,
-    )
+def sync_redis(settings: Settings, *, decode: bool = False) -> redis.Redis:
+    """The worker's client: byte replies (images are bytes) unless `decode`, the same time-outs."""
+    options = _options(settings) | {"decode_responses": decode}
+    if settings.redis_sentinels:
+        sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinel_addresses, **_sentinel_options(settings)
+        )
+        master: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+            settings.redis_sentinel_master or "", redis_class=_SentinelMaster, **options
+        )
+        return master
+    return redis.Redis.from_url(settings.state_url, **options)
+
+
+class _AsyncSentinelMaster(redis.asyncio.Redis):
+    """A client of the master the sentinels name, which closes its connections to the sentinels with its own."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
+
+
+class _SentinelMaster(redis.Redis):
+    """The blocking `_AsyncSentinelMaster`."""
+
+    def close(self) -> None:
+        super().close()
+        self.connection_pool.sentinel_manager.close()  # type: ignore[attr-defined]
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), COMMAND_RETRIES),
+        "health_check_interval": 30,
+    }
+    if settings.redis_sentinels:  # the URL's host is not used: the sentinels name the master
+        url = urlsplit(settings.state_url)
+        options |= {"db": int(url.path.strip("/") or 0), "username": url.username, "password": url.password}
+        options = {name: unquote(value) if isinstance(value, str) else value for name, value in options.items()}
+    return options
+
+
+def _sentinel_options(settings: Settings) -> dict[str, Any]:
+    """Options for the connections to the sentinels themselves (the master's come from `_options`)."""
+    timeouts = {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
+    return timeouts | {"sentinel_kwargs": dict(timeouts)}
 
 
 def wait_for_redis(url: str, timeout: float) -> None:

@@ -11,6 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -61,8 +62,30 @@ class Settings(ClientSettings):
 
     # --- connections -------------------------------------------------------------------------
     redis_url: str | None = None
-    """Redis used as broker and job state. `visionq api` and `visionq worker` default to
-    `redis://127.0.0.1:6379/0`; `visionq serve` starts an embedded Redis server when unset."""
+    """Redis that holds job state (and, unless `broker_url` says otherwise, the Celery broker). `visionq api` and
+    `visionq worker` default to `redis://127.0.0.1:6379/0`; `visionq serve` starts an embedded Redis server when
+    unset. With `redis_sentinels`, only its database number (and password) count: the sentinels name the server."""
+
+    broker_url: str | None = None
+    """The Celery broker. Default: the job-state Redis (with `redis_sentinels`, the master they name, through
+    kombu's `sentinel://` transport). The API writes a job's record and its queue message in one step of that
+    Redis, so a broker on another server (or `amqp://`) is refused at start-up for now."""
+
+    redis_sentinels: str | None = None
+    """`host:port,host:port,…`: Redis Sentinels that watch the job-state Redis (and the broker's). API processes and
+    workers ask them for the master and follow a failover by themselves. Needs `redis_sentinel_master`."""
+
+    redis_sentinel_master: str | None = None
+    """The name the sentinels monitor the master by (`sentinel monitor <name> …`)."""
+
+    redis_min_replicas: Annotated[int | None, Field(ge=0)] = None
+    """Replicas that must hold a job's record and queue message before the API answers `202`, and its result before
+    a worker acknowledges its message (Redis `WAIT`): a 202, and a result, then survive the loss of the master.
+    Unset: 1 once the master has been seen with replicas, else 0. 0 turns the wait off."""
+
+    redis_replica_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Seconds the API waits for the replicas to confirm a job before it answers 503 `broker_unavailable` (an
+    `Idempotency-Key` retry then finds the job rather than making a second)."""
 
     redis_timeout: Annotated[float, Field(gt=0)] = 5.0
     """Seconds any single Redis command may take before it counts as a broker failure."""
@@ -472,6 +495,22 @@ class Settings(ClientSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_redis_topology(self) -> Self:
+        if self.redis_sentinels is not None:
+            if not self.redis_sentinel_master:
+                raise ValueError("VISIONQ_REDIS_SENTINELS needs VISIONQ_REDIS_SENTINEL_MASTER: the name they monitor")
+            if not self.sentinel_addresses:
+                raise ValueError("VISIONQ_REDIS_SENTINELS is empty: host:port,host:port,…")
+        if self.broker_url and self.broker_url != self.state_url and not self.redis_sentinels:
+            raise ValueError(
+                f"VISIONQ_BROKER_URL {self.broker_url!r} differs from the job-state Redis {self.state_url!r}: the API "
+                "writes a job and its queue message in one step of one Redis, so both must be the same server for now"
+            )
+        if self.broker_url and self.redis_sentinels and not self.broker_url.startswith("sentinel://"):
+            raise ValueError("with VISIONQ_REDIS_SENTINELS, VISIONQ_BROKER_URL must be unset or sentinel://…")
+        return self
+
+    @model_validator(mode="after")
     def _check_queues(self) -> Self:
         if self.callback_queue == self.queue:
             raise ValueError(f"callback_queue and queue are both {self.queue!r}: deliveries need a queue of their own")
@@ -511,8 +550,24 @@ class Settings(ClientSettings):
         return self
 
     @property
-    def broker_url(self) -> str:
+    def state_url(self) -> str:
+        """The job-state Redis URL (with sentinels, for its database number and password)."""
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """`redis_sentinels` as (host, port) pairs; empty without sentinels."""
+        return [_address(item) for item in (self.redis_sentinels or "").split(",") if item.strip()]
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker URL: `broker_url`, else the job-state Redis (`sentinel://…` with sentinels)."""
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_sentinels:
+            database = urlsplit(self.state_url).path.strip("/") or "0"
+            return ";".join(f"sentinel://{host}:{port}/{database}" for host, port in self.sentinel_addresses)
+        return self.state_url
 
     @property
     def concurrency(self) -> int:
@@ -558,3 +613,13 @@ class Settings(ClientSettings):
 def get_settings(**overrides: object) -> Settings:
     """Build settings from the environment, `.env` and explicit overrides (for entry points and tests)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _address(item: str) -> tuple[str, int]:
+    """`host:port` (a sentinel's address) as a pair; the port defaults to Sentinel's 26379."""
+    host, _, port = item.strip().rpartition(":")
+    if not host:
+        return item.strip(), 26379
+    if not port.isdigit():
+        raise ValueError(f"VISIONQ_REDIS_SENTINELS: {item.strip()!r} is not host:port")
+    return host.strip("[]"), int(port)

@@ -173,7 +173,7 @@ def stack(start_session_stack: StackFactory) -> tuple[Settings, WorkerProcess, A
 @pytest.fixture
 def stack_redis(stack: tuple[Settings, WorkerProcess, ApiServer]) -> Iterator[redis.Redis]:
     """A client of the shared stack's own Redis."""
-    client = redis.Redis.from_url(stack[0].broker_url, decode_responses=True)
+    client = redis.Redis.from_url(stack[0].state_url, decode_responses=True)
     yield client
     client.close()
 

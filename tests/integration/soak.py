@@ -1,5 +1,7 @@
 """The soak: many jobs over mixed priorities and models, while worker processes are SIGKILLed and Redis is
-restarted at random (seeded), then a count of what became of every job.
+restarted at random (seeded), then a count of what became of every job. On the `sentinel` topology (a master, a
+replica, three sentinels) a Redis fault is a SIGKILL of the master: the sentinels promote the replica, and the
+killed server comes back empty as the new master's replica.
 
 Used by `tests/integration/test_soak.py` (a reduced run in CI) and `bench/soak.py` (the full run).
 Everything is real: a private redis-server with AOF, `visionq worker` processes, the API under uvicorn,
@@ -22,6 +24,7 @@ import httpx
 import redis
 
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess, wait_for
+from integration.topologies import SentinelSet, state_client
 from visionq.archive.repository import Archive
 from visionq.embedded import EmbeddedRedis
 from visionq.jobs import keys
@@ -48,6 +51,8 @@ class SoakPlan:
     max_in_flight: int = 30
     submitters: int = 2
     settle_timeout: float = 300.0
+    #: `single`: one redis-server with AOF, restarted; `sentinel`: a Sentinel-managed master and replica, failed over.
+    topology: str = "single"
 
 
 @dataclass
@@ -77,6 +82,10 @@ class SoakReport:
     """Submits answered 503 or cut off, sent again with the same `Idempotency-Key`."""
     replays: int = 0
     """Retried submits answered 200 with the job the first one had made (it was accepted, then cut off)."""
+    failovers: list[float] = field(default_factory=list)
+    """Seconds from each Redis fault to the next submit accepted (sentinel: the master's SIGKILL; single: the stop)."""
+    refused_during_failover: int = 0
+    """Submits answered 503 or cut off between a fault and the next accepted submit."""
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,7 +99,9 @@ class SoakReport:
             f"  accepted {self.accepted} ({self.retried_submits} submits retried, {self.replays} replayed); "
             f"{outcomes}\n"
             f"  lost {len(self.lost)}, duplicated {self.duplicated}, strays {len(self.strays)}, "
-            f"archive mismatches {len(self.archive_mismatches)}, refused {len(self.refusals)}"
+            f"archive mismatches {len(self.archive_mismatches)}, refused {len(self.refusals)}\n"
+            f"  back to accepting after each Redis fault: {', '.join(f'{s:.1f} s' for s in self.failovers) or '-'}; "
+            f"submits refused meanwhile {self.refused_during_failover}"
             + "".join(f"\n  stray {job_id}: {what}" for job_id, what in sorted(self.strays.items()))
         )
 
@@ -100,10 +111,14 @@ class _Soak:
         self.plan = plan
         self.image = image
         self.redis = EmbeddedRedis(root / "redis", persistent=True)
+        self.sentinels = SentinelSet(root / "sentinel") if plan.topology == "sentinel" else None
+        if self.sentinels is not None:
+            self.sentinels.start()
+        where = self.sentinels.settings() if self.sentinels is not None else {"redis_url": self.redis.url}
         self.settings = Settings(
             **{**FAST_RECOVERY, "log_level": "ERROR"},
             requeue_lost_after=5.0,  # a fetch cut off by a Redis restart loses its message: queue it again soon
-            redis_url=self.redis.url,
+            **where,
             data_dir=root / "data",
             queue="visionq-soak",
             callback_queue="visionq-soak-callbacks",
@@ -111,7 +126,7 @@ class _Soak:
         )
         self.workers = [WorkerProcess(self.settings) for _ in range(plan.workers)]
         self.api = ApiServer(self.settings)
-        self.client = redis.Redis.from_url(self.redis.url, decode_responses=True, socket_timeout=5)
+        self.client = state_client(self.settings)
         draw = random.Random(plan.seed)
         self.jobs = [(draw.choice(PRIORITIES), draw.choice(MODELS)) for _ in range(plan.jobs)]
         self.job_ids: dict[int, str] = {}
@@ -121,10 +136,13 @@ class _Soak:
         self._next = 0
         self._lock = threading.Lock()
         self._done = threading.Event()
+        #: When the last Redis fault began, until a submit is accepted after it.
+        self._fault_at: float | None = None
 
     def run(self) -> SoakReport:
         started = time.monotonic()
-        self.redis.start()
+        if self.sentinels is None:
+            self.redis.start()
         for worker in self.workers:
             worker.start()
         self.api.start()
@@ -146,7 +164,10 @@ class _Soak:
             for worker in self.workers:
                 worker.stop()
             self.client.close()
-            self.redis.stop()
+            if self.sentinels is not None:
+                self.sentinels.stop()
+            else:
+                self.redis.stop()
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -175,16 +196,24 @@ class _Soak:
                 except httpx.TransportError:
                     answer = None
                 if answer is not None and answer.status_code in (200, 202):
+                    self._accepted_now()
                     break
                 if answer is not None and answer.status_code not in (409, 503):  # 409: the key is still held
                     self.refusals.append(f"{answer.status_code} {answer.text}")
                     return
                 with self._lock:
                     self.report.retried_submits += 1
+                    self.report.refused_during_failover += self._fault_at is not None
                 time.sleep(0.1)
             with self._lock:
                 self.job_ids[index] = answer.json()["job_id"]
                 self.report.replays += answer.status_code == 200
+
+    def _accepted_now(self) -> None:
+        with self._lock:
+            if self._fault_at is not None:
+                self.report.failovers.append(time.monotonic() - self._fault_at)
+                self._fault_at = None
 
     def _wait_for_room(self) -> None:
         while True:
@@ -210,9 +239,14 @@ class _Soak:
             while len(self.job_ids) < accepted and not self._done.is_set():
                 time.sleep(0.01)
             if draw.random() < self.plan.redis_share:
-                self.redis.stop()  # SIGTERM: Redis flushes its AOF, as on a planned restart
-                time.sleep(draw.uniform(0.2, 1.5))
-                self.redis.start()
+                with self._lock:
+                    self._fault_at = time.monotonic()
+                if self.sentinels is not None:
+                    self.sentinels.fail_over()
+                else:
+                    self.redis.stop()  # SIGTERM: Redis flushes its AOF, as on a planned restart
+                    time.sleep(draw.uniform(0.2, 1.5))
+                    self.redis.start()
                 self.report.redis_restarts += 1
             else:
                 worker = draw.choice(self.workers)

@@ -101,7 +101,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "visionq", "worker"], env=self.env(), start_new_session=True
         )
-        client = redis.Redis.from_url(self.settings.broker_url, decode_responses=True)
+        client = redis.Redis.from_url(self.settings.state_url, decode_responses=True)
         try:
             wait_for(lambda: self._ready(client, started), WORKER_START_TIMEOUT, "the worker's heartbeat")
         finally:
@@ -141,7 +141,7 @@ class CallbackWorkerProcess(WorkerProcess):
             [sys.executable, "-m", "visionq", "worker", "--callbacks"], env=self.env(), start_new_session=True
         )
         beat = keys.deliverer(f"{socket.gethostname()}:{self.process.pid}")
-        client = redis.Redis.from_url(self.settings.broker_url)
+        client = redis.Redis.from_url(self.settings.state_url)
         try:
             wait_for(lambda: self._alive() and client.exists(beat), WORKER_START_TIMEOUT, "the callbacks heartbeat")
         finally:

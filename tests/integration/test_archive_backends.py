@@ -75,7 +75,7 @@ def archive_stack(database_url: str, start_stack: StackFactory) -> Iterator[Arch
 def visionq_keys(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """`visionq keys ...` as an operator runs it, against the stack's database and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-    env |= {"VISIONQ_DATABASE_URL": settings.archive_url, "VISIONQ_REDIS_URL": settings.broker_url}
+    env |= {"VISIONQ_DATABASE_URL": settings.archive_url, "VISIONQ_REDIS_URL": settings.state_url}
     run = subprocess.run(
         [sys.executable, "-m", "visionq", "keys", *args],
         env=env,
@@ -179,7 +179,7 @@ def test_a_result_is_served_from_the_archive_once_redis_has_let_it_go(archive_st
     with (
         client(archive_stack, alice_key) as alice,
         client(archive_stack, bob_key) as bob,
-        redis.Redis.from_url(archive_stack.settings.broker_url) as stack_redis,
+        redis.Redis.from_url(archive_stack.settings.state_url) as stack_redis,
     ):
         job_id = finished_job(alice)
         original = alice.get(f"/result/{job_id}").json()

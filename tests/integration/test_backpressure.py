@@ -23,7 +23,7 @@ CAT_JPEG = cat_variants()["jpeg"]
 
 def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: StackFactory) -> None:
     settings, worker, server = start_stack("backpressure", max_queued_jobs=3)
-    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.state_url, decode_responses=True)
     worker.stop()  # nothing drains the queue
     with httpx.Client(base_url=server.url, timeout=30) as api:
         # Urgent jobs may fill the whole bound (lower priorities are refused earlier: the next test).

@@ -102,7 +102,7 @@ def test_an_archive_batch_completes_and_streams_every_items_result(
 def test_an_archive_that_would_hurt_the_service_is_refused_whole(
     batch_stack: tuple[Settings, WorkerProcess, ApiServer], api: httpx.Client, archive: bytes, status: int
 ) -> None:
-    client = redis.Redis.from_url(batch_stack[0].broker_url)
+    client = redis.Redis.from_url(batch_stack[0].state_url)
     jobs_before = len(list(client.scan_iter(keys.status("*"))))
     answer = api.post("/batches", files={"file": ("a.zip", archive, "application/zip")})
     jobs_after = len(list(client.scan_iter(keys.status("*"))))
@@ -122,7 +122,7 @@ def test_a_cancelled_batch_leaves_no_job_running(
     cancelled = api.delete(f"/batches/{batch['batch_id']}")  # while the worker is on its first items
     messages, closed_with = _follow(batch_stack[2], batch["batch_id"])
     lines = [json.loads(line) for line in api.get(batch["links"]["results"]).text.splitlines()]
-    client = redis.Redis.from_url(batch_stack[0].broker_url)
+    client = redis.Redis.from_url(batch_stack[0].state_url)
     running = client.scard(keys.PROCESSING_JOBS)
     client.close()
     final = messages[-1]
@@ -158,7 +158,7 @@ def test_an_ended_batch_is_archived_and_answered_from_the_archive_once_redis_let
         wait_for(items_archived, 30, "the items' rows")
     finally:
         archive.close()
-    client = redis.Redis.from_url(batch_stack[0].broker_url)
+    client = redis.Redis.from_url(batch_stack[0].state_url)
     client.delete(f"batch:{batch_id}", f"batch:{batch_id}:items", *(keys.status(j) for j in job_ids),
                   *(keys.result(j) for j in job_ids))  # fmt: skip
     client.close()

@@ -168,7 +168,7 @@ def test_a_receiver_that_fails_twice_gets_one_success_and_three_attempts_are_rec
     # Stopped, the callbacks worker leaves any attempt still to come in Redis, where it can be seen.
     callbacks_stack.deliverer.stop()
     try:
-        with redis.Redis.from_url(callbacks_stack.settings.broker_url, decode_responses=True) as client:
+        with redis.Redis.from_url(callbacks_stack.settings.state_url, decode_responses=True) as client:
             another_to_come = attempt_to_come(client, callbacks_stack.settings, job_id)
         attempts = deliveries(callbacks_api, job_id)
     finally:
@@ -241,7 +241,7 @@ def test_a_batch_is_called_back_once_signed_with_its_final_status(
     wait_for(lambda: state.requests, DELIVERY_TIMEOUT, "the batch's callback")
     callbacks_stack.deliverer.stop()  # any attempt still to come is then in Redis, where it can be seen
     try:
-        with redis.Redis.from_url(callbacks_stack.settings.broker_url, decode_responses=True) as client:
+        with redis.Redis.from_url(callbacks_stack.settings.state_url, decode_responses=True) as client:
             another_to_come = attempt_to_come(client, callbacks_stack.settings, f"batch:{batch_id}")
     finally:
         callbacks_stack.deliverer.start()

@@ -64,7 +64,7 @@ def test_the_task_id_is_the_job_id_and_the_trace_context_travels_in_the_headers(
 def test_a_real_worker_runs_a_job_made_by_the_one_step_submit(stack: tuple[Settings, Any, Any]) -> None:
     settings, _, server = stack
     record = new_record().model_copy(update={"image_format": "JPEG", "top_k": 3})
-    made = create(settings.broker_url, record, cat_variants()["jpeg"], queue=settings.queue)
+    made = create(settings.state_url, record, cat_variants()["jpeg"], queue=settings.queue)
 
     with httpx.Client(base_url=server.url, timeout=30) as api:
         final = wait_terminal(api, record.job_id)

@@ -45,7 +45,7 @@ def held(start_stack: StackFactory, gated: tuple[Path, Gate]) -> Iterator[tuple[
     settings, _, server = start_stack(
         "reliability", model_dir=root, warm_models=["latest", "gated"], **STAGES_AS_THEY_BEGIN
     )
-    broker = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    broker = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api, broker:
         yield api, broker, gate
 
@@ -120,7 +120,7 @@ def test_job_survives_its_worker_being_killed_mid_job(start_stack: StackFactory,
     settings, worker, server = start_stack(
         "kill", model_dir=root, warm_models=["gated"], stale_job_after=120, **STAGES_AS_THEY_BEGIN
     )
-    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api, client, gate.closed():
         job_id = submit(api, RED, model_version="gated").json()["job_id"]
         wait_for(lambda: in_the_model(api, job_id), JOB_TIMEOUT, "the job to be held in the model")
@@ -141,7 +141,7 @@ def test_job_survives_its_worker_being_killed_mid_job(start_stack: StackFactory,
 
 def test_after_its_ttl_the_result_leaves_redis_and_is_served_from_the_archive(start_stack: StackFactory) -> None:
     settings, _, server = start_stack("expiry", result_ttl=2)
-    redis_client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    redis_client = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with redis_client, httpx.Client(base_url=server.url, timeout=30) as api:
         job_id = submit(api, CAT_JPEG).json()["job_id"]
         wait_terminal(api, job_id)

@@ -38,7 +38,7 @@ BURST_ROOM = 10.0
 def make_key(settings: Settings, role: str, name: str = "") -> str:
     """`visionq keys create` as an operator runs it; the key is alone on the last line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-    env |= {"VISIONQ_DATABASE_URL": settings.archive_url, "VISIONQ_REDIS_URL": settings.broker_url}
+    env |= {"VISIONQ_DATABASE_URL": settings.archive_url, "VISIONQ_REDIS_URL": settings.state_url}
     made = subprocess.run(
         [sys.executable, "-m", "visionq", "keys", "create", "--role", role, "--name", name],
         env=env,

@@ -42,3 +42,20 @@ def test_an_error_of_a_step_is_raised(redis_url: str) -> None:
         with pytest.raises(ResponseError, match="refused by the test"):
             steps.execute()
     client.close()
+
+
+def test_a_wait_comes_last_and_counts_what_steps_run_again_wrote(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)  # a server without replicas: WAIT answers 0 at once
+    tag = uuid.uuid4().hex
+    script = client.register_script(f"-- {tag}\nreturn redis.call('INCR', KEYS[1])")
+    counted = f"visionq-test-steps:{tag}:waited"
+    with Steps(client) as steps:
+        steps.script(script, [counted], [])
+        steps.wait(0, 100)
+        replies = steps.execute()
+    value = client.get(counted)
+    client.delete(counted)
+    client.close()
+
+    assert replies == [1, 0], "the step's reply, then how many replicas hold it"
+    assert value == b"1"

@@ -103,7 +103,7 @@ def test_a_directory_image_store_keeps_uploads_out_of_redis_and_removes_them_onc
     directory_stack: tuple[Settings, WorkerProcess, ApiServer],
 ) -> None:
     settings, worker, server = directory_stack
-    client = redis.Redis.from_url(settings.broker_url)
+    client = redis.Redis.from_url(settings.state_url)
     worker.stop()
     with httpx.Client(base_url=server.url, timeout=30) as api:
         job_id = submit(api, CAT, "cat.jpg").json()["job_id"]
@@ -141,7 +141,7 @@ def test_the_image_sweep_removes_images_no_job_holds_and_keeps_a_dead_lettered_o
 ) -> None:
     settings, worker, _ = directory_stack
     _running(worker)  # its housekeeping sweeps
-    client = redis.Redis.from_url(settings.broker_url)
+    client = redis.Redis.from_url(settings.state_url)
     orphan, dead = str(uuid.uuid4()), str(uuid.uuid4())
     client.hset(keys.status(dead), mapping={"job_id": dead, "status": "failed"})
     client.zadd(keys.DEAD_LETTERS, {dead: time.time()})

@@ -116,7 +116,7 @@ def test_repeated_sigkills_of_the_whole_worker_lose_no_job(
         **PREFORK,
         **STAGES_AS_THEY_BEGIN,
     )
-    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api, client:
         with gate.closed():
             job_ids = [
@@ -224,7 +224,7 @@ def test_sigterm_lets_the_job_in_hand_finish_and_leaves_the_queue_to_others(
     settings, worker, server = start_stack(
         "warm-shutdown", model_dir=root, warm_models=["gated"], **PREFORK, **STAGES_AS_THEY_BEGIN
     )
-    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with httpx.Client(base_url=server.url, timeout=30) as api, client:
         with gate.closed():
             in_hand = submit(api, RED, model_version="gated").json()["job_id"]
@@ -255,7 +255,7 @@ def test_sigterm_lets_the_job_in_hand_finish_and_leaves_the_queue_to_others(
 
 def test_a_queued_job_whose_message_was_lost_is_queued_again(start_stack: StackFactory) -> None:
     settings, worker, server = start_stack("lost-message", requeue_lost_after=1.0)
-    client = redis.Redis.from_url(settings.broker_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.state_url, decode_responses=True)
     worker.stop()
     queue = keys.priority_list(settings.queue, 3)
     with httpx.Client(base_url=server.url, timeout=30) as api, client:

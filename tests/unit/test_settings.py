@@ -28,8 +28,8 @@ def test_defaults_match_the_contract(make_settings: SettingsFactory) -> None:
 
 def test_the_broker_defaults_to_local_redis_when_no_url_is_set(make_settings: SettingsFactory) -> None:
     assert make_settings().redis_url is None
-    assert make_settings().broker_url == DEFAULT_REDIS_URL
-    assert make_settings(redis_url="redis://cache:6380/2").broker_url == "redis://cache:6380/2"
+    assert make_settings().state_url == DEFAULT_REDIS_URL
+    assert make_settings(redis_url="redis://cache:6380/2").state_url == "redis://cache:6380/2"
 
 
 def test_environment_variables_override_the_defaults(

@@ -36,6 +36,7 @@ from visionq.inference.sources import ModelSources
 from visionq.jobs.batches import BatchStore
 from visionq.jobs.events import JobEvents
 from visionq.jobs.model_requests import LatestChoice
+from visionq.jobs.replication import Replication
 from visionq.jobs.store import JobStore
 from visionq.metrics import Metrics
 from visionq.settings import Settings
@@ -81,7 +82,14 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(schema.upgrade, archive.engine)
         redis = async_redis(settings)
         events = JobEvents(redis)
-        store = JobStore(redis, result_ttl=settings.result_ttl, image_ttl=settings.image_ttl, queue=settings.queue)
+        replication = Replication(redis, required=settings.redis_min_replicas, timeout=settings.redis_replica_timeout)
+        store = JobStore(
+            redis,
+            result_ttl=settings.result_ttl,
+            image_ttl=settings.image_ttl,
+            queue=settings.queue,
+            replication=replication,
+        )
         images = create_image_store(settings)
         latest = LatestChoice(redis)
         backpressure = Backpressure(settings, store)

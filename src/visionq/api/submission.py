@@ -36,6 +36,7 @@ from visionq.jobs.idempotency import RESERVATION_TTL, IdempotencyKeys, answer_en
 from visionq.jobs.model_requests import LatestChoice
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
+from visionq.jobs.replication import Unconfirmed
 from visionq.jobs.store import JobStore
 from visionq.settings import Settings
 from visionq.telemetry import current_traceparent, publishing
@@ -273,6 +274,14 @@ class Submitter:
                     headers=headers,
                     deadline=deadline.timestamp() if deadline is not None else None,
                 )
+        except Unconfirmed as exc:
+            # Made, but no replica holds it yet: a failover now could lose it, so no 202. It may still run; a retry
+            # with the same Idempotency-Key gets this job back rather than making another.
+            raise errors.BrokerUnavailable(
+                f"the job could not be confirmed on a Redis replica ({exc}); try again shortly, with the same "
+                "Idempotency-Key if you sent one",
+                retry_after=5,
+            ) from exc
         except RedisError as exc:
             # Made or not (a reply lost to a Redis restart), its image stays: the image sweeper removes it if no
             # job holds it. A retry with the same Idempotency-Key gets the job back if it was made.

@@ -18,6 +18,7 @@ from visionq.jobs import keys, scripts
 from visionq.jobs.idempotency import IDEMPOTENCY_TTL
 from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, Place, isoformat, parse_time, utcnow
+from visionq.jobs.replication import Replication
 from visionq.wire.states import JobStatus, Priority, Stage
 
 ScriptCall = tuple[list[str], list[str | int | float]]
@@ -175,8 +176,18 @@ class JobStore:
     <JobStatus.PENDING: 'pending'>
     """
 
-    def __init__(self, redis: Redis, *, result_ttl: int, image_ttl: int, queue: str = DEFAULT_QUEUE) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        result_ttl: int,
+        image_ttl: int,
+        queue: str = DEFAULT_QUEUE,
+        replication: Replication | None = None,
+    ) -> None:
         self.redis = redis
+        self.replication = replication
+        """With replicas, how many must hold a new job before `submit` returns (None: none are waited for)."""
         self.queue = queue
         """The queue this API process submits to: the one whose places, expiries and promotions it looks after."""
         self.result_ttl = result_ttl
@@ -207,7 +218,8 @@ class JobStore:
         with a `deadline` (unix s) is expired if no worker has started it by then. With `remember` (an
         Idempotency-Key's entry name and its answer), the key is given its answer in the same step. `headers`
         go into the task message (the trace context). The job's deadline in the live set is its image's expiry:
-        a job still queued then can never run."""
+        a job still queued then can never run. Where replicas are required (`replication`), a made job is
+        confirmed on them before this returns, or `Unconfirmed` is raised: made, but maybe not durable."""
         now = time.time()
         priority = record.priority.broker_priority
         fields = {**record.to_redis(), QUEUED_FIELD: queue}
@@ -239,7 +251,14 @@ class JobStore:
         entry = record.cache_key or ""
         job_keys += [remember[0] if remember else "", entry, keys.cache_followers(entry) if entry else ""]
         args += [remember[1] if remember else "", IDEMPOTENCY_TTL, self.result_ttl]
-        reply = await self._submit(keys=job_keys, args=args)
+        required = await self.replication.required_now() if self.replication is not None else 0
+        if required and self.replication is not None:
+            async with self.redis.client() as connection:  # WAIT counts what its own connection wrote
+                reply = await self._submit(keys=job_keys, args=args, client=connection)
+                if int(reply[0]) == 1:  # made (a refusal or a cache hit wrote nothing)
+                    await self.replication.confirm(connection, required)
+        else:
+            reply = await self._submit(keys=job_keys, args=args)
         if int(reply[0]) == CACHE_HIT:
             result = reply[2]
             return Submitted(False, int(reply[1]), None, cached=result.encode() if isinstance(result, str) else result)

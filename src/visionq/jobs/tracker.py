@@ -13,6 +13,7 @@ from redis import Redis
 from visionq.jobs import cache, keys, scripts
 from visionq.jobs.queue import task_message
 from visionq.jobs.records import JobRecord, isoformat, utcnow
+from visionq.jobs.replication import ReplicaPolicy, check
 from visionq.jobs.steps import Steps
 from visionq.jobs.store import (
     DEFAULT_QUEUE,
@@ -90,9 +91,14 @@ class JobTracker:
         stale_after: int,
         dead_letter_ttl: int = 0,
         queue: str = DEFAULT_QUEUE,
+        replicas: ReplicaPolicy | None = None,
+        replica_timeout: float = 1.0,
     ) -> None:
         self.redis = redis
         self.queue = queue
+        self.replicas = replicas or ReplicaPolicy(0)
+        """How many replicas must hold a completion before its message is acknowledged."""
+        self.replica_timeout = replica_timeout
         """The queue this worker takes jobs from."""
         self.dead_letter_ttl = dead_letter_ttl
         self.worker_id = worker_id
@@ -149,7 +155,12 @@ class JobTracker:
         """Store the result and finish the job; False if another delivery finished it first. `stages` not yet
         written are written first, in the same round trip, and so are the commands `also` queues (metrics, the
         breaker). `reusable`: the result may serve identical submits (jobs/cache.py); the job's followers, if it
-        led any, are completed from it, and `followed` is called with each."""
+        led any, are completed from it, and `followed` is called with each. Where replicas are required, the same
+        round trip waits for them (`WAIT`) and `Unconfirmed` is raised if they did not confirm: the job's message
+        is then not acknowledged, and the job runs again if a failover lost its completion."""
+        if self.replicas.due():
+            self.replicas.note(self.redis.info("replication"))
+        required = self.replicas.required
         body = result.model_dump_json()
         job_keys, args = complete_call(
             result.job_id,
@@ -166,7 +177,11 @@ class JobTracker:
             if also is not None:
                 also(steps)
             steps.script(self._complete, job_keys, args)
+            if required:
+                steps.wait(required, int(self.replica_timeout * 1000))
             replies = steps.execute()
+        if required:
+            check(int(replies.pop()), required, self.replica_timeout)
         reply = replies[-1]
         if isinstance(reply, list) and len(reply) > 1:
             for record in self.complete_followers([_text(job_id) for job_id in reply[1:]], body):

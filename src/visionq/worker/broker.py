@@ -19,6 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 #: What `broker_transport` names, so that both the API and the workers use this transport.
 TRANSPORT = f"{__name__}:Transport"
+#: The same for a Sentinel-managed Redis (`sentinel://` broker URLs).
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 
 
 class Channel(kombu_redis.Channel):
@@ -31,3 +33,11 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (it asks the sentinels for the master on each new connection) with the mend."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

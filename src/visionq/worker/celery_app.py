@@ -13,7 +13,7 @@ from visionq.jobs.keys import PRIORITY_SEPARATOR
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.settings import Settings
 from visionq.wire.states import PRIORITY_STEPS
-from visionq.worker.broker import TRANSPORT
+from visionq.worker.broker import SENTINEL_TRANSPORT, TRANSPORT
 
 __all__ = ["CALLBACKS", "CLASSIFY_TASK", "VisionqCelery", "create_celery_app"]
 
@@ -36,7 +36,7 @@ PROCESS_START_TIMEOUT = 120.0
 
 
 def create_celery_app(settings: Settings) -> VisionqCelery:
-    app = VisionqCelery("visionq", broker=settings.broker_url, include=["visionq.worker.tasks"])
+    app = VisionqCelery("visionq", broker=settings.broker, include=["visionq.worker.tasks"])
     app.settings = settings
     app.conf.update(
         task_default_queue=settings.queue,
@@ -64,7 +64,7 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, but for a reconnection fault that made a Redis restart stop a worker.
-        broker_transport=TRANSPORT,
+        broker_transport=SENTINEL_TRANSPORT if settings.broker.startswith("sentinel://") else TRANSPORT,
         broker_transport_options={
             # One Redis list per step; BRPOP lists them in ascending order, so step 0 is always served first.
             "priority_steps": PRIORITY_STEPS,
@@ -78,6 +78,7 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
             "unacked_mutex_expire": settings.visibility_timeout,
             "socket_timeout": settings.redis_timeout,
             "socket_connect_timeout": settings.redis_timeout,
+            **({"master_name": settings.redis_sentinel_master} if settings.redis_sentinel_master else {}),
         },
     )
     return app

@@ -38,6 +38,7 @@ from visionq.jobs.breakers import Breakers
 from visionq.jobs.heartbeats import Heartbeat
 from visionq.jobs.locks import take_turn
 from visionq.jobs.records import JobRecord, isoformat, utcnow
+from visionq.jobs.replication import ReplicaPolicy
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import BuiltinRuntime, Settings, WorkerPool
 from visionq.wire.states import Stage
@@ -69,6 +70,8 @@ class WorkerContext:
             stale_after=settings.stale_job_after,
             dead_letter_ttl=settings.dead_letter_ttl,
             queue=settings.queue,
+            replicas=ReplicaPolicy(settings.redis_min_replicas),
+            replica_timeout=settings.redis_replica_timeout,
         )
         self.models = ModelControl(self.redis, self.catalog, self.registry)
         self.breakers = Breakers(

@@ -18,6 +18,7 @@ from celery.worker.request import Request
 from redis import RedisError
 
 from visionq.connections import sync_redis
+from visionq.jobs.replication import ReplicaPolicy
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import Settings
 from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, over_time
@@ -38,6 +39,8 @@ def _main_tracker(settings: Settings) -> JobTracker:
             stale_after=settings.stale_job_after,
             dead_letter_ttl=settings.dead_letter_ttl,
             queue=settings.queue,
+            replicas=ReplicaPolicy(settings.redis_min_replicas),
+            replica_timeout=settings.redis_replica_timeout,
         )
     return _tracker
 

@@ -1,0 +1,144 @@
+"""Job state and the Celery broker on a Sentinel-managed Redis (a master, a replica, three sentinels): the API and
+the worker find the master through the sentinels, a 202 waits until the replica holds the job, and after the
+master is SIGKILLed and a replica promoted, both carry on with no restart and no accepted job lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from websockets.sync.client import connect
+
+from factories import cat_variants
+from integration.conftest import StackFactory
+from integration.soak import SoakPlan, run_soak
+from integration.stack import ApiServer, WorkerProcess, submit, wait_for, wait_terminal
+from integration.topologies import SentinelSet, state_client
+from tests_support import CAT_CLASSES
+from visionq.settings import Settings
+
+CAT = cat_variants()["jpeg"]
+JOB_TIMEOUT = 60.0
+FAILOVER_KEY = "visionq:test:failover"
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    with SentinelSet(tmp_path_factory.mktemp("sentinel")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def stack(sentinels: SentinelSet, start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
+    return start_stack("sentinel", **sentinels.settings())
+
+
+def test_a_job_runs_through_the_master_the_sentinels_name_and_is_followed_over_the_websocket(
+    stack: tuple[Settings, WorkerProcess, ApiServer],
+) -> None:
+    _, _, api = stack
+    with httpx.Client(base_url=api.url, timeout=30) as http:
+        key = {"Idempotency-Key": f"sentinel-{uuid.uuid4()}"}
+        first = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
+        again = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
+        job_id = first.json()["job_id"]
+        with connect(f"ws://127.0.0.1:{api.port}/ws/{job_id}", open_timeout=10) as socket:
+            messages = [json.loads(message) for message in socket]
+    assert first.status_code == 202
+    assert (again.status_code, again.json()["job_id"]) == (200, job_id), "the retry replays the first answer"
+    assert messages[-1]["job_id"] == job_id
+    assert messages[-1]["predictions"][0]["class_id"] in CAT_CLASSES, "the last message is the result"
+    assert messages[-2]["status"] == "completed", "then the result, once it completed"
+
+
+def test_urgent_work_goes_first_and_a_queued_job_can_be_cancelled(
+    stack: tuple[Settings, WorkerProcess, ApiServer],
+) -> None:
+    settings, _, _ = stack
+    # An API on a queue no worker serves: its jobs wait, in the order of their priorities.
+    held = ApiServer(settings.model_copy(update={"queue": f"{settings.queue}-held"}))
+    held.start()
+    try:
+        with httpx.Client(base_url=held.url, timeout=30) as http:
+            low, urgent = (submit(http, CAT, priority=p).json()["job_id"] for p in ("low", "urgent"))
+            places = {job: http.get(f"/status/{job}").json()["queue_position"] for job in (low, urgent)}
+            cancelled = http.delete(f"/jobs/{low}")
+            after = http.get(f"/status/{low}").json()
+    finally:
+        held.stop()
+    assert places == {urgent: 0, low: 1}
+    assert cancelled.status_code in (200, 202)
+    assert after["status"] == "cancelled"
+
+
+def test_a_202_waits_for_a_replica_and_without_one_the_answer_is_503(
+    stack: tuple[Settings, WorkerProcess, ApiServer], sentinels: SentinelSet
+) -> None:
+    _, _, api = stack
+    replica = next(
+        server for server in [sentinels.master, *sentinels.replicas] if server.port != sentinels.master_port()
+    )
+    assert replica.process is not None
+    with httpx.Client(base_url=api.url, timeout=30) as http:
+        os.kill(replica.process.pid, signal.SIGSTOP)  # alive, connected, acknowledging nothing
+        try:
+            key = {"Idempotency-Key": f"unconfirmed-{uuid.uuid4()}"}
+            refused = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        retried = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
+        outcome = wait_terminal(http, retried.json()["job_id"], timeout=JOB_TIMEOUT)
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "broker_unavailable"
+    assert "replica" in refused.json()["detail"]
+    assert retried.status_code in (200, 202), "the same key finds the job the refused request made"
+    assert outcome["status"] == "completed", "it was made once, and runs"
+
+
+def test_a_broker_on_another_server_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="same server"):
+        Settings(redis_url="redis://127.0.0.1:6379/1", broker_url="redis://127.0.0.1:6380/0", data_dir=tmp_path)
+
+
+def test_a_sigkilled_master_loses_no_accepted_job_and_the_service_accepts_again_by_itself(tmp_path: Path) -> None:
+    plan = SoakPlan(jobs=60, seed=20261206, faults=2, redis_share=1.0, topology="sentinel", settle_timeout=120)
+    report = run_soak(plan, tmp_path, CAT)
+    sys.stdout.write(report.summary() + "\n")  # the recovery figures, with -s
+    assert report.redis_restarts == plan.faults, "each fault killed the master the sentinels named"
+    assert len(report.failovers) == plan.faults, "the service accepted work again after each failover"
+    assert report.refusals == []
+    assert report.accepted == plan.jobs
+    assert report.lost == []
+    assert report.duplicated == 0
+    assert report.outcomes == {"completed": plan.jobs}, report.failures
+
+
+def test_the_job_state_client_follows_the_promoted_master(tmp_path: Path) -> None:
+    with SentinelSet(tmp_path) as cluster:
+        settings = Settings(**cluster.settings(), data_dir=tmp_path / "data")
+        client = state_client(settings)
+        client.set(FAILOVER_KEY, "before")
+        assert client.wait(1, 5000) == 1, "the replica holds it"
+        first = cluster.master_port()
+        cluster.kill_master()
+        wait_for(lambda: cluster.master_port() != first, 30, "a replica to be promoted", 0.2)
+        wait_for(lambda: _reads(client) == "before", 30, "the client to reach the new master", 0.2)
+        client.close()
+
+
+def _reads(client: redis.Redis) -> str | None:
+    try:
+        value = client.get(FAILOVER_KEY)
+    except redis.RedisError:
+        time.sleep(0.1)
+        return None
+    return str(value) if value is not None else None
