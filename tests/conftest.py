@@ -47,12 +47,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Export and quantise the built-ins before the first test that needs them, once, so that no test's time
     budget pays for a cold cache (minutes) and every module can run alone. It takes seconds when they are ready."""
-    if session.config.option.collectonly or not {layer_of(item) for item in session.items} & MODEL_LAYERS:
+    layers = {layer_of(item) for item in session.items}
+    if session.config.option.collectonly or not layers & MODEL_LAYERS:
         return
     started = time.monotonic()
     environment = {**os.environ, "VISIONQ_LOG_LEVEL": "WARNING"}
+    models = preparation_order(os.environ.get("PYTEST_XDIST_WORKER"), every_build="model" in layers)
     prepared = subprocess.run(
-        [sys.executable, "-m", "visionq", "prepare", *preparation_order(os.environ.get("PYTEST_XDIST_WORKER"))],
+        [sys.executable, "-m", "visionq", "prepare", *models],
         env=environment,
         capture_output=True,
         text=True,
@@ -66,13 +68,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         reporter.write_line(f"built-in models ready in {model_cache()} after {time.monotonic() - started:.1f} s")
 
 
-def preparation_order(xdist_worker: str | None) -> list[str]:
-    """Every built-in, each family's exact model before its int8 build (made from it), starting with a family that
-    depends on the process: the test processes of a run prepare at once (CI's two lanes, xdist's workers), and the
-    cache's per-file locks then let each make a different family instead of all waiting on the first."""
-    first = int(xdist_worker.removeprefix("gw")) + 1 if xdist_worker else 0
-    families = [*EXACT_BUILTINS[first % 3 :], *EXACT_BUILTINS[: first % 3]]
-    return [ref for name in families for ref in (name, f"{name}-int8")]
+def preparation_order(xdist_worker: str | None, *, every_build: bool) -> list[str]:
+    """The built-ins a session loads, each family's exact model before its int8 build (made from it). The model
+    tests check every int8 build; the integration and end-to-end tests load the exact models and lite0's int8
+    build only, so a session of those alone starts on them and leaves the slow int8 builds to a session that checks
+    them (CI runs both at once: the cache's per-file locks then let each make different models, the model tests'
+    session from the other end). Each xdist process starts on a family of its own, for the same reason."""
+    from visionq.inference.quantize import int8_unsupported
+
+    def builds(name: str, int8: bool) -> list[str]:
+        return [name, *([f"{name}-int8"] if int8 and int8_unsupported() is None else [])]
+
+    if every_build:
+        return [ref for name in reversed(EXACT_BUILTINS) for ref in builds(name, True)]
+    first = int(xdist_worker.removeprefix("gw")) if xdist_worker else 0
+    exact = [*EXACT_BUILTINS[first % 3 :], *EXACT_BUILTINS[: first % 3]]
+    return [ref for name in exact for ref in builds(name, name == EXACT_BUILTINS[0])]
 
 
 @pytest.fixture(autouse=True)
