@@ -199,3 +199,33 @@ def test_a_model_repository_is_a_folder_or_an_s3_url(
         make_settings(model_repository=location)
     assert make_settings(model_repository="s3://bucket/models").model_repository_poll == 30.0
     assert make_settings(model_repository="/srv/models").model_repository == "/srv/models"
+
+
+def test_the_broker_is_the_job_state_redis_unless_set(make_settings: SettingsFactory) -> None:
+    settings = make_settings(redis_url="redis://redis.internal:6380/3")
+    assert settings.broker == settings.state_url == "redis://redis.internal:6380/3"
+
+
+def test_with_sentinels_the_broker_goes_through_them_to_the_state_database(make_settings: SettingsFactory) -> None:
+    settings = make_settings(
+        redis_url="redis://:secret@unused/2", redis_sentinels="s0:26379, s1:26380,s2", redis_sentinel_master="vq"
+    )
+    assert settings.sentinel_addresses == [("s0", 26379), ("s1", 26380), ("s2", 26379)]
+    assert settings.broker == "sentinel://s0:26379/2;sentinel://s1:26380/2;sentinel://s2:26379/2"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"redis_sentinels": "s0:26379"}, "SENTINEL_MASTER"),
+        ({"redis_sentinels": " , ", "redis_sentinel_master": "vq"}, "empty"),
+        ({"redis_sentinels": "s0:port", "redis_sentinel_master": "vq"}, "host:port"),
+        ({"redis_url": "redis://a:6379/0", "broker_url": "amqp://guest@rabbit//"}, "same server"),
+        ({"redis_sentinels": "s0:1", "redis_sentinel_master": "vq", "broker_url": "redis://b:6379/0"}, "sentinel://"),
+    ],
+)
+def test_a_redis_topology_that_cannot_work_is_refused_with_why(
+    make_settings: SettingsFactory, overrides: dict[str, str], why: str
+) -> None:
+    with pytest.raises(ValidationError, match=why):
+        make_settings(**overrides)

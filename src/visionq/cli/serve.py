@@ -110,6 +110,8 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         redis_url = settings.redis_url
+        if redis_url is None and settings.redis_sentinels:  # the sentinels name the server
+            redis_url = settings.state_url
         if redis_url is None:
             redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
             log.info("embedded Redis listening at %s (data in %s)", redis_url, settings.data_dir / "redis")
