@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from environment import process_environ
 from visionq.api.app import server_config
+from visionq.connections import sync_redis
 from visionq.embedded import free_port
 from visionq.jobs import keys
 from visionq.jobs.records import isoformat, utcnow
@@ -101,7 +102,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "visionq", "worker"], env=self.env(), start_new_session=True
         )
-        client = redis.Redis.from_url(self.settings.state_url, decode_responses=True)
+        client = sync_redis(self.settings, decode=True)  # through the sentinels, where there are some
         try:
             wait_for(lambda: self._ready(client, started), WORKER_START_TIMEOUT, "the worker's heartbeat")
         finally:
@@ -141,7 +142,7 @@ class CallbackWorkerProcess(WorkerProcess):
             [sys.executable, "-m", "visionq", "worker", "--callbacks"], env=self.env(), start_new_session=True
         )
         beat = keys.deliverer(f"{socket.gethostname()}:{self.process.pid}")
-        client = redis.Redis.from_url(self.settings.state_url)
+        client = sync_redis(self.settings)
         try:
             wait_for(lambda: self._alive() and client.exists(beat), WORKER_START_TIMEOUT, "the callbacks heartbeat")
         finally:

@@ -8,10 +8,13 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,9 +24,10 @@ from websockets.sync.client import connect
 from factories import cat_variants
 from integration.conftest import StackFactory
 from integration.soak import SoakPlan, run_soak
-from integration.stack import ApiServer, WorkerProcess, submit, wait_for, wait_terminal
+from integration.stack import ApiServer, CallbackWorkerProcess, WorkerProcess, submit, wait_for, wait_terminal
 from integration.topologies import SentinelSet, state_client
 from tests_support import CAT_CLASSES
+from visionq.callbacks.signing import verify
 from visionq.settings import Settings
 
 CAT = cat_variants()["jpeg"]
@@ -37,9 +41,47 @@ def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]
         yield cluster
 
 
+SECRET = "sentinel-callback-secret"
+
+
 @pytest.fixture(scope="module")
-def stack(sentinels: SentinelSet, start_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
-    return start_stack("sentinel", **sentinels.settings())
+def stack(sentinels: SentinelSet, start_stack: StackFactory) -> Iterator[tuple[Settings, WorkerProcess, ApiServer]]:
+    settings, worker, api = start_stack(
+        "sentinel",
+        **sentinels.settings(),
+        callback_secret=SECRET,
+        callback_allow_private=True,  # the receiver listens on 127.0.0.1
+        callback_queue="visionq-test-sentinel-deliveries",
+    )
+    deliverer = CallbackWorkerProcess(settings)
+    deliverer.start()
+    yield settings, worker, api
+    deliverer.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[list[tuple[dict[str, str], bytes]], str]]:
+    """A real HTTP server on a loopback port that records each callback and answers 200."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(
+                ({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(int(self.headers["Content-Length"])))
+            )
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
 
 
 def test_a_job_runs_through_the_master_the_sentinels_name_and_is_followed_over_the_websocket(
@@ -58,6 +100,19 @@ def test_a_job_runs_through_the_master_the_sentinels_name_and_is_followed_over_t
     assert messages[-1]["job_id"] == job_id
     assert messages[-1]["predictions"][0]["class_id"] in CAT_CLASSES, "the last message is the result"
     assert messages[-2]["status"] == "completed", "then the result, once it completed"
+
+
+def test_the_callback_is_delivered_signed_through_the_sentinels_master(
+    stack: tuple[Settings, WorkerProcess, ApiServer], receiver: tuple[list[tuple[dict[str, str], bytes]], str]
+) -> None:
+    _, _, api = stack
+    received, url = receiver
+    with httpx.Client(base_url=api.url, timeout=30) as http:
+        job_id = submit(http, CAT, callback_url=url).json()["job_id"]
+        wait_for(lambda: received, JOB_TIMEOUT, "the callback")
+    headers, body = received[0]
+    assert json.loads(body)["job_id"] == job_id
+    assert verify(body, SECRET, headers["x-visionq-signature"])
 
 
 def test_urgent_work_goes_first_and_a_queued_job_can_be_cancelled(
