@@ -52,16 +52,22 @@ class _AsyncSentinelMaster(redis.asyncio.Redis):
     """A client of the master the sentinels name, which closes its connections to the sentinels with its own."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        # Only the client that owns the pool closes the sentinels: a single-connection client made from it
+        # (`client()`, for WAIT) shares them, and closing them there broke the next master lookup.
+        closes_pool = close_connection_pool or (close_connection_pool is None and self.auto_close_connection_pool)
         await super().aclose(close_connection_pool)
-        await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
+        if closes_pool:
+            await self.connection_pool.sentinel_manager.aclose()  # type: ignore[attr-defined]
 
 
 class _SentinelMaster(redis.Redis):
     """The blocking `_AsyncSentinelMaster`."""
 
     def close(self) -> None:
+        closes_pool = self.auto_close_connection_pool
         super().close()
-        self.connection_pool.sentinel_manager.close()  # type: ignore[attr-defined]
+        if closes_pool:
+            self.connection_pool.sentinel_manager.close()  # type: ignore[attr-defined]
 
 
 def _options(settings: Settings) -> dict[str, Any]:
