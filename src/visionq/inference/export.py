@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -137,14 +138,19 @@ def cached(path: Path, make: Callable[[], Verification]) -> tuple[Path, Verifica
 
 
 def fingerprint(spec: ModelSpec, extra: str = "") -> str:
-    """A digest of what an export of `spec` depends on: its weights, the exporter, the check (and `extra`)."""
-    import torch
+    """A digest of what an export of `spec` depends on: its weights, the exporter, the check (and `extra`).
+    ModuleNotFoundError without PyTorch (an install that serves prepared exports only). PyTorch's version is read
+    from its installed metadata, not by importing it: a worker that serves a prepared export never needs it."""
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch") from None
 
+    from visionq.inference.builtin_weights import builtin_weights_path
     from visionq.inference.onnx_backend import DEFAULT_OPSET
-    from visionq.inference.torch_backend import builtin_weights_path
 
     digest = hashlib.sha256(builtin_weights_path(spec.weights).read_bytes())
-    digest.update(f"|torch {torch.__version__}|opset {DEFAULT_OPSET}|sample {SAMPLE_SIZE}".encode())
+    digest.update(f"|torch {torch_version}|opset {DEFAULT_OPSET}|sample {SAMPLE_SIZE}".encode())
     if extra:
         digest.update(f"|{extra}".encode())
     return digest.hexdigest()[:16]

