@@ -15,6 +15,7 @@ for an int8 build the same top-1 class, with `INT8`'s wider tolerance.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,10 +78,8 @@ def identify(classifier: Classifier) -> ModelIdentity:
         import onnxruntime
 
         version = str(onnxruntime.__version__)
-    else:
-        import torch
-
-        version = str(torch.__version__)
+    else:  # read from its metadata: importing PyTorch here, beside a thread that loads a model, raced its import
+        version = importlib.metadata.version("torch")
     if spec.runtime is Runtime.TORCH:
         from visionq.inference.builtin_weights import builtin_weights_path
 

@@ -116,6 +116,7 @@ class ModelRegistry:
             for spec in matches:
                 if spec not in specs:
                     specs.append(spec)
+        self._ready_torch()
         loaded = []
         for spec in specs:
             try:
@@ -196,6 +197,22 @@ class ModelRegistry:
     def _lock_for(self, ref: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(ref, threading.Lock())
+
+    def _ready_torch(self) -> None:
+        """Import PyTorch now if a model of the catalog runs on it (a TorchScript file, or built-ins served on
+        PyTorch): it takes seconds, which the first job that loads such a model would otherwise pay inside its time
+        limit. A catalog served on ONNX Runtime alone never imports it."""
+        on_torch = any(
+            spec.runtime is Runtime.TORCHSCRIPT or (spec.runtime is Runtime.TORCH and not self.builtin_onnx)
+            for spec in self.catalog.specs()
+        )
+        if not on_torch:
+            return
+        try:
+            self._configure_torch()
+            import visionq.inference.torch_backend  # noqa: F401  (PyTorch itself, and its backend)
+        except ModuleNotFoundError as missing:  # those models' jobs fail when they load, saying so
+            logger.warning("the catalog has models that run on PyTorch, which is not installed here: %s", missing)
 
     def _configure_torch(self) -> None:
         with self._guard:
