@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -15,6 +13,7 @@ import redis
 
 from factories import cat_variants
 from integration.conftest import StackFactory
+from integration.receivers import Receiver, receiving
 from integration.stack import ApiServer, CallbackWorkerProcess, submit, wait_for, wait_terminal
 from model_factories import broken_model
 from visionq.callbacks.signing import verify
@@ -28,56 +27,10 @@ CAT = cat_variants()["jpeg"]
 DELIVERY_TIMEOUT = 30.0
 
 
-@dataclass
-class Receiver:
-    """A real HTTP server on a loopback port that answers callbacks with the given statuses in turn; a "hang"
-    holds the request until the test releases it."""
-
-    answers: list[int | str] = field(default_factory=lambda: [200])
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    in_flight: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    released: threading.Event = field(default_factory=threading.Event)
-
-    def handle(self, handler: BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers["Content-Length"]))
-        with self.lock:
-            self.requests.append(({k.lower(): v for k, v in handler.headers.items()}, body))
-            answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
-            self.in_flight += 1
-        try:
-            if answer == "hang":
-                self.released.wait()
-                answer = 200
-            handler.send_response(int(answer))
-            handler.send_header("Content-Length", "2")
-            handler.end_headers()
-            handler.wfile.write(b"ok")
-        except OSError:  # the client gave up on us
-            pass
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            state.handle(self)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    state.released.set()
-    server.shutdown()
-    server.server_close()
+    with receiving() as (state, url):
+        yield state, url
 
 
 @dataclass

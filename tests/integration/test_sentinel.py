@@ -8,13 +8,10 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +20,7 @@ from websockets.sync.client import connect
 
 from factories import cat_variants
 from integration.conftest import StackFactory
+from integration.receivers import Receiver, receiving
 from integration.soak import SoakPlan, run_soak
 from integration.stack import ApiServer, CallbackWorkerProcess, WorkerProcess, submit, wait_for, wait_terminal
 from integration.topologies import SentinelSet, state_client
@@ -60,28 +58,9 @@ def stack(sentinels: SentinelSet, start_stack: StackFactory) -> Iterator[tuple[S
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[list[tuple[dict[str, str], bytes]], str]]:
-    """A real HTTP server on a loopback port that records each callback and answers 200."""
-    received: list[tuple[dict[str, str], bytes]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(
-                ({k.lower(): v for k, v in self.headers.items()}, self.rfile.read(int(self.headers["Content-Length"])))
-            )
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield received, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    with receiving() as (state, url):
+        yield state, url
 
 
 def test_a_job_runs_through_the_master_the_sentinels_name_and_is_followed_over_the_websocket(
@@ -103,10 +82,11 @@ def test_a_job_runs_through_the_master_the_sentinels_name_and_is_followed_over_t
 
 
 def test_the_callback_is_delivered_signed_through_the_sentinels_master(
-    stack: tuple[Settings, WorkerProcess, ApiServer], receiver: tuple[list[tuple[dict[str, str], bytes]], str]
+    stack: tuple[Settings, WorkerProcess, ApiServer], receiver: tuple[Receiver, str]
 ) -> None:
     _, _, api = stack
-    received, url = receiver
+    state, url = receiver
+    received = state.requests
     with httpx.Client(base_url=api.url, timeout=30) as http:
         job_id = submit(http, CAT, callback_url=url).json()["job_id"]
         wait_for(lambda: received, JOB_TIMEOUT, "the callback")
