@@ -1,5 +1,6 @@
 """Redis clients built from settings: asyncio for the API, blocking for workers and the CLI; for a
-Sentinel-managed Redis, clients of the master the sentinels name, which find the new one after a failover."""
+Sentinel-managed Redis, clients of the master the sentinels name, which find the new one after a failover. And the
+publisher to a broker apart from job state."""
 
 from __future__ import annotations
 
@@ -14,10 +15,24 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from visionq.jobs.publisher import Publisher, is_amqp
 from visionq.settings import Settings
 
 #: Retries of one Redis command on a dropped connection before the error reaches the caller.
 COMMAND_RETRIES = 2
+
+
+def broker_publisher(settings: Settings) -> Publisher | None:
+    """The publisher to the broker when it is apart from job state; None when a job's message is written in the step
+    that makes the job."""
+    if not settings.broker_apart:
+        return None
+    options: dict[str, Any] = {}
+    if settings.broker.startswith("sentinel://"):
+        options["master_name"] = settings.redis_sentinel_master
+    if not is_amqp(settings.broker):
+        options |= {"socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout}
+    return Publisher(settings.broker, transport_options=options)
 
 
 def async_redis(settings: Settings) -> redis.asyncio.Redis:

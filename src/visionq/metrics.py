@@ -89,6 +89,11 @@ class _ClusterCollector(Collector):
         yield GaugeMetricFamily(
             "visionq_dlq_size", "Jobs in the dead-letter queue (used up their attempts).", value=snap.dead_letters
         )
+        yield GaugeMetricFamily(
+            "visionq_broker_outbox",
+            "Jobs made over 5 s ago whose message is not yet in the broker apart from job state (0 on one Redis).",
+            value=snap.unpublished,
+        )
 
 
 class Metrics:

@@ -19,6 +19,8 @@ from visionq.client.settings import ClientSettings
 from visionq.cpus import available_cpus
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The Celery brokers visionq runs on: kombu's Redis and Sentinel transports, and AMQP (RabbitMQ).
+BROKER_SCHEMES = frozenset({"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp"})
 #: The SQLite archive's file name in `data_dir`, when no `database_url` is set.
 ARCHIVE_FILE = "archive.sqlite3"
 #: The folder of the `directory` image store in `data_dir`, when no `image_dir` is set.
@@ -67,9 +69,10 @@ class Settings(ClientSettings):
     unset. With `redis_sentinels`, only its database number (and password) count: the sentinels name the server."""
 
     broker_url: str | None = None
-    """The Celery broker. Default: the job-state Redis (with `redis_sentinels`, the master they name, through
-    kombu's `sentinel://` transport). The API writes a job's record and its queue message in one step of that
-    Redis, so a broker on another server (or `amqp://`) is refused at start-up for now."""
+    """The Celery broker: `redis://`, `sentinel://` (with `redis_sentinel_master`) or `amqp://` (RabbitMQ). Default:
+    the job-state Redis (with `redis_sentinels`, the master they name). On the job-state Redis, a job's record and
+    its queue message are written in one step; on a broker apart, through an outbox (jobs/publisher.py): one more
+    round trip per job, and the only way to keep job state on a Redis Cluster."""
 
     redis_sentinels: str | None = None
     """`host:port,host:port,…`: Redis Sentinels that watch the job-state Redis (and the broker's). API processes and
@@ -294,8 +297,13 @@ class Settings(ClientSettings):
     of urgent work cannot starve the rest. 0: never promoted."""
 
     queue_pass_interval: Annotated[float, Field(gt=0)] = 1.0
-    """Seconds between the passes (one API process at a time) that expire pending jobs past their `deadline`
-    and promote aged ones."""
+    """Seconds between the passes (one API process at a time) that expire pending jobs past their `deadline`,
+    promote aged ones and, with a broker apart, publish again what stayed in the outbox."""
+
+    outbox_republish_after: Annotated[float, Field(gt=0)] = 10.0
+    """With a broker apart from job state (`broker_url`): seconds a job may stay in the outbox, made but its message
+    not known to be published (its API died in between, or the broker was away), before the queue keeper publishes
+    it again. A copy published twice still runs once."""
 
     max_queue_wait: Annotated[float, Field(ge=0)] = 0.0
     """Seconds a job may wait in the queue; one that waited longer is failed with `deadline_exceeded` when a
@@ -501,13 +509,15 @@ class Settings(ClientSettings):
                 raise ValueError("VISIONQ_REDIS_SENTINELS needs VISIONQ_REDIS_SENTINEL_MASTER: the name they monitor")
             if not self.sentinel_addresses:
                 raise ValueError("VISIONQ_REDIS_SENTINELS is empty: host:port,host:port,…")
-        if self.broker_url and self.broker_url != self.state_url and not self.redis_sentinels:
-            raise ValueError(
-                f"VISIONQ_BROKER_URL {self.broker_url!r} differs from the job-state Redis {self.state_url!r}: the API "
-                "writes a job and its queue message in one step of one Redis, so both must be the same server for now"
-            )
-        if self.broker_url and self.redis_sentinels and not self.broker_url.startswith("sentinel://"):
-            raise ValueError("with VISIONQ_REDIS_SENTINELS, VISIONQ_BROKER_URL must be unset or sentinel://…")
+        if self.broker_url is not None:
+            scheme = self.broker_url.split("://", 1)[0]
+            if scheme not in BROKER_SCHEMES:
+                raise ValueError(
+                    f"VISIONQ_BROKER_URL {self.broker_url!r}: the broker must be one of "
+                    + ", ".join(f"{name}://" for name in sorted(BROKER_SCHEMES))
+                )
+            if scheme == "sentinel" and not self.redis_sentinel_master:
+                raise ValueError("a sentinel:// VISIONQ_BROKER_URL needs VISIONQ_REDIS_SENTINEL_MASTER")
         return self
 
     @model_validator(mode="after")
@@ -562,8 +572,16 @@ class Settings(ClientSettings):
     @property
     def broker(self) -> str:
         """The Celery broker URL: `broker_url`, else the job-state Redis (`sentinel://…` with sentinels)."""
-        if self.broker_url:
-            return self.broker_url
+        return self.broker_url or self._state_broker
+
+    @property
+    def broker_apart(self) -> bool:
+        """Whether the broker is another server than job state: then messages go through the outbox."""
+        return self.broker != self._state_broker
+
+    @property
+    def _state_broker(self) -> str:
+        """The job-state Redis as a Celery broker URL."""
         if self.redis_sentinels:
             database = urlsplit(self.state_url).path.strip("/") or "0"
             return ";".join(f"sentinel://{host}:{port}/{database}" for host, port in self.sentinel_addresses)

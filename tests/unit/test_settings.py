@@ -204,6 +204,22 @@ def test_a_model_repository_is_a_folder_or_an_s3_url(
 def test_the_broker_is_the_job_state_redis_unless_set(make_settings: SettingsFactory) -> None:
     settings = make_settings(redis_url="redis://redis.internal:6380/3")
     assert settings.broker == settings.state_url == "redis://redis.internal:6380/3"
+    assert not settings.broker_apart
+
+
+@pytest.mark.parametrize(
+    "broker",
+    ["amqp://guest:guest@rabbit:5672//", "redis://queue.internal:6379/0", "redis://redis.internal:6380/4"],
+)
+def test_a_broker_on_another_server_or_database_is_apart(make_settings: SettingsFactory, broker: str) -> None:
+    settings = make_settings(redis_url="redis://redis.internal:6380/3", broker_url=broker)
+    assert settings.broker == broker
+    assert settings.broker_apart, "its messages go through the outbox"
+
+
+def test_the_job_state_redis_named_as_broker_is_not_apart(make_settings: SettingsFactory) -> None:
+    settings = make_settings(redis_url="redis://redis.internal:6380/3", broker_url="redis://redis.internal:6380/3")
+    assert not settings.broker_apart
 
 
 def test_with_sentinels_the_broker_goes_through_them_to_the_state_database(make_settings: SettingsFactory) -> None:
@@ -220,8 +236,8 @@ def test_with_sentinels_the_broker_goes_through_them_to_the_state_database(make_
         ({"redis_sentinels": "s0:26379"}, "SENTINEL_MASTER"),
         ({"redis_sentinels": " , ", "redis_sentinel_master": "vq"}, "empty"),
         ({"redis_sentinels": "s0:port", "redis_sentinel_master": "vq"}, "host:port"),
-        ({"redis_url": "redis://a:6379/0", "broker_url": "amqp://guest@rabbit//"}, "same server"),
-        ({"redis_sentinels": "s0:1", "redis_sentinel_master": "vq", "broker_url": "redis://b:6379/0"}, "sentinel://"),
+        ({"redis_url": "redis://a:6379/0", "broker_url": "kafka://k:9092"}, "must be one of"),
+        ({"redis_url": "redis://a:6379/0", "broker_url": "sentinel://s0:26379/0"}, "SENTINEL_MASTER"),
     ],
 )
 def test_a_redis_topology_that_cannot_work_is_refused_with_why(

@@ -30,7 +30,7 @@ from visionq.api.submission import Submitter
 from visionq.archive import schema
 from visionq.archive.repository import Archive
 from visionq.auth.oidc import discovery_url
-from visionq.connections import async_redis
+from visionq.connections import async_redis, broker_publisher
 from visionq.images import create_image_store
 from visionq.inference.sources import ModelSources
 from visionq.jobs.batches import BatchStore
@@ -83,12 +83,14 @@ def create_app(settings: Settings) -> FastAPI:
         redis = async_redis(settings)
         events = JobEvents(redis)
         replication = Replication(redis, required=settings.redis_min_replicas, timeout=settings.redis_replica_timeout)
+        publisher = broker_publisher(settings)
         store = JobStore(
             redis,
             result_ttl=settings.result_ttl,
             image_ttl=settings.image_ttl,
             queue=settings.queue,
             replication=replication,
+            publisher=publisher,
         )
         images = create_image_store(settings)
         latest = LatestChoice(redis)
@@ -127,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
             await events.stop()
             await authenticator.aclose()
             await redis.aclose()
+            if publisher is not None:
+                await run_in_threadpool(publisher.close)
             archive.close()
 
     sign_in = {"clientId": settings.oidc_client_id, "usePkceWithAuthorizationCodeGrant": True}

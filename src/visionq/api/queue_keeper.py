@@ -1,5 +1,6 @@
 """The queue's keeper: every `queue_pass_interval`, one API process (a turn, jobs/locks.py) expires the pending
-jobs whose `deadline` has passed and promotes those that have waited `priority_aging` seconds at their priority.
+jobs whose `deadline` has passed, promotes those that have waited `priority_aging` seconds at their priority and,
+with a broker apart from job state, publishes again the messages left in the outbox (jobs/publisher.py).
 
 It runs in the API rather than in a worker so that a deadline holds while no worker is running, and a worker
 that reaches an expired job first expires it itself (`scripts.TAKE`). Promotion needs pending jobs, which need
@@ -54,9 +55,12 @@ class QueueKeeper:
             except RedisError as exc:
                 log.debug("queue pass skipped, Redis unreachable: %s", exc)
 
-    async def pass_once(self, now: float | None = None) -> tuple[int, int]:
-        """One pass: (jobs expired, jobs promoted)."""
+    async def pass_once(self, now: float | None = None) -> tuple[int, int, int]:
+        """One pass: (jobs expired, jobs promoted, messages published again)."""
         now = now or time.time()
+        resent = await self.store.resend(now - self.settings.outbox_republish_after)
+        if resent:
+            log.warning("published %d messages left in the outbox", resent)
         expired = 0
         for job_id in await self.store.overdue(now):
             if await self.store.expire(job_id):
@@ -70,7 +74,7 @@ class QueueKeeper:
                     if await self.store.promote(job_id, priority):
                         promoted += 1
                         log.info("aged job promoted to %s", priority.raised.value, extra={"job_id": job_id})
-        return expired, promoted
+        return expired, promoted, resent
 
     async def _drop_image(self, job_id: str) -> None:
         if self.images is not None:

@@ -3,6 +3,7 @@ models) in `cli/jobs.py`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -83,7 +84,8 @@ def worker(
             f"--pool={pool_name}",
             f"--concurrency={processes}",
             f"--loglevel={settings.log_level}",
-            f"--hostname=visionq-{celery.role}@%h",
+            # One name per process: two workers of one host must not share RabbitMQ's exclusive control queue.
+            f"--hostname=visionq-{celery.role}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
         ]

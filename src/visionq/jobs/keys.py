@@ -11,6 +11,8 @@ visionq:queue:{queue}:waiting  zset  job id → priority step × 2^40 + ticket: 
                                 workers start them, so a job's rank is its queue position (O(log n))
 visionq:queue:{queue}:pace     hash  at (unix s of the last start), busy (jobs were waiting then), interval (EWMA
                                 of the seconds between starts while jobs wait): the queue's measured pace, for ETAs
+visionq:queue:{queue}:unpublished  zset  job id → when its message was to be published: the outbox of a broker apart
+                                from job state (jobs/publisher.py), republished when it stays there
 visionq:jobs:tickets     string the last ticket given to a queued job (INCR)
 visionq:jobs:deadlines   zset   job id → its `deadline` (unix s), while pending: expired when it passes
 visionq:worker:{name}    hash   heartbeat of one worker process; TTL = 3 heartbeat intervals
@@ -158,6 +160,10 @@ def waiting(queue: str) -> str:
 
 def pace(queue: str) -> str:
     return f"visionq:queue:{queue}:pace"
+
+
+def unpublished(queue: str) -> str:
+    return f"visionq:queue:{queue}:unpublished"
 
 
 def queue_lock(queue: str) -> str:

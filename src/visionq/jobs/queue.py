@@ -6,6 +6,11 @@ The message must therefore be exactly what kombu's Redis transport puts on a que
 `send_task(CLASSIFY_TASK, args=[job_id], queue=..., priority=...)` (task protocol 2, JSON, body in base64), and
 what a Celery worker consumes; `tests/integration/test_queue.py` checks both against Celery's own.
 
+A job's message carries a message id (`message`, the task's keyword argument) that its status hash names too:
+the one message that may run the job. Publishing a job again (promoted past its priority, republished from the
+outbox of a broker apart, requeued after a loss) gives it a new id, so any earlier copy still in the broker is
+dropped, unrun, when a worker reaches it (`scripts.TAKE`); a redelivery of the same message keeps its id and runs.
+
 Only the task's name and this format are shared with the worker package; the API imports nothing of it.
 """
 
@@ -26,22 +31,33 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 #: Where a message says it came from (Celery: `gen<pid>@<host>`).
 _ORIGIN = f"gen{os.getpid()}@{socket.gethostname()}"
 #: The reply queue Celery names in every message of one publisher; unused here (no result backend).
-_REPLY_TO = str(uuid.uuid4())
+REPLY_TO = str(uuid.uuid4())
+#: The highest AMQP priority visionq uses (RabbitMQ's `x-max-priority` of its queues).
+AMQP_MAX_PRIORITY = 9
 
 
-def task_message(
-    job_id: str,
-    *,
-    queue: str,
-    broker_priority: int,
-    task: str = CLASSIFY_TASK,
-    headers: Mapping[str, str] | None = None,
-) -> bytes:
-    """The kombu envelope of one task message taking `job_id`, ready to LPUSH on the queue's priority list
-    (`keys.priority_list(queue, broker_priority)`). `headers` adds message headers (the trace context). The
-    task id is the job id: a job has one message, and its redeliveries keep it."""
+def new_message_id() -> str:
+    """A fresh message id (see the module's docstring)."""
+    return uuid.uuid4().hex[:16]
+
+
+def amqp_priority(broker_priority: int) -> int:
+    """The AMQP priority of a Redis priority step: kombu's Redis transport serves step 0 first, RabbitMQ serves the
+    highest number first.
+
+    >>> [amqp_priority(step) for step in (0, 3, 6, 9)]
+    [9, 6, 3, 0]
+    """
+    return AMQP_MAX_PRIORITY - broker_priority
+
+
+def task_parts(
+    job_id: str, *, message_id: str, task: str = CLASSIFY_TASK, headers: Mapping[str, str] | None = None
+) -> tuple[bytes, dict[str, object]]:
+    """The body (JSON) and headers of the task message taking `job_id`, as Celery's task protocol 2 has them: what
+    every broker carries. The task id is the job id: a job's redeliveries and republications keep it."""
     args = [job_id]
-    body = orjson.dumps([args, {}, _EMBED])
+    body = orjson.dumps([args, {"message": message_id}, _EMBED])
     message_headers: dict[str, object] = {
         "lang": "py",
         "task": task,
@@ -56,7 +72,7 @@ def task_message(
         "root_id": job_id,
         "parent_id": None,
         "argsrepr": repr(args),
-        "kwargsrepr": "{}",
+        "kwargsrepr": repr({"message": message_id}),
         "origin": _ORIGIN,
         "ignore_result": None,
         "replaced_task_nesting": 0,
@@ -64,6 +80,21 @@ def task_message(
         "stamps": {},
         **(headers or {}),
     }
+    return body, message_headers
+
+
+def task_message(
+    job_id: str,
+    *,
+    queue: str,
+    broker_priority: int,
+    message_id: str,
+    task: str = CLASSIFY_TASK,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """The kombu envelope of one task message taking `job_id`, ready to LPUSH on the queue's priority list
+    (`keys.priority_list(queue, broker_priority)`). `headers` adds message headers (the trace context)."""
+    body, message_headers = task_parts(job_id, message_id=message_id, task=task, headers=headers)
     return orjson.dumps(
         {
             "body": base64.b64encode(body).decode(),
@@ -72,7 +103,7 @@ def task_message(
             "headers": message_headers,
             "properties": {
                 "correlation_id": job_id,
-                "reply_to": _REPLY_TO,
+                "reply_to": REPLY_TO,
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": broker_priority,

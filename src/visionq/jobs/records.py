@@ -83,6 +83,8 @@ class JobRecord(BaseModel):
     """The identical job whose result it waits for (single flight), while that one runs."""
     queued: str | None = None
     """The queue its message was put on (the lost-message sweep of that queue's workers looks after it)."""
+    message: str | None = None
+    """The id of the one queue message that may run it (jobs/queue.py): a copy with another id is dropped unrun."""
     image_store: str = "redis"
     """Where its image waits for the worker: `redis` (the job's own key), `directory` or `s3`."""
     crashes: int = 0

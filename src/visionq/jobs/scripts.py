@@ -164,7 +164,9 @@ end
 # ARGV: the status hash (JSON object), its TTL, the image ('' when an image store holds it), its TTL, the job's
 # deadline in the live set, now (unix s), the task message, the most jobs that may wait at this priority (0: no
 # bound), the priority step, the job's own `deadline` (unix s, '' for none), the Idempotency-Key's entry (JSON) and
-# its TTL, the cache entry's TTL.
+# its TTL, the cache entry's TTL, '1' when the broker is apart from job state (then KEYS[5] is the queue's outbox, see
+# jobs/publisher.py: the job is recorded there, and the caller publishes its message; else the message is pushed on
+# the priority list KEYS[5] here).
 # With a cache entry (jobs/cache.py): when it holds a finished result, nothing is written and the reply is {2, jobs
 # waiting, that result JSON}, for the caller to make the job completed at once (CACHED); when it names a job still
 # running (its leader), this job is made and queued as its follower (`follows`), and a worker completes it from the
@@ -216,7 +218,11 @@ redis.call('ZADD', KEYS[8], waiting_score(step, redis.call('INCR', KEYS[9])), jo
 if ARGV[10] ~= '' then
   redis.call('ZADD', KEYS[10], ARGV[10], job_id)
 end
-redis.call('LPUSH', KEYS[5], ARGV[7])
+if ARGV[14] == '1' then
+  redis.call('ZADD', KEYS[5], ARGV[6], job_id)
+else
+  redis.call('LPUSH', KEYS[5], ARGV[7])
+end
 if KEYS[12] ~= '' then
   local entry = cjson.decode(ARGV[11])
   entry['wait'] = wait
@@ -306,8 +312,10 @@ return 0
 """
 )
 
-# KEYS: status, live, events, processing, image, waiting jobs, deadlines, the queue's pace.
-# ARGV: now, worker_id, deadline, now (unix s).
+# KEYS: status, live, events, processing, image, waiting jobs, deadlines, the queue's pace, the queue's outbox.
+# ARGV: now, worker_id, deadline, now (unix s), the message's id ('' for a message that carries none).
+# A message whose id is not the one the job names (STALE, -4: a copy the job was published again after, see
+# jobs/queue.py) is not run: nothing is written.
 # Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
 # the worker needs to run it, in the same round trip: {delivery number (attempts), crashes so far, the status
 # hash (flat), the image or nil}; 0 when the job is no longer live; -1, with nothing written, when it is still
@@ -323,7 +331,12 @@ TAKE = (
     + _BATCH
     + _LIVE_JOB
     + """
+local current = redis.call('HGET', KEYS[1], 'message')
+if ARGV[5] ~= '' and current and current ~= ARGV[5] then
+  return -4
+end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
+redis.call('ZREM', KEYS[9], job_id)
 local due = redis.call('ZSCORE', KEYS[7], job_id)
 if due and state == 'pending' and tonumber(due) < tonumber(ARGV[4]) then
   return -1
@@ -507,11 +520,13 @@ return 1
 """
 )
 
-# KEYS: status, image, live, events, dead letters, archive outbox, the job's priority list, waiting jobs, tickets.
-# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds), the task message, priority step.
-# Puts a dead-lettered job back in the queue: pending, no attempts, no error, and its message queued in the same
-# step. Returns 1, 0 if the job is not in the dead-letter queue, -1 if its image (kept in Redis) has expired;
-# the caller checks an image kept in an image store beforehand.
+# KEYS: status, image, live, events, dead letters, archive outbox, the job's priority list (or the queue's outbox),
+# waiting jobs, tickets.
+# ARGV: now, deadline (unix seconds), status TTL, image TTL, now (unix seconds), the task message, priority step, its
+# message id, '1' when the broker is apart (see SUBMIT).
+# Puts a dead-lettered job back in the queue: pending, no attempts, no error, and its message queued (or its outbox
+# entry written) in the same step. Returns 1, 0 if the job is not in the dead-letter queue, -1 if its image (kept in
+# Redis) has expired; the caller checks an image kept in an image store beforehand.
 REVIVE = (
     _PUBLISH
     + _WAITING
@@ -531,7 +546,7 @@ if batch_id and redis.call('EXISTS', 'batch:' .. batch_id) == 1 then
   redis.call('HSET', 'batch:' .. batch_id, 'state', 'open')
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
-           'updated_at', ARGV[1])
+           'updated_at', ARGV[1], 'message', ARGV[8])
 redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'crashes',
            'crash_log', 'queue_priority', 'promoted_at')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -541,12 +556,63 @@ end
 redis.call('ZADD', KEYS[3], ARGV[2], job_id)
 redis.call('ZREM', KEYS[5], job_id)
 redis.call('ZADD', KEYS[6], ARGV[5], job_id)
-redis.call('LPUSH', KEYS[7], ARGV[6])
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[7], ARGV[5], job_id)
+else
+  redis.call('LPUSH', KEYS[7], ARGV[6])
+end
 redis.call('ZADD', KEYS[8], waiting_score(ARGV[7], redis.call('INCR', KEYS[9])), job_id)
 publish(KEYS[1], KEYS[4])
 return redis.call('HGETALL', KEYS[1])
 """
 )
+
+# KEYS: status, the queue's outbox, waiting jobs, tickets. ARGV: job id, a new message id, now (unix s), and to promote
+# the job: the step up, its priority's name, now (RFC 3339); '' for each when it is republished as it is.
+# A broker apart from job state (jobs/publisher.py): gives a pending job a new message id and records it in the
+# outbox, for the caller to publish its message; any earlier message of it is then stale (TAKE drops it). Promotes it
+# on the way when asked (PROMOTE's work, for a broker whose messages cannot be moved). Returns the priority to publish
+# at, or '' when the job is not pending (promoting: not waiting) any more (its outbox entry dropped).
+REPUBLISH = (
+    _WAITING
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return ''
+end
+if ARGV[4] ~= '' then
+  if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    return ''
+  end
+  redis.call('ZADD', KEYS[3], waiting_score(ARGV[4], redis.call('INCR', KEYS[4])), ARGV[1])
+  redis.call('HSET', KEYS[1], 'queue_priority', ARGV[5], 'promoted_at', ARGV[6])
+end
+redis.call('HSET', KEYS[1], 'message', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return redis.call('HGET', KEYS[1], 'queue_priority') or redis.call('HGET', KEYS[1], 'priority')
+"""
+)
+
+# KEYS: status, the job's priority list. ARGV: a new message id, the task message carrying it.
+# Queues a pending job's message again (its first was lost, see JobTracker.lost_messages), as the job's current one.
+REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'message', ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: status, the queue's outbox. ARGV: job id, the message id published.
+# Takes a job off the outbox once its message is in the broker: unless it has been given a newer message meanwhile.
+PUBLISHED = """
+local current = redis.call('HGET', KEYS[1], 'message')
+if not current or current == ARGV[2] then
+  return redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 0
+"""
 
 # KEYS: archive outbox, then the status hash of each job. ARGV: job id, archived status, for each job in order.
 # Takes a job off the outbox once its archive row is current: when the status written is still the job's

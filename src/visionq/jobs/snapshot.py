@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -9,6 +10,9 @@ from redis.asyncio import Redis
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.breakers import breaker_states
 from visionq.wire.states import BROKER_PRIORITY, TERMINAL_STATUSES
+
+#: Seconds a job spends in the outbox on its way to a broker apart, at most, while the broker answers.
+OUTBOX_GRACE = 5.0
 
 
 @dataclass
@@ -25,6 +29,8 @@ class ClusterSnapshot:
     """`hit`/`miss` → result cache lookups that found an answer (or an identical job running) / did not."""
     archive_backlog: int = 0
     dead_letters: int = 0
+    unpublished: int = 0
+    """Jobs in the outbox of a broker apart from job state (jobs/publisher.py) for over OUTBOX_GRACE seconds."""
     breakers: dict[str, int] = field(default_factory=dict)
     """model ref → breaker state as `BreakerState.gauge` (models that never failed have none)."""
     load_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -38,9 +44,10 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         pipe.hgetall(keys.JOB_STATS)
         pipe.zcard(keys.ARCHIVE_OUTBOX)
         pipe.zcard(keys.DEAD_LETTERS)
-        for step in BROKER_PRIORITY.values():
-            pipe.llen(keys.priority_list(queue, step))
-        active, totals, backlog, dead_letters, *depths = await pipe.execute()
+        pipe.zcount(keys.unpublished(queue), "-inf", time.time() - OUTBOX_GRACE)
+        for step in BROKER_PRIORITY.values():  # the jobs waiting at each priority, whatever the broker
+            pipe.zcount(keys.waiting(queue), step * keys.TICKET_SPAN, f"({(step + 1) * keys.TICKET_SPAN}")
+        active, totals, backlog, dead_letters, unpublished, *depths = await pipe.execute()
     inference: dict[str, dict[str, float]] = {}
     async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
         fields = await redis.hgetall(key)
@@ -60,6 +67,7 @@ async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
         workers=workers,
         archive_backlog=int(backlog),
         dead_letters=int(dead_letters),
+        unpublished=int(unpublished),
         load_seconds=load_seconds,
         breakers={ref: state.gauge for ref, (state, _) in (await breaker_states(redis, closed_too=True)).items()},
     )

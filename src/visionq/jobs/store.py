@@ -6,6 +6,8 @@ Workers change jobs through `JobTracker` (tracker.py); both run the same Lua scr
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,10 +18,13 @@ from redis.asyncio import Redis
 from visionq import errors
 from visionq.jobs import keys, scripts
 from visionq.jobs.idempotency import IDEMPOTENCY_TTL
-from visionq.jobs.queue import task_message
+from visionq.jobs.publisher import Publisher
+from visionq.jobs.queue import new_message_id, task_message
 from visionq.jobs.records import JobRecord, Place, isoformat, parse_time, utcnow
 from visionq.jobs.replication import Replication
 from visionq.wire.states import JobStatus, Priority, Stage
+
+log = logging.getLogger(__name__)
 
 ScriptCall = tuple[list[str], list[str | int | float]]
 #: The status-hash field naming the queue a job's message was put on (`JobRecord.queued`).
@@ -34,6 +39,8 @@ EXPIRED_CODE = "expired"
 PROMOTE_SCAN = 200
 #: Jobs expired, or looked at for promotion per priority, in one pass.
 QUEUE_PASS_BATCH = 100
+#: TAKE's answer to a message the job was published again after (jobs/queue.py): dropped, unrun.
+STALE = -4
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class Submitted:
     written; the caller makes the job completed with it (`JobStore.record_hit`)."""
 
 
-def claim_call(job_id: str, worker_id: str, deadline: float, queue: str) -> ScriptCall:
+def claim_call(job_id: str, worker_id: str, deadline: float, queue: str, message_id: str | None = None) -> ScriptCall:
     return (
         [
             keys.status(job_id),
@@ -66,8 +73,9 @@ def claim_call(job_id: str, worker_id: str, deadline: float, queue: str) -> Scri
             keys.waiting(queue),
             keys.JOB_DEADLINES,
             keys.pace(queue),
+            keys.unpublished(queue),
         ],
-        [isoformat(utcnow()), worker_id, deadline, time.time()],
+        [isoformat(utcnow()), worker_id, deadline, time.time(), message_id or ""],
     )
 
 
@@ -184,9 +192,12 @@ class JobStore:
         image_ttl: int,
         queue: str = DEFAULT_QUEUE,
         replication: Replication | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.redis = redis
         self.replication = replication
+        self.publisher = publisher
+        """The broker apart from job state, when there is one: messages go through the outbox (jobs/publisher.py)."""
         """With replicas, how many must hold a new job before `submit` returns (None: none are waited for)."""
         self.queue = queue
         """The queue this API process submits to: the one whose places, expiries and promotions it looks after."""
@@ -199,6 +210,8 @@ class JobStore:
         self._cached = redis.register_script(scripts.CACHED)
         self._wait = redis.register_script(scripts.WAIT)
         self._promote = redis.register_script(scripts.PROMOTE)
+        self._republish = redis.register_script(scripts.REPUBLISH)
+        self._published = redis.register_script(scripts.PUBLISHED)
 
     async def submit(
         self,
@@ -219,16 +232,18 @@ class JobStore:
         Idempotency-Key's entry name and its answer), the key is given its answer in the same step. `headers`
         go into the task message (the trace context). The job's deadline in the live set is its image's expiry:
         a job still queued then can never run. Where replicas are required (`replication`), a made job is
-        confirmed on them before this returns, or `Unconfirmed` is raised: made, but maybe not durable."""
+        confirmed on them before this returns, or `Unconfirmed` is raised: made, but maybe not durable. With a broker
+        apart (`publisher`), the job is made with its outbox entry, then its message is published."""
         now = time.time()
         priority = record.priority.broker_priority
-        fields = {**record.to_redis(), QUEUED_FIELD: queue}
+        message_id = new_message_id()
+        fields = {**record.to_redis(), QUEUED_FIELD: queue, "message": message_id}
         job_keys = [
             keys.status(record.job_id),
             keys.image(record.job_id),
             keys.LIVE_JOBS,
             keys.ARCHIVE_OUTBOX,
-            keys.priority_list(queue, priority),
+            keys.unpublished(queue) if self.publisher else keys.priority_list(queue, priority),
             keys.JOB_STATS,
             keys.WORKERS_SEEN,
             keys.waiting(queue),
@@ -243,14 +258,18 @@ class JobStore:
             self.image_ttl,
             now + self.image_ttl,
             now,
-            task_message(record.job_id, queue=queue, broker_priority=priority, headers=headers),
+            ""
+            if self.publisher
+            else task_message(
+                record.job_id, queue=queue, broker_priority=priority, message_id=message_id, headers=headers
+            ),
             max(1, int(max_queued * record.priority.shed_share)) if max_queued else 0,
             priority,
             "" if deadline is None else deadline,
         ]
         entry = record.cache_key or ""
         job_keys += [remember[0] if remember else "", entry, keys.cache_followers(entry) if entry else ""]
-        args += [remember[1] if remember else "", IDEMPOTENCY_TTL, self.result_ttl]
+        args += [remember[1] if remember else "", IDEMPOTENCY_TTL, self.result_ttl, "1" if self.publisher else ""]
         required = await self.replication.required_now() if self.replication is not None else 0
         if required and self.replication is not None:
             async with self.redis.client() as connection:  # WAIT counts what its own connection wrote
@@ -263,7 +282,61 @@ class JobStore:
             result = reply[2]
             return Submitted(False, int(reply[1]), None, cached=result.encode() if isinstance(result, str) else result)
         made, queued, wait, starts_in, position = reply
+        if made:
+            await self._publish(record.job_id, queue, priority, message_id, headers)
         return Submitted(bool(made), int(queued), _seconds(wait), _seconds(starts_in), int(position))
+
+    async def _publish(
+        self,
+        job_id: str,
+        queue: str,
+        broker_priority: int,
+        message_id: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        in_request: bool = True,
+    ) -> bool:
+        """With a broker apart: publish the job's message and take it off the outbox. A broker that cannot be
+        reached leaves it there for the queue keeper (`resend`): the job is made either way. False then."""
+        publisher = self.publisher
+        if publisher is None:
+            return True
+        try:
+            await asyncio.to_thread(
+                publisher.publish,
+                job_id,
+                queue=queue,
+                broker_priority=broker_priority,
+                message_id=message_id,
+                headers=dict(headers or {}),
+                in_request=in_request,
+            )
+        except Exception as exc:  # kombu raises each transport's own errors; every one leaves the job in the outbox
+            log.warning("broker unreachable; the job stays in the outbox: %s", exc, extra={"job_id": job_id})
+            return False
+        await self._published(keys=[keys.status(job_id), keys.unpublished(queue)], args=[job_id, message_id])
+        return True
+
+    async def resend(self, older_than: float) -> int:
+        """With a broker apart: publish again the messages of jobs left in the outbox since before `older_than`
+        (unix s), each under a new message id. Returns how many were published."""
+        if self.publisher is None:
+            return 0
+        stuck = await self.redis.zrangebyscore(
+            keys.unpublished(self.queue), "-inf", older_than, start=0, num=QUEUE_PASS_BATCH
+        )
+        sent = 0
+        for job_id in map(str, stuck):
+            message_id = new_message_id()
+            priority = await self._republish(
+                keys=[keys.status(job_id), keys.unpublished(self.queue), keys.waiting(self.queue),
+                      keys.QUEUE_TICKETS],
+                args=[job_id, message_id, time.time(), "", "", ""],
+            )  # fmt: skip
+            if priority:
+                step = Priority(str(priority)).broker_priority
+                sent += await self._publish(job_id, self.queue, step, message_id, in_request=False)
+        return sent
 
     async def record_hit(self, record: JobRecord, result: bytes, *, remember: tuple[str, bytes] | None = None) -> None:
         """Make `record`'s job completed at once with `result`, reused from an identical job's (`scripts.CACHED`);
@@ -348,16 +421,20 @@ class JobStore:
         queue, or -1 if its image (kept in Redis) has expired."""
         job_id, priority = record.job_id, record.priority.broker_priority
         deadline = time.time() + self.image_ttl
-        message = task_message(job_id, queue=queue, broker_priority=priority)
+        message_id = new_message_id()
+        message = (
+            "" if self.publisher else task_message(job_id, queue=queue, broker_priority=priority, message_id=message_id)
+        )
+        queued_on = keys.unpublished(queue) if self.publisher else keys.priority_list(queue, priority)
         revived = await self._revive(
             keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
-                  keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, keys.priority_list(queue, priority),
-                  keys.waiting(queue), keys.QUEUE_TICKETS],
+                  keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, queued_on, keys.waiting(queue), keys.QUEUE_TICKETS],
             args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time(),
-                  message, priority],
+                  message, priority, message_id, "1" if self.publisher else ""],
         )  # fmt: skip
         if not isinstance(revived, list):
             return int(revived)
+        await self._publish(job_id, queue, priority, message_id)
         pairs = iter(str(item) for item in revived)
         return JobRecord.from_redis(dict(zip(pairs, pairs, strict=True)))
 
@@ -420,6 +497,18 @@ class JobStore:
         """Move a pending job waiting at `priority` one step up (`Priority.raised`), behind the jobs already
         there; False when it is no longer waiting or a worker has fetched its message."""
         higher = priority.raised
+        if self.publisher is not None:
+            # A message in RabbitMQ cannot be moved: the job is published again one step up, and its first message,
+            # now stale, is dropped when a worker reaches it.
+            message_id = new_message_id()
+            raised = await self._republish(
+                keys=[keys.status(job_id), keys.unpublished(self.queue), keys.waiting(self.queue),
+                      keys.QUEUE_TICKETS],
+                args=[job_id, message_id, time.time(), higher.broker_priority, higher.value, isoformat(utcnow())],
+            )  # fmt: skip
+            if raised:
+                await self._publish(job_id, self.queue, higher.broker_priority, message_id)
+            return bool(raised)
         promoted = await self._promote(
             keys=[
                 keys.status(job_id),

@@ -11,13 +11,14 @@ import orjson
 from redis import Redis
 
 from visionq.jobs import cache, keys, scripts
-from visionq.jobs.queue import task_message
+from visionq.jobs.queue import new_message_id, task_message
 from visionq.jobs.records import JobRecord, isoformat, utcnow
 from visionq.jobs.replication import ReplicaPolicy, check
 from visionq.jobs.steps import Steps
 from visionq.jobs.store import (
     DEFAULT_QUEUE,
     QUEUED_FIELD,
+    STALE,
     advance_call,
     claim_call,
     complete_call,
@@ -53,6 +54,8 @@ PAST_DEADLINE = -1
 LEADER_RUNNING = -2
 #: `Claim.attempts` of a follower whose leader completed: not taken; complete it from `Taken.leader_result`.
 LEADER_DONE = -3
+#: `Claim.attempts` of a message the job was published again after (jobs/queue.py): not taken; dropped unrun.
+STALE_MESSAGE = STALE
 
 
 class Claim(NamedTuple):
@@ -105,6 +108,7 @@ class JobTracker:
         self.result_ttl = result_ttl
         self.stale_after = stale_after
         self._take = redis.register_script(scripts.TAKE)
+        self._requeue = redis.register_script(scripts.REQUEUE)
         self._crashed = redis.register_script(scripts.CRASHED)
         self._advance = redis.register_script(scripts.ADVANCE)
         self._complete = redis.register_script(scripts.COMPLETE)
@@ -113,11 +117,12 @@ class JobTracker:
     def _deadline(self) -> float:
         return time.time() + self.stale_after
 
-    def take(self, job_id: str) -> Taken:
+    def take(self, job_id: str, message_id: str | None = None) -> Taken:
         """Mark the job as taken by this worker and read it and its image, in one round trip (the hot path of
-        every job). Its `claim` says which delivery this is (0: the job is no longer live) and how many earlier
-        deliveries' processes died while reading or running the image."""
-        job_keys, args = claim_call(job_id, self.worker_id, self._deadline(), self.queue)
+        every job). Its `claim` says which delivery this is (0: the job is no longer live; STALE_MESSAGE: the
+        message, `message_id`, is not the job's current one) and how many earlier deliveries' processes died while
+        reading or running the image."""
+        job_keys, args = claim_call(job_id, self.worker_id, self._deadline(), self.queue, message_id)
         reply = self._take(keys=job_keys, args=args)
         if not isinstance(reply, list):
             return Taken(Claim(attempts=int(reply), crashes=0), None, None)
@@ -290,9 +295,13 @@ class JobTracker:
         return [(job_id, priority) for job_id, priority in pending.items() if job_id.encode() not in held]
 
     def requeue(self, job_id: str, queue: str, priority: Priority) -> None:
-        """Queue the job's message again (its first was lost)."""
-        step = priority.broker_priority
-        self.redis.lpush(keys.priority_list(queue, step), task_message(job_id, queue=queue, broker_priority=step))
+        """Queue the job's message again (its first was lost), under a new message id: should the first turn up
+        after all (a worker had it in hand), it is dropped unrun."""
+        step, message_id = priority.broker_priority, new_message_id()
+        self._requeue(
+            keys=[keys.status(job_id), keys.priority_list(queue, step)],
+            args=[message_id, task_message(job_id, queue=queue, broker_priority=step, message_id=message_id)],
+        )
 
     def holding_images(self, job_ids: list[str]) -> set[str]:
         """Those of `job_ids` whose image must stay: their job is still live, or dead-lettered (an admin may

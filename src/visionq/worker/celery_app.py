@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from visionq.jobs.keys import PRIORITY_SEPARATOR
+from visionq.jobs.publisher import broker_queue, is_amqp
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.settings import Settings
 from visionq.wire.states import PRIORITY_STEPS
@@ -63,6 +64,25 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         broker_connection_retry_on_startup=True,
+    )
+    if is_amqp(settings.broker):
+        _on_rabbitmq(app, settings)
+    else:
+        _on_redis(app, settings)
+    return app
+
+
+def _on_rabbitmq(app: Celery, settings: Settings) -> None:
+    app.conf.update(
+        # Declared as the API's publisher declares them (jobs/publisher.py), priorities included.
+        task_queues=[broker_queue(name, settings.broker) for name in (settings.queue, settings.callback_queue)],
+        # A message is in RabbitMQ once a publish returns (a retry's, a callback's).
+        broker_transport_options={"confirm_publish": True},
+    )
+
+
+def _on_redis(app: Celery, settings: Settings) -> None:
+    app.conf.update(
         # kombu's Redis transport, but for a reconnection fault that made a Redis restart stop a worker.
         broker_transport=SENTINEL_TRANSPORT if settings.broker.startswith("sentinel://") else TRANSPORT,
         broker_transport_options={
@@ -81,4 +101,3 @@ def create_celery_app(settings: Settings) -> VisionqCelery:
             **({"master_name": settings.redis_sentinel_master} if settings.redis_sentinel_master else {}),
         },
     )
-    return app

@@ -32,7 +32,7 @@ from visionq.inference.spec import ModelSpec
 from visionq.jobs import cache
 from visionq.jobs.records import JobRecord, isoformat, parse_time, utcnow
 from visionq.jobs.steps import Steps
-from visionq.jobs.tracker import LEADER_DONE, LEADER_RUNNING, PAST_DEADLINE, JobTracker, Taken
+from visionq.jobs.tracker import LEADER_DONE, LEADER_RUNNING, PAST_DEADLINE, STALE_MESSAGE, JobTracker, Taken
 from visionq.logging import log_context
 from visionq.wire.jobs import Receipt, ResultBody, ResultMetadata
 from visionq.worker import context, deliveries
@@ -57,10 +57,10 @@ FOLLOW_AGAIN_AFTER = 2.0
     reject_on_worker_lost=True,
     max_retries=None,
 )
-def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
+def classify_image(self: Task, job_id: str, message: str | None = None) -> None:  # type: ignore[type-arg]
     ctx = context.current()
     picked_up = time.perf_counter()
-    taken = _admit(self, ctx, job_id)
+    taken = _admit(self, ctx, job_id, message)
     if taken is None:
         return
     attempts, record = taken.claim.attempts, taken.record
@@ -100,11 +100,16 @@ def classify_image(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
         ctx.drop_image(record)
 
 
-def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:  # type: ignore[type-arg]
-    """Claim the job and read it: None when it is not to be run (no longer live, poison, out of attempts: the
-    last two are dead-lettered here)."""
+def _admit(
+    task: Task,  # type: ignore[type-arg]
+    ctx: context.WorkerContext,
+    job_id: str,
+    message: str | None,
+) -> Taken | None:
+    """Claim the job and read it: None when it is not to be run (no longer live, a stale copy of its message,
+    poison, out of attempts: the last two are dead-lettered here)."""
     try:
-        taken = ctx.tracker.take(job_id)
+        taken = ctx.tracker.take(job_id, message)
     except RedisError as exc:
         # The job was not touched; the message comes back later and the claim is tried again.
         raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
@@ -121,8 +126,10 @@ def _admit(task: Task, ctx: context.WorkerContext, job_id: str) -> Taken | None:
         if ctx.tracker.expire(job_id):
             log.info("job's deadline passed before it started; expired", extra={"job_id": job_id})
             ctx.discard_image(job_id)
-    elif attempts == 0 or taken.record is None:
-        log.info("job is no longer live, skipping", extra={"job_id": job_id})
+    elif attempts in (0, STALE_MESSAGE) or taken.record is None:
+        # Ended or gone; or this message is a copy the job was published again after (jobs/queue.py).
+        why = "a later message of the job supersedes this one" if attempts == STALE_MESSAGE else "no longer live"
+        log.info("job not run: %s", why, extra={"job_id": job_id})
     elif 0 < ctx.settings.poison_after <= crashes:
         _quarantine(ctx.tracker, job_id, crashes)
     elif attempts > ctx.settings.max_attempts:

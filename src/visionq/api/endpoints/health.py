@@ -13,6 +13,7 @@ from visionq.api.dependencies import StateDep
 from visionq.api.endpoints.catalog import worker_models
 from visionq.api.state import AppState
 from visionq.jobs.breakers import BreakerState, breaker_states
+from visionq.jobs.publisher import Publisher
 from visionq.jobs.snapshot import read_cluster
 from visionq.wire.schemas import CheckState, Liveness, Readiness
 
@@ -42,17 +43,18 @@ async def readiness(state: StateDep) -> JSONResponse:
     breakers = await breaker_states(state.redis)
     models_ok = default in loaded and default not in breakers
     database = await _database(state)
-    # Jobs flow without the archive (it catches up later), so a database outage degrades, never stops.
-    status = CheckState.OK if workers and models_ok and database == "ok" else CheckState.DEGRADED
-    body = Readiness(
-        status=status,
-        checks={
-            "redis": "ok",
-            "workers": workers,
-            "models": "ok" if models_ok else _model_problem(default, loaded, breakers),
-            "database": database,
-        },
-    )
+    checks: dict[str, str | int | dict[str, object]] = {
+        "redis": "ok",
+        "workers": workers,
+        "models": "ok" if models_ok else _model_problem(default, loaded, breakers),
+        "database": database,
+    }
+    if state.store.publisher is not None:
+        checks["broker"] = await _broker(state.store.publisher)
+    # Jobs flow without the archive (it catches up later), and wait in the outbox while a broker apart is away:
+    # either outage degrades, never stops.
+    healthy = workers and models_ok and database == "ok" and checks.get("broker", "ok") == "ok"
+    body = Readiness(status=CheckState.OK if healthy else CheckState.DEGRADED, checks=checks)
     return JSONResponse(body.model_dump(mode="json"))
 
 
@@ -61,6 +63,14 @@ def _model_problem(default: str, loaded: set[str], breakers: dict[str, tuple[Bre
         breaker, reason = breakers[default]
         return f"{default} unavailable, breaker {breaker.value}: {reason}"
     return f"{default} not loaded by any worker"
+
+
+async def _broker(publisher: Publisher) -> str:
+    try:
+        await run_in_threadpool(publisher.ping)
+    except Exception:  # kombu raises each transport's own errors
+        return "down"
+    return "ok"
 
 
 async def _database(state: AppState) -> str:
