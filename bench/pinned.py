@@ -143,10 +143,12 @@ class PinnedService:
     ...     before = service.usage(); ...; spent = Spent.between(before, service.usage())
     """
 
-    def __init__(self, env: dict[str, str], *, core: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], *, core: int, log: Path, broker_pid: int | None = None) -> None:
         self.env = env
         self.core = core
         self.log = log
+        self.broker_pid = broker_pid
+        """A broker apart from the service (RabbitMQ), counted as the role `broker`; not pinned."""
         self.url = f"http://127.0.0.1:{free_port()}"
         self._serve: subprocess.Popen[bytes] | None = None
         self._redis: redis.Redis | None = None
@@ -192,8 +194,9 @@ class PinnedService:
             with suppress(subprocess.TimeoutExpired):
                 self._serve.wait(STOP_TIMEOUT)
         for process in self._seen.values():
-            with suppress(psutil.NoSuchProcess):
-                process.kill()
+            if process.pid != self.broker_pid:  # the machine's, not the service's
+                with suppress(psutil.NoSuchProcess):
+                    process.kill()
         self._serve.wait()
         self._serve = None
 
@@ -226,7 +229,11 @@ class PinnedService:
 
     def _check_pinned(self) -> None:
         """Refuse to measure if a process of the service escaped the pin (one that sets its own affinity)."""
-        stray = [(role, p.pid, p.cpu_affinity()) for p, role in self._roles() if p.cpu_affinity() != [self.core]]
+        stray = [
+            (role, p.pid, p.cpu_affinity())
+            for p, role in self._roles()
+            if role != "broker" and p.cpu_affinity() != [self.core]
+        ]
         if stray:
             raise RuntimeError(f"processes of the service not on core {self.core} alone (role, pid, CPUs): {stray}")
 
@@ -242,6 +249,8 @@ class PinnedService:
                 roles.append((self._process(child.pid), role))
                 for grandchild in child.children(recursive=True):
                     roles.append((self._process(grandchild.pid), "worker pool" if role == "worker main" else role))
+        if self.broker_pid is not None:
+            roles.append((self._process(self.broker_pid), "broker"))
         return roles
 
     def _process(self, pid: int) -> psutil.Process:

@@ -36,6 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -88,7 +89,20 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
             "VISIONQ_RESULT_CACHE": "false",
         }
         | ({"VISIONQ_WORKER_POOL": args.pool} if args.pool else {})
+        | ({"VISIONQ_BROKER_URL": args.broker} if args.broker else {})
     )
+
+
+def broker_process(url: str | None) -> int | None:
+    """The process listening on a broker URL's port on this machine (the role `broker`), if any."""
+    if not url:
+        return None
+    port = urlsplit(url.split(";")[0]).port or (5672 if url.startswith("amqp") else 6379)
+    for connection in psutil.net_connections("tcp"):
+        address = connection.laddr
+        if connection.status == psutil.CONN_LISTEN and address and address.port == port and connection.pid:
+            return int(connection.pid)
+    return None
 
 
 class Bench:
@@ -212,7 +226,8 @@ def main() -> None:
         _prepare(args.model, env)
         path = root / "photo.jpg"
         path.write_bytes(image)
-        with PinnedService(env, core=args.service_core, log=args.out.parent / "serve.log") as service:
+        log = args.out.parent / "serve.log"
+        with PinnedService(env, core=args.service_core, log=log, broker_pid=broker_process(args.broker)) as service:
             report = Bench(args, service, image, path, env).run()
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     sys.stdout.write(table(report))
@@ -235,6 +250,7 @@ def _arguments() -> argparse.Namespace:
     add("--rate", type=float, default=10.0, help="offered jobs/s of the busy latency run (open loop)")
     add("--rate-jobs", type=int, default=200, help="jobs of the busy latency run")
     add("--idle-jobs", type=int, default=30, help="jobs of the idle latency run, at 1 job/s")
+    add("--broker", help="VISIONQ_BROKER_URL: a broker apart from job state (its process's CPU is counted, unpinned)")
     add("--service-core", type=int, default=0)
     add("--client-core", type=int, default=1)
     add("--out", type=Path, default=Path("var/bench/throughput.json"))

@@ -288,8 +288,10 @@ def test_a_result_completed_here_is_archived_without_reading_it_back(
     results = {record.job_id: result_for(record) for record in (mine, other)}
     for result in results.values():
         tracker.complete(result)
-    archiver.completed_here(results[mine.job_id])  # as the worker that ran it does
+    mine_completed = mine.completed(results[mine.job_id].completed_at)
+    archiver.completed_here(mine_completed, results[mine.job_id])  # as the worker that ran it does
     sync_redis.delete(keys.result(mine.job_id))  # so that only the handed-over result can be archived
+    sync_redis.hset(keys.status(mine.job_id), "request_id", "read-back")  # and only the handed-over state
 
     assert archiver.drain() == 2
 
@@ -297,3 +299,8 @@ def test_a_result_completed_here_is_archived_without_reading_it_back(
         found = archive.find(job_id)
         assert found is not None
         assert outcome_from_row(found) == result, "the handed-over one, and the other read from Redis"
+        assert found.status == "completed"
+    handed = archive.find(mine.job_id)
+    assert handed is not None
+    assert handed.request_id == mine.request_id, "its state as handed over, not read back"
+    assert handed.completed_at is not None

@@ -48,12 +48,14 @@ def test_the_message_is_what_celery_s_send_task_publishes(redis_url: str) -> Non
     client = redis.Redis.from_url(redis_url)
     celery = create_celery_app(Settings(redis_url=redis_url, queue=queue))
     try:
-        for priority in Priority:
+        # A job's first message (no id), and one it was published again with (an id).
+        for priority, message_id in zip(Priority, [None, "m-1", None, "m-2"], strict=True):
             step = priority.broker_priority
-            celery.send_task(CLASSIFY_TASK, args=["a-job"], kwargs={"message": "m-1"}, queue=queue, priority=step)
+            kwargs = {} if message_id is None else {"message": message_id}
+            celery.send_task(CLASSIFY_TASK, args=["a-job"], kwargs=kwargs, queue=queue, priority=step)
             [published] = client.lrange(keys.priority_list(queue, step), 0, -1)
             client.delete(keys.priority_list(queue, step))
-            ours = task_message("a-job", queue=queue, broker_priority=step, message_id="m-1")
+            ours = task_message("a-job", queue=queue, broker_priority=step, message_id=message_id)
 
             assert _comparable(ours) == _comparable(published)
     finally:
@@ -65,6 +67,8 @@ def test_the_task_id_is_the_job_id_and_the_trace_context_travels_in_the_headers(
     message = json.loads(
         task_message("j-1", queue="q", broker_priority=3, message_id="m-1", headers={"traceparent": "00-ab-cd-01"})
     )
+    first = json.loads(task_message("j-1", queue="q", broker_priority=3))
+    assert json.loads(base64.b64decode(first["body"]))[:2] == [["j-1"], {}], "a job's first message has no id"
     assert (message["headers"]["id"], message["properties"]["correlation_id"]) == ("j-1", "j-1")
     assert message["headers"]["traceparent"] == "00-ab-cd-01"
     assert json.loads(base64.b64decode(message["body"]))[:2] == [["j-1"], {"message": "m-1"}]
@@ -90,18 +94,17 @@ def test_a_message_the_job_was_published_again_after_is_dropped_unrun(redis_url:
     create(redis_url, record, queue=QUEUE)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     tracker = JobTracker(client, worker_id="test:1", result_ttl=60, stale_after=20, queue=QUEUE)
-    first = client.hget(keys.status(record.job_id), "message")
+    first = client.hget(keys.status(record.job_id), "message")  # none: a first message has no id
     tracker.requeue(record.job_id, QUEUE, Priority.NORMAL)  # its first message thought lost
     second = client.hget(keys.status(record.job_id), "message")
-    assert first is not None
     assert second is not None
-    stale = tracker.take(record.job_id, str(first))
+    stale = tracker.take(record.job_id, None)  # the first message turns up after all
     after_stale = client.hget(keys.status(record.job_id), "status")
     current = tracker.take(record.job_id, str(second))
     redelivered = tracker.take(record.job_id, str(second))  # the same message again: a dead worker's
     client.close()
 
-    assert first != second
+    assert first is None
     assert (stale.claim.attempts, stale.record) == (STALE_MESSAGE, None)
     assert after_stale == "pending", "the stale copy wrote nothing"
     assert current.claim.attempts == 1

@@ -30,21 +30,16 @@ class ArchiveOutbox:
         outbox = self.redis.zrangebyscore(keys.ARCHIVE_OUTBOX, "-inf", newest, start=0, num=batch)
         return [_text(job_id) for job_id in outbox if isinstance(job_id, bytes | str)]
 
-    def read(self, job_ids: list[str], skip_results: set[str]) -> list[tuple[Fields, bytes | None]]:
-        """Each job's state hash and stored result, in one round trip. The jobs in `skip_results` get None for
-        a result without it being read: the archiver already holds them (a result never changes once stored,
-        and at about 1.5 KB each they are most of the traffic)."""
+    def read(self, job_ids: list[str]) -> list[tuple[Fields, bytes | None]]:
+        """Each job's state hash and stored result (None unless completed and kept), in one round trip."""
+        if not job_ids:
+            return []
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(keys.status(job_id))
-                if job_id not in skip_results:
-                    pipe.get(keys.result(job_id))
+                pipe.get(keys.result(job_id))
             replies = iter(pipe.execute())
-        read: list[tuple[Fields, bytes | None]] = []
-        for job_id in job_ids:
-            fields = {_text(name): _text(value) for name, value in next(replies).items()}
-            read.append((fields, None if job_id in skip_results else next(replies)))
-        return read
+        return [({_text(k): _text(v) for k, v in next(replies).items()}, next(replies)) for _ in job_ids]
 
     def read_batches(self, members: list[str]) -> list[tuple[Fields, list[dict[str, Any]]]]:
         """Each ended batch's hash and items (members `batch:{id}` of the outbox), in one round trip."""

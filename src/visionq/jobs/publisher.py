@@ -75,7 +75,7 @@ class Publisher:
         *,
         queue: str,
         broker_priority: int,
-        message_id: str,
+        message_id: str | None = None,
         headers: dict[str, str] | None = None,
         in_request: bool = True,
     ) -> None:

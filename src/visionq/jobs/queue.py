@@ -6,10 +6,11 @@ The message must therefore be exactly what kombu's Redis transport puts on a que
 `send_task(CLASSIFY_TASK, args=[job_id], queue=..., priority=...)` (task protocol 2, JSON, body in base64), and
 what a Celery worker consumes; `tests/integration/test_queue.py` checks both against Celery's own.
 
-A job's message carries a message id (`message`, the task's keyword argument) that its status hash names too:
-the one message that may run the job. Publishing a job again (promoted past its priority, republished from the
-outbox of a broker apart, requeued after a loss) gives it a new id, so any earlier copy still in the broker is
-dropped, unrun, when a worker reaches it (`scripts.TAKE`); a redelivery of the same message keeps its id and runs.
+A job's status hash names the one message that may run it. Its first message carries no id (the task's `message`
+keyword argument is absent, and so is the hash's field: nothing more on the hot path); publishing the job again
+(promoted past its priority, republished from the outbox of a broker apart, requeued after a loss) gives it a new
+id, in the message and in the hash, so any earlier copy still in the broker is dropped, unrun, when a worker reaches
+it (`scripts.TAKE`). A redelivery of the same message keeps its id, or its lack of one, and runs.
 
 Only the task's name and this format are shared with the worker package; the API imports nothing of it.
 """
@@ -52,12 +53,13 @@ def amqp_priority(broker_priority: int) -> int:
 
 
 def task_parts(
-    job_id: str, *, message_id: str, task: str = CLASSIFY_TASK, headers: Mapping[str, str] | None = None
+    job_id: str, *, message_id: str | None = None, task: str = CLASSIFY_TASK, headers: Mapping[str, str] | None = None
 ) -> tuple[bytes, dict[str, object]]:
     """The body (JSON) and headers of the task message taking `job_id`, as Celery's task protocol 2 has them: what
     every broker carries. The task id is the job id: a job's redeliveries and republications keep it."""
     args = [job_id]
-    body = orjson.dumps([args, {"message": message_id}, _EMBED])
+    kwargs = {} if message_id is None else {"message": message_id}
+    body = orjson.dumps([args, kwargs, _EMBED])
     message_headers: dict[str, object] = {
         "lang": "py",
         "task": task,
@@ -72,7 +74,7 @@ def task_parts(
         "root_id": job_id,
         "parent_id": None,
         "argsrepr": repr(args),
-        "kwargsrepr": repr({"message": message_id}),
+        "kwargsrepr": repr(kwargs),
         "origin": _ORIGIN,
         "ignore_result": None,
         "replaced_task_nesting": 0,
@@ -88,7 +90,7 @@ def task_message(
     *,
     queue: str,
     broker_priority: int,
-    message_id: str,
+    message_id: str | None = None,
     task: str = CLASSIFY_TASK,
     headers: Mapping[str, str] | None = None,
 ) -> bytes:

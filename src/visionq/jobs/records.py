@@ -100,6 +100,12 @@ class JobRecord(BaseModel):
     def from_redis(cls, fields: dict[str, str]) -> JobRecord:
         return cls.model_validate({k: v for k, v in fields.items() if v != ""})
 
+    def completed(self, at: str) -> JobRecord:
+        """The job as its completion step (`scripts.COMPLETE`, at `at`) leaves it, for the worker that completed it."""
+        return self.model_copy(
+            update={"status": JobStatus.COMPLETED, "stage": Stage.COMPLETED, "progress": 100, "updated_at": at}
+        )
+
     def to_redis(self) -> dict[str, str]:
         fields = self.model_dump(mode="json", exclude={"crash_log"})
         return {k: str(v) for k, v in fields.items() if v is not None}

@@ -313,7 +313,7 @@ return 0
 )
 
 # KEYS: status, live, events, processing, image, waiting jobs, deadlines, the queue's pace, the queue's outbox.
-# ARGV: now, worker_id, deadline, now (unix s), the message's id ('' for a message that carries none).
+# ARGV: now, worker_id, deadline, now (unix s), the message's id ('' for a job's first message, which has none).
 # A message whose id is not the one the job names (STALE, -4: a copy the job was published again after, see
 # jobs/queue.py) is not run: nothing is written.
 # Marks the job taken by this worker (a delivery more, processing, its deadline pushed on) and returns what
@@ -331,8 +331,7 @@ TAKE = (
     + _BATCH
     + _LIVE_JOB
     + """
-local current = redis.call('HGET', KEYS[1], 'message')
-if ARGV[5] ~= '' and current and current ~= ARGV[5] then
+if (redis.call('HGET', KEYS[1], 'message') or '') ~= ARGV[5] then
   return -4
 end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
@@ -604,11 +603,10 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: status, the queue's outbox. ARGV: job id, the message id published.
+# KEYS: status, the queue's outbox. ARGV: job id, the message id published ('' for its first message).
 # Takes a job off the outbox once its message is in the broker: unless it has been given a newer message meanwhile.
 PUBLISHED = """
-local current = redis.call('HGET', KEYS[1], 'message')
-if not current or current == ARGV[2] then
+if (redis.call('HGET', KEYS[1], 'message') or '') == ARGV[2] then
   return redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return 0

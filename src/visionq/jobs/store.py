@@ -236,8 +236,7 @@ class JobStore:
         apart (`publisher`), the job is made with its outbox entry, then its message is published."""
         now = time.time()
         priority = record.priority.broker_priority
-        message_id = new_message_id()
-        fields = {**record.to_redis(), QUEUED_FIELD: queue, "message": message_id}
+        fields = {**record.to_redis(), QUEUED_FIELD: queue}  # its first message has no id (jobs/queue.py)
         job_keys = [
             keys.status(record.job_id),
             keys.image(record.job_id),
@@ -260,9 +259,7 @@ class JobStore:
             now,
             ""
             if self.publisher
-            else task_message(
-                record.job_id, queue=queue, broker_priority=priority, message_id=message_id, headers=headers
-            ),
+            else task_message(record.job_id, queue=queue, broker_priority=priority, headers=headers),
             max(1, int(max_queued * record.priority.shed_share)) if max_queued else 0,
             priority,
             "" if deadline is None else deadline,
@@ -283,7 +280,7 @@ class JobStore:
             return Submitted(False, int(reply[1]), None, cached=result.encode() if isinstance(result, str) else result)
         made, queued, wait, starts_in, position = reply
         if made:
-            await self._publish(record.job_id, queue, priority, message_id, headers)
+            await self._publish(record.job_id, queue, priority, None, headers)
         return Submitted(bool(made), int(queued), _seconds(wait), _seconds(starts_in), int(position))
 
     async def _publish(
@@ -291,7 +288,7 @@ class JobStore:
         job_id: str,
         queue: str,
         broker_priority: int,
-        message_id: str,
+        message_id: str | None,
         headers: Mapping[str, str] | None = None,
         *,
         in_request: bool = True,
@@ -314,7 +311,7 @@ class JobStore:
         except Exception as exc:  # kombu raises each transport's own errors; every one leaves the job in the outbox
             log.warning("broker unreachable; the job stays in the outbox: %s", exc, extra={"job_id": job_id})
             return False
-        await self._published(keys=[keys.status(job_id), keys.unpublished(queue)], args=[job_id, message_id])
+        await self._published(keys=[keys.status(job_id), keys.unpublished(queue)], args=[job_id, message_id or ""])
         return True
 
     async def resend(self, older_than: float) -> int:

@@ -212,7 +212,7 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     ):
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
-    ctx.archiver.completed_here(result)
+    ctx.archiver.completed_here(record.completed(result.completed_at), result)
     log.info(
         "job completed",
         extra={
