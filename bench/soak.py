@@ -4,6 +4,7 @@ restarts at random (seeded); then what became of every job. CI runs a reduced on
 
     .venv/bin/python bench/soak.py [--jobs 2000] [--seed 20261127] [--faults 30] [--json var/bench/soak.json]
     .venv/bin/python bench/soak.py --topology sentinel --jobs 1000 --faults 5 --redis-share 1   # failovers only
+    .venv/bin/python bench/soak.py --topology sentinel --jobs 1000 --faults 5 --redis-share 1 --replicas 2
 
 On `--topology sentinel` a Redis fault SIGKILLs the master a Sentinel set-up names; the report says how long the
 service took to accept work again after each, and how many submits it refused meanwhile.
@@ -41,6 +42,7 @@ def main() -> int:
         help="single: one Redis, restarted; sentinel: a master, a replica and three sentinels, the master SIGKILLed",
     )
     parser.add_argument("--redis-share", type=float, default=defaults.redis_share, help="the share of Redis faults")
+    parser.add_argument("--replicas", type=int, default=defaults.replicas, help="sentinel: the master's replicas")
     parser.add_argument("--json", type=Path, default=Path("var/bench/soak.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -51,6 +53,7 @@ def main() -> int:
         faults=args.faults,
         topology=args.topology,
         redis_share=args.redis_share,
+        replicas=args.replicas,
     )
     with tempfile.TemporaryDirectory() as root:
         report = run_soak(plan, Path(root), cat_variants()["jpeg"])

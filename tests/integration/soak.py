@@ -53,6 +53,8 @@ class SoakPlan:
     settle_timeout: float = 300.0
     #: `single`: one redis-server with AOF, restarted; `sentinel`: a Sentinel-managed master and replica, failed over.
     topology: str = "single"
+    #: Replicas of the Sentinel topology's master.
+    replicas: int = 1
 
 
 @dataclass
@@ -111,7 +113,7 @@ class _Soak:
         self.plan = plan
         self.image = image
         self.redis = EmbeddedRedis(root / "redis", persistent=True)
-        self.sentinels = SentinelSet(root / "sentinel") if plan.topology == "sentinel" else None
+        self.sentinels = SentinelSet(root / "sentinel", replicas=plan.replicas) if plan.topology == "sentinel" else None
         if self.sentinels is not None:
             self.sentinels.start()
         where = self.sentinels.settings() if self.sentinels is not None else {"redis_url": self.redis.url}

@@ -128,6 +128,7 @@ def test_a_202_waits_for_a_replica_and_without_one_the_answer_is_503(
         try:
             key = {"Idempotency-Key": f"unconfirmed-{uuid.uuid4()}"}
             refused = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
+            replay_refused = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
         retried = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
@@ -135,6 +136,7 @@ def test_a_202_waits_for_a_replica_and_without_one_the_answer_is_503(
     assert refused.status_code == 503
     assert refused.json()["code"] == "broker_unavailable"
     assert "replica" in refused.json()["detail"]
+    assert replay_refused.status_code == 503, "nor is the job's answer replayed before a replica holds it"
     assert retried.status_code in (200, 202), "the same key finds the job the refused request made"
     assert outcome["status"] == "completed", "it was made once, and runs"
 

@@ -122,6 +122,14 @@ class Submitter:
         request = fingerprint(checked.digest, *_form_print(form))
         original = await self.keys.reserve(owner, idempotency_key, request)
         if original is not None:
+            # The answer was written with its job, on this master; where replicas are required, the replay waits
+            # until they hold it too, as the first answer would have (a 503 after its wait timed out is retried).
+            try:
+                await self.store.confirm_durable()
+            except Unconfirmed as exc:
+                raise _unconfirmed(exc) from exc
+            except RedisError as exc:
+                raise _unreachable() from exc
             return Accepted(JobAccepted.model_validate(original), replayed=True)
         try:
             if self.images is not None:
@@ -277,11 +285,7 @@ class Submitter:
         except Unconfirmed as exc:
             # Made, but no replica holds it yet: a failover now could lose it, so no 202. It may still run; a retry
             # with the same Idempotency-Key gets this job back rather than making another.
-            raise errors.BrokerUnavailable(
-                f"the job could not be confirmed on a Redis replica ({exc}); try again shortly, with the same "
-                "Idempotency-Key if you sent one",
-                retry_after=5,
-            ) from exc
+            raise _unconfirmed(exc) from exc
         except RedisError as exc:
             # Made or not (a reply lost to a Redis restart), its image stays: the image sweeper removes it if no
             # job holds it. A retry with the same Idempotency-Key gets the job back if it was made.
@@ -335,6 +339,14 @@ class Submitter:
         task = asyncio.create_task(run())
         self._settling.add(task)  # the event loop holds tasks weakly
         task.add_done_callback(self._settling.discard)
+
+
+def _unconfirmed(exc: Unconfirmed) -> errors.BrokerUnavailable:
+    return errors.BrokerUnavailable(
+        f"the job could not be confirmed on a Redis replica ({exc}); try again shortly, with the same "
+        "Idempotency-Key if you sent one",
+        retry_after=5,
+    )
 
 
 def _unreachable() -> errors.BrokerUnavailable:

@@ -41,6 +41,7 @@ visionq:stats:jobs       hash   terminal jobs per status (visionq_jobs_total); t
 visionq:stats:inference:{model_ref}  hash  histogram buckets of inference seconds, batch sizes, top-1 confidence
 {queue}, {queue}:3 …     list   Celery's priority lists (kombu's Redis transport, sep ":")
 unacked                  hash   kombu's messages delivered to a worker and not yet acknowledged
+visionq:replication:probe  string  a counter written before a WAIT that must cover everything written so far
 visionq:lock:requeue:{queue}  string  held by the one worker of a queue looking for jobs whose message was lost
 visionq:lock:images      string held by the one worker sweeping the image store of images no job holds
 visionq:lock:queue:{queue}  string  held by the one API process expiring and promoting a queue's jobs this pass
@@ -72,6 +73,7 @@ MODELS_LOAD = "visionq:models:load"
 MODELS_UNLOAD = "visionq:models:unload"
 INFERENCE_STATS_PREFIX = "visionq:stats:inference:"
 IMAGE_SWEEP_LOCK = "visionq:lock:images"
+REPLICATION_PROBE = "visionq:replication:probe"
 #: kombu's hash of delivered, unacknowledged messages (its Redis transport's default `unacked_key`).
 BROKER_UNACKED = "unacked"
 #: Separator kombu puts between a queue's name and its priority step.

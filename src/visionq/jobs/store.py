@@ -335,6 +335,17 @@ class JobStore:
                 sent += await self._publish(job_id, self.queue, step, message_id, in_request=False)
         return sent
 
+    async def confirm_durable(self) -> None:
+        """Where replicas are required, wait until they hold everything the master holds now (a job whose answer an
+        Idempotency-Key replays may not have reached them: its first answer was a 503), or raise `Unconfirmed`."""
+        required = await self.replication.required_now() if self.replication is not None else 0
+        if not required or self.replication is None:
+            return
+        async with self.redis.client() as connection:
+            # WAIT counts what its own connection wrote: a write now makes it wait for the master's whole history.
+            await connection.incr(keys.REPLICATION_PROBE)
+            await self.replication.confirm(connection, required)
+
     async def record_hit(self, record: JobRecord, result: bytes, *, remember: tuple[str, bytes] | None = None) -> None:
         """Make `record`'s job completed at once with `result`, reused from an identical job's (`scripts.CACHED`);
         with `remember`, an Idempotency-Key's answer in the same step."""
