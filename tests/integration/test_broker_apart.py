@@ -2,7 +2,8 @@
 state stays on the stack's Redis; messages go through its outbox (jobs/publisher.py). Each flow a client relies on
 runs on both: a job followed over the WebSocket to its result, an idempotent retry, a signed callback, priorities
 and cancellation; a job whose API never published its message is published by another API's keeper; a job
-published again (promoted while it waited) runs once."""
+published again (promoted while it waited) runs once; a job whose worker is SIGKILLed mid-inference is redelivered
+(its message was not acknowledged) and completes once."""
 
 from __future__ import annotations
 
@@ -11,18 +12,21 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 from kombu import Connection
+from PIL import Image
 from websockets.sync.client import connect
 
-from factories import cat_variants
+from factories import cat_variants, encode
 from integration.conftest import RedisFactory, StackFactory
 from integration.receivers import Receiver, receiving
 from integration.stack import ApiServer, CallbackWorkerProcess, WorkerProcess, submit, wait_for, wait_terminal
+from model_factories import STAGES_AS_THEY_BEGIN, gated_model
 from tests_support import CAT_CLASSES
 from visionq.callbacks.signing import verify
 from visionq.jobs import keys
@@ -30,6 +34,7 @@ from visionq.jobs.publisher import broker_queue
 from visionq.settings import Settings
 
 CAT = cat_variants()["jpeg"]
+RED = encode(Image.new("RGB", (32, 32), (250, 10, 10)), "PNG")
 SECRET = "broker-apart-callback-secret"
 #: The machine's RabbitMQ (CI's too); VISIONQ_TEST_AMQP_URL names another.
 RABBITMQ = os.environ.get("VISIONQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -206,3 +211,32 @@ def test_a_job_promoted_while_it_waited_runs_once_though_published_twice(stack: 
 def _promoted(http: httpx.Client, job_id: str) -> dict[str, object] | None:
     status: dict[str, object] = http.get(f"/status/{job_id}").json()
     return status if status.get("promoted_to") else None
+
+
+def test_a_job_whose_worker_is_killed_mid_inference_is_redelivered_and_completes_once(
+    broker: str, start_stack: StackFactory, tmp_path: Path
+) -> None:
+    gate = gated_model(tmp_path)
+    name = f"apart-kill-{uuid.uuid4().hex[:8]}"
+    settings, worker, server = start_stack(
+        name, broker_url=broker, model_dir=tmp_path, warm_models=["gated"], **STAGES_AS_THEY_BEGIN
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            with gate.closed():
+                job_id = submit(http, RED, model_version="gated").json()["job_id"]
+                wait_for(lambda: _in_the_model(http, job_id), 60, "the job to reach the model")
+                worker.kill()  # SIGKILL, mid-inference: its message is not acknowledged
+                worker.start()
+                wait_for(lambda: _in_the_model(http, job_id, attempt=2), 60, "the job's redelivery")
+            final = wait_terminal(http, job_id)
+            result = http.get(f"/result/{job_id}").json()
+    finally:
+        _delete_queues(broker, settings)
+    assert (final["status"], final["attempts"]) == ("completed", 2), "redelivered once, completed once"
+    assert result["predictions"][0]["class_name"] == "red"
+
+
+def _in_the_model(http: httpx.Client, job_id: str, attempt: int | None = None) -> bool:
+    status = http.get(f"/status/{job_id}").json()
+    return (status["status"], status["stage"]) == ("processing", "inference") and attempt in {None, status["attempts"]}
