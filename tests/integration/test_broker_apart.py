@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 from kombu import Connection
+from kombu.exceptions import OperationalError
 from PIL import Image
 from websockets.sync.client import connect
 
@@ -30,7 +31,7 @@ from model_factories import STAGES_AS_THEY_BEGIN, gated_model
 from tests_support import CAT_CLASSES
 from visionq.callbacks.signing import verify
 from visionq.jobs import keys
-from visionq.jobs.publisher import broker_queue
+from visionq.jobs.publisher import BrokerAway, Publisher, broker_queue
 from visionq.settings import Settings
 
 CAT = cat_variants()["jpeg"]
@@ -240,3 +241,16 @@ def test_a_job_whose_worker_is_killed_mid_inference_is_redelivered_and_completes
 def _in_the_model(http: httpx.Client, job_id: str, attempt: int | None = None) -> bool:
     status = http.get(f"/status/{job_id}").json()
     return (status["status"], status["stage"]) == ("processing", "inference") and attempt in {None, status["attempts"]}
+
+
+def test_after_a_failed_publish_requests_leave_their_jobs_to_the_outbox_while_the_keeper_tries_on() -> None:
+    publisher = Publisher("amqp://guest:guest@127.0.0.1:9//")  # nothing listens there
+    try:
+        with pytest.raises(OperationalError):  # tried, and failed
+            publisher.publish("job-1", queue="visionq-test-away", broker_priority=6)
+        with pytest.raises(BrokerAway):
+            publisher.publish("job-2", queue="visionq-test-away", broker_priority=6)  # not tried: failed just now
+        with pytest.raises(OperationalError):  # the keeper's pass tries whatever happened before
+            publisher.publish("job-2", queue="visionq-test-away", broker_priority=6, in_request=False)
+    finally:
+        publisher.close()

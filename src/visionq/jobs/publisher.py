@@ -11,20 +11,18 @@ not run twice: every publication has its own message id, and only the job's curr
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
 
 from kombu import Connection, Exchange, Queue
 
+from visionq.jobs.keys import PRIORITY_SEPARATOR
 from visionq.jobs.queue import AMQP_MAX_PRIORITY, REPLY_TO, amqp_priority, task_parts
 from visionq.wire.states import PRIORITY_STEPS
 
-log = logging.getLogger(__name__)
-
 #: kombu's Redis transport options for visionq's queues: one list per priority step, `queue:step` (as the workers').
-REDIS_OPTIONS: dict[str, Any] = {"priority_steps": PRIORITY_STEPS, "sep": ":"}
+REDIS_OPTIONS: dict[str, Any] = {"priority_steps": PRIORITY_STEPS, "sep": PRIORITY_SEPARATOR}
 #: Seconds to connect to the broker before a publish counts as failed; the outbox keeps the job for a later pass.
 PUBLISH_TIMEOUT = 5
 #: Seconds after a failed publish during which requests leave their jobs to the outbox at once, instead of each

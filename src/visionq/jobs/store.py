@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from visionq import errors
 from visionq.jobs import keys, scripts
@@ -196,9 +197,9 @@ class JobStore:
     ) -> None:
         self.redis = redis
         self.replication = replication
+        """With replicas, how many must hold a new job before `submit` returns (None: none are waited for)."""
         self.publisher = publisher
         """The broker apart from job state, when there is one: messages go through the outbox (jobs/publisher.py)."""
-        """With replicas, how many must hold a new job before `submit` returns (None: none are waited for)."""
         self.queue = queue
         """The queue this API process submits to: the one whose places, expiries and promotions it looks after."""
         self.result_ttl = result_ttl
@@ -311,7 +312,10 @@ class JobStore:
         except Exception as exc:  # kombu raises each transport's own errors; every one leaves the job in the outbox
             log.warning("broker unreachable; the job stays in the outbox: %s", exc, extra={"job_id": job_id})
             return False
-        await self._published(keys=[keys.status(job_id), keys.unpublished(queue)], args=[job_id, message_id or ""])
+        try:
+            await self._published(keys=[keys.status(job_id), keys.unpublished(queue)], args=[job_id, message_id or ""])
+        except RedisError as exc:  # published: the keeper's republication of it, under a new id, will run alone
+            log.warning("could not clear the job's outbox entry: %s", exc, extra={"job_id": job_id})
         return True
 
     async def resend(self, older_than: float) -> int:
