@@ -71,8 +71,8 @@ class Settings(ClientSettings):
     broker_url: str | None = None
     """The Celery broker: `redis://`, `sentinel://` (with `redis_sentinel_master`) or `amqp://` (RabbitMQ). Default:
     the job-state Redis (with `redis_sentinels`, the master they name). On the job-state Redis, a job's record and
-    its queue message are written in one step; on a broker apart, through an outbox (jobs/publisher.py): one more
-    round trip per job, and the only way to keep job state on a Redis Cluster."""
+    its queue message are written in one step; on a broker apart, through an outbox (jobs/publisher.py), at one more
+    round trip per job."""
 
     redis_sentinels: str | None = None
     """`host:port,host:port,…`: Redis Sentinels that watch the job-state Redis (and the broker's). API processes and
