@@ -88,6 +88,9 @@ def worker(
             f"--hostname=visionq-{celery.role}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
+            # visionq's own heartbeats (jobs/heartbeats.py) say which workers live; Celery's event heartbeats
+            # were a pub/sub message every 2 s per worker that nothing read.
+            "--without-heartbeat",
         ]
     )
 
