@@ -334,9 +334,12 @@ class JobStore:
                       keys.QUEUE_TICKETS],
                 args=[job_id, message_id, time.time(), "", "", ""],
             )  # fmt: skip
-            if priority:
-                step = Priority(str(priority)).broker_priority
-                sent += await self._publish(job_id, self.queue, step, message_id, in_request=False)
+            if not priority:
+                continue
+            step = Priority(str(priority)).broker_priority
+            if not await self._publish(job_id, self.queue, step, message_id, in_request=False):
+                break  # the broker is still away: the rest wait for the next pass, rather than each fail in turn
+            sent += 1
         return sent
 
     async def confirm_durable(self) -> None:
