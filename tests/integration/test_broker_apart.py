@@ -67,7 +67,8 @@ def stack(broker: str, start_stack: StackFactory) -> Iterator[Stack]:
     deliverer = CallbackWorkerProcess(settings)
     deliverer.start()
     yield settings, worker, api
-    deliverer.stop()
+    for process in (deliverer, worker):  # first: a consumer still running would declare its queue again
+        process.stop()
     _delete_queues(broker, settings)
 
 
@@ -233,6 +234,7 @@ def test_a_job_whose_worker_is_killed_mid_inference_is_redelivered_and_completes
             final = wait_terminal(http, job_id)
             result = http.get(f"/result/{job_id}").json()
     finally:
+        worker.stop()
         _delete_queues(broker, settings)
     assert (final["status"], final["attempts"]) == ("completed", 2), "redelivered once, completed once"
     assert result["predictions"][0]["class_name"] == "red"

@@ -116,10 +116,10 @@ def test_the_message_published_to_rabbitmq_is_what_celery_s_send_task_publishes(
     settings = Settings(redis_url="redis://127.0.0.1:6379/0", broker_url=RABBITMQ, queue=queue)
     celery = create_celery_app(settings)
     publisher = Publisher(RABBITMQ)
-    try:
-        with Connection(RABBITMQ) as connection:
-            declared = broker_queue(queue, RABBITMQ)(connection.channel())
-            declared.declare()
+    with Connection(RABBITMQ) as connection:
+        declared = broker_queue(queue, RABBITMQ)(connection.channel())
+        declared.declare()
+        try:
             for priority in Priority:
                 step = priority.broker_priority
                 celery.send_task(  # Celery passes a priority through as it is: on AMQP, the highest first
@@ -137,10 +137,10 @@ def test_the_message_published_to_rabbitmq_is_what_celery_s_send_task_publishes(
 
                 assert _amqp_comparable(ours) == _amqp_comparable(theirs)
                 assert _amqp_comparable(ours)["properties"]["priority"] == amqp_priority(step), "the highest first"
+        finally:
             declared.delete()
-    finally:
-        publisher.close()
-        celery.close()
+            publisher.close()
+            celery.close()
 
 
 def _amqp_comparable(message: Any) -> dict[str, Any]:
