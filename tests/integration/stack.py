@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,13 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import redis
 import uvicorn
 from pydantic import SecretStr
+from websockets.sync.client import connect
 
 from environment import process_environ
 from visionq.api.app import server_config
@@ -123,6 +126,13 @@ class WorkerProcess:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -196,6 +206,13 @@ class ApiServer:
         self.server.should_exit = True
         self.thread.join(30)
 
+    def __enter__(self) -> ApiServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def _json(value: object) -> str:
     import json
@@ -207,6 +224,20 @@ def submit(api: Any, image: bytes, filename: str = "image", **fields: Any) -> An
     """POST /classify and return the httpx response."""
     data = {name: str(value) for name, value in fields.items()}
     return api.post("/classify", files={"file": (filename, image)}, data=data)
+
+
+def submitted_twice_and_followed(
+    server: ApiServer, image: bytes
+) -> tuple[httpx.Response, httpx.Response, list[dict[str, Any]]]:
+    """`image` submitted twice with one Idempotency-Key, and the job followed on its WebSocket until it closes: the
+    two answers and every message."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        key = {"Idempotency-Key": f"twice-{uuid.uuid4()}"}
+        first = http.post("/classify", files={"file": ("cat.jpg", image)}, headers=key)
+        again = http.post("/classify", files={"file": ("cat.jpg", image)}, headers=key)
+    with connect(f"ws://127.0.0.1:{server.port}/ws/{first.json()['job_id']}", open_timeout=10) as ws:
+        messages = [json.loads(message) for message in ws]
+    return first, again, messages
 
 
 def wait_terminal(api: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any]:

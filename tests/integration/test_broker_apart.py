@@ -21,12 +21,19 @@ import redis
 from kombu import Connection
 from kombu.exceptions import OperationalError
 from PIL import Image
-from websockets.sync.client import connect
 
 from factories import cat_variants, encode
 from integration.conftest import RedisFactory, StackFactory
 from integration.receivers import Receiver, receiving
-from integration.stack import ApiServer, CallbackWorkerProcess, WorkerProcess, submit, wait_for, wait_terminal
+from integration.stack import (
+    ApiServer,
+    CallbackWorkerProcess,
+    WorkerProcess,
+    submit,
+    submitted_twice_and_followed,
+    wait_for,
+    wait_terminal,
+)
 from model_factories import STAGES_AS_THEY_BEGIN, gated_model
 from tests_support import CAT_CLASSES
 from visionq.callbacks.signing import verify
@@ -94,13 +101,9 @@ def _held(settings: Settings, **overrides: object) -> Settings:
 
 def test_a_job_is_followed_over_the_websocket_and_an_idempotent_retry_replays_it(stack: Stack) -> None:
     _, _, api = stack
+    first, again, messages = submitted_twice_and_followed(api, CAT)
+    job_id = first.json()["job_id"]
     with httpx.Client(base_url=api.url, timeout=30) as http:
-        key = {"Idempotency-Key": f"apart-{uuid.uuid4()}"}
-        first = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
-        again = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
-        job_id = first.json()["job_id"]
-        with connect(f"ws://127.0.0.1:{api.port}/ws/{job_id}", open_timeout=10) as socket:
-            messages = [json.loads(message) for message in socket]
         ready = http.get("/health/ready").json()
         final = http.get(f"/status/{job_id}").json()
     assert first.status_code == 202
@@ -126,24 +129,15 @@ def _received(state: Receiver) -> list[tuple[dict[str, str], bytes]]:
 
 def test_urgent_work_starts_first_and_a_cancelled_job_never_runs(stack: Stack) -> None:
     held = _held(stack[0], worker_concurrency=1)
-    server = ApiServer(held)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            lows = [submit(http, CAT, priority="low").json()["job_id"] for _ in range(3)]
-            cancelled = submit(http, CAT, priority="normal").json()["job_id"]
-            urgent = submit(http, CAT, priority="urgent").json()["job_id"]
-            place = http.get(f"/status/{urgent}").json()["queue_position"]
-            refused = http.delete(f"/jobs/{cancelled}")
-            worker = WorkerProcess(held)  # one job at a time, from the queue as the broker orders it
-            worker.start()
-            try:
-                ended = {job: wait_terminal(http, job) for job in [*lows, urgent, cancelled]}
-                started = {job: _started(http.get(f"/result/{job}").json()) for job in [*lows, urgent]}
-            finally:
-                worker.stop()
-    finally:
-        server.stop()
+    with ApiServer(held) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        lows = [submit(http, CAT, priority="low").json()["job_id"] for _ in range(3)]
+        cancelled = submit(http, CAT, priority="normal").json()["job_id"]
+        urgent = submit(http, CAT, priority="urgent").json()["job_id"]
+        place = http.get(f"/status/{urgent}").json()["queue_position"]
+        refused = http.delete(f"/jobs/{cancelled}")
+        with WorkerProcess(held):  # one job at a time, from the queue as the broker orders it
+            ended = {job: wait_terminal(http, job) for job in [*lows, urgent, cancelled]}
+            started = {job: _started(http.get(f"/result/{job}").json()) for job in [*lows, urgent]}
     assert place == 0
     assert refused.status_code == 200
     assert (ended[cancelled]["status"], ended[cancelled]["attempts"]) == ("cancelled", 0), "it never ran"
@@ -159,14 +153,10 @@ def _started(result: dict[str, Any]) -> float:
 def test_a_job_whose_api_never_published_it_is_published_by_the_keeper(stack: Stack) -> None:
     settings, _, api = stack
     # An API whose broker is unreachable: its jobs are made, with their message left in the outbox.
-    cut_off = ApiServer(settings.model_copy(update={"broker_url": _unreachable(settings.broker)}))
-    cut_off.start()
-    try:
-        with httpx.Client(base_url=cut_off.url, timeout=30) as http:
-            accepted = submit(http, CAT)
-            ready = http.get("/health/ready").json()
-    finally:
-        cut_off.stop()
+    cut_off = settings.model_copy(update={"broker_url": _unreachable(settings.broker)})
+    with ApiServer(cut_off) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        accepted = submit(http, CAT)
+        ready = http.get("/health/ready").json()
     job_id = accepted.json()["job_id"]
     state = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with httpx.Client(base_url=api.url, timeout=30) as http:
@@ -191,21 +181,11 @@ def _unreachable(broker: str) -> str:
 
 def test_a_job_promoted_while_it_waited_runs_once_though_published_twice(stack: Stack) -> None:
     held = _held(stack[0], priority_aging=0.5)
-    server = ApiServer(held)
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            job_id = submit(http, CAT, priority="low").json()["job_id"]
-            promoted = wait_for(lambda: _promoted(http, job_id), 30, "the job's promotion")
-            server_settings = held.model_copy(update={"priority_aging": 0})
-            worker = WorkerProcess(server_settings)
-            worker.start()
-            try:
-                final = wait_terminal(http, job_id)
-            finally:
-                worker.stop()
-    finally:
-        server.stop()
+    with ApiServer(held) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        job_id = submit(http, CAT, priority="low").json()["job_id"]
+        promoted = wait_for(lambda: _promoted(http, job_id), 30, "the job's promotion")
+        with WorkerProcess(held.model_copy(update={"priority_aging": 0})):
+            final = wait_terminal(http, job_id)
     assert promoted["promoted_to"] == "normal"
     assert (final["status"], final["attempts"]) == ("completed", 1), "run once, by its current message"
 

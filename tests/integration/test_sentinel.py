@@ -16,13 +16,20 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from websockets.sync.client import connect
 
 from factories import cat_variants
 from integration.conftest import StackFactory
 from integration.receivers import Receiver, receiving
 from integration.soak import SoakPlan, run_soak
-from integration.stack import ApiServer, CallbackWorkerProcess, WorkerProcess, submit, wait_for, wait_terminal
+from integration.stack import (
+    ApiServer,
+    CallbackWorkerProcess,
+    WorkerProcess,
+    submit,
+    submitted_twice_and_followed,
+    wait_for,
+    wait_terminal,
+)
 from integration.topologies import SentinelSet, state_client
 from tests_support import CAT_CLASSES
 from visionq.callbacks.signing import verify
@@ -66,14 +73,8 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 def test_a_job_runs_through_the_master_the_sentinels_name_and_is_followed_over_the_websocket(
     stack: tuple[Settings, WorkerProcess, ApiServer],
 ) -> None:
-    _, _, api = stack
-    with httpx.Client(base_url=api.url, timeout=30) as http:
-        key = {"Idempotency-Key": f"sentinel-{uuid.uuid4()}"}
-        first = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
-        again = http.post("/classify", files={"file": ("cat.jpg", CAT)}, headers=key)
-        job_id = first.json()["job_id"]
-        with connect(f"ws://127.0.0.1:{api.port}/ws/{job_id}", open_timeout=10) as socket:
-            messages = [json.loads(message) for message in socket]
+    first, again, messages = submitted_twice_and_followed(stack[2], CAT)
+    job_id = first.json()["job_id"]
     assert first.status_code == 202
     assert (again.status_code, again.json()["job_id"]) == (200, job_id), "the retry replays the first answer"
     assert messages[-1]["job_id"] == job_id
@@ -100,16 +101,12 @@ def test_urgent_work_goes_first_and_a_queued_job_can_be_cancelled(
 ) -> None:
     settings, _, _ = stack
     # An API on a queue no worker serves: its jobs wait, in the order of their priorities.
-    held = ApiServer(settings.model_copy(update={"queue": f"{settings.queue}-held"}))
-    held.start()
-    try:
-        with httpx.Client(base_url=held.url, timeout=30) as http:
-            low, urgent = (submit(http, CAT, priority=p).json()["job_id"] for p in ("low", "urgent"))
-            places = {job: http.get(f"/status/{job}").json()["queue_position"] for job in (low, urgent)}
-            cancelled = http.delete(f"/jobs/{low}")
-            after = http.get(f"/status/{low}").json()
-    finally:
-        held.stop()
+    held = settings.model_copy(update={"queue": f"{settings.queue}-held"})
+    with ApiServer(held) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        low, urgent = (submit(http, CAT, priority=p).json()["job_id"] for p in ("low", "urgent"))
+        places = {job: http.get(f"/status/{job}").json()["queue_position"] for job in (low, urgent)}
+        cancelled = http.delete(f"/jobs/{low}")
+        after = http.get(f"/status/{low}").json()
     assert places == {urgent: 0, low: 1}
     assert cancelled.status_code in (200, 202)
     assert after["status"] == "cancelled"

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from celery import Celery
 
-from visionq.jobs.keys import PRIORITY_SEPARATOR
-from visionq.jobs.publisher import broker_queue, is_amqp
+from visionq.jobs.publisher import REDIS_OPTIONS, broker_queue, is_amqp
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.settings import Settings
-from visionq.wire.states import PRIORITY_STEPS
 from visionq.worker.broker import SENTINEL_TRANSPORT, TRANSPORT
 
 __all__ = ["CALLBACKS", "CLASSIFY_TASK", "VisionqCelery", "create_celery_app"]
@@ -87,8 +85,7 @@ def _on_redis(app: Celery, settings: Settings) -> None:
         broker_transport=SENTINEL_TRANSPORT if settings.broker.startswith("sentinel://") else TRANSPORT,
         broker_transport_options={
             # One Redis list per step; BRPOP lists them in ascending order, so step 0 is always served first.
-            "priority_steps": PRIORITY_STEPS,
-            "sep": PRIORITY_SEPARATOR,
+            **REDIS_OPTIONS,
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": min(MAX_RESTORE_INTERVAL, settings.visibility_timeout),
             "unacked_restore_throttle": 1,
