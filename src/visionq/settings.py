@@ -254,9 +254,10 @@ class Settings(ClientSettings):
     expires can never run, and is failed by the sweeper."""
 
     requeue_lost_after: Annotated[float, Field(ge=0)] = 120.0
-    """Seconds a queued job may go without its Celery message being in the queue or held by a worker before
-    the sweeper queues it again (a worker's fetch cut off by a Redis restart can lose the message). Checked
-    only for jobs queued at least this long; 0: never."""
+    """Seconds a live job may go without its Celery message being in the queue or held by a worker before
+    the sweeper queues it again (a worker's fetch cut off by a Redis restart, or a failover, can lose the
+    message). Checked only for jobs queued at least this long, or processing jobs whose worker has not
+    reported for this long; 0: never. Keep it under `stale_job_after`, which gives such a job up."""
 
     stale_job_after: Annotated[int, Field(gt=0)] = 300
     """Seconds a processing job may go without progress before the sweeper fails it. Must exceed

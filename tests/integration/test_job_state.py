@@ -16,8 +16,8 @@ from visionq.jobs.breakers import Breakers
 from visionq.jobs.records import JobRecord
 from visionq.jobs.scripts import CHANGING
 from visionq.jobs.store import QUEUED_FIELD
-from visionq.jobs.tracker import PAST_DEADLINE, JobTracker
-from visionq.wire.states import Priority, Stage
+from visionq.jobs.tracker import PAST_DEADLINE, STALE_MESSAGE, JobTracker
+from visionq.wire.states import PRIORITY_STEPS, Priority, Stage
 
 STALE_AFTER = 20
 
@@ -141,6 +141,48 @@ def test_a_lost_message_is_queued_again_only_by_a_worker_of_its_own_queue(
 
     assert lost("queue-a") == [], "another queue's job is not this worker's to queue again"
     assert lost("queue-b") == [record.job_id]
+
+
+def test_a_processing_job_whose_message_was_lost_is_queued_again_once_its_worker_has_been_silent(
+    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
+) -> None:
+    """A failover can lose a taken job's message (a retry's new one, or the unacked copy an acknowledgement
+    outran): the job is processing with nothing left to deliver it. It is queued again, under a new message id
+    and with a new deadline, once its worker has been silent `waited` seconds; a job whose message a worker
+    holds is not."""
+    lost, held = new_record(), new_record()
+    for record in (lost, held):
+        create(redis_url, record)
+        tracker.take(record.job_id)
+    messages = {
+        job_id: str(message)
+        for step in PRIORITY_STEPS
+        for message in redis_client.lrange(keys.priority_list(QUEUE, step), 0, -1)
+        for job_id in (lost.job_id, held.job_id)
+        if job_id in message
+    }
+    for message in messages.values():
+        redis_client.lrem(keys.priority_list(QUEUE, Priority.NORMAL.broker_priority), 1, message)
+    redis_client.hset(keys.BROKER_UNACKED, "tag-of-held", messages[held.job_id])  # as kombu keeps one in hand
+    deadline = redis_client.zscore(keys.LIVE_JOBS, lost.job_id)
+    assert deadline is not None
+
+    def found(after: float) -> list[str]:
+        silent = tracker.lost_messages(QUEUE, waited=5, image_ttl=IMAGE_TTL, now=time.time() + after)
+        return [job_id for job_id, _ in silent if job_id in (lost.job_id, held.job_id)]
+
+    assert found(after=0) == [], "a worker that reported just now may still have the job in hand"
+    assert found(after=6) == [lost.job_id]
+
+    tracker.requeue(lost.job_id, QUEUE, Priority.NORMAL)
+    queued = redis_client.lrange(keys.priority_list(QUEUE, Priority.NORMAL.broker_priority), 0, -1)
+    [requeued] = [str(message) for message in queued if lost.job_id in message]
+    message_id = str(redis_client.hget(keys.status(lost.job_id), "message"))
+
+    assert message_id in requeued
+    assert (redis_client.zscore(keys.LIVE_JOBS, lost.job_id) or 0) > deadline, "time for a worker to take it"
+    assert tracker.take(lost.job_id).claim.attempts == STALE_MESSAGE, "the lost message, should it turn up"
+    assert tracker.take(lost.job_id, message_id).claim.attempts == 2
 
 
 def test_a_success_writes_to_a_closed_breaker_only_to_reset_its_failures(redis_client: redis.Redis) -> None:

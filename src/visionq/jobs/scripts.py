@@ -592,14 +592,20 @@ return redis.call('HGET', KEYS[1], 'queue_priority') or redis.call('HGET', KEYS[
 """
 )
 
-# KEYS: status, the job's priority list. ARGV: a new message id, the task message carrying it.
-# Queues a pending job's message again (its first was lost, see JobTracker.lost_messages), as the job's current one.
+# KEYS: status, the job's priority list, the live jobs. ARGV: a new message id, the task message carrying it, a new
+# deadline, the job id.
+# Queues a live job's message again (its last was lost, see JobTracker.lost_messages), as the job's current one; a
+# processing job's deadline is pushed on, for a worker to take the message before the sweep gives the job up.
 REQUEUE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then
+local state = redis.call('HGET', KEYS[1], 'status')
+if state ~= 'pending' and state ~= 'processing' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'message', ARGV[1])
 redis.call('LPUSH', KEYS[2], ARGV[2])
+if state == 'processing' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+end
 return 1
 """
 

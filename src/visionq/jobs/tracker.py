@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import orjson
 from redis import Redis
@@ -161,8 +161,8 @@ class JobTracker:
         written are written first, in the same round trip, and so are the commands `also` queues (metrics, the
         breaker). `reusable`: the result may serve identical submits (jobs/cache.py); the job's followers, if it
         led any, are completed from it, and `followed` is called with each. Where replicas are required, the same
-        round trip waits for them (`WAIT`) and `Unconfirmed` is raised if they did not confirm: the job's message
-        is then not acknowledged, and the job runs again if a failover lost its completion."""
+        round trip waits for them (`WAIT`) and `Unconfirmed` is raised if they did not confirm: the task is then
+        retried, and the job runs again if a failover lost its completion."""
         if self.replicas.due():
             self.replicas.note(self.redis.info("replication"))
         required = self.replicas.required
@@ -263,27 +263,36 @@ class JobTracker:
     def lost_messages(
         self, queue: str, *, waited: float, image_ttl: int, now: float | None = None
     ) -> list[tuple[str, Priority]]:
-        """Jobs queued on `queue` older than `waited` seconds whose Celery message is in none of its priority
-        lists and not held by any worker: the message was lost (a worker's BRPOP answered as Redis went down
-        takes it off the list without ever reaching the worker). The caller queues them again; a second message
-        for a job is harmless, since a claim refuses a finished job."""
-        # A pending job's deadline in the live set is its creation + image_ttl (JobStore.create).
-        cutoff = (now or time.time()) - waited + image_ttl
-        overdue = self.redis.zrangebyscore(keys.LIVE_JOBS, "-inf", cutoff, start=0, num=SWEEP_BATCH)
-        candidates = [_text(raw) for raw in overdue if isinstance(raw, bytes | str)]
+        """Live jobs of `queue` whose Celery message is in none of its priority lists and not held by any worker:
+        the message was lost. Pending jobs queued more than `waited` seconds ago (a worker's BRPOP answered as
+        Redis went down takes a message off its list without it ever reaching the worker); processing jobs whose
+        worker last reported more than `waited` seconds ago (a failover lost a retry's message, or an
+        acknowledgement outran it). The caller queues them again; a second message for a job is harmless, since
+        a claim refuses a finished job and a superseded message is dropped unrun."""
+        now = now or time.time()
+        # A pending job's score in the live set is its creation + image_ttl (JobStore.create); a processing job's,
+        # its last report + stale_after (`_deadline`), past which the sweep gives it up.
+        cutoffs = {
+            JobStatus.PENDING.value: now - waited + image_ttl,
+            JobStatus.PROCESSING.value: now - waited + self.stale_after,
+        }
+        overdue = self.redis.zrangebyscore(
+            keys.LIVE_JOBS, "-inf", max(cutoffs.values()), start=0, num=SWEEP_BATCH, withscores=True
+        )
+        candidates = [(_text(raw), float(score)) for raw, score in cast("list[tuple[bytes | str, float]]", overdue)]
         if not candidates:
             return []
         with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in candidates:
+            for job_id, _ in candidates:
                 pipe.hmget(keys.status(job_id), ["status", "priority", QUEUED_FIELD])
             fields = pipe.execute()
         # Only jobs queued on this queue: one of another queue has its message there, out of this worker's sight.
-        pending = {
+        lost = {
             job_id: Priority(_text(priority))
-            for job_id, (state, priority, queued) in zip(candidates, fields, strict=True)
-            if state and priority and queued and _text(state) == JobStatus.PENDING and _text(queued) == queue
+            for (job_id, score), (state, priority, queued) in zip(candidates, fields, strict=True)
+            if state and priority and queued and _text(queued) == queue and score <= cutoffs.get(_text(state), -1.0)
         }
-        if not pending:
+        if not lost:
             return []
         # One snapshot (MULTI), so a message moved between our reads is not missed. Kombu's own move (BRPOP, then
         # the unacked write) leaves a message in neither for a moment: at worst that queues a harmless duplicate.
@@ -292,15 +301,21 @@ class JobTracker:
                 pipe.lrange(keys.priority_list(queue, step), 0, -1)
             pipe.hvals(keys.BROKER_UNACKED)
             held = b"".join(m if isinstance(m, bytes) else m.encode() for ms in pipe.execute() for m in ms)
-        return [(job_id, priority) for job_id, priority in pending.items() if job_id.encode() not in held]
+        return [(job_id, priority) for job_id, priority in lost.items() if job_id.encode() not in held]
 
     def requeue(self, job_id: str, queue: str, priority: Priority) -> None:
-        """Queue the job's message again (its first was lost), under a new message id: should the first turn up
-        after all (a worker had it in hand), it is dropped unrun."""
+        """Queue the job's message again (its last was lost), under a new message id: should the lost one turn up
+        after all (a worker had it in hand), it is dropped unrun. A processing job gets a new deadline: the
+        message needs a worker to take it before the sweep gives the job up."""
         step, message_id = priority.broker_priority, new_message_id()
         self._requeue(
-            keys=[keys.status(job_id), keys.priority_list(queue, step)],
-            args=[message_id, task_message(job_id, queue=queue, broker_priority=step, message_id=message_id)],
+            keys=[keys.status(job_id), keys.priority_list(queue, step), keys.LIVE_JOBS],
+            args=[
+                message_id,
+                task_message(job_id, queue=queue, broker_priority=step, message_id=message_id),
+                self._deadline(),
+                job_id,
+            ],
         )
 
     def holding_images(self, job_ids: list[str]) -> set[str]:

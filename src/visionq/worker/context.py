@@ -238,9 +238,10 @@ class WorkerContext:
             self._drain_archive()
 
     def _requeue_lost(self) -> None:
-        """Queue again the jobs whose message was lost; one worker at a time (a lock for one sweep interval). Only
-        where the broker is the job-state Redis, whose queues can be read: a broker apart keeps its messages itself
-        (RabbitMQ's durable queues, publisher confirms) and the outbox covers the way there."""
+        """Queue again the live jobs whose message was lost (JobTracker.lost_messages); one worker at a time (a
+        lock for one sweep interval). Only where the broker is the job-state Redis, whose queues can be read: a
+        broker apart keeps its messages itself (RabbitMQ's durable queues, publisher confirms) and the outbox
+        covers the way there."""
         settings = self.settings
         if not settings.requeue_lost_after or settings.broker_apart:
             return
