@@ -5,9 +5,12 @@ restarts at random (seeded); then what became of every job. CI runs a reduced on
     .venv/bin/python bench/soak.py [--jobs 2000] [--seed 20261127] [--faults 30] [--json var/bench/soak.json]
     .venv/bin/python bench/soak.py --topology sentinel --jobs 1000 --faults 5 --redis-share 1   # failovers only
     .venv/bin/python bench/soak.py --topology sentinel --jobs 1000 --faults 5 --redis-share 1 --replicas 2
+    .venv/bin/python bench/soak.py --topology cluster --jobs 1000 --faults 5 --redis-share 1   # Cluster masters
 
-On `--topology sentinel` a Redis fault SIGKILLs the master a Sentinel set-up names; the report says how long the
-service took to accept work again after each, and how many submits it refused meanwhile.
+On `--topology sentinel` a Redis fault SIGKILLs the master a Sentinel set-up names; on `--topology cluster`, a master
+of a Redis Cluster (3 masters, 3 replicas) that holds job state, the broker on the machine's RabbitMQ
+(VISIONQ_TEST_AMQP_URL). The report says how long the service took to accept work again after each, and how many
+submits it refused meanwhile.
 
 Exits 1 unless every job was accepted and completed exactly once (none lost, duplicated or failed), as CI's test
 requires.
@@ -37,7 +40,7 @@ def main() -> int:
     parser.add_argument("--faults", type=int, default=defaults.faults, help="worker kills and Redis restarts")
     parser.add_argument(
         "--topology",
-        choices=["single", "sentinel"],
+        choices=["single", "sentinel", "cluster"],
         default=defaults.topology,
         help="single: one Redis, restarted; sentinel: a master, a replica and three sentinels, the master SIGKILLed",
     )

@@ -5,16 +5,19 @@ publisher to a broker apart from job state."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.sentinel
+import redis.cluster
 import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from visionq.jobs.keys import CLUSTER_SHARDS, Shards
 from visionq.jobs.publisher import Publisher, is_amqp
 from visionq.settings import Settings
 
@@ -35,9 +38,18 @@ def broker_publisher(settings: Settings) -> Publisher | None:
     return Publisher(settings.broker, transport_options=options)
 
 
+def shards(settings: Settings) -> Shards:
+    """How job state is laid out: one shard on one Redis, CLUSTER_SHARDS over a Redis Cluster's masters."""
+    return Shards(CLUSTER_SHARDS if settings.redis_cluster else 1)
+
+
 def async_redis(settings: Settings) -> redis.asyncio.Redis:
-    """The API's client: text replies, bounded time-outs, a pooled connection per request."""
+    """The API's client: text replies, bounded time-outs, a pooled connection per request. On a Redis Cluster, a
+    cluster client (typed as a client of one Redis: the commands visionq sends are the same)."""
     options = _options(settings) | {"decode_responses": True}
+    if settings.redis_cluster:
+        cluster = redis.asyncio.cluster.RedisCluster.from_url(settings.state_url, **_cluster_options(options))
+        return cast(redis.asyncio.Redis, cluster)
     if settings.redis_sentinels:
         sentinels = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             settings.sentinel_addresses, **_sentinel_options(settings)
@@ -52,6 +64,9 @@ def async_redis(settings: Settings) -> redis.asyncio.Redis:
 def sync_redis(settings: Settings, *, decode: bool = False) -> redis.Redis:
     """The worker's client: byte replies (images are bytes) unless `decode`, the same time-outs."""
     options = _options(settings) | {"decode_responses": decode}
+    if settings.redis_cluster:
+        cluster = redis.cluster.RedisCluster.from_url(settings.state_url, **_cluster_options(options))
+        return cast(redis.Redis, cluster)
     if settings.redis_sentinels:
         sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             settings.sentinel_addresses, **_sentinel_options(settings)
@@ -97,6 +112,11 @@ def _options(settings: Settings) -> dict[str, Any]:
         options |= {"db": int(url.path.strip("/") or 0), "username": url.username, "password": url.password}
         options = {name: unquote(value) if isinstance(value, str) else value for name, value in options.items()}
     return options
+
+
+def _cluster_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A cluster client retries on its own (and refreshes its map of the slots after a failover)."""
+    return {name: value for name, value in options.items() if name not in ("retry", "health_check_interval")}
 
 
 def _sentinel_options(settings: Settings) -> dict[str, Any]:

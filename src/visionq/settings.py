@@ -81,6 +81,10 @@ class Settings(ClientSettings):
     redis_sentinel_master: str | None = None
     """The name the sentinels monitor the master by (`sentinel monitor <name> …`)."""
 
+    redis_cluster: bool = False
+    """`redis_url` names one node of a Redis Cluster that holds job state, cut into shards spread over its masters
+    (docs/scaling.md). Needs a broker apart (`broker_url`: kombu has no Cluster transport)."""
+
     redis_min_replicas: Annotated[int | None, Field(ge=0)] = None
     """Replicas that must hold a job's record and queue message before the API answers `202`, and its result before
     a worker acknowledges its message (Redis `WAIT`): a 202, and a result, then survive the loss of the master.
@@ -510,6 +514,14 @@ class Settings(ClientSettings):
                 raise ValueError("VISIONQ_REDIS_SENTINELS needs VISIONQ_REDIS_SENTINEL_MASTER: the name they monitor")
             if not self.sentinel_addresses:
                 raise ValueError("VISIONQ_REDIS_SENTINELS is empty: host:port,host:port,…")
+        if self.redis_cluster:
+            if self.redis_sentinels is not None:
+                raise ValueError("VISIONQ_REDIS_CLUSTER and VISIONQ_REDIS_SENTINELS: a Cluster fails over by itself")
+            if self.broker_url is None or self.broker_url == self.redis_url:
+                raise ValueError(
+                    "VISIONQ_REDIS_CLUSTER needs a broker apart, VISIONQ_BROKER_URL: amqp:// (RabbitMQ), sentinel:// "
+                    "or another Redis, since Celery's Redis transport cannot use a Redis Cluster"
+                )
         if self.broker_url is not None:
             scheme = self.broker_url.split("://", 1)[0]
             if scheme not in BROKER_SCHEMES:

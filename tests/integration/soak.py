@@ -23,9 +23,18 @@ from typing import Any
 import httpx
 import redis
 
-from integration.stack import FAST_RECOVERY, ApiProcess, ApiServer, WorkerProcess, wait_for
-from integration.topologies import SentinelSet, state_client
+from integration.stack import (
+    FAST_RECOVERY,
+    RABBITMQ,
+    ApiProcess,
+    ApiServer,
+    WorkerProcess,
+    delete_broker_queues,
+    wait_for,
+)
+from integration.topologies import ClusterSet, SentinelSet, state_client
 from visionq.archive.repository import Archive
+from visionq.connections import shards
 from visionq.embedded import EmbeddedRedis
 from visionq.jobs import keys
 from visionq.settings import Settings
@@ -51,7 +60,9 @@ class SoakPlan:
     max_in_flight: int = 30
     submitters: int = 2
     settle_timeout: float = 300.0
-    #: `single`: one redis-server with AOF, restarted; `sentinel`: a Sentinel-managed master and replica, failed over.
+    #: `single`: one redis-server with AOF, restarted; `sentinel`: a Sentinel-managed master and replica, failed over;
+    #: `cluster`: job state on a Redis Cluster of 3 masters and 3 replicas, one master SIGKILLed per fault (its replica
+    #: takes over), the broker on RabbitMQ.
     topology: str = "single"
     #: Replicas of the Sentinel topology's master.
     replicas: int = 1
@@ -114,22 +125,28 @@ class _Soak:
         self.image = image
         self.redis = EmbeddedRedis(root / "redis", persistent=True)
         self.sentinels = SentinelSet(root / "sentinel", replicas=plan.replicas) if plan.topology == "sentinel" else None
+        self.cluster = ClusterSet(root / "cluster") if plan.topology == "cluster" else None
+        where: dict[str, Any] = {"redis_url": self.redis.url}
+        queue = "visionq-soak"
         if self.sentinels is not None:
-            self.sentinels.start()
-        where = self.sentinels.settings() if self.sentinels is not None else {"redis_url": self.redis.url}
+            where = self.sentinels.start().settings()
+        if self.cluster is not None:  # queues of its own on the machine's RabbitMQ, deleted at the end
+            where, queue = {**self.cluster.start().settings(), "broker_url": RABBITMQ}, f"visionq-soak-{plan.seed}"
         self.settings = Settings(
             **{**FAST_RECOVERY, "log_level": "ERROR"},
             requeue_lost_after=5.0,  # a fetch cut off by a Redis restart loses its message: queue it again soon
             **where,
             data_dir=root / "data",
-            queue="visionq-soak",
-            callback_queue="visionq-soak-callbacks",
+            queue=queue,
+            callback_queue=f"{queue}-callbacks",
             warm_models=sorted(set(MODELS)),
         )
+        self.shards = shards(self.settings)
         self.workers = [WorkerProcess(self.settings) for _ in range(plan.workers)]
         # On Sentinel, `visionq api` as its own process: redis-py's asyncio clients leave connections they abandoned
         # during a failover to the garbage collector, whose warnings would land on whichever test ran next here.
-        self.api: ApiServer | ApiProcess = ApiProcess(self.settings) if self.sentinels else ApiServer(self.settings)
+        replicated = self.sentinels is not None or self.cluster is not None
+        self.api: ApiServer | ApiProcess = ApiProcess(self.settings) if replicated else ApiServer(self.settings)
         self.client = state_client(self.settings)
         draw = random.Random(plan.seed)
         self.jobs = [(draw.choice(PRIORITIES), draw.choice(MODELS)) for _ in range(plan.jobs)]
@@ -145,7 +162,7 @@ class _Soak:
 
     def run(self) -> SoakReport:
         started = time.monotonic()
-        if self.sentinels is None:
+        if self.sentinels is None and self.cluster is None:
             self.redis.start()
         for worker in self.workers:
             worker.start()
@@ -170,6 +187,9 @@ class _Soak:
             self.client.close()
             if self.sentinels is not None:
                 self.sentinels.stop()
+            elif self.cluster is not None:
+                self.cluster.stop()
+                delete_broker_queues(self.settings)
             else:
                 self.redis.stop()
         self.report.seconds = time.monotonic() - started
@@ -222,11 +242,10 @@ class _Soak:
     def _wait_for_room(self) -> None:
         while True:
             try:
-                stats = self.client.hgetall(keys.JOB_STATS)
+                finished = self._finished()
             except redis.RedisError:
                 time.sleep(0.1)  # Redis is restarting
                 continue
-            finished = sum(int(stats.get(name, 0)) for name in TERMINAL)
             with self._lock:
                 in_flight = len(self.job_ids) - finished
             if in_flight < self.plan.max_in_flight:
@@ -247,6 +266,8 @@ class _Soak:
                     self._fault_at = time.monotonic()
                 if self.sentinels is not None:
                     self.sentinels.fail_over()
+                elif self.cluster is not None:
+                    self.cluster.fail_over(draw.choice(self.cluster.masters()))
                 else:
                     self.redis.stop()  # SIGTERM: Redis flushes its AOF, as on a planned restart
                     time.sleep(draw.uniform(0.2, 1.5))
@@ -272,7 +293,7 @@ class _Soak:
 
         with contextlib.suppress(AssertionError):  # what never finished is counted below, as lost
             wait_for(all_terminal, self.plan.settle_timeout, "every accepted job to finish", interval=0.5)
-        wait_for(lambda: self.client.zcard(keys.ARCHIVE_OUTBOX) == 0, 60, "the archive to catch up", 0.2)
+        wait_for(lambda: self._archive_backlog() == 0, 60, "the archive to catch up", 0.2)
 
     def _count(self) -> None:
         report = self.report
@@ -303,10 +324,24 @@ class _Soak:
             stray, code, attempts = (
                 str(value) if value else "" for value in self.client.hmget(key, ["status", "error_code", "attempts"])
             )
-            report.strays[str(key).split(":")[1]] = f"{stray}{f':{code}' if code else ''}, attempts {attempts or 0}"
+            report.strays[str(key).split(":")[1].strip("{}")] = (
+                f"{stray}{f':{code}' if code else ''}, attempts {attempts or 0}"
+            )
             unrun += stray in TERMINAL and not int(attempts or 0)
-        stats = self.client.hgetall(keys.JOB_STATS)
-        report.duplicated = sum(int(stats.get(name, 0)) for name in TERMINAL) - sum(outcomes.values()) - unrun
+        report.duplicated = self._finished() - sum(outcomes.values()) - unrun
+
+    def _finished(self) -> int:
+        """Jobs that reached a terminal state, by Redis's own counters (summed over the shards of job state)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for shard in self.shards.names:
+                pipe.hmget(keys.job_stats(shard), sorted(TERMINAL))
+            return sum(int(count or 0) for counts in pipe.execute() for count in counts)
+
+    def _archive_backlog(self) -> int:
+        with self.client.pipeline(transaction=False) as pipe:
+            for shard in self.shards.names:
+                pipe.zcard(keys.archive_outbox(shard))
+            return sum(pipe.execute())
 
 
 def run_soak(plan: SoakPlan, root: Path, image: bytes) -> SoakReport:

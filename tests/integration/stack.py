@@ -17,6 +17,7 @@ from typing import Any, Self
 import httpx
 import redis
 import uvicorn
+from kombu import Connection
 from pydantic import SecretStr
 from websockets.sync.client import connect
 
@@ -25,6 +26,7 @@ from visionq.api.app import server_config
 from visionq.connections import sync_redis
 from visionq.embedded import free_port
 from visionq.jobs import keys
+from visionq.jobs.publisher import broker_queue
 from visionq.jobs.records import isoformat, utcnow
 from visionq.settings import Settings
 
@@ -256,3 +258,19 @@ def inference_count(api: Any, model_ref: str) -> float:
     prefix = f'visionq_model_inference_seconds_count{{model_version="{model_ref}"}} '
     lines = [line for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)]
     return float(lines[0].split()[-1]) if lines else 0.0
+
+
+#: The machine's RabbitMQ (CI's too); VISIONQ_TEST_AMQP_URL names another.
+RABBITMQ = os.environ.get("VISIONQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def delete_broker_queues(settings: Settings, *queues: str) -> None:
+    """Delete a stack's queues (its own and `queues`) from its RabbitMQ broker, once their consumers have stopped (a
+    running one would declare its queue again); a Redis broker's go with the server."""
+    broker = settings.broker
+    if not broker.startswith("amqp"):
+        return
+    with Connection(broker) as connection:
+        channel = connection.channel()
+        for name in (settings.queue, settings.callback_queue, *queues):
+            broker_queue(name, broker)(channel).delete()

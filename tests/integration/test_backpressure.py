@@ -38,7 +38,7 @@ def test_a_full_queue_refuses_with_retry_after_until_it_drains(start_stack: Stac
             data={"priority": "urgent"},
             headers={"Idempotency-Key": key},
         )
-        key_held = client.exists(keys.idempotency(ANONYMOUS, key))
+        key_held = client.exists(keys.idempotency(ANONYMOUS, key, keys.Shards()))
 
         worker.start()
         finals = [wait_terminal(api, job_id) for job_id in queued]

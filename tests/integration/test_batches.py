@@ -159,7 +159,7 @@ def test_an_ended_batch_is_archived_and_answered_from_the_archive_once_redis_let
     finally:
         archive.close()
     client = redis.Redis.from_url(batch_stack[0].state_url)
-    client.delete(f"batch:{batch_id}", f"batch:{batch_id}:items", *(keys.status(j) for j in job_ids),
+    client.delete(f"batch:{{{batch_id}}}", f"batch:{{{batch_id}}}:items", *(keys.status(j) for j in job_ids),
                   *(keys.result(j) for j in job_ids))  # fmt: skip
     client.close()
     archived_body = api.get(f"/batches/{batch_id}").json()

@@ -8,7 +8,6 @@ published again (promoted while it waited) runs once; a job whose worker is SIGK
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from kombu import Connection
 from kombu.exceptions import OperationalError
 from PIL import Image
 
@@ -26,9 +24,11 @@ from factories import cat_variants, encode
 from integration.conftest import RedisFactory, StackFactory
 from integration.receivers import Receiver, receiving
 from integration.stack import (
+    RABBITMQ,
     ApiServer,
     CallbackWorkerProcess,
     WorkerProcess,
+    delete_broker_queues,
     submit,
     submitted_twice_and_followed,
     wait_for,
@@ -38,14 +38,12 @@ from model_factories import STAGES_AS_THEY_BEGIN, gated_model
 from tests_support import CAT_CLASSES
 from visionq.callbacks.signing import verify
 from visionq.jobs import keys
-from visionq.jobs.publisher import BrokerAway, Publisher, broker_queue
+from visionq.jobs.publisher import BrokerAway, Publisher
 from visionq.settings import Settings
 
 CAT = cat_variants()["jpeg"]
 RED = encode(Image.new("RGB", (32, 32), (250, 10, 10)), "PNG")
 SECRET = "broker-apart-callback-secret"
-#: The machine's RabbitMQ (CI's too); VISIONQ_TEST_AMQP_URL names another.
-RABBITMQ = os.environ.get("VISIONQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 Stack = tuple[Settings, WorkerProcess, ApiServer]
 
 
@@ -76,16 +74,7 @@ def stack(broker: str, start_stack: StackFactory) -> Iterator[Stack]:
     yield settings, worker, api
     for process in (deliverer, worker):  # first: a consumer still running would declare its queue again
         process.stop()
-    _delete_queues(broker, settings)
-
-
-def _delete_queues(broker: str, settings: Settings) -> None:
-    if not broker.startswith("amqp"):
-        return  # the Redis server goes with the session
-    with Connection(broker) as connection:
-        channel = connection.channel()
-        for name in (settings.queue, f"{settings.queue}-held", settings.callback_queue):
-            broker_queue(name, broker)(channel).delete()
+    delete_broker_queues(settings, f"{settings.queue}-held")
 
 
 @pytest.fixture
@@ -161,7 +150,7 @@ def test_a_job_whose_api_never_published_it_is_published_by_the_keeper(stack: St
     state = redis.Redis.from_url(settings.state_url, decode_responses=True)
     with httpx.Client(base_url=api.url, timeout=30) as http:
         final = wait_terminal(http, job_id)  # the stack's API, whose keeper reaches the broker
-    left = state.zscore(keys.unpublished(settings.queue), job_id)
+    left = state.zscore(keys.unpublished(settings.queue, ""), job_id)
     state.close()
 
     assert accepted.status_code == 202, "the job is made, and durable, without the broker"
@@ -215,7 +204,7 @@ def test_a_job_whose_worker_is_killed_mid_inference_is_redelivered_and_completes
             result = http.get(f"/result/{job_id}").json()
     finally:
         worker.stop()
-        _delete_queues(broker, settings)
+        delete_broker_queues(settings, f"{settings.queue}-held")
     assert (final["status"], final["attempts"]) == ("completed", 2), "redelivered once, completed once"
     assert result["predictions"][0]["class_name"] == "red"
 

@@ -195,7 +195,7 @@ def test_a_batch_is_called_back_once_signed_with_its_final_status(
     callbacks_stack.deliverer.stop()  # any attempt still to come is then in Redis, where it can be seen
     try:
         with redis.Redis.from_url(callbacks_stack.settings.state_url, decode_responses=True) as client:
-            another_to_come = attempt_to_come(client, callbacks_stack.settings, f"batch:{batch_id}")
+            another_to_come = attempt_to_come(client, callbacks_stack.settings, f"batch:{{{batch_id}}}")
     finally:
         callbacks_stack.deliverer.start()
     ((headers, body),) = state.requests
@@ -203,7 +203,7 @@ def test_a_batch_is_called_back_once_signed_with_its_final_status(
 
     assert not another_to_come
     assert verify(body, SECRET, headers["x-visionq-signature"])
-    assert headers["x-visionq-job-id"] == f"batch:{batch_id}"
+    assert headers["x-visionq-job-id"] == f"batch:{{{batch_id}}}"
     assert (final["batch_id"], final["status"], final["total"]) == (batch_id, "completed", 3)
     assert final["counts"]["completed"] == 3
     assert final == {

@@ -21,6 +21,8 @@ from visionq.jobs.records import ANONYMOUS
 CAT = cat_variants()["jpeg"]
 OTHER_CAT = cat_variants()["png"]
 
+ONE_REDIS = keys.Shards()
+
 
 def post(api: httpx.Client, key: str, image: bytes = CAT, **fields: object) -> httpx.Response:
     data = {name: str(value) for name, value in fields.items()}
@@ -65,12 +67,12 @@ def test_a_refused_request_releases_its_key_for_a_retry(api: httpx.Client, stack
     key = str(uuid.uuid4())
     refused = post(api, key, image=bad_inputs()["truncated_jpeg"])
     assert (refused.status_code, refused.json()["code"]) == (400, "invalid_image")
-    assert stack_redis.exists(keys.idempotency(ANONYMOUS, key)) == 0
+    assert stack_redis.exists(keys.idempotency(ANONYMOUS, key, ONE_REDIS)) == 0
 
     retried = post(api, key)
     assert (retried.status_code, retried.json()["status"]) == (202, "pending")
     assert "Idempotent-Replayed" not in retried.headers, "a new job, not a replay of the refusal"
-    assert stack_redis.ttl(keys.idempotency(ANONYMOUS, key)) > 23 * 3600, "remembered for 24 h"
+    assert stack_redis.ttl(keys.idempotency(ANONYMOUS, key, ONE_REDIS)) > 23 * 3600, "remembered for 24 h"
 
 
 def test_concurrent_requests_with_one_key_make_one_job(api: httpx.Client) -> None:
@@ -99,14 +101,16 @@ def test_a_reservation_its_request_could_not_release_frees_itself(redis_url: str
         client = redis.asyncio.Redis.from_url(redis_url)
         try:
             assert await IdempotencyKeys(client).reserve(ANONYMOUS, key, "a request") is None
-            return int(await client.ttl(keys.idempotency(ANONYMOUS, key)))
+            return int(await client.ttl(keys.idempotency(ANONYMOUS, key, ONE_REDIS)))
         finally:
             await client.aclose()
 
     while_reserved = asyncio.run(reserve())
-    assert create(redis_url, record, remember=answer_entry(ANONYMOUS, key, "a request", {"job_id": "j"})).accepted
+    assert create(
+        redis_url, record, remember=answer_entry(ANONYMOUS, key, "a request", {"job_id": "j"}, ONE_REDIS)
+    ).accepted
     client = redis.Redis.from_url(redis_url)
-    once_answered = client.ttl(keys.idempotency(ANONYMOUS, key))
+    once_answered = client.ttl(keys.idempotency(ANONYMOUS, key, ONE_REDIS))
     client.close()
 
     assert 0 < while_reserved <= RESERVATION_TTL

@@ -309,7 +309,7 @@ def test_a_worker_that_reaches_a_job_past_its_deadline_expires_it_unrun(
     assert (final["status"], final["stage"], final["error_code"]) == ("expired", "expired", "expired")
     assert "started_at" not in final
     assert redis_client.zscore(keys.JOB_DEADLINES, late.job_id) is None
-    assert redis_client.zscore(keys.waiting(QUEUE), late.job_id) is None
+    assert redis_client.zscore(keys.waiting(QUEUE, ""), late.job_id) is None
     assert taken.claim.attempts == 1, "a job reached before its deadline runs"
     assert not expired_after_start, "a started job no longer expires"
     assert redis_client.zscore(keys.JOB_DEADLINES, on_time.job_id) is None
@@ -325,7 +325,7 @@ def test_a_waiting_jobs_rank_is_its_queue_position(redis_url: str, redis_client:
         create(redis_url, record, queue=queue)
 
     def ranks() -> list[object]:
-        return [redis_client.zrank(keys.waiting(queue), r.job_id) for r in [*normal, urgent]]
+        return [redis_client.zrank(keys.waiting(queue, ""), r.job_id) for r in [*normal, urgent]]
 
     before = ranks()
     tracker.take(urgent.job_id)

@@ -44,10 +44,10 @@ def test_broker_priorities_are_the_steps_of_kombus_redis_transport() -> None:
 
 
 def test_job_keys_are_named_as_in_the_design() -> None:
-    assert keys.status(JOB_ID) == f"job:{JOB_ID}:status"
-    assert keys.result(JOB_ID) == f"job:{JOB_ID}:result"
-    assert keys.image(JOB_ID) == f"job:{JOB_ID}:image"
-    assert keys.events(JOB_ID) == f"job:{JOB_ID}:events"
+    assert keys.status(JOB_ID) == f"job:{{{JOB_ID}}}:status"
+    assert keys.result(JOB_ID) == f"job:{{{JOB_ID}}}:result"
+    assert keys.image(JOB_ID) == f"job:{{{JOB_ID}}}:image"
+    assert keys.events(JOB_ID) == f"job:{{{JOB_ID}}}:events"
 
 
 def test_a_job_s_id_is_read_back_from_its_events_channel() -> None:
@@ -83,5 +83,60 @@ def test_idempotency_fingerprints_keep_field_boundaries() -> None:
 def test_idempotency_keys_are_per_owner_and_bounded_whatever_the_header() -> None:
     from visionq.jobs import keys
 
-    assert keys.idempotency("alice", "k") != keys.idempotency("bob", "k")
-    assert len(keys.idempotency("alice", "x" * 255)) == len(keys.idempotency("alice", "y"))
+    one = keys.Shards()
+    assert keys.idempotency("alice", "k", one) != keys.idempotency("bob", "k", one)
+    assert len(keys.idempotency("alice", "x" * 255, one)) == len(keys.idempotency("alice", "y", one))
+
+
+def test_on_one_redis_there_is_one_shard_and_the_queue_wide_names_read_as_before() -> None:
+    one = keys.Shards()
+    job_id = one.new_id()
+
+    assert one.names == ("",)
+    assert one.of(job_id) == ""
+    assert keys.live_jobs("") == "visionq:jobs:live"
+    assert keys.waiting("visionq", "") == "visionq:queue:visionq:waiting"
+    assert keys.idempotency("alice", "k", one).startswith("visionq:idem:alice:")
+
+
+CLUSTER = keys.Shards(keys.CLUSTER_SHARDS)
+
+
+@pytest.mark.parametrize("shard", CLUSTER.names)
+def test_a_job_made_in_a_shard_has_every_key_in_that_shards_slot(shard: str) -> None:
+    import uuid
+
+    from redis.crc import key_slot
+
+    job_id = CLUSTER.new_id(shard)
+    slots = {
+        key_slot(name.encode())
+        for name in (keys.status(job_id), keys.result(job_id), keys.image(job_id), keys.events(job_id),
+                     keys.deliveries(job_id), keys.live_jobs(shard), keys.waiting("visionq", shard),
+                     keys.job_stats(shard), keys.archive_outbox(shard), keys.callbacks_due(shard))
+    }  # fmt: skip
+
+    assert CLUSTER.of(job_id) == shard
+    assert uuid.UUID(job_id).version == 4, "still a UUID 4"
+    assert slots == {keys.slot(shard)}, "one slot: each Lua step touches one"
+
+
+def test_the_shards_spread_over_every_third_and_quarter_of_the_slots() -> None:
+    """So that every master of an evenly split cluster of 3 (or 4) holds some."""
+    slots = sorted(keys.slot(name) for name in CLUSTER.names)
+    for masters in (3, 4):
+        owners = {slot * masters // keys.SLOTS for slot in slots}
+        assert owners == set(range(masters))
+
+
+def test_named_things_keep_their_shard_and_batches_name_theirs_in_their_key() -> None:
+    from visionq.jobs.batches import batch_key
+
+    batch_id = CLUSTER.new_id()
+    name = keys.idempotency("alice", "k", CLUSTER)
+
+    assert name.startswith("visionq:{vq")
+    assert CLUSTER.for_name("idem:alice") == CLUSTER.for_name("idem:alice")
+    assert CLUSTER.of(batch_key(batch_id)) == CLUSTER.of(batch_id)
+    with pytest.raises(ValueError, match="not the id of a job"):
+        CLUSTER.of("3f0c1d2e-4b5a-4c6d-8e7f-901234567890")  # not made for this layout: its slot is no shard's

@@ -30,7 +30,7 @@ from visionq.api.submission import Submitter
 from visionq.archive import schema
 from visionq.archive.repository import Archive
 from visionq.auth.oidc import discovery_url
-from visionq.connections import async_redis, broker_publisher
+from visionq.connections import async_redis, broker_publisher, shards
 from visionq.images import create_image_store
 from visionq.inference.sources import ModelSources
 from visionq.jobs.batches import BatchStore
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
             queue=settings.queue,
             replication=replication,
             publisher=publisher,
+            shards=shards(settings),
         )
         images = create_image_store(settings)
         latest = LatestChoice(redis)
@@ -113,7 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limiter=RateLimiter(settings, redis),
             backpressure=backpressure,
             latest=latest,
-            batches=BatchStore(redis, ttl=settings.image_ttl + settings.result_ttl, queue=settings.queue),
+            batches=BatchStore(
+                redis, ttl=settings.image_ttl + settings.result_ttl, queue=settings.queue, shards=store.shards
+            ),
         )
         await events.start()
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
@@ -128,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(sources.stop)
             await events.stop()
             await authenticator.aclose()
+            await store.aclose()
             await redis.aclose()
             if publisher is not None:
                 await run_in_threadpool(publisher.close)

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -98,7 +97,7 @@ class Submitter:
         self.sources = sources
         self.latest = latest
         self.backpressure = backpressure
-        self.keys = IdempotencyKeys(store.redis)
+        self.keys = IdempotencyKeys(store.redis, store.shards)
         self._settling: set[asyncio.Task[None]] = set()
 
     async def submit(
@@ -114,10 +113,18 @@ class Submitter:
         """Make and queue one job; with `idempotency_key`, the same request again gets the original answer.
         `cached=False` (`Cache-Control: no-cache`): never served from the result cache."""
         spec = await self.admit(form)
-        job_id = str(uuid.uuid4())
+        shards = self.store.shards
         if idempotency_key is None:
-            checked = await self._off_loop(image, self._check_and_put, job_id, image)
+            if shards.clustered and cached and self.settings.result_cache:
+                # The job is made in the shard of its cache entry, where identical submits meet (keys.Shards).
+                checked = await self._off_loop(image, self._check, image)
+                job_id = shards.new_id(shards.for_name(self._cache_name(owner, form, spec, checked)))
+                await self._off_loop(image, self._put, job_id, image)
+            else:
+                job_id = shards.new_id()
+                checked = await self._off_loop(image, self._check_and_put, job_id, image)
             return Accepted(await self._make(job_id, owner, form, spec, checked, image, request_id, cached=cached))
+        job_id = shards.new_id(self.keys.shard(owner, idempotency_key))  # made beside its key's answer
         checked = await self._off_loop(image, self._check, image)
         request = fingerprint(checked.digest, *_form_print(form))
         original = await self.keys.reserve(owner, idempotency_key, request)
@@ -125,7 +132,7 @@ class Submitter:
             # The answer was written with its job, on this master; where replicas are required, the replay waits
             # until they hold it too, as the first answer would have (a 503 after its wait timed out is retried).
             try:
-                await self.store.confirm_durable()
+                await self.store.confirm_durable(self.keys.shard(owner, idempotency_key))
             except Unconfirmed as exc:
                 raise _unconfirmed(exc) from exc
             except RedisError as exc:
@@ -136,7 +143,7 @@ class Submitter:
                 await self._off_loop(image, self._put, job_id, image)
             now = isoformat(utcnow())
             answer = _accepted(job_id, now, spec.ref, form, None)  # its estimate is added in the same step
-            entry = answer_entry(owner, idempotency_key, request, answer.model_dump(mode="json"))
+            entry = answer_entry(owner, idempotency_key, request, answer.model_dump(mode="json"), self.keys.shards)
             body = await self._make(
                 job_id, owner, form, spec, checked, image, request_id, remember=entry, now=now, cached=cached
             )
@@ -175,8 +182,9 @@ class Submitter:
         `batch_id`, the jobs are items of that batch (`admitted`: the model the batch's `admit` resolved)."""
         spec = admitted or await self.admit(form)
         answers: list[Accepted | errors.VisionqError] = []
+        shard = self.store.shards.of(batch_id) if batch_id else None  # a batch's jobs live in its shard
         for part in parts:
-            job_id = str(uuid.uuid4())
+            job_id = self.store.shards.new_id(shard)
             try:
                 if len(part.data) > self.settings.max_upload_bytes:
                     raise errors.PayloadTooLarge(f"the image is over {self.settings.max_upload_bytes} bytes")
@@ -216,6 +224,15 @@ class Submitter:
         # idempotency compares requests by it.
         header = check_image(image, max_pixels=self.settings.max_pixels)
         return _Checked(hashlib.sha256(image).hexdigest(), header)
+
+    def _cache_name(self, owner: str, form: ClassifyForm, spec: ModelSpec, checked: _Checked) -> str:
+        """What names the cache entry a job of this request would read (as `_make` builds its record)."""
+        allow_fallback = self.settings.allow_fallback if form.fallback is None else form.fallback
+        probe = JobRecord(job_id="", status=JobStatus.PENDING, stage=Stage.QUEUED, created_at="", updated_at="",
+                          model_version=spec.ref, priority=form.priority, top_k=form.top_k, image_format="",
+                          image_width=0, image_height=0, owner=owner, image_sha256=checked.digest,
+                          allow_fallback=allow_fallback)  # fmt: skip
+        return ":".join(cache.entry_name(probe, shared=self.settings.result_cache_shared))
 
     def _put(self, job_id: str, image: bytes) -> None:
         if self.images is not None:
@@ -270,7 +287,8 @@ class Submitter:
             batch_id=batch_id,
         )
         if cached and settings.result_cache:
-            record.cache_key = cache.entry_key(record, shared=settings.result_cache_shared)
+            shard = self.store.shards.of(job_id)
+            record.cache_key = cache.entry_key(record, shared=settings.result_cache_shared, shard=shard)
         try:
             with publishing(CLASSIFY_TASK) as headers:
                 submitted = await self.store.submit(

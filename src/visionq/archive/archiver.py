@@ -24,6 +24,7 @@ from redis import Redis
 from visionq.archive.repository import Archive
 from visionq.archive.rows import row_from_batch, row_from_job
 from visionq.jobs import keys
+from visionq.jobs.keys import Shards
 from visionq.jobs.outbox import ArchiveOutbox
 from visionq.jobs.records import JobRecord
 from visionq.wire.jobs import ResultBody
@@ -39,8 +40,16 @@ KNOWN_RESULTS = 4096
 
 
 class Archiver:
-    def __init__(self, redis: Redis, archive: Archive, *, batch: int = ARCHIVE_BATCH, settle: float = 0.0) -> None:
-        self.outbox = ArchiveOutbox(redis)
+    def __init__(
+        self,
+        redis: Redis,
+        archive: Archive,
+        *,
+        batch: int = ARCHIVE_BATCH,
+        settle: float = 0.0,
+        shards: Shards | None = None,
+    ) -> None:
+        self.outbox = ArchiveOutbox(redis, shards)
         self.archive = archive
         self.batch = batch
         self.settle = settle

@@ -31,11 +31,12 @@ COUNTED = ("pending", "processing", "completed", "failed", "cancelled", "expired
 
 
 def batch_key(batch_id: str) -> str:
-    return f"{keys.BATCH_PREFIX}{batch_id}"
+    """Tagged with the id, which hashes to the slot of its shard, as its jobs' ids do (keys.Shards)."""
+    return f"{keys.BATCH_PREFIX}{{{batch_id}}}"
 
 
 def items_key(batch_id: str) -> str:
-    return f"{keys.BATCH_PREFIX}{batch_id}:items"
+    return f"{keys.BATCH_PREFIX}{{{batch_id}}}:items"
 
 
 def status_body(fields: dict[str, str], *, pace: float | None = None) -> dict[str, Any]:
@@ -71,10 +72,12 @@ def status_body(fields: dict[str, str], *, pace: float | None = None) -> dict[st
 class BatchStore:
     """Batches as the API makes and reads them."""
 
-    def __init__(self, redis: Redis, *, ttl: int, queue: str) -> None:
+    def __init__(self, redis: Redis, *, ttl: int, queue: str, shards: keys.Shards | None = None) -> None:
         self.redis = redis
         self.ttl = ttl
         self.queue = queue
+        self.shards = shards or keys.Shards()
+        """A batch and its jobs live in one shard: the batch's id and theirs hash to its slot."""
         self._open = redis.register_script(scripts.OPEN_BATCH)
 
     async def create(self, batch_id: str, *, owner: str, priority: str, total: int, callback_url: str | None) -> str:
@@ -101,8 +104,9 @@ class BatchStore:
         """Record the items (each its job id, or the problem that refused it) and open the batch: refused items
         are ended and failed now, and a batch whose jobs all ended already ends here."""
         refused = sum("error" in item for item in items)
+        shard = self.shards.of(batch_id)
         await self._open(
-            keys=[batch_key(batch_id), items_key(batch_id), keys.CALLBACKS_DUE, keys.ARCHIVE_OUTBOX],
+            keys=[batch_key(batch_id), items_key(batch_id), keys.callbacks_due(shard), keys.archive_outbox(shard)],
             args=[refused, self.ttl, isoformat(utcnow()), time.time(), *(orjson.dumps(item) for item in items)],
         )
 
@@ -111,7 +115,7 @@ class BatchStore:
         return {str(k): str(v) for k, v in fields.items()} if fields else None
 
     async def body(self, fields: dict[str, str]) -> dict[str, Any]:
-        pace = await self.redis.hget(keys.pace(self.queue), "interval")
+        pace = await self.redis.hget(keys.pace(self.queue, self.shards.of(fields["batch_id"])), "interval")
         return status_body(fields, pace=float(pace) if pace else None)
 
     async def items(self, batch_id: str, start: int, count: int) -> list[dict[str, Any]]:

@@ -126,7 +126,7 @@ async def breaker_states(redis: AsyncRedis, *, closed_too: bool = False) -> dict
         fields = await redis.hgetall(name)
         state = BreakerState(str(fields.get("state", BreakerState.CLOSED.value)))
         if closed_too or state is not BreakerState.CLOSED:
-            found[str(name).removeprefix(keys.BREAKER_PREFIX)] = (state, str(fields.get("reason", "")))
+            found[str(name).removeprefix(keys.BREAKER_PREFIX).strip("{}")] = (state, str(fields.get("reason", "")))
     return found
 
 

@@ -29,13 +29,19 @@ MISS = "miss"
 SHARED = "*"
 
 
-def entry_key(record: JobRecord, *, shared: bool) -> str:
+def entry_key(record: JobRecord, *, shared: bool, shard: str = "") -> str:
     """The cache entry a job reads and fills: its image's digest, its model version and the options that change
-    an answer (`top_k`, whether a fallback may serve it), under its owner or shared."""
+    an answer (`top_k`, whether a fallback may serve it), under its owner or shared; in the job's `shard`."""
     assert record.image_sha256 is not None, "a job's image is checked before it is made"
-    request = "\n".join((record.image_sha256, record.model_version, str(record.top_k), str(record.allow_fallback)))
-    scope = SHARED if shared else record.owner
-    return keys.result_cache(scope, hashlib.sha256(request.encode()).hexdigest())
+    return keys.result_cache(*entry_name(record, shared=shared), shard)
+
+
+def entry_name(record: JobRecord, *, shared: bool) -> tuple[str, str]:
+    """The scope and request digest that name a job's cache entry, whatever its shard."""
+    request = "\n".join(
+        (record.image_sha256 or "", record.model_version, str(record.top_k), str(record.allow_fallback))
+    )
+    return SHARED if shared else record.owner, hashlib.sha256(request.encode()).hexdigest()
 
 
 def reused(result_json: bytes | str, record: JobRecord, now: datetime) -> ResultBody:

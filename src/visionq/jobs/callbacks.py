@@ -9,7 +9,7 @@ restarts of every worker.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis import Redis
@@ -35,8 +35,9 @@ class CallbackJob(NamedTuple):
 class CallbackQueue:
     """The due set, the jobs' delivery logs and the callbacks workers' heartbeats, on the worker's sync client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, shards: keys.Shards | None = None) -> None:
         self.redis = redis
+        self.shards = shards or keys.Shards()
 
     def announce(self, name: str) -> None:
         """Say that the callbacks worker `name` (`host:pid`) is alive, for `DELIVERER_HEARTBEAT_TTL` seconds."""
@@ -45,12 +46,19 @@ class CallbackQueue:
     def due(self, until: float, limit: int) -> list[str]:
         """Up to `limit` jobs whose next attempt is due by `until`, the longest due first. Still in the set:
         `claim` each before queuing it."""
-        due = self.redis.zrangebyscore(keys.CALLBACKS_DUE, "-inf", until, start=0, num=limit)
-        return [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in due]
+        due = [
+            (score, _text(raw))
+            for shard in self.shards.names
+            for raw, score in cast(
+                "list[tuple[bytes | str, float]]",
+                self.redis.zrangebyscore(keys.callbacks_due(shard), "-inf", until, start=0, num=limit, withscores=True),
+            )
+        ]
+        return [name for _, name in sorted(due)[:limit]]
 
     def claim(self, job_id: str) -> bool:
         """Take the job off the due set; False when another callbacks worker took it first."""
-        return bool(self.redis.zrem(keys.CALLBACKS_DUE, job_id))
+        return bool(self.redis.zrem(keys.callbacks_due(self.shards.of(job_id)), job_id))
 
     def traceparent(self, job_id: str) -> str | None:
         """The trace the job was submitted in, for its callback to join; None when it has none."""
@@ -60,7 +68,7 @@ class CallbackQueue:
     def reschedule(self, job_id: str, at: float) -> None:
         """Put the job back in the due set, its next attempt due at `at` (a claimed job that could not be
         queued goes back due now)."""
-        self.redis.zadd(keys.CALLBACKS_DUE, {job_id: at})
+        self.redis.zadd(keys.callbacks_due(self.shards.of(job_id)), {job_id: at})
 
     def read(self, job_id: str) -> CallbackJob | None:
         """The job, its result and its delivery log, read together; None when the job has expired."""
@@ -95,7 +103,7 @@ class CallbackQueue:
             pipe.rpush(keys.deliveries(job_id), orjson.dumps(attempt))
             pipe.expire(keys.deliveries(job_id), keep)
             if retry_at is not None:
-                pipe.zadd(keys.CALLBACKS_DUE, {job_id: retry_at})
+                pipe.zadd(keys.callbacks_due(self.shards.of(job_id)), {job_id: retry_at})
             pipe.execute()
 
 

@@ -23,7 +23,7 @@ def _queue_forget(pipe: Any, *, key_hash: str, key_id: str, token_ttl: int) -> N
 
 def forget_key(redis: Redis, *, key_hash: str, key_id: str, token_ttl: int) -> None:
     """`Credentials.forget` for a blocking client (the `visionq keys revoke` command)."""
-    with redis.pipeline(transaction=True) as pipe:
+    with redis.pipeline(transaction=False) as pipe:  # two slots on a cluster; either change alone is safe
         _queue_forget(pipe, key_hash=key_hash, key_id=key_id, token_ttl=token_ttl)
         pipe.execute()
 
@@ -55,6 +55,6 @@ class Credentials:
 
     async def forget(self, *, key_hash: str, key_id: str, token_ttl: int) -> None:
         """A key was revoked: see `_queue_forget`."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # see forget_key
             _queue_forget(pipe, key_hash=key_hash, key_id=key_id, token_ttl=token_ttl)
             await pipe.execute()

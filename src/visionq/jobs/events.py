@@ -12,6 +12,9 @@ watchers queue, in the order they queued them, and one reads the confirmations a
 connection to find out whether it is still there). On any error both stop, and the next connection subscribes to
 every watched channel again; its confirmations tell the watchers that were already following a job to read it
 again (a `None` in their queue).
+
+On a Redis Cluster the steps PUBLISH as on one server, and the cluster passes every message to every node: the
+connection goes to any node, a random one each time (another after a node fails).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -171,8 +176,7 @@ class JobEvents:
 
     async def _session(self) -> None:
         """One connection's life: subscribe to every watched channel, then read and write until it breaks."""
-        pool = self.redis.connection_pool
-        connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        connection = await self._connect()
         try:
             outbox = self._begin()
             reading = asyncio.create_task(self._read(connection), name="visionq-job-events-read")
@@ -192,7 +196,20 @@ class JobEvents:
             try:
                 await connection.disconnect(nowait=True)
             finally:
-                await pool.release(connection)
+                if not isinstance(self.redis, RedisCluster):
+                    await self.redis.connection_pool.release(connection)
+
+    async def _connect(self) -> AbstractConnection:
+        """A connection of the client's pool; on a cluster, a connection of its own to a random node."""
+        if not isinstance(self.redis, RedisCluster):
+            pool = self.redis.connection_pool
+            connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+            return connection
+        await self.redis.initialize()
+        node = random.choice(self.redis.get_nodes())
+        connection = node.connection_class(**node.connection_kwargs)
+        await connection.connect()
+        return connection
 
     def _begin(self) -> asyncio.Queue[Command]:
         """A fresh command queue for a new connection, opening with a SUBSCRIBE of every watched channel.

@@ -51,21 +51,25 @@ class Heartbeat(BaseModel):
         return cls.model_validate(parsed)
 
 
-def beat(redis: Redis, heartbeat: Heartbeat, *, interval: float) -> None:
-    """Announce `heartbeat`'s process as alive for `HEARTBEAT_MISSES` × `interval` seconds."""
+def beat(redis: Redis, heartbeat: Heartbeat, *, interval: float, shards: keys.Shards | None = None) -> None:
+    """Announce `heartbeat`'s process as alive for `HEARTBEAT_MISSES` × `interval` seconds: in its own hash, and in
+    every shard's count of live workers (the submit step of each shard reads its own, for estimates)."""
     name = keys.worker(heartbeat.worker_id)
-    with redis.pipeline(transaction=True) as pipe:
+    stale_at = time.time() + interval * keys.HEARTBEAT_MISSES
+    with redis.pipeline(transaction=False) as pipe:
         pipe.hset(name, mapping=heartbeat.to_redis())  # type: ignore[arg-type]
         pipe.expire(name, int(interval * keys.HEARTBEAT_MISSES) + 1)
-        pipe.zadd(keys.WORKERS_SEEN, {heartbeat.worker_id: time.time() + interval * keys.HEARTBEAT_MISSES})
+        for shard in (shards or keys.Shards()).names:
+            pipe.zadd(keys.workers_seen(shard), {heartbeat.worker_id: stale_at})
         pipe.execute()
 
 
-def forget(redis: Redis, worker_id: str) -> None:
+def forget(redis: Redis, worker_id: str, shards: keys.Shards | None = None) -> None:
     """The process is going away: no longer count it."""
-    with redis.pipeline(transaction=True) as pipe:
+    with redis.pipeline(transaction=False) as pipe:
         pipe.delete(keys.worker(worker_id))
-        pipe.zrem(keys.WORKERS_SEEN, worker_id)
+        for shard in (shards or keys.Shards()).names:
+            pipe.zrem(keys.workers_seen(shard), worker_id)
         pipe.execute()
 
 

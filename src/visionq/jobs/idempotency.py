@@ -40,13 +40,15 @@ def fingerprint(*parts: str | bytes) -> str:
 
 
 class IdempotencyKeys:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, shards: keys.Shards | None = None) -> None:
         self.redis = redis
+        self.shards = shards or keys.Shards()
+        """A key's entry lives in the shard its name picks, and its job is made there (keys.Shards)."""
 
     async def reserve(self, owner: str, key: str, request: str) -> dict[str, Any] | None:
         """Claim `key` for this request (its fingerprint); None when the caller should make the job, or the
         original answer's body to give back. Raises Conflict for another request under the same key."""
-        name = keys.idempotency(owner, key)
+        name = keys.idempotency(owner, key, self.shards)
         claim = orjson.dumps({"request": request, "accepted": None})
         if await self.redis.set(name, claim, nx=True, ex=RESERVATION_TTL):
             return None
@@ -70,15 +72,21 @@ class IdempotencyKeys:
         return accepted
 
     async def release(self, owner: str, key: str) -> None:
-        await self.redis.delete(keys.idempotency(owner, key))
+        await self.redis.delete(keys.idempotency(owner, key, self.shards))
 
-    @staticmethod
-    def name(owner: str, key: str) -> str:
+    def name(self, owner: str, key: str) -> str:
         """The Redis entry of `owner`'s `key`."""
-        return keys.idempotency(owner, key)
+        return keys.idempotency(owner, key, self.shards)
+
+    def shard(self, owner: str, key: str) -> str:
+        """The shard the job made under `owner`'s `key` belongs in: its entry's."""
+        name = self.name(owner, key)
+        return name[name.index("{") + 1 : name.index("}")] if self.shards.clustered else ""
 
 
-def answer_entry(owner: str, key: str, request: str, accepted: dict[str, Any]) -> tuple[str, bytes]:
+def answer_entry(
+    owner: str, key: str, request: str, accepted: dict[str, Any], shards: keys.Shards
+) -> tuple[str, bytes]:
     """The entry that keeps the answer given to the request that reserved `key` (for the rest of its 24 h):
     its name and value, for `JobStore.submit` to write in the step that makes the job."""
-    return keys.idempotency(owner, key), orjson.dumps({"request": request, "accepted": accepted})
+    return keys.idempotency(owner, key, shards), orjson.dumps({"request": request, "accepted": accepted})

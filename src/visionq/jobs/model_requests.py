@@ -45,7 +45,7 @@ async def request_load(redis: AsyncRedis, ref: str) -> None:
 
 async def request_unload(redis: AsyncRedis, ref: str) -> None:
     """Ask every worker to drop `ref` now (a later job for it loads it again)."""
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:  # two keys, two slots on a cluster: each change stands alone
         pipe.srem(keys.MODELS_LOAD, ref)
         pipe.hincrby(keys.MODELS_UNLOAD, ref, 1)
         await pipe.execute()

@@ -8,7 +8,7 @@ for the next drain, so the archive never keeps a state older than Redis's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis import Redis
@@ -20,15 +20,26 @@ Fields = dict[str, str]
 
 
 class ArchiveOutbox:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, shards: keys.Shards | None = None) -> None:
         self.redis = redis
+        self.shards = shards or keys.Shards()
+        """One outbox per shard of job state, each beside the jobs that change it (keys.Shards)."""
         self._archived = redis.register_script(scripts.ARCHIVED)
 
     def waiting(self, newest: float | str, batch: int) -> list[str]:
         """Up to `batch` jobs on the outbox whose last change is no later than `newest` ("+inf" for all),
         oldest change first."""
-        outbox = self.redis.zrangebyscore(keys.ARCHIVE_OUTBOX, "-inf", newest, start=0, num=batch)
-        return [_text(job_id) for job_id in outbox if isinstance(job_id, bytes | str)]
+        outbox = [
+            (score, _text(job_id))
+            for shard in self.shards.names
+            for job_id, score in cast(
+                "list[tuple[bytes | str, float]]",
+                self.redis.zrangebyscore(
+                    keys.archive_outbox(shard), "-inf", newest, start=0, num=batch, withscores=True
+                ),
+            )
+        ]
+        return [job_id for _, job_id in sorted(outbox)[:batch]]
 
     def read(self, job_ids: list[str]) -> list[tuple[Fields, bytes | None]]:
         """Each job's state hash and stored result (None unless completed and kept), in one round trip."""
@@ -58,8 +69,21 @@ class ArchiveOutbox:
         (status "" for a job that expired first); returns how many were taken off. One script, so that no
         change can land between the check and the removal. A batch (`batch:{id}`) is there only once it has
         ended, never to change again: its member has no job state, and is taken off at once."""
-        status_keys = [keys.status(job_id) for job_id, _ in written]
-        return int(self._archived(keys=[keys.ARCHIVE_OUTBOX, *status_keys], args=[v for pair in written for v in pair]))
+        by_shard: dict[str, list[tuple[str, str]]] = {}
+        for job_id, status in written:  # one step per shard: its outbox and its jobs share a slot
+            by_shard.setdefault(self.shards.of(job_id), []).append((job_id, status))
+        removed = 0
+        for shard, pairs in by_shard.items():
+            # A batch's member names its hash, which has no `status` field: taken off, as the script says.
+            status_keys = [
+                job_id if job_id.startswith(keys.BATCH_PREFIX) else keys.status(job_id) for job_id, _ in pairs
+            ]
+            removed += int(
+                self._archived(
+                    keys=[keys.archive_outbox(shard), *status_keys], args=[v for pair in pairs for v in pair]
+                )
+            )
+        return removed
 
 
 def _text(value: bytes | str) -> str:

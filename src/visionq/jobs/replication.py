@@ -39,7 +39,10 @@ class ReplicaPolicy:
     def note(self, info: dict[str, object]) -> None:
         """Take in the master's `INFO replication`."""
         self._read_at = time.monotonic()
-        self._seen_replicas = self._seen_replicas or int(str(info.get("connected_slaves", 0))) > 0
+        # A cluster client answers with each node's INFO, by node: the masters' replicas count.
+        infos = [info] if "connected_slaves" in info or not info else [v for v in info.values() if isinstance(v, dict)]
+        seen = any(int(str(one.get("connected_slaves", 0))) > 0 for one in infos)
+        self._seen_replicas = self._seen_replicas or seen
 
     @property
     def required(self) -> int:

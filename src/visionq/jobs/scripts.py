@@ -43,8 +43,8 @@ end
 # Shared: a batch's side of its items' jobs (jobs/batches.py). `batch_count` counts a job of a batch as it starts
 # (`processing`) or ends (its outcome; `prior`, its status before); the end of the last item ends the batch, as
 # `completed`, or `cancelled` when a cancel was asked, and queues its callback and its archiving (member
-# `batch:{id}` of the callbacks-due set and of the archive outbox). The batch's key is named from the job's hash
-# (a single Redis's job state).
+# `batch:{id}` of the callbacks-due set and of the archive outbox). The batch's key is named from the job's hash:
+# its id hashes to the job's slot (keys.Shards), as a cache leader's does to its followers'.
 _BATCH = """
 local function finish_batch(batch, now, now_s, due_key, outbox_key)
   if redis.call('HGET', batch, 'state') ~= 'open' then
@@ -68,7 +68,7 @@ local function batch_count(status_key, outcome, prior, now, now_s, due_key, outb
   if not batch_id then
     return
   end
-  local batch = 'batch:' .. batch_id
+  local batch = 'batch:{' .. batch_id .. '}'
   if redis.call('EXISTS', batch) == 0 then
     return
   end
@@ -125,13 +125,18 @@ end
 """
 )
 
-# Shared: the score of a waiting job in `visionq:jobs:waiting` (keys.TICKET_SPAN): its priority step first, then
-# its ticket, so that a job's rank is the number of jobs workers will start before it.
+# Shared: the score of a waiting job in `visionq:queue:{queue}:waiting` (keys.TICKET_SPAN): its priority step first,
+# then its ticket, so that a job's rank is the number of jobs workers will start before it. A ticket is the
+# milliseconds since TICKET_EPOCH, then a counter for the order within one millisecond: comparable between the shards
+# of a Redis Cluster's job state (each has its own counter), so a job's place counts the jobs of every shard.
 _WAITING = (
-    f"local SPAN = {keys.TICKET_SPAN}\n"
+    f"local SPAN, EPOCH, SAME_MS = {keys.TICKET_SPAN}, {keys.TICKET_EPOCH}, {keys.TICKETS_PER_MS}\n"
     + """
 local function waiting_score(step, ticket)
   return string.format('%.0f', tonumber(step) * SPAN + ticket)
+end
+local function ticket(tickets_key, now)
+  return math.floor((tonumber(now) - EPOCH) * 1000) * SAME_MS + redis.call('INCR', tickets_key) % SAME_MS
 end
 """
 )
@@ -160,13 +165,14 @@ end
 
 # KEYS: status, image, live, archive outbox, the job's priority list, job stats, live workers, waiting jobs, queue
 # tickets, deadlines, the queue's pace, the Idempotency-Key's entry, the result cache's entry and its followers
-# (each of the last three '' when not used).
+# (each of the last three the status hash again when not used: a key of another slot would refuse the step on a
+# Redis Cluster).
 # ARGV: the status hash (JSON object), its TTL, the image ('' when an image store holds it), its TTL, the job's
 # deadline in the live set, now (unix s), the task message, the most jobs that may wait at this priority (0: no
 # bound), the priority step, the job's own `deadline` (unix s, '' for none), the Idempotency-Key's entry (JSON) and
 # its TTL, the cache entry's TTL, '1' when the broker is apart from job state (then KEYS[5] is the queue's outbox, see
 # jobs/publisher.py: the job is recorded there, and the caller publishes its message; else the message is pushed on
-# the priority list KEYS[5] here).
+# the priority list KEYS[5] here), '1' when there is an Idempotency-Key's entry, '1' when there is a cache entry.
 # With a cache entry (jobs/cache.py): when it holds a finished result, nothing is written and the reply is {2, jobs
 # waiting, that result JSON}, for the caller to make the job completed at once (CACHED); when it names a job still
 # running (its leader), this job is made and queued as its follower (`follows`), and a worker completes it from the
@@ -191,7 +197,7 @@ if bound > 0 and queued >= bound then
   return {0, queued, wait, start_in, ahead}
 end
 local fields = cjson.decode(ARGV[1])
-if KEYS[13] ~= '' then
+if ARGV[16] == '1' then
   local cached = redis.call('HMGET', KEYS[13], 'leader', 'result')
   if cached[2] then
     return {2, queued, cached[2]}
@@ -214,7 +220,7 @@ end
 local job_id = fields['job_id']
 redis.call('ZADD', KEYS[3], ARGV[5], job_id)
 redis.call('ZADD', KEYS[4], ARGV[6], job_id)
-redis.call('ZADD', KEYS[8], waiting_score(step, redis.call('INCR', KEYS[9])), job_id)
+redis.call('ZADD', KEYS[8], waiting_score(step, ticket(KEYS[9], ARGV[6])), job_id)
 if ARGV[10] ~= '' then
   redis.call('ZADD', KEYS[10], ARGV[10], job_id)
 end
@@ -223,7 +229,7 @@ if ARGV[14] == '1' then
 else
   redis.call('LPUSH', KEYS[5], ARGV[7])
 end
-if KEYS[12] ~= '' then
+if ARGV[15] == '1' then
   local entry = cjson.decode(ARGV[11])
   entry['wait'] = wait
   redis.call('SET', KEYS[12], cjson.encode(entry), 'EX', ARGV[12], 'XX')
@@ -232,9 +238,10 @@ return {1, queued, wait, start_in, ahead}
 """
 )
 
-# KEYS: status, result, archive outbox, job stats, callbacks due, the Idempotency-Key's entry ('' when none).
+# KEYS: status, result, archive outbox, job stats, callbacks due, the Idempotency-Key's entry (the status hash again
+# when none).
 # ARGV: the status hash (JSON object, a completed job), the result JSON, result_ttl, now (unix s), the
-# Idempotency-Key's entry (JSON) and its TTL.
+# Idempotency-Key's entry (JSON) and its TTL, '1' when there is that entry.
 # A job served from the result cache: made completed, with its result, in one step (no queue, no worker).
 CACHED = (
     _CALLBACK_DUE
@@ -250,7 +257,7 @@ redis.call('HINCRBY', KEYS[4], 'completed', 1)
 redis.call('HINCRBY', KEYS[4], 'cache_hits', 1)
 callback_due(KEYS[1], KEYS[5], ARGV[4])
 batch_count(KEYS[1], 'completed', nil, fields['updated_at'], ARGV[4], KEYS[5], KEYS[3])
-if KEYS[6] ~= '' then
+if ARGV[7] == '1' then
   redis.call('SET', KEYS[6], ARGV[5], 'EX', ARGV[6], 'XX')
 end
 return 1
@@ -258,17 +265,17 @@ return 1
 )
 
 # KEYS: waiting jobs, job stats, live workers, the queue's pace. ARGV: job id, now (unix s).
-# A pending job's place: {jobs that will start before it, seconds until it starts ('' while unknown)}; {-1, ''}
-# when it is not waiting.
+# A pending job's place: {jobs of its shard that will start before it, seconds until it starts ('' while unknown),
+# its score (for the other shards' count)}; {-1, '', ''} when it is not waiting.
 PLACE = (
     _ESTIMATE
     + """
 local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
 if not rank then
-  return {-1, ''}
+  return {-1, '', ''}
 end
 local start_in = estimate(rank, KEYS[2], KEYS[3], KEYS[4], ARGV[2])
-return {rank, start_in}
+return {rank, start_in, redis.call('ZSCORE', KEYS[1], ARGV[1])}
 """
 )
 
@@ -285,7 +292,7 @@ return wait
 )
 
 # KEYS: status, waiting jobs, queue tickets, the job's priority list, the list one step up. ARGV: job id, the step
-# up, its priority's name, now, how many of the oldest messages to look through.
+# up, its priority's name, now, how many of the oldest messages to look through, now (unix s).
 # Promotes an aged pending job one priority step: its message moves to the higher list (behind the jobs already
 # there, ahead of later arrivals), with its `priority` property, which kombu reads when it restores a message. 1 when
 # promoted; 0 when the job is no longer waiting, or its message is not among the oldest (a worker has fetched it).
@@ -303,7 +310,7 @@ for i = #messages, 1, -1 do
     envelope['properties']['priority'] = tonumber(ARGV[2])
     redis.call('LREM', KEYS[4], -1, message)
     redis.call('LPUSH', KEYS[5], cjson.encode(envelope))
-    redis.call('ZADD', KEYS[2], waiting_score(ARGV[2], redis.call('INCR', KEYS[3])), ARGV[1])
+    redis.call('ZADD', KEYS[2], waiting_score(ARGV[2], ticket(KEYS[3], ARGV[6])), ARGV[1])
     redis.call('HSET', KEYS[1], 'queue_priority', ARGV[3], 'promoted_at', ARGV[4])
     return 1
   end
@@ -322,8 +329,8 @@ return 0
 # pending past its own `deadline` (the worker expires it). A follower of a cached job's leader (`follows`, see
 # SUBMIT) is not taken while its leader runs (-2: the worker looks again later), is completed from the leader's
 # result once it has one ({-3, 0, the status hash, that result}), and runs on its own if the leader failed, as the
-# cache entry's new leader when no other job has taken that place. Its leader's keys are named from its own hash:
-# a single Redis's job state (the cluster layout will tag them).
+# cache entry's new leader when no other job has taken that place. Its leader's keys are named from its own hash
+# (in the same shard: the cache entry's, keys.Shards).
 # A job's first start also measures the queue's pace: the seconds since the previous start, when jobs were waiting
 # then, go into an average (`visionq:queue:{queue}:pace`).
 TAKE = (
@@ -342,11 +349,11 @@ if due and state == 'pending' and tonumber(due) < tonumber(ARGV[4]) then
 end
 local leader = redis.call('HGET', KEYS[1], 'follows')
 if leader and state == 'pending' then
-  local leading = redis.call('HGET', 'job:' .. leader .. ':status', 'status')
+  local leading = redis.call('HGET', 'job:{' .. leader .. '}:status', 'status')
   if leading == 'pending' or leading == 'processing' then
     return -2
   end
-  local result = redis.call('GET', 'job:' .. leader .. ':result')
+  local result = redis.call('GET', 'job:{' .. leader .. '}:result')
   if leading == 'completed' and result then
     return {-3, 0, redis.call('HGETALL', KEYS[1]), result}
   end
@@ -539,10 +546,11 @@ if in_redis and redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 local batch_id = redis.call('HGET', KEYS[1], 'batch_id')
-if batch_id and redis.call('EXISTS', 'batch:' .. batch_id) == 1 then
-  redis.call('HINCRBY', 'batch:' .. batch_id, 'failed', -1)
-  redis.call('HINCRBY', 'batch:' .. batch_id, 'ended', -1)
-  redis.call('HSET', 'batch:' .. batch_id, 'state', 'open')
+local batch = batch_id and 'batch:{' .. batch_id .. '}'
+if batch and redis.call('EXISTS', batch) == 1 then
+  redis.call('HINCRBY', batch, 'failed', -1)
+  redis.call('HINCRBY', batch, 'ended', -1)
+  redis.call('HSET', batch, 'state', 'open')
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
            'updated_at', ARGV[1], 'message', ARGV[8])
@@ -560,7 +568,7 @@ if ARGV[9] == '1' then
 else
   redis.call('LPUSH', KEYS[7], ARGV[6])
 end
-redis.call('ZADD', KEYS[8], waiting_score(ARGV[7], redis.call('INCR', KEYS[9])), job_id)
+redis.call('ZADD', KEYS[8], waiting_score(ARGV[7], ticket(KEYS[9], ARGV[5])), job_id)
 publish(KEYS[1], KEYS[4])
 return redis.call('HGETALL', KEYS[1])
 """
@@ -583,7 +591,7 @@ if ARGV[4] ~= '' then
   if not redis.call('ZSCORE', KEYS[3], ARGV[1]) then
     return ''
   end
-  redis.call('ZADD', KEYS[3], waiting_score(ARGV[4], redis.call('INCR', KEYS[4])), ARGV[1])
+  redis.call('ZADD', KEYS[3], waiting_score(ARGV[4], ticket(KEYS[4], ARGV[3])), ARGV[1])
   redis.call('HSET', KEYS[1], 'queue_priority', ARGV[5], 'promoted_at', ARGV[6])
 end
 redis.call('HSET', KEYS[1], 'message', ARGV[2])

@@ -37,17 +37,34 @@ class ClusterSnapshot:
     """(model ref, worker id) → seconds that worker took to load that model."""
 
 
-async def read_cluster(redis: Redis, queue: str) -> ClusterSnapshot:
-    """The figures of `queue` and of every worker, from Redis (a client with `decode_responses`)."""
+async def read_cluster(redis: Redis, queue: str, shards: keys.Shards | None = None) -> ClusterSnapshot:
+    """The figures of `queue` and of every worker, from Redis (a client with `decode_responses`), summed over the
+    shards of job state."""
+    names = (shards or keys.Shards()).names
+    steps = list(BROKER_PRIORITY.values())
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.scard(keys.PROCESSING_JOBS)
-        pipe.hgetall(keys.JOB_STATS)
-        pipe.zcard(keys.ARCHIVE_OUTBOX)
-        pipe.zcard(keys.DEAD_LETTERS)
-        pipe.zcount(keys.unpublished(queue), "-inf", time.time() - OUTBOX_GRACE)
-        for step in BROKER_PRIORITY.values():  # the jobs waiting at each priority, whatever the broker
-            pipe.zcount(keys.waiting(queue), step * keys.TICKET_SPAN, f"({(step + 1) * keys.TICKET_SPAN}")
-        active, totals, backlog, dead_letters, unpublished, *depths = await pipe.execute()
+        for shard in names:
+            pipe.scard(keys.processing_jobs(shard))
+            pipe.hgetall(keys.job_stats(shard))
+            pipe.zcard(keys.archive_outbox(shard))
+            pipe.zcard(keys.dead_letters(shard))
+            pipe.zcount(keys.unpublished(queue, shard), "-inf", time.time() - OUTBOX_GRACE)
+            for step in steps:  # the jobs waiting at each priority, whatever the broker
+                pipe.zcount(keys.waiting(queue, shard), step * keys.TICKET_SPAN, f"({(step + 1) * keys.TICKET_SPAN}")
+        replies = await pipe.execute()
+    active = backlog = dead_letters = unpublished = 0
+    totals: dict[str, float] = {}
+    depths = [0] * len(steps)
+    width = 5 + len(steps)
+    for at in range(0, len(replies), width):
+        shard_active, shard_totals, shard_backlog, shard_dead, shard_unpublished, *shard_depths = replies[
+            at : at + width
+        ]
+        active, backlog = active + int(shard_active), backlog + int(shard_backlog)
+        dead_letters, unpublished = dead_letters + int(shard_dead), unpublished + int(shard_unpublished)
+        for name, value in shard_totals.items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+        depths = [depth + int(more) for depth, more in zip(depths, shard_depths, strict=True)]
     inference: dict[str, dict[str, float]] = {}
     async for key in redis.scan_iter(match=f"{keys.INFERENCE_STATS_PREFIX}*", count=100):
         fields = await redis.hgetall(key)

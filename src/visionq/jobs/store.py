@@ -7,13 +7,16 @@ Workers change jobs through `JobTracker` (tracker.py); both run the same Lua scr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from visionq import errors
@@ -63,28 +66,30 @@ class Submitted:
     written; the caller makes the job completed with it (`JobStore.record_hit`)."""
 
 
-def claim_call(job_id: str, worker_id: str, deadline: float, queue: str, message_id: str | None = None) -> ScriptCall:
+def claim_call(
+    job_id: str, worker_id: str, deadline: float, queue: str, message_id: str | None = None, *, shard: str
+) -> ScriptCall:
     return (
         [
             keys.status(job_id),
-            keys.LIVE_JOBS,
+            keys.live_jobs(shard),
             keys.events(job_id),
-            keys.PROCESSING_JOBS,
+            keys.processing_jobs(shard),
             keys.image(job_id),
-            keys.waiting(queue),
-            keys.JOB_DEADLINES,
-            keys.pace(queue),
-            keys.unpublished(queue),
+            keys.waiting(queue, shard),
+            keys.job_deadlines(shard),
+            keys.pace(queue, shard),
+            keys.unpublished(queue, shard),
         ],
         [isoformat(utcnow()), worker_id, deadline, time.time(), message_id or ""],
     )
 
 
-def advance_call(job_id: str, stages: Sequence[Stage], deadline: float) -> ScriptCall:
+def advance_call(job_id: str, stages: Sequence[Stage], deadline: float, *, shard: str) -> ScriptCall:
     args: list[str | int | float] = [isoformat(utcnow()), deadline]
     for stage in stages:
         args += [stage.value, stage.progress]
-    return [keys.status(job_id), keys.LIVE_JOBS, keys.events(job_id)], args
+    return [keys.status(job_id), keys.live_jobs(shard), keys.events(job_id)], args
 
 
 def complete_call(
@@ -95,6 +100,7 @@ def complete_call(
     processing_seconds: float,
     *,
     queue: str,
+    shard: str,
     reusable: bool = False,
     reused: bool = False,
 ) -> ScriptCall:
@@ -106,13 +112,13 @@ def complete_call(
             keys.status(job_id),
             keys.result(job_id),
             keys.image(job_id),
-            keys.LIVE_JOBS,
+            keys.live_jobs(shard),
             keys.events(job_id),
-            keys.JOB_STATS,
-            keys.PROCESSING_JOBS,
-            keys.ARCHIVE_OUTBOX,
-            keys.CALLBACKS_DUE,
-            keys.waiting(queue),
+            keys.job_stats(shard),
+            keys.processing_jobs(shard),
+            keys.archive_outbox(shard),
+            keys.callbacks_due(shard),
+            keys.waiting(queue, shard),
         ],
         [body, completed_at, result_ttl, processing_seconds, time.time(), _flag(reusable), _flag(reused)],
     )
@@ -131,6 +137,7 @@ def finish_call(
     dead_letter_ttl: int = 0,
     *,
     queue: str,
+    shard: str,
     only_pending: bool = False,
 ) -> ScriptCall:
     """Fail, cancel or expire a live job (with `only_pending`, only while no worker has started it); with
@@ -140,15 +147,15 @@ def finish_call(
         [
             keys.status(job_id),
             keys.image(job_id),
-            keys.LIVE_JOBS,
+            keys.live_jobs(shard),
             keys.events(job_id),
-            keys.JOB_STATS,
-            keys.PROCESSING_JOBS,
-            keys.ARCHIVE_OUTBOX,
-            keys.CALLBACKS_DUE,
-            keys.DEAD_LETTERS,
-            keys.waiting(queue),
-            keys.JOB_DEADLINES,
+            keys.job_stats(shard),
+            keys.processing_jobs(shard),
+            keys.archive_outbox(shard),
+            keys.callbacks_due(shard),
+            keys.dead_letters(shard),
+            keys.waiting(queue, shard),
+            keys.job_deadlines(shard),
         ],
         [
             status.value,
@@ -163,7 +170,7 @@ def finish_call(
     )
 
 
-def expire_call(job_id: str, result_ttl: int, queue: str) -> ScriptCall:
+def expire_call(job_id: str, result_ttl: int, queue: str, *, shard: str) -> ScriptCall:
     """Expire a job still pending past its `deadline`: it ends `expired`, never run."""
     return finish_call(
         job_id,
@@ -172,6 +179,7 @@ def expire_call(job_id: str, result_ttl: int, queue: str) -> ScriptCall:
         "no worker started the job before its deadline; it was not run",
         result_ttl,
         queue=queue,
+        shard=shard,
         only_pending=True,
     )
 
@@ -194,8 +202,12 @@ class JobStore:
         queue: str = DEFAULT_QUEUE,
         replication: Replication | None = None,
         publisher: Publisher | None = None,
+        shards: keys.Shards | None = None,
     ) -> None:
         self.redis = redis
+        self._node_pools: dict[str, ConnectionPool] = {}
+        self.shards = shards or keys.Shards()
+        """Where jobs and their queue's structures live: one shard on one Redis, several on a Redis Cluster."""
         self.replication = replication
         """With replicas, how many must hold a new job before `submit` returns (None: none are waited for)."""
         self.publisher = publisher
@@ -238,19 +250,22 @@ class JobStore:
         now = time.time()
         priority = record.priority.broker_priority
         fields = {**record.to_redis(), QUEUED_FIELD: queue}  # its first message has no id (jobs/queue.py)
+        shard = self.shards.of(record.job_id)
         job_keys = [
             keys.status(record.job_id),
             keys.image(record.job_id),
-            keys.LIVE_JOBS,
-            keys.ARCHIVE_OUTBOX,
-            keys.unpublished(queue) if self.publisher else keys.priority_list(queue, priority),
-            keys.JOB_STATS,
-            keys.WORKERS_SEEN,
-            keys.waiting(queue),
-            keys.QUEUE_TICKETS,
-            keys.JOB_DEADLINES,
-            keys.pace(queue),
+            keys.live_jobs(shard),
+            keys.archive_outbox(shard),
+            keys.unpublished(queue, shard) if self.publisher else keys.priority_list(queue, priority),
+            keys.job_stats(shard),
+            keys.workers_seen(shard),
+            keys.waiting(queue, shard),
+            keys.queue_tickets(shard),
+            keys.job_deadlines(shard),
+            keys.pace(queue, shard),
         ]
+        # Each shard holds about its share of the waiting jobs, and is bounded to that share.
+        max_queued = -(-max_queued // len(self.shards.names))
         args: list[str | bytes | int | float] = [
             orjson.dumps(fields),
             self.image_ttl + self.result_ttl,
@@ -265,12 +280,17 @@ class JobStore:
             priority,
             "" if deadline is None else deadline,
         ]
-        entry = record.cache_key or ""
-        job_keys += [remember[0] if remember else "", entry, keys.cache_followers(entry) if entry else ""]
+        entry, unused = record.cache_key, job_keys[0]  # an unused key is the status hash again: one slot per step
+        job_keys += [
+            remember[0] if remember else unused,
+            entry or unused,
+            keys.cache_followers(entry) if entry else unused,
+        ]
         args += [remember[1] if remember else "", IDEMPOTENCY_TTL, self.result_ttl, "1" if self.publisher else ""]
+        args += [_flag(remember is not None), _flag(entry is not None)]
         required = await self.replication.required_now() if self.replication is not None else 0
         if required and self.replication is not None:
-            async with self.redis.client() as connection:  # WAIT counts what its own connection wrote
+            async with self._connection(job_keys[0]) as connection:  # WAIT counts what its own connection wrote
                 reply = await self._submit(keys=job_keys, args=args, client=connection)
                 if int(reply[0]) == 1:  # made (a refusal or a cache hit wrote nothing)
                     await self.replication.confirm(connection, required)
@@ -313,7 +333,8 @@ class JobStore:
             log.warning("broker unreachable; the job stays in the outbox: %s", exc, extra={"job_id": job_id})
             return False
         try:
-            await self._published(keys=[keys.status(job_id), keys.unpublished(queue)], args=[job_id, message_id or ""])
+            outbox = keys.unpublished(queue, self.shards.of(job_id))
+            await self._published(keys=[keys.status(job_id), outbox], args=[job_id, message_id or ""])
         except RedisError as exc:  # published: the keeper's republication of it, under a new id, will run alone
             log.warning("could not clear the job's outbox entry: %s", exc, extra={"job_id": job_id})
         return True
@@ -323,45 +344,77 @@ class JobStore:
         (unix s), each under a new message id. Returns how many were published."""
         if self.publisher is None:
             return 0
-        stuck = await self.redis.zrangebyscore(
-            keys.unpublished(self.queue), "-inf", older_than, start=0, num=QUEUE_PASS_BATCH
-        )
         sent = 0
-        for job_id in map(str, stuck):
-            message_id = new_message_id()
-            priority = await self._republish(
-                keys=[keys.status(job_id), keys.unpublished(self.queue), keys.waiting(self.queue),
-                      keys.QUEUE_TICKETS],
-                args=[job_id, message_id, time.time(), "", "", ""],
-            )  # fmt: skip
-            if not priority:
-                continue
-            step = Priority(str(priority)).broker_priority
-            if not await self._publish(job_id, self.queue, step, message_id, in_request=False):
-                break  # the broker is still away: the rest wait for the next pass, rather than each fail in turn
-            sent += 1
+        for shard in self.shards.names:
+            stuck = await self.redis.zrangebyscore(
+                keys.unpublished(self.queue, shard), "-inf", older_than, start=0, num=QUEUE_PASS_BATCH
+            )
+            for job_id in map(str, stuck):
+                message_id = new_message_id()
+                priority = await self._republish(
+                    keys=[keys.status(job_id), keys.unpublished(self.queue, shard), keys.waiting(self.queue, shard),
+                          keys.queue_tickets(shard)],
+                    args=[job_id, message_id, time.time(), "", "", ""],
+                )  # fmt: skip
+                if not priority:
+                    continue
+                step = Priority(str(priority)).broker_priority
+                if not await self._publish(job_id, self.queue, step, message_id, in_request=False):
+                    return sent  # the broker is still away: the rest wait for the next pass, not each fail in turn
+                sent += 1
         return sent
 
-    async def confirm_durable(self) -> None:
-        """Where replicas are required, wait until they hold everything the master holds now (a job whose answer an
-        Idempotency-Key replays may not have reached them: its first answer was a 503), or raise `Unconfirmed`."""
+    async def confirm_durable(self, shard: str = "") -> None:
+        """Where replicas are required, wait until they hold everything the master of `shard` holds now (a job whose
+        answer an Idempotency-Key replays may not have reached them: its first answer was a 503), or raise
+        `Unconfirmed`."""
         required = await self.replication.required_now() if self.replication is not None else 0
         if not required or self.replication is None:
             return
-        async with self.redis.client() as connection:
+        probe = keys.replication_probe(shard)
+        async with self._connection(probe) as connection:
             # WAIT counts what its own connection wrote: a write now makes it wait for the master's whole history.
-            await connection.incr(keys.REPLICATION_PROBE)
+            await connection.incr(probe)
             await self.replication.confirm(connection, required)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, key: str) -> AsyncIterator[Redis]:
+        """A client on one connection to the master of `key`: what WAIT needs, since it counts one connection's
+        writes. On a Redis Cluster, a connection to the node that holds `key`'s slot; should that fail (a
+        failover moved the slot), the cluster client learns the new layout for the next try."""
+        if not isinstance(self.redis, RedisCluster):
+            async with self.redis.client() as connection:
+                yield connection
+            return
+        node = self.redis.get_node_from_key(key)
+        pool = self._node_pools.get(node.name)
+        if pool is None:
+            pool = self._node_pools[node.name] = ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+        try:
+            async with Redis(connection_pool=pool).client() as connection:
+                yield connection
+        except RedisError:
+            await self.redis.nodes_manager.initialize()
+            raise
+
+    async def aclose(self) -> None:
+        """Close the connections to single cluster nodes (the client's own are its owner's to close)."""
+        for pool in self._node_pools.values():
+            await pool.disconnect()
 
     async def record_hit(self, record: JobRecord, result: bytes, *, remember: tuple[str, bytes] | None = None) -> None:
         """Make `record`'s job completed at once with `result`, reused from an identical job's (`scripts.CACHED`);
         with `remember`, an Idempotency-Key's answer in the same step."""
         job_id = record.job_id
-        entry, answer = remember if remember else ("", b"")
+        entry, answer = remember if remember else (keys.status(job_id), b"")
+        shard = self.shards.of(job_id)
         await self._cached(
-            keys=[keys.status(job_id), keys.result(job_id), keys.ARCHIVE_OUTBOX, keys.JOB_STATS, keys.CALLBACKS_DUE,
-                  entry],
-            args=[orjson.dumps(record.to_redis()), result, self.result_ttl, time.time(), answer, IDEMPOTENCY_TTL],
+            keys=[keys.status(job_id), keys.result(job_id), keys.archive_outbox(shard), keys.job_stats(shard),
+                  keys.callbacks_due(shard), entry],
+            args=[orjson.dumps(record.to_redis()), result, self.result_ttl, time.time(), answer, IDEMPOTENCY_TTL,
+                  _flag(remember is not None)],
         )  # fmt: skip
 
     async def release_unmade(self, job_id: str, reservation: str) -> None:
@@ -387,11 +440,21 @@ class JobStore:
     async def place(self, job_id: str) -> Place | None:
         """Where a pending job stands in the queue (one round trip: its rank is O(log n)); None when it is not
         waiting."""
-        position, starts_in = await self._place(
-            keys=[keys.waiting(self.queue), keys.JOB_STATS, keys.WORKERS_SEEN, keys.pace(self.queue)],
+        shard = self.shards.of(job_id)
+        position, starts_in, score = await self._place(
+            keys=[keys.waiting(self.queue, shard), keys.job_stats(shard), keys.workers_seen(shard),
+                  keys.pace(self.queue, shard)],
             args=[job_id, time.time()],
-        )
-        return None if int(position) < 0 else Place(int(position), _seconds(starts_in))
+        )  # fmt: skip
+        if int(position) < 0:
+            return None
+        others = [name for name in self.shards.names if name != shard]
+        if others:  # the jobs of the other shards that will start before it (tickets compare across shards)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in others:
+                    pipe.zcount(keys.waiting(self.queue, name), "-inf", f"({score}")
+                position = int(position) + sum(await pipe.execute())
+        return Place(int(position), _seconds(starts_in))
 
     async def get_deliveries(self, job_id: str) -> list[bytes]:
         """The callback delivery attempts recorded for the job, oldest first, each a JSON object."""
@@ -415,19 +478,28 @@ class JobStore:
             "cancelled by request",
             self.result_ttl,
             queue=self.queue,
+            shard=self.shards.of(job_id),
             only_pending=only_pending,
         )
         return bool(await self._finish(keys=job_keys, args=args))
 
     async def fail(self, job_id: str, code: str, message: str) -> bool:
         """Fail a live job (for example one the broker refused); False if it was already terminal."""
-        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue)
+        job_keys, args = finish_call(
+            job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue, shard=self.shards.of(job_id)
+        )
         return bool(await self._finish(keys=job_keys, args=args))
 
     async def dead_letters(self) -> list[tuple[JobRecord, float]]:
         """The dead-letter queue, oldest first: each job and when it landed there (unix seconds)."""
-        entries = await self.redis.zrange(keys.DEAD_LETTERS, 0, -1, withscores=True)
-        records = [(await self.get(str(entry[0])), float(entry[1])) for entry in entries if isinstance(entry, tuple)]
+        entries = [
+            entry
+            for shard in self.shards.names
+            for entry in await self.redis.zrange(keys.dead_letters(shard), 0, -1, withscores=True)
+            if isinstance(entry, tuple)
+        ]
+        entries.sort(key=lambda entry: float(entry[1]))
+        records = [(await self.get(str(entry[0])), float(entry[1])) for entry in entries]
         return [(record, score) for record, score in records if record is not None]
 
     async def revive(self, record: JobRecord, *, queue: str) -> JobRecord | int:
@@ -440,10 +512,12 @@ class JobStore:
         message = (
             "" if self.publisher else task_message(job_id, queue=queue, broker_priority=priority, message_id=message_id)
         )
-        queued_on = keys.unpublished(queue) if self.publisher else keys.priority_list(queue, priority)
+        shard = self.shards.of(job_id)
+        queued_on = keys.unpublished(queue, shard) if self.publisher else keys.priority_list(queue, priority)
         revived = await self._revive(
-            keys=[keys.status(job_id), keys.image(job_id), keys.LIVE_JOBS, keys.events(job_id),
-                  keys.DEAD_LETTERS, keys.ARCHIVE_OUTBOX, queued_on, keys.waiting(queue), keys.QUEUE_TICKETS],
+            keys=[keys.status(job_id), keys.image(job_id), keys.live_jobs(shard), keys.events(job_id),
+                  keys.dead_letters(shard), keys.archive_outbox(shard), queued_on, keys.waiting(queue, shard),
+                  keys.queue_tickets(shard)],
             args=[isoformat(utcnow()), deadline, self.image_ttl + self.result_ttl, self.image_ttl, time.time(),
                   message, priority, message_id, "1" if self.publisher else ""],
         )  # fmt: skip
@@ -456,31 +530,40 @@ class JobStore:
     async def purge_dead_letters(self, job_ids: list[str] | None = None) -> int:
         """Drop dead-lettered jobs (all of them by default) and their images; their failure stays visible."""
         if job_ids is None:
-            job_ids = [str(job_id) for job_id in await self.redis.zrange(keys.DEAD_LETTERS, 0, -1)]
-        if not job_ids:
-            return 0
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(keys.DEAD_LETTERS, *job_ids)
-            for job_id in job_ids:
+            job_ids = [
+                str(job_id)
+                for shard in self.shards.names
+                for job_id in await self.redis.zrange(keys.dead_letters(shard), 0, -1)
+            ]
+        removed = 0
+        for job_id in job_ids:  # a job at a time: its keys and its shard's dead letters share a slot
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(keys.dead_letters(self.shards.of(job_id)), job_id)
                 pipe.delete(keys.image(job_id))
                 pipe.expire(keys.status(job_id), self.result_ttl)
-            removed, *_ = await pipe.execute()
-        return int(removed)
+                gone, *_ = await pipe.execute()
+            removed += int(gone)
+        return removed
 
     async def overdue(self, now: float | None = None) -> list[str]:
-        """Pending jobs whose `deadline` has passed, oldest deadline first (a batch of them)."""
-        found = await self.redis.zrangebyscore(
-            keys.JOB_DEADLINES, "-inf", now or time.time(), start=0, num=QUEUE_PASS_BATCH
-        )
-        return [str(job_id) for job_id in found]
+        """Pending jobs whose `deadline` has passed, oldest deadline first in each shard (a batch of them)."""
+        until = now or time.time()
+        return [
+            str(job_id)
+            for shard in self.shards.names
+            for job_id in await self.redis.zrangebyscore(
+                keys.job_deadlines(shard), "-inf", until, start=0, num=QUEUE_PASS_BATCH
+            )
+        ]
 
     async def expire(self, job_id: str) -> bool:
         """End a job still pending past its deadline as `expired`; False (and the job's deadline entry dropped)
         when a worker started it first, or it is already terminal or gone."""
-        job_keys, args = expire_call(job_id, self.result_ttl, self.queue)
+        shard = self.shards.of(job_id)
+        job_keys, args = expire_call(job_id, self.result_ttl, self.queue, shard=shard)
         if await self._finish(keys=job_keys, args=args):
             return True
-        await self.redis.zrem(keys.JOB_DEADLINES, job_id)
+        await self.redis.zrem(keys.job_deadlines(shard), job_id)
         return False
 
     async def aged(self, priority: Priority, older_than: float) -> list[str]:
@@ -488,37 +571,39 @@ class JobStore:
         before `older_than` (unix s), oldest first."""
         step = priority.broker_priority
         low, high = step * keys.TICKET_SPAN, (step + 1) * keys.TICKET_SPAN
-        candidates = [
-            str(job_id)
-            for job_id in await self.redis.zrangebyscore(
-                keys.waiting(self.queue), low, f"({high}", start=0, num=QUEUE_PASS_BATCH
-            )
-        ]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in candidates:
-                pipe.hmget(keys.status(job_id), ["created_at", "promoted_at"])
-            arrivals = await pipe.execute()
         aged: list[str] = []
-        for job_id, (created_at, promoted_at) in zip(candidates, arrivals, strict=True):
-            arrived = promoted_at or created_at
-            if arrived is None:
-                continue
-            if parse_time(str(arrived)).timestamp() >= older_than:
-                break  # later tickets arrived later
-            aged.append(job_id)
+        for shard in self.shards.names:
+            candidates = [
+                str(job_id)
+                for job_id in await self.redis.zrangebyscore(
+                    keys.waiting(self.queue, shard), low, f"({high}", start=0, num=QUEUE_PASS_BATCH
+                )
+            ]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in candidates:
+                    pipe.hmget(keys.status(job_id), ["created_at", "promoted_at"])
+                arrivals = await pipe.execute()
+            for job_id, (created_at, promoted_at) in zip(candidates, arrivals, strict=True):
+                arrived = promoted_at or created_at
+                if arrived is None:
+                    continue
+                if parse_time(str(arrived)).timestamp() >= older_than:
+                    break  # later tickets arrived later
+                aged.append(job_id)
         return aged
 
     async def promote(self, job_id: str, priority: Priority) -> bool:
         """Move a pending job waiting at `priority` one step up (`Priority.raised`), behind the jobs already
         there; False when it is no longer waiting or a worker has fetched its message."""
         higher = priority.raised
+        shard = self.shards.of(job_id)
         if self.publisher is not None:
             # A message in RabbitMQ cannot be moved: the job is published again one step up, and its first message,
             # now stale, is dropped when a worker reaches it.
             message_id = new_message_id()
             raised = await self._republish(
-                keys=[keys.status(job_id), keys.unpublished(self.queue), keys.waiting(self.queue),
-                      keys.QUEUE_TICKETS],
+                keys=[keys.status(job_id), keys.unpublished(self.queue, shard), keys.waiting(self.queue, shard),
+                      keys.queue_tickets(shard)],
                 args=[job_id, message_id, time.time(), higher.broker_priority, higher.value, isoformat(utcnow())],
             )  # fmt: skip
             if raised:
@@ -527,22 +612,24 @@ class JobStore:
         promoted = await self._promote(
             keys=[
                 keys.status(job_id),
-                keys.waiting(self.queue),
-                keys.QUEUE_TICKETS,
+                keys.waiting(self.queue, shard),
+                keys.queue_tickets(shard),
                 keys.priority_list(self.queue, priority.broker_priority),
                 keys.priority_list(self.queue, higher.broker_priority),
             ],
-            args=[job_id, higher.broker_priority, higher.value, isoformat(utcnow()), PROMOTE_SCAN],
+            args=[job_id, higher.broker_priority, higher.value, isoformat(utcnow()), PROMOTE_SCAN, time.time()],
         )
         return bool(promoted)
 
     async def estimate_wait(self, broker_priority: int) -> float | None:
         """Seconds until a job queued now at `broker_priority` should be done (as `scripts.SUBMIT` estimates it);
         None until some job has completed, or while no worker is live."""
+        shard = random.choice(self.shards.names)  # a sample: each shard holds its share of the queue, at its pace
         wait = await self._wait(
-            keys=[keys.waiting(self.queue), keys.JOB_STATS, keys.WORKERS_SEEN, keys.pace(self.queue)],
+            keys=[keys.waiting(self.queue, shard), keys.job_stats(shard), keys.workers_seen(shard),
+                  keys.pace(self.queue, shard)],
             args=[broker_priority, time.time()],
-        )
+        )  # fmt: skip
         return _seconds(wait)
 
     async def ping(self) -> None:
@@ -550,17 +637,25 @@ class JobStore:
         await self.redis.ping()
 
     async def memory(self) -> tuple[int, int]:
-        """Redis's used memory and its `maxmemory` (0: none), in bytes."""
+        """Redis's used memory and its `maxmemory` (0: none), in bytes; on a Redis Cluster, its fullest node's."""
         info = await self.redis.info("memory")
-        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        nodes = [info] if "used_memory" in info else [one for one in info.values() if isinstance(one, dict)]
+        figures = [(int(one.get("used_memory", 0)), int(one.get("maxmemory", 0))) for one in nodes] or [(0, 0)]
+        return max(figures, key=lambda pair: pair[0] / pair[1] if pair[1] else 0.0)
 
     async def callbacks_due(self) -> int:
         """Finished jobs whose callback is still to be delivered."""
-        return int(await self.redis.zcard(keys.CALLBACKS_DUE))
+        return sum([int(await self.redis.zcard(keys.callbacks_due(shard))) for shard in self.shards.names])
 
     async def jobs_in_hand(self) -> dict[str, list[str]]:
         """The jobs being processed, by the worker process that holds each (sorted ids)."""
-        job_ids = sorted(map(str, await self.redis.smembers(keys.PROCESSING_JOBS)))
+        job_ids = sorted(
+            [
+                str(job_id)
+                for shard in self.shards.names
+                for job_id in await self.redis.smembers(keys.processing_jobs(shard))
+            ]
+        )
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hget(keys.status(job_id), "worker_id")

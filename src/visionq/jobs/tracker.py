@@ -9,6 +9,7 @@ from typing import NamedTuple, cast
 
 import orjson
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from visionq.jobs import cache, keys, scripts
 from visionq.jobs.queue import new_message_id, task_message
@@ -96,9 +97,12 @@ class JobTracker:
         queue: str = DEFAULT_QUEUE,
         replicas: ReplicaPolicy | None = None,
         replica_timeout: float = 1.0,
+        shards: keys.Shards | None = None,
     ) -> None:
         self.redis = redis
         self.queue = queue
+        self.shards = shards or keys.Shards()
+        """Where jobs and their queue's structures live (keys.Shards)."""
         self.replicas = replicas or ReplicaPolicy(0)
         """How many replicas must hold a completion before its message is acknowledged."""
         self.replica_timeout = replica_timeout
@@ -114,6 +118,13 @@ class JobTracker:
         self._complete = redis.register_script(scripts.COMPLETE)
         self._finish = redis.register_script(scripts.FINISH_UNSUCCESSFULLY)
 
+    def answers(self) -> None:
+        """Raise RedisError unless Redis answers: on a cluster, every master (a job's steps may reach any)."""
+        if isinstance(self.redis, RedisCluster):
+            self.redis.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            self.redis.ping()
+
     def _deadline(self) -> float:
         return time.time() + self.stale_after
 
@@ -122,7 +133,9 @@ class JobTracker:
         every job). Its `claim` says which delivery this is (0: the job is no longer live; STALE_MESSAGE: the
         message, `message_id`, is not the job's current one) and how many earlier deliveries' processes died while
         reading or running the image."""
-        job_keys, args = claim_call(job_id, self.worker_id, self._deadline(), self.queue, message_id)
+        job_keys, args = claim_call(
+            job_id, self.worker_id, self._deadline(), self.queue, message_id, shard=self.shards.of(job_id)
+        )
         reply = self._take(keys=job_keys, args=args)
         if not isinstance(reply, list):
             return Taken(Claim(attempts=int(reply), crashes=0), None, None)
@@ -145,7 +158,7 @@ class JobTracker:
     def advance(self, job_id: str, *stages: Stage) -> bool:
         """Move the job through `stages`, in order, in one step; False (nothing written) if it is no longer live:
         cancelled, or finished elsewhere."""
-        job_keys, args = advance_call(job_id, stages, self._deadline())
+        job_keys, args = advance_call(job_id, stages, self._deadline(), shard=self.shards.of(job_id))
         return bool(self._advance(keys=job_keys, args=args))
 
     def complete(
@@ -167,6 +180,7 @@ class JobTracker:
             self.replicas.note(self.redis.info("replication"))
         required = self.replicas.required
         body = result.model_dump_json()
+        shard = self.shards.of(result.job_id)
         job_keys, args = complete_call(
             result.job_id,
             body,
@@ -174,11 +188,12 @@ class JobTracker:
             self.result_ttl,
             result.processing_time,
             queue=self.queue,
+            shard=shard,
             reusable=reusable,
         )
-        with Steps(self.redis) as steps:
+        with Steps(self.redis, key=keys.status(result.job_id)) as steps:
             if stages:
-                steps.script(self._advance, *advance_call(result.job_id, stages, self._deadline()))
+                steps.script(self._advance, *advance_call(result.job_id, stages, self._deadline(), shard=shard))
             if also is not None:
                 also(steps)
             steps.script(self._complete, job_keys, args)
@@ -214,22 +229,32 @@ class JobTracker:
             self.result_ttl,
             0.0,
             queue=self.queue,
+            shard=self.shards.of(record.job_id),
             reused=True,
         )
         return bool(self._complete(keys=job_keys, args=args))
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
-        job_keys, args = finish_call(job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue)
+        job_keys, args = finish_call(
+            job_id, JobStatus.FAILED, code, message, self.result_ttl, queue=self.queue, shard=self.shards.of(job_id)
+        )
         return bool(self._finish(keys=job_keys, args=args))
 
     def expire(self, job_id: str) -> bool:
         """End a job still pending past its deadline as `expired`, never run."""
-        return bool(self._finish(*expire_call(job_id, self.result_ttl, self.queue)))
+        return bool(self._finish(*expire_call(job_id, self.result_ttl, self.queue, shard=self.shards.of(job_id))))
 
     def dead_letter(self, job_id: str, code: str, message: str) -> bool:
         """Fail a job that used up its attempts and keep it, image included, in the dead-letter queue."""
         job_keys, args = finish_call(
-            job_id, JobStatus.FAILED, code, message, self.result_ttl, self.dead_letter_ttl, queue=self.queue
+            job_id,
+            JobStatus.FAILED,
+            code,
+            message,
+            self.result_ttl,
+            self.dead_letter_ttl,
+            queue=self.queue,
+            shard=self.shards.of(job_id),
         )
         return bool(self._finish(keys=job_keys, args=args))
 
@@ -277,7 +302,12 @@ class JobTracker:
             JobStatus.PROCESSING.value: now - waited + self.stale_after,
         }
         overdue = self.redis.zrangebyscore(
-            keys.LIVE_JOBS, "-inf", max(cutoffs.values()), start=0, num=SWEEP_BATCH, withscores=True
+            keys.LIVE_JOBS,
+            "-inf",
+            max(cutoffs.values()),
+            start=0,
+            num=SWEEP_BATCH,
+            withscores=True,  # one Redis
         )
         candidates = [(_text(raw), float(score)) for raw, score in cast("list[tuple[bytes | str, float]]", overdue)]
         if not candidates:
@@ -309,7 +339,7 @@ class JobTracker:
         message needs a worker to take it before the sweep gives the job up."""
         step, message_id = priority.broker_priority, new_message_id()
         self._requeue(
-            keys=[keys.status(job_id), keys.priority_list(queue, step), keys.LIVE_JOBS],
+            keys=[keys.status(job_id), keys.priority_list(queue, step), keys.LIVE_JOBS],  # one Redis: its broker
             args=[
                 message_id,
                 task_message(job_id, queue=queue, broker_priority=step, message_id=message_id),
@@ -324,7 +354,7 @@ class JobTracker:
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hget(keys.status(job_id), "status")
-                pipe.zscore(keys.DEAD_LETTERS, job_id)
+                pipe.zscore(keys.dead_letters(self.shards.of(job_id)), job_id)
             replies = pipe.execute()
         live = {JobStatus.PENDING.value, JobStatus.PROCESSING.value}
         return {
@@ -336,12 +366,18 @@ class JobTracker:
     def sweep(self, now: float | None = None) -> list[str]:
         """Fail live jobs past their deadline: queued jobs whose image expired, and processing jobs
         whose worker stopped reporting longer ago than any redelivery would take."""
-        overdue = self.redis.zrangebyscore(keys.LIVE_JOBS, "-inf", now or time.time(), start=0, num=SWEEP_BATCH)
+        until = now or time.time()
+        overdue = [
+            (shard, _text(raw_id))
+            for shard in self.shards.names
+            for raw_id in self.redis.zrangebyscore(keys.live_jobs(shard), "-inf", until, start=0, num=SWEEP_BATCH)
+            if isinstance(raw_id, bytes | str)
+        ]
         given_up: list[str] = []
-        for job_id in (_text(raw_id) for raw_id in overdue if isinstance(raw_id, bytes | str)):
+        for shard, job_id in overdue:
             state = self.redis.hget(keys.status(job_id), "status")
             if state is None:
-                self.redis.zrem(keys.LIVE_JOBS, job_id)
+                self.redis.zrem(keys.live_jobs(shard), job_id)
                 continue
             if _text(state) == JobStatus.PENDING:
                 message = "no worker took the job before its image expired; submit it again"

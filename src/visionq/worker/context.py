@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from visionq.archive import schema
 from visionq.archive.archiver import Archiver
 from visionq.archive.repository import Archive
-from visionq.connections import sync_redis
+from visionq.connections import shards, sync_redis
 from visionq.errors import VisionqError
 from visionq.images import create_image_store
 from visionq.inference.batching import Batcher
@@ -46,6 +46,9 @@ from visionq.worker.stages import ALWAYS_WRITTEN, StageLengths
 from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, Watchdog, over_time
 
 log = logging.getLogger(__name__)
+
+#: Seconds between a worker's tries to reach a Redis that went away mid-job.
+REDIS_POLL = 0.25
 
 
 class WorkerContext:
@@ -72,6 +75,7 @@ class WorkerContext:
             queue=settings.queue,
             replicas=ReplicaPolicy(settings.redis_min_replicas),
             replica_timeout=settings.redis_replica_timeout,
+            shards=shards(settings),
         )
         self.models = ModelControl(self.redis, self.catalog, self.registry)
         self.breakers = Breakers(
@@ -84,7 +88,7 @@ class WorkerContext:
         self.images = create_image_store(settings)
         self.stage_lengths = StageLengths()
         self.archive = Archive(settings.archive_url)
-        self.archiver = Archiver(self.redis, self.archive, settle=settings.archive_settle)
+        self.archiver = Archiver(self.redis, self.archive, settle=settings.archive_settle, shards=self.tracker.shards)
         self.started_at = isoformat(utcnow())
         self.jobs_done = 0
         self._archive_failing = False
@@ -150,9 +154,22 @@ class WorkerContext:
         self._drain_archive(settled=False)  # what the last jobs changed, before the process goes
         self.archive.close()
         try:
-            heartbeats.forget(self.redis, self.worker_id)
+            heartbeats.forget(self.redis, self.worker_id, self.tracker.shards)
         except RedisError:
             log.warning("could not remove the heartbeat of %s", self.worker_id)
+
+    def redis_back(self, within: float) -> bool:
+        """Wait up to `within` seconds for Redis to answer again (a restart, a failover: a cluster client learns the
+        new layout as it tries); whether it did."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                self.tracker.answers()
+                return True
+            except RedisError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(REDIS_POLL)
 
     def read_image(self, record: JobRecord) -> bytes | None:
         """The job's image from the image store it was put in; None when it is gone, or kept in a store this
@@ -202,7 +219,7 @@ class WorkerContext:
             exports=self._exports(),
             jobs_done=self.jobs_done,
         )
-        heartbeats.beat(self.redis, beat, interval=self.settings.heartbeat_interval)
+        heartbeats.beat(self.redis, beat, interval=self.settings.heartbeat_interval, shards=self.tracker.shards)
 
     def _exports(self) -> dict[str, dict[str, Any]]:
         """How each model this process loaded runs: `runtime`, the `agreement` and `sample` of a built-in's

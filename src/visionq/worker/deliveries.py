@@ -20,7 +20,7 @@ from celery import Celery
 from redis import RedisError
 
 from visionq.callbacks.delivery import Attempt, backoff, deliver
-from visionq.connections import sync_redis
+from visionq.connections import shards, sync_redis
 from visionq.jobs import keys
 from visionq.jobs.callbacks import CallbackQueue
 from visionq.jobs.records import JobRecord
@@ -46,7 +46,7 @@ class DeliveryWorker:
         self.settings = settings
         self.celery = celery
         self.secret = settings.callback_secret.get_secret_value()
-        self.callbacks = CallbackQueue(sync_redis(settings))
+        self.callbacks = CallbackQueue(sync_redis(settings), shards(settings))
         self.http = httpx.Client(timeout=settings.callback_timeout, follow_redirects=False)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="visionq-callbacks", daemon=True)

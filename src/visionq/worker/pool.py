@@ -17,7 +17,7 @@ from celery import Task
 from celery.worker.request import Request
 from redis import RedisError
 
-from visionq.connections import sync_redis
+from visionq.connections import shards, sync_redis
 from visionq.jobs.replication import ReplicaPolicy
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import Settings
@@ -41,6 +41,7 @@ def _main_tracker(settings: Settings) -> JobTracker:
             queue=settings.queue,
             replicas=ReplicaPolicy(settings.redis_min_replicas),
             replica_timeout=settings.redis_replica_timeout,
+            shards=shards(settings),
         )
     return _tracker
 

@@ -4,7 +4,10 @@ Failure policy, in one place:
 - the job is gone or already finished → nothing to do (a duplicate or late delivery);
 - the job's image is gone (expired, or its store lost it) → it fails with `image_missing`;
 - a `VisionqError` that is not transient (bad image, unknown model) → the job fails at once with its code;
-- anything else (Redis hiccup, runtime error) → retried with exponential back-off, and once the
+- Redis away mid-job (a restart, a failover), whatever step it was, even one failing the job → not the job's
+  fault: the worker waits for Redis (a third of `stale_job_after` at most), then the job runs again at once, one
+  delivery per outage rather than one per quick retry, so that an outage does not use up a job's attempts;
+- anything else (a runtime error) → retried with exponential back-off, and once the
   job has used `max_attempts` deliveries it fails and lands in the dead-letter queue, kept for an admin
   to retry once the fault is mended;
 - the worker dies mid-job → the unacknowledged message is redelivered (acks_late), counted as an attempt;
@@ -60,44 +63,74 @@ FOLLOW_AGAIN_AFTER = 2.0
 def classify_image(self: Task, job_id: str, message: str | None = None) -> None:  # type: ignore[type-arg]
     ctx = context.current()
     picked_up = time.perf_counter()
-    taken = _admit(self, ctx, job_id, message)
+    try:
+        taken = _admit(self, ctx, job_id, message)
+    except RedisError as exc:
+        raise _after_outage(self, ctx, job_id, exc) from exc
     if taken is None:
         return
     attempts, record = taken.claim.attempts, taken.record
     assert record is not None  # _admit returns only jobs it could read
     dead_lettered = False  # a dead-lettered job keeps its image, for an admin's retry
     try:
-        with (
-            log_context(job_id=job_id, attempt=attempts, request_id=record.request_id, owner=record.owner),
-            ctx.watching(job_id),
-        ):
-            _run(ctx, record, taken.image if taken.image is not None else ctx.read_image(record), picked_up)
-    except JobNoLongerLive:
-        log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
-    except SoftTimeLimitExceeded:
-        log.error("job ran past its soft time limit; dead-lettered", extra={"job_id": job_id})
-        dead_lettered = ctx.tracker.dead_letter(
-            job_id, TIME_LIMIT_EXCEEDED, over_time(ctx.settings.job_soft_time_limit)
-        )
-    except VisionqError as exc:
-        if not exc.transient:
-            ctx.tracker.fail(job_id, exc.code, exc.detail)
-        elif attempts < ctx.settings.max_attempts:
-            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
-        else:
-            dead_lettered = ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
-    except Exception as exc:
-        if attempts < ctx.settings.max_attempts:
-            log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=True)
-            raise self.retry(exc=exc, countdown=_backoff(ctx.settings.retry_backoff, attempts)) from exc
-        log.exception("job used up its attempts; dead-lettered", extra={"job_id": job_id})
-        dead_lettered = ctx.tracker.dead_letter(
-            job_id, "internal_error", f"classification failed after {attempts} attempts"
-        )
+        try:
+            with (
+                log_context(job_id=job_id, attempt=attempts, request_id=record.request_id, owner=record.owner),
+                ctx.watching(job_id),
+            ):
+                _run(ctx, record, taken.image if taken.image is not None else ctx.read_image(record), picked_up)
+        except RedisError:
+            raise
+        except Exception as exc:
+            dead_lettered = _handle_failure(self, ctx, job_id, attempts, exc)
+    except RedisError as exc:  # from the run, or from the step that would have failed or retried the job
+        raise _after_outage(self, ctx, job_id, exc) from exc
     finally:
         ctx.jobs_done += 1
     if not dead_lettered:
         ctx.drop_image(record)
+
+
+def _after_outage(
+    task: Task,  # type: ignore[type-arg]
+    ctx: context.WorkerContext,
+    job_id: str,
+    exc: RedisError,
+) -> Exception:
+    """Redis went away mid-job: wait for it here, then the job's delivery again at once (its message is not
+    acknowledged until then); if it stays away, again after the back-off."""
+    log.warning("Redis went away mid-job; waiting for it: %s", exc, extra={"job_id": job_id})
+    back = ctx.redis_back(within=ctx.settings.stale_job_after / 3)
+    return task.retry(exc=exc, countdown=0 if back else ctx.settings.retry_backoff)
+
+
+def _handle_failure(
+    task: Task,  # type: ignore[type-arg]
+    ctx: context.WorkerContext,
+    job_id: str,
+    attempts: int,
+    exc: Exception,
+) -> bool:
+    """What becomes of a job whose run raised `exc` (not a Redis error: see classify_image): whether it was
+    dead-lettered. Raises Retry to run it again."""
+    settings = ctx.settings
+    if isinstance(exc, JobNoLongerLive):
+        log.info("job was cancelled or finished elsewhere; stopped", extra={"job_id": job_id})
+        return False
+    if isinstance(exc, SoftTimeLimitExceeded):
+        log.error("job ran past its soft time limit; dead-lettered", extra={"job_id": job_id})
+        return ctx.tracker.dead_letter(job_id, TIME_LIMIT_EXCEEDED, over_time(settings.job_soft_time_limit))
+    if isinstance(exc, VisionqError) and not exc.transient:
+        ctx.tracker.fail(job_id, exc.code, exc.detail)
+        return False
+    if attempts < settings.max_attempts:
+        if not isinstance(exc, VisionqError):
+            log.warning("job failed, retrying", extra={"job_id": job_id, "attempt": attempts}, exc_info=exc)
+        raise task.retry(exc=exc, countdown=_backoff(settings.retry_backoff, attempts)) from exc
+    if isinstance(exc, VisionqError):
+        return ctx.tracker.dead_letter(job_id, exc.code, exc.detail)
+    log.error("job used up its attempts; dead-lettered", extra={"job_id": job_id}, exc_info=exc)
+    return ctx.tracker.dead_letter(job_id, "internal_error", f"classification failed after {attempts} attempts")
 
 
 def _admit(
@@ -108,11 +141,7 @@ def _admit(
 ) -> Taken | None:
     """Claim the job and read it: None when it is not to be run (no longer live, a stale copy of its message,
     poison, out of attempts: the last two are dead-lettered here)."""
-    try:
-        taken = ctx.tracker.take(job_id, message)
-    except RedisError as exc:
-        # The job was not touched; the message comes back later and the claim is tried again.
-        raise task.retry(exc=exc, countdown=ctx.settings.retry_backoff) from exc
+    taken = ctx.tracker.take(job_id, message)
     attempts, crashes = taken.claim
     if attempts == LEADER_RUNNING:
         # Single flight: an identical job is running; this one is completed from its result when it ends (or,

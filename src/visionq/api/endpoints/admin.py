@@ -57,7 +57,7 @@ async def _audit(
 @router.get("/queues", response_model=QueuesBody)
 async def queues(state: StateDep) -> QueuesBody:
     """Jobs waiting per priority, in progress, dead-lettered; archive and callback backlogs."""
-    snapshot = await read_cluster(state.redis, state.settings.queue)
+    snapshot = await read_cluster(state.redis, state.settings.queue, state.store.shards)
     return QueuesBody(
         queue_depth=snapshot.queue_depth,
         processing=snapshot.active_jobs,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -74,7 +73,7 @@ async def create_batch(request: Request, state: StateDep, principal: PrincipalDe
     else:
         parts = [Part(file.data, file.filename) for file in upload.files]
     spec = await state.submitter.admit(form)  # the whole batch is refused before any job is made
-    batch_id = str(uuid.uuid4())
+    batch_id = state.batches.shards.new_id()  # its jobs are made in its shard (keys.Shards)
     created_at = await state.batches.create(
         batch_id,
         owner=principal.id,

@@ -84,5 +84,5 @@ async def _database(state: AppState) -> str:
 @router.get("/metrics", response_class=Response)
 async def metrics(state: StateDep) -> Response:
     """Prometheus text format: this process's requests and the cluster's jobs and workers."""
-    snapshot = await read_cluster(state.redis, state.settings.queue)
+    snapshot = await read_cluster(state.redis, state.settings.queue, state.store.shards)
     return Response(state.metrics.render(snapshot), media_type=CONTENT_TYPE_LATEST)
