@@ -3,11 +3,12 @@
     .venv/bin/python bench/cluster_redis.py [--jobs 300] [--clients 4] [--json var/bench/cluster_redis.json]
 
 Starts a real cluster (3 masters, 3 replicas: tests/integration/topologies.py), a `visionq worker` and a `visionq api`
-on it with the broker on the machine's RabbitMQ (VISIONQ_TEST_AMQP_URL), warms them up, then submits `--jobs` cat
-images from `--clients` clients and waits for every one to complete. Reported from each node's `INFO` before and
-after: commands, bytes in and out, and CPU seconds per job, for the masters together and for each, and for the
-replicas (which receive the masters' writes). Figures per job; the CPU ones vary with the machine, the commands and
-bytes do not.
+on it with the broker on the machine's RabbitMQ (VISIONQ_TEST_AMQP_URL) and images in a folder, warms them up, then
+submits `--jobs` cat images from `--clients` clients and waits for every one to complete, then leaves the service idle
+for a while. Reported from each node's `INFO`: commands, bytes in and out, and CPU seconds per job, for the masters
+together and for each, and for the replicas (which receive the masters' writes); and the masters' idle load per
+second (heartbeats, queue passes, sweeps), taken off to give what one more job costs. The CPU figures vary with the
+machine, the commands and bytes do not.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from visionq.settings import Settings  # noqa: E402
 
 COUNTERS = ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes")
 WARM_UP = 20
+#: Seconds of no jobs after the run, to tell the service's own load from the jobs'.
+IDLE_SECONDS = 10.0
 
 
 def node_figures(server: Server) -> dict[str, float]:
@@ -77,13 +80,14 @@ def main() -> None:
     with ClusterSet(root / "cluster") as cluster:
         name = f"visionq-bench-{uuid.uuid4().hex[:8]}"
         settings = Settings(
-            **{**FAST_RECOVERY, "log_level": "ERROR"},
+            **{**FAST_RECOVERY, "log_level": "ERROR", "worker_concurrency": 2},
             **cluster.settings(),
             broker_url=RABBITMQ,
             queue=name,
             callback_queue=f"{name}-callbacks",
             data_dir=root / "data",
-            worker_concurrency=2,
+            image_store="directory",  # as bench/throughput.py: images stay out of Redis
+            image_dir=root / "images",
         )
         try:
             with WorkerProcess(settings), ApiProcess(settings) as api:
@@ -95,17 +99,28 @@ def main() -> None:
                 submit_all(api.url, image, args.jobs, args.clients)
                 seconds = time.monotonic() - started
                 after = {server.port: node_figures(server) for server in cluster.servers}
+                time.sleep(IDLE_SECONDS)  # what the service costs with no job: heartbeats, queue passes, sweeps
+                idle = {server.port: node_figures(server) for server in cluster.servers}
         finally:
             delete_broker_queues(settings)
     per_node = {
         port: {name: (after[port][name] - before[port][name]) / args.jobs for name in after[port]} for port in after
     }
+    per_second = {
+        port: {name: (idle[port][name] - after[port][name]) / IDLE_SECONDS for name in idle[port]} for port in idle
+    }
+    masters_idle = _total([per_second[server.port] for server in masters])
+    masters_per_job = _total([per_node[server.port] for server in masters])
+    rate = args.jobs / seconds
     report: dict[str, Any] = {
         "jobs": args.jobs,
         "seconds": round(seconds, 1),
-        "masters": _total([per_node[server.port] for server in masters]),
+        "masters": masters_per_job,
         "each_master": [per_node[server.port] for server in masters],
         "replicas": _total([per_node[server.port] for server in replicas]),
+        "masters_idle_per_second": masters_idle,
+        # The idle load spread over the jobs of the run, taken off: what one more job costs.
+        "masters_marginal": {name: masters_per_job[name] - masters_idle[name] / rate for name in masters_per_job},
     }
     sys.stdout.write(_summary(report) + "\n")
     if args.json is not None:
@@ -130,7 +145,9 @@ def _summary(report: dict[str, Any]) -> str:
     return (
         f"{report['jobs']} jobs in {report['seconds']} s; per job:\n"
         f"  masters: {line(report['masters'])} (commands per master: {spread})\n"
-        f"  replicas: {line(report['replicas'])}"
+        f"  replicas: {line(report['replicas'])}\n"
+        f"  masters, one more job (the idle load per second, {line(report['masters_idle_per_second'])}, taken off): "
+        f"{line(report['masters_marginal'])}"
     )
 
 

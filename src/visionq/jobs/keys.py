@@ -251,8 +251,9 @@ DEAD_LETTERS = dead_letters("")
 
 #: Redis Cluster's hash slots (a key's slot: CRC16 of its hash tag, modulo this).
 SLOTS = 16384
-#: Shards of job state on a Redis Cluster: enough that each master of a cluster of up to a dozen holds some.
-CLUSTER_SHARDS = 16
+#: Shards of job state on a Redis Cluster: up to this many masters share the work (docs/scaling.md). Fixed: a job's
+#: shard follows from its id, so it cannot change while jobs live.
+CLUSTER_SHARDS = 32
 
 
 def slot(tag: str) -> int:
