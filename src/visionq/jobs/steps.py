@@ -78,13 +78,13 @@ class Steps:
         self._mark_commands()
         try:
             replies = self._run()
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         except RedisError:
-            if self._node is not self.redis:  # a failover or a resharding moved the slot: learn where it went
+            if self._node is not self.redis:  # a failover or a resharding moved the slot (MOVED): learn where to
                 self.redis.nodes_manager.initialize()  # type: ignore[attr-defined]
             raise
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         return replies
 
     def _run(self) -> list[Any]:

@@ -386,6 +386,7 @@ class JobStore:
             async with self.redis.client() as connection:
                 yield connection
             return
+        await self.redis.initialize()  # a no-op once the client knows the cluster
         node = self.redis.get_node_from_key(key)
         pool = self._node_pools.get(node.name)
         if pool is None:
