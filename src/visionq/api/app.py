@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -30,6 +29,7 @@ from visionq.api.submission import Submitter
 from visionq.archive import schema
 from visionq.archive.repository import Archive
 from visionq.auth.oidc import discovery_url
+from visionq.cancelling import cancel
 from visionq.connections import async_redis, broker_publisher, shards
 from visionq.images import create_image_store
 from visionq.inference.sources import ModelSources
@@ -125,9 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await cancel(keeper)
             await run_in_threadpool(sources.stop)
             await events.stop()
             await authenticator.aclose()

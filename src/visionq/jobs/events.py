@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from visionq import errors
+from visionq.cancelling import cancel
 from visionq.jobs import keys
 from visionq.jobs.records import JobRecord
 from visionq.jobs.scripts import CHANGING
@@ -112,8 +113,7 @@ class JobEvents:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel(self._task)
 
     async def wait_subscribed(self, seconds: float) -> bool:
         """Whether the listening connection is up (holding every watched job's subscription), waiting up to
@@ -188,9 +188,7 @@ class JobEvents:
                     task.result()
             finally:
                 self._end(outbox)
-                for task in (reading, writing):
-                    task.cancel()
-                await asyncio.gather(reading, writing, return_exceptions=True)
+                await cancel(reading, writing)
         finally:
             self._connected.clear()
             try:
