@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Self
 
 import httpx
@@ -251,6 +252,11 @@ def wait_terminal(api: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any
 
     result: dict[str, Any] = wait_for(terminal, timeout, f"job {job_id} to finish", interval=0.05)
     return result
+
+
+def started_at(result: dict[str, Any]) -> float:
+    """When a worker started a job, from its result: its creation plus its time in the queue."""
+    return datetime.fromisoformat(result["created_at"]).timestamp() + float(result["metadata"]["queue_time"])
 
 
 def inference_count(api: Any, model_ref: str) -> float:

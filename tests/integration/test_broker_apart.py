@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +27,7 @@ from integration.stack import (
     CallbackWorkerProcess,
     WorkerProcess,
     delete_broker_queues,
+    started_at,
     submit,
     submitted_twice_and_followed,
     wait_for,
@@ -126,17 +125,12 @@ def test_urgent_work_starts_first_and_a_cancelled_job_never_runs(stack: Stack) -
         refused = http.delete(f"/jobs/{cancelled}")
         with WorkerProcess(held):  # one job at a time, from the queue as the broker orders it
             ended = {job: wait_terminal(http, job) for job in [*lows, urgent, cancelled]}
-            started = {job: _started(http.get(f"/result/{job}").json()) for job in [*lows, urgent]}
+            started = {job: started_at(http.get(f"/result/{job}").json()) for job in [*lows, urgent]}
     assert place == 0
     assert refused.status_code == 200
     assert (ended[cancelled]["status"], ended[cancelled]["attempts"]) == ("cancelled", 0), "it never ran"
     assert all(ended[job]["status"] == "completed" for job in [*lows, urgent])
     assert all(started[urgent] < started[low] for low in lows), "urgent went first"
-
-
-def _started(result: dict[str, Any]) -> float:
-    """When a worker started the job: its creation plus its time in the queue."""
-    return datetime.fromisoformat(result["created_at"]).timestamp() + float(result["metadata"]["queue_time"])
 
 
 def test_a_job_whose_api_never_published_it_is_published_by_the_keeper(stack: Stack) -> None:

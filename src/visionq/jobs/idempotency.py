@@ -80,8 +80,7 @@ class IdempotencyKeys:
 
     def shard(self, owner: str, key: str) -> str:
         """The shard the job made under `owner`'s `key` belongs in: its entry's."""
-        name = self.name(owner, key)
-        return name[name.index("{") + 1 : name.index("}")] if self.shards.clustered else ""
+        return self.shards.of(self.name(owner, key))
 
 
 def answer_entry(
