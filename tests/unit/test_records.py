@@ -169,3 +169,20 @@ def test_a_state_written_later_or_further_along_or_terminal_is_not_older(newer: 
     known = _record(**AT_25, updated_at="2026-11-26T21:30:01.500Z")
 
     assert not _record(**newer).is_older_than(known)
+
+
+def test_an_update_is_ordered_by_its_revision_when_it_has_one() -> None:
+    # ADVANCE writes stages 25 and 50 in one step: one updated_at, two updates. A watcher that read the job at 50
+    # passes over both, however the clocks compare.
+    known = _record(**{**AT_25, "progress": 50}, updated_at=LATER, revision=3)
+
+    assert _record(**AT_25, updated_at=LATER, revision=2).is_older_than(known)
+    assert _record(**{**AT_25, "progress": 50}, updated_at=LATER, revision=3).is_older_than(known)
+    assert not _record(**{**AT_25, "progress": 75}, updated_at=EARLIER, revision=4).is_older_than(known)
+    assert not _record(status=JobStatus.PENDING, updated_at=LATER, revision=4).is_older_than(known), "queued again"
+
+
+def test_a_state_the_api_wrote_before_any_update_is_older_than_every_update() -> None:
+    known = _record(updated_at=LATER)  # revision 0: nothing published yet
+
+    assert not _record(**AT_25, updated_at=EARLIER, revision=1).is_older_than(known)

@@ -90,6 +90,8 @@ class JobRecord(BaseModel):
     crashes: int = 0
     """Deliveries whose worker process died while reading or running the image."""
     crash_log: list[Crash] = Field(default_factory=list)
+    revision: int = 0
+    """How many updates of the job have been published (scripts._PUBLISH): orders them for a watcher."""
 
     @field_validator("crash_log", mode="before")
     @classmethod
@@ -112,8 +114,11 @@ class JobRecord(BaseModel):
 
     def is_older_than(self, known: JobRecord) -> bool:
         """Whether this state of the job came before `known`, which a watcher already has: an update published
-        while the watcher was reading the job arrives after the read. A terminal state is never old; otherwise
-        it is old when written earlier and no further along (a new attempt starts again from 0, written later)."""
+        while the watcher was reading the job arrives after the read. The revision says it; a state without one
+        (published by a worker of an earlier version) is old when it is not terminal, was written earlier and is
+        no further along (a new attempt starts again from 0, written later)."""
+        if self.revision:
+            return self.revision <= known.revision
         return (
             not self.status.terminal
             and parse_time(self.updated_at) < parse_time(known.updated_at)

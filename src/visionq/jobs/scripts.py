@@ -106,16 +106,19 @@ return 1
 
 #: The fields a job update carries: those a change can change. A watcher has the rest from its first read.
 CHANGING = ("job_id", "status", "stage", "progress", "updated_at", "started_at", "worker_id", "attempts",
-            "error_code", "error_message")  # fmt: skip
+            "error_code", "error_message", "revision")  # fmt: skip
 
 # Shared: publish the CHANGING fields ('' for one the job no longer has), and the result JSON on the completion:
-# a few hundred bytes per update, where the whole hash would be a kilobyte, to every watching API process.
+# a few hundred bytes per update, where the whole hash would be a kilobyte, to every watching API process. Each
+# update counts one more `revision`: a watcher that read the job passes over the updates it already has by it
+# (several stages written in one step share one updated_at, and the API's and workers' clocks differ).
 _PUBLISH = (
     "local CHANGING = {"
     + ", ".join(f"'{name}'" for name in CHANGING)
     + "}"
     + """
 local function publish(status_key, channel, result)
+  redis.call('HINCRBY', status_key, 'revision', 1)
   local values = redis.call('HMGET', status_key, unpack(CHANGING))
   local fields = {}
   for i, name in ipairs(CHANGING) do fields[name] = values[i] or '' end
