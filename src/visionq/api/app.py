@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -122,10 +123,15 @@ def create_app(settings: Settings) -> FastAPI:
         await events.wait_subscribed(SUBSCRIBE_TIMEOUT)
         sources.start()  # lists the model repository in a thread of its own, never in the event loop
         keeper = asyncio.create_task(QueueKeeper(settings, store, images).run())
+        # What start-up made lives as long as the process: out of the collector's sight, a full collection no
+        # longer walks its ~200,000 objects (a pause of ~0.25 s of a loaded core, about once a minute at 40 jobs/s).
+        gc.freeze()
         try:
             yield
         finally:
             await cancel(keeper)
+            await latest.aclose()
+            await backpressure.aclose()
             await run_in_threadpool(sources.stop)
             await events.stop()
             await authenticator.aclose()

@@ -5,17 +5,17 @@ Two bounds, checked on every submit before anything is stored:
   `scripts.SUBMIT`);
 - Redis's memory, against `max_redis_memory`, or 90% of Redis's own `maxmemory` when that is unset (here).
 Each priority may fill only its share of a bound (`Priority.shed_share`: `urgent` all of it, `low` 80%), so
-under load the lowest priority is refused first. Redis's memory is read at most once a second per API process,
-since `INFO memory` is heavier and memory moves slowly.
+under load the lowest priority is refused first. Redis's memory is read once a second per API process, in the
+background (`Refreshed`): `INFO memory` is heavier than a command, and memory moves slowly.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 from visionq import errors
 from visionq.jobs.store import JobStore
+from visionq.refreshed import Refreshed
 from visionq.settings import Settings
 from visionq.wire.states import Priority
 
@@ -31,7 +31,7 @@ class Backpressure:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
-        self._memory: tuple[float, int, int] | None = None  # (read at, used, bound)
+        self._memory = Refreshed(self._read_memory, every=MEMORY_READ_EVERY)
 
     async def check(self, priority: Priority, estimate_wait: Callable[[], Awaitable[float | None]]) -> None:
         """Raise `QueueFull` when Redis's memory is over the bound of `priority`, with the queue's
@@ -43,14 +43,16 @@ class Backpressure:
         problem = f"the job store is nearly full ({used // 2**20} MiB of {bound // 2**20} MiB); try again later"
         raise queue_full(problem, await estimate_wait())
 
+    async def aclose(self) -> None:
+        await self._memory.aclose()
+
     async def _redis_memory(self) -> tuple[int, int]:
-        """Redis's used memory and the bound it is held to (0: none), read at most once a second."""
-        now = time.monotonic()
-        if self._memory is None or now - self._memory[0] >= MEMORY_READ_EVERY:
-            used, maxmemory = await self.store.memory()
-            bound = self.settings.max_redis_memory or int(maxmemory * MAXMEMORY_SHARE)
-            self._memory = (now, used, bound)
-        return self._memory[1], self._memory[2]
+        """Redis's used memory and the bound it is held to (0: none)."""
+        return await self._memory.get()
+
+    async def _read_memory(self) -> tuple[int, int]:
+        used, maxmemory = await self.store.memory()
+        return used, self.settings.max_redis_memory or int(maxmemory * MAXMEMORY_SHARE)
 
 
 def queue_full(problem: str, wait: float | None) -> errors.QueueFull:

@@ -3,39 +3,41 @@ workers keep loaded, and which they drop (each unload a numbered request: see in
 
 from __future__ import annotations
 
-import time
-
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from visionq.jobs import keys
+from visionq.refreshed import Refreshed
 
-#: Seconds an API process trusts its last read of the admin's `latest`.
+#: Seconds after which an API process reads the admin's `latest` again (in the background).
 LATEST_CACHE_SECONDS = 1.0
 
 
 class LatestChoice:
-    """The API's side of `latest`: an admin's choice in Redis, read at most once a second per process."""
+    """The API's side of `latest`: an admin's choice in Redis, read again in the background once a second per
+    process (a submit never waits for it but the first)."""
 
     def __init__(self, redis: AsyncRedis) -> None:
         self.redis = redis
-        self._value: str | None = None
-        self._read_at = -LATEST_CACHE_SECONDS
+        self._choice = Refreshed(self._read, every=LATEST_CACHE_SECONDS)
 
     async def get(self) -> str | None:
         """The model `latest` means now, or None for VISIONQ_DEFAULT_MODEL."""
-        if time.monotonic() - self._read_at >= LATEST_CACHE_SECONDS:
-            raw = await self.redis.get(keys.MODELS_LATEST)
-            self._value = _text(raw) if raw else None
-            self._read_at = time.monotonic()
-        return self._value
+        return await self._choice.get()
 
     async def set(self, ref: str | None) -> None:
         if ref is None:
             await self.redis.delete(keys.MODELS_LATEST)
         else:
             await self.redis.set(keys.MODELS_LATEST, ref)
-        self._value, self._read_at = ref, time.monotonic()
+        self._choice.set(ref)
+
+    async def aclose(self) -> None:
+        await self._choice.aclose()
+
+    async def _read(self) -> str | None:
+        raw = await self.redis.get(keys.MODELS_LATEST)
+        return _text(raw) if raw else None
 
 
 async def request_load(redis: AsyncRedis, ref: str) -> None:

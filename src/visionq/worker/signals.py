@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,14 @@ def _on_child_start(**_: Any) -> None:
     from celery import current_app
 
     _or_exit(lambda: _setup(current_app))  # type: ignore[arg-type]
+    gc.freeze()  # see _on_worker_ready
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(**_: Any) -> None:
+    # What start-up made (modules, the models, the app) lives as long as the process: out of the collector's
+    # sight, a full collection does not walk it again (one took ~0.25 s of a loaded core in the API).
+    gc.freeze()
 
 
 @signals.worker_process_shutdown.connect
