@@ -261,6 +261,11 @@ class PinnedService:
         with suppress(psutil.NoSuchProcess):
             self._roles()
 
+    @property
+    def redis_port(self) -> int:
+        """The port of the service's embedded Redis."""
+        return self._redis_port()
+
     def _redis_port(self) -> int:
         for process, role in self._roles():
             if role == "redis":
