@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from visionq.jobs import keys
 from visionq.jobs.breakers import Breakers
 from visionq.jobs.records import JobRecord
 from visionq.jobs.scripts import CHANGING
-from visionq.jobs.store import QUEUED_FIELD
+from visionq.jobs.store import QUEUED_FIELD, JobStore
 from visionq.jobs.tracker import PAST_DEADLINE, STALE_MESSAGE, JobTracker
 from visionq.wire.states import PRIORITY_STEPS, Priority, Stage
 
@@ -334,3 +335,26 @@ def test_a_waiting_jobs_rank_is_its_queue_position(redis_url: str, redis_client:
 
     assert before == [1, 2, 3, 0], "urgent first, then the others in arrival order"
     assert after_a_start == [0, 1, 2, None]
+
+
+def test_the_aged_scan_finds_the_jobs_that_arrived_at_their_priority_before_a_moment(redis_url: str) -> None:
+    queue = f"visionq-test-aged-{time.time_ns()}"
+    early = new_record().model_copy(update={"priority": Priority.LOW})
+    create(redis_url, early, queue=queue)
+    between = time.time() + 0.002  # past the millisecond of the first ticket
+    time.sleep(0.004)
+    late, other = new_record().model_copy(update={"priority": Priority.LOW}), new_record()
+    create(redis_url, late, queue=queue)
+    create(redis_url, other, queue=queue)  # normal priority: never among the low ones
+
+    async def aged(older_than: float) -> list[str]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            store = JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL, queue=queue)
+            return await store.aged(Priority.LOW, older_than)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(aged(between)) == [early.job_id]
+    assert asyncio.run(aged(time.time() + 1)) == [early.job_id, late.job_id], "oldest first"
+    assert asyncio.run(aged(between - 1)) == []

@@ -57,6 +57,7 @@ its name: no step touches two of them. On one Redis the one shard is "" and the 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import uuid
 import zlib
@@ -70,6 +71,14 @@ TICKET_SPAN = 2**49
 #: A ticket counts milliseconds from here (2025-01-01, unix s), times TICKETS_PER_MS: 2^40 ms, to 2059, fit the span.
 TICKET_EPOCH = 1_735_689_600
 TICKETS_PER_MS = 512
+
+
+def first_ticket(moment: float) -> int:
+    """The first ticket of the millisecond `moment` (unix s) falls in, as scripts._WAITING counts them: a job that
+    arrived at its priority before that millisecond has a lower one."""
+    return math.floor((moment - TICKET_EPOCH) * 1000) * TICKETS_PER_MS
+
+
 WORKER_PREFIX = "visionq:worker:"
 DELIVERER_PREFIX = "visionq:deliverer:"
 MODELS_LATEST = "visionq:models:latest"

@@ -24,7 +24,7 @@ from visionq.jobs import keys, scripts
 from visionq.jobs.idempotency import IDEMPOTENCY_TTL
 from visionq.jobs.publisher import Publisher
 from visionq.jobs.queue import new_message_id, task_message
-from visionq.jobs.records import JobRecord, Place, isoformat, parse_time, utcnow
+from visionq.jobs.records import JobRecord, Place, isoformat, utcnow
 from visionq.jobs.replication import Replication
 from visionq.wire.states import JobStatus, Priority, Stage
 
@@ -569,28 +569,15 @@ class JobStore:
 
     async def aged(self, priority: Priority, older_than: float) -> list[str]:
         """Pending jobs at `priority` (their own, or one they were promoted to) that have waited there since
-        before `older_than` (unix s), oldest first."""
-        step = priority.broker_priority
-        low, high = step * keys.TICKET_SPAN, (step + 1) * keys.TICKET_SPAN
+        before `older_than` (unix s), oldest first. A waiting job's ticket is the moment it arrived at its priority
+        (submitted, promoted or revived): the scan reads the queue's sorted set alone."""
+        low = priority.broker_priority * keys.TICKET_SPAN
+        before = low + keys.first_ticket(older_than)
         aged: list[str] = []
         for shard in self.shards.names:
-            candidates = [
-                str(job_id)
-                for job_id in await self.redis.zrangebyscore(
-                    keys.waiting(self.queue, shard), low, f"({high}", start=0, num=QUEUE_PASS_BATCH
-                )
-            ]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for job_id in candidates:
-                    pipe.hmget(keys.status(job_id), ["created_at", "promoted_at"])
-                arrivals = await pipe.execute()
-            for job_id, (created_at, promoted_at) in zip(candidates, arrivals, strict=True):
-                arrived = promoted_at or created_at
-                if arrived is None:
-                    continue
-                if parse_time(str(arrived)).timestamp() >= older_than:
-                    break  # later tickets arrived later
-                aged.append(job_id)
+            waiting = keys.waiting(self.queue, shard)
+            found = await self.redis.zrangebyscore(waiting, low, f"({before}", start=0, num=QUEUE_PASS_BATCH)
+            aged += [str(job_id) for job_id in found]
         return aged
 
     async def promote(self, job_id: str, priority: Priority) -> bool:
