@@ -59,7 +59,7 @@ def stack(start_stack: StackFactory, tmp_path_factory: pytest.TempPathFactory) -
         yield settings, worker, api, cluster
         for process in (deliverer, worker, api):  # consumers first: a running one would declare its queue again
             process.stop()
-        delete_broker_queues(settings, f"{settings.queue}-held")
+        delete_broker_queues(settings, f"{settings.queue}-held", f"{settings.queue}-kept")
 
 
 def test_jobs_spread_over_every_master_and_each_is_followed_to_its_result(stack: Stack) -> None:
@@ -109,6 +109,28 @@ def test_urgent_work_starts_first_and_a_cancelled_job_never_runs(stack: Stack) -
     assert (ended[cancelled]["status"], ended[cancelled]["attempts"]) == ("cancelled", 0), "it never ran"
     assert all(ended[job]["status"] == "completed" for job in [*lows, urgent])
     assert all(started[urgent] < started[low] for low in lows), "urgent went first"
+
+
+def test_the_queue_keeper_expires_and_promotes_the_jobs_of_every_shard(stack: Stack) -> None:
+    kept = stack[0].model_copy(
+        update={"queue": f"{stack[0].queue}-kept", "queue_pass_interval": 0.2, "priority_aging": 0.5}
+    )
+    with ApiServer(kept) as server, httpx.Client(base_url=server.url, timeout=30) as http:  # no worker: all wait
+        expiring = [submit(http, CAT, priority="urgent", deadline=1).json()["job_id"] for _ in range(6)]
+        aging = [submit(http, CAT, priority="low").json()["job_id"] for _ in range(6)]
+        ended = {job: wait_terminal(http, job) for job in expiring}
+        wait_for(
+            lambda: all(http.get(f"/status/{job}").json().get("promoted_to") == "urgent" for job in aging),
+            30,
+            "every low job to reach urgent",
+        )
+        for job in aging:
+            http.delete(f"/jobs/{job}")
+    shards = keys.Shards(keys.CLUSTER_SHARDS)
+
+    assert len({shards.of(job) for job in expiring}) > 1
+    assert len({shards.of(job) for job in aging}) > 1
+    assert {ended[job]["status"] for job in expiring} == {"expired"}
 
 
 def test_a_sigkilled_master_loses_no_accepted_job_and_runs_none_twice(tmp_path: Path) -> None:
