@@ -9,7 +9,8 @@ from redis.asyncio import Redis as AsyncRedis
 from visionq.jobs import keys
 from visionq.refreshed import Refreshed
 
-#: Seconds after which an API process reads the admin's `latest` again (in the background).
+#: Seconds after which an API process reads the admin's `latest` again (in the background); a value twice as old is
+#: never used, so a change reaches every API process within 2 s.
 LATEST_CACHE_SECONDS = 1.0
 
 
@@ -19,7 +20,7 @@ class LatestChoice:
 
     def __init__(self, redis: AsyncRedis) -> None:
         self.redis = redis
-        self._choice = Refreshed(self._read, every=LATEST_CACHE_SECONDS)
+        self._choice = Refreshed(self._read, every=LATEST_CACHE_SECONDS, stale_after=2 * LATEST_CACHE_SECONDS)
 
     async def get(self) -> str | None:
         """The model `latest` means now, or None for VISIONQ_DEFAULT_MODEL."""

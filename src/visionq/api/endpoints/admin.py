@@ -219,7 +219,7 @@ async def unload_model(model: str, request: Request, state: StateDep, admin: Adm
 
 @router.put("/models/latest", responses=problem_responses(errors.ModelNotFound))
 async def set_latest(body: LatestRequest, request: Request, state: StateDep, admin: AdminDep) -> dict[str, str]:
-    """Make `latest` mean this model for every API process (within a second)."""
+    """Make `latest` mean this model for every API process (within two seconds)."""
     ref = (await state.sources.resolve_async(body.model)).ref
     await state.latest.set(ref)
     await _audit(state, request, admin, "model.set_latest", ref)
