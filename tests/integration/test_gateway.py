@@ -11,6 +11,7 @@ import json
 import shutil
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,7 +40,12 @@ class Gateway:
         self.https, self.http = free_port(), free_port()
         shutil.copytree(REPO / "deploy" / "nginx", root, dirs_exist_ok=True)
         servers = "".join(f"    server {address};\n" for address in upstreams)
-        (root / "visionq" / "upstream.conf").write_text(f"upstream visionq_api {{\n{servers}    keepalive 8;\n}}\n")
+        upstream = root / "visionq" / "upstream.conf"
+        shipped = [
+            line for line in upstream.read_text().splitlines(keepends=True) if not line.strip().startswith("server ")
+        ]
+        opening = next(n for n, line in enumerate(shipped) if line.startswith("upstream "))
+        upstream.write_text("".join([*shipped[: opening + 1], servers, *shipped[opening + 1 :]]))
         server_conf = root / "visionq" / "server.conf"
         server_conf.write_text(server_conf.read_text().replace("8443", str(self.https)).replace("8080", str(self.http)))
         main = root / "nginx.conf"
@@ -72,6 +78,11 @@ class Gateway:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
+        # nginx's warnings (an upstream that closed early, a worker that died) go to its error log; printed here,
+        # pytest shows them beside a failed test's output.
+        warnings = (self.root / "error.log").read_text(errors="replace") if (self.root / "error.log").exists() else ""
+        if warnings.strip():
+            sys.stdout.write(f"nginx error log:\n{warnings}")
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.tls, timeout=30)

@@ -53,6 +53,10 @@ then follow it with `GET /status/{id}` or the WebSocket `/ws/{id}` and fetch `GE
 Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`."""
 
 
+#: Seconds uvicorn keeps an idle HTTP connection open: longer than the proxies in front of it keep theirs.
+KEEP_ALIVE_SECONDS = 75
+
+
 def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Config:
     """How uvicorn serves the app: our own access log and logging set-up, sans-I/O WebSockets."""
     return uvicorn.Config(
@@ -65,6 +69,10 @@ def server_config(settings: Settings, *, port: int | None = None) -> uvicorn.Con
         # Status messages are a few hundred bytes: compressing each costs more CPU than it saves.
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        # An idle keep-alive connection outlives the proxy's (nginx's upstream keepalive_timeout, a cloud load
+        # balancer's idle timeout: 60 s): closed first by the API, it could take a request the proxy had just sent
+        # on it, and a streamed POST /classify cannot be passed on to another replica (a 502).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         # X-Forwarded-For is read by the rate limiter, from VISIONQ_TRUSTED_PROXIES only; uvicorn would
         # otherwise believe it from any local peer.
         proxy_headers=False,
