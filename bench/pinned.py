@@ -180,7 +180,7 @@ class PinnedService:
             )
         self._wait_until_ready()
         self._check_pinned()
-        self._redis = redis.Redis(port=self._redis_port(), socket_timeout=5)
+        self._redis = redis.Redis(port=self.redis_port, socket_timeout=5)
 
     def stop(self) -> None:
         """SIGINT, as a user stops it; then whatever of its tree is left is killed."""
@@ -264,9 +264,6 @@ class PinnedService:
     @property
     def redis_port(self) -> int:
         """The port of the service's embedded Redis."""
-        return self._redis_port()
-
-    def _redis_port(self) -> int:
         for process, role in self._roles():
             if role == "redis":
                 listening = [c for c in process.net_connections("tcp") if c.status == psutil.CONN_LISTEN]

@@ -8,6 +8,7 @@ self-signed certificate made by deploy/nginx/make-cert.sh.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -41,11 +42,7 @@ class Gateway:
         shutil.copytree(REPO / "deploy" / "nginx", root, dirs_exist_ok=True)
         servers = "".join(f"    server {address};\n" for address in upstreams)
         upstream = root / "visionq" / "upstream.conf"
-        shipped = [
-            line for line in upstream.read_text().splitlines(keepends=True) if not line.strip().startswith("server ")
-        ]
-        opening = next(n for n, line in enumerate(shipped) if line.startswith("upstream "))
-        upstream.write_text("".join([*shipped[: opening + 1], servers, *shipped[opening + 1 :]]))
+        upstream.write_text(re.sub(r"^ *server .*;\n", servers, upstream.read_text(), count=1, flags=re.MULTILINE))
         server_conf = root / "visionq" / "server.conf"
         server_conf.write_text(server_conf.read_text().replace("8443", str(self.https)).replace("8080", str(self.http)))
         main = root / "nginx.conf"

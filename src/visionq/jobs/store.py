@@ -497,12 +497,10 @@ class JobStore:
 
     async def dead_letters(self) -> list[tuple[JobRecord, float]]:
         """The dead-letter queue, oldest first: each job and when it landed there (unix seconds)."""
-        entries = [
-            entry
-            for shard in self.shards.names
-            for entry in await self.redis.zrange(keys.dead_letters(shard), 0, -1, withscores=True)
-            if isinstance(entry, tuple)
-        ]
+        found = await self._in_every_shard(
+            lambda pipe, shard: pipe.zrange(keys.dead_letters(shard), 0, -1, withscores=True)
+        )
+        entries = [entry for shard_entries in found for entry in shard_entries if isinstance(entry, tuple)]
         entries.sort(key=lambda entry: float(entry[1]))
         records = [(await self.get(str(entry[0])), float(entry[1])) for entry in entries]
         return [(record, score) for record, score in records if record is not None]
@@ -535,11 +533,8 @@ class JobStore:
     async def purge_dead_letters(self, job_ids: list[str] | None = None) -> int:
         """Drop dead-lettered jobs (all of them by default) and their images; their failure stays visible."""
         if job_ids is None:
-            job_ids = [
-                str(job_id)
-                for shard in self.shards.names
-                for job_id in await self.redis.zrange(keys.dead_letters(shard), 0, -1)
-            ]
+            found = await self._in_every_shard(lambda pipe, shard: pipe.zrange(keys.dead_letters(shard), 0, -1))
+            job_ids = [str(job_id) for shard_ids in found for job_id in shard_ids]
         removed = 0
         for job_id in job_ids:  # a job at a time: its keys and its shard's dead letters share a slot
             async with self.redis.pipeline(transaction=True) as pipe:
