@@ -201,6 +201,25 @@ def test_a_success_writes_to_a_closed_breaker_only_to_reset_its_failures(redis_c
     assert breakers.allow(ref)
 
 
+def test_the_background_refresh_keeps_a_closed_breaker_trusted_and_sees_one_opened_elsewhere(
+    redis_client: redis.Redis,
+) -> None:
+    here, elsewhere = (Breakers(redis_client, failures=1, cooldown=60) for _ in range(2))
+    ref = f"model-{time.time_ns()}@1"
+    assert here.allow(ref), "a model with no breaker record yet is closed"
+    elsewhere.failed(ref, "failed a job in another process")
+    assert here.allow(ref), "trusted closed for a while after it was read, without a read per job"
+
+    here.refresh(ahead=1.0)
+    assert not here.allow(ref), "the refresh saw it open: the next job reads it and is refused"
+
+    elsewhere.succeeded(ref)
+    assert here.allow(ref)
+    here.refresh(ahead=60.0)
+    elsewhere.failed(ref, "failed again")
+    assert here.allow(ref), "a refresh that found it closed trusts it until the next refresh is due"
+
+
 def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.Redis, tracker: JobTracker) -> None:
     record = new_record()
     create(redis_url, record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from visionq.jobs.replication import ReplicaPolicy, Unconfirmed, check
+from visionq.jobs.replication import REFRESH_EVERY, ReplicaPolicy, Unconfirmed, check
 
 
 def test_a_set_number_is_kept_and_the_master_is_never_asked() -> None:
@@ -24,6 +24,14 @@ def test_unset_it_is_one_once_the_master_has_had_a_replica_and_stays_so() -> Non
     policy.note({"role": "master", "connected_slaves": 0})
     assert policy.required == 1, "a replica that went away is a reason to refuse, not to stop waiting"
     assert not policy.due()
+
+
+def test_a_read_can_be_made_ahead_of_its_time() -> None:
+    policy = ReplicaPolicy(None)
+    policy.note({"role": "master", "connected_slaves": 0})
+    assert not policy.due(ahead=1.0)
+    assert policy.due(ahead=REFRESH_EVERY), "the worker's housekeeping reads it before a completion would"
+    assert not ReplicaPolicy(1).due(ahead=REFRESH_EVERY), "a set number is never read"
 
 
 def test_zero_turns_the_wait_off() -> None:

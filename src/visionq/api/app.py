@@ -139,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await cancel(keeper)
             await latest.aclose()
+            await replication.aclose()
             await backpressure.aclose()
             await run_in_threadpool(sources.stop)
             await events.stop()

@@ -58,8 +58,12 @@ return 1
 
 
 #: Seconds a worker process trusts a breaker it read closed, rather than read it for every job: a breaker that
-#: another process opens is seen that much later here (one this process opens, at once).
+#: another process opens is seen that much later here (one this process opens, at once). The worker's
+#: housekeeping reads the breakers of the models it serves again before then (`refresh`), so that a job never
+#: waits for the read; this bound holds when the housekeeping falls behind.
 CLOSED_TRUSTED_FOR = 1.0
+#: Seconds after its last job a model's breaker is no longer refreshed in the background.
+REFRESHED_WHILE_USED = 60.0
 
 
 class Breakers:
@@ -73,11 +77,17 @@ class Breakers:
         self._failed = redis.register_script(_FAILED)
         self._succeeded = redis.register_script(_SUCCEEDED)
         self._closed_until: dict[str, float] = {}
+        self._used_at: dict[str, float] = {}  # when a job last asked for each model (for `refresh`)
+        self._failures = 0  # failures counted here: a refresh that read across one trusts nothing it read
 
     def allow(self, ref: str) -> bool:
         """Whether a job may use `ref` now: yes while closed; once open, no until the cool-down has passed,
         then yes for one job at a time (the probe) until a probe succeeds."""
-        if not self.enabled or time.monotonic() < self._closed_until.get(ref, 0.0):
+        if not self.enabled:
+            return True
+        now = time.monotonic()
+        self._used_at[ref] = now
+        if now < self._closed_until.get(ref, 0.0):
             return True
         fields = {_text(k): _text(v) for k, v in self.redis.hgetall(keys.breaker(ref)).items()}
         state = BreakerState(fields.get("state", BreakerState.CLOSED))
@@ -91,10 +101,36 @@ class Breakers:
         self.redis.hset(keys.breaker(ref), "state", BreakerState.HALF_OPEN.value)
         return True
 
+    def refresh(self, ahead: float) -> None:
+        """Read again, in one round trip, the breakers of the models used lately, and trust those still closed
+        for `ahead` seconds more than CLOSED_TRUSTED_FOR (the time until the next refresh): at one job a second,
+        the read no longer comes on a job's path. A breaker found open is left to `allow` to read."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        refs = [ref for ref, used in list(self._used_at.items()) if now - used < REFRESHED_WHILE_USED]
+        for ref in set(self._used_at) - set(refs):
+            self._used_at.pop(ref, None)
+        if not refs:
+            return
+        failures = self._failures
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hget(keys.breaker(ref), "state")
+            states = pipe.execute()
+        if failures != self._failures:  # a breaker this process opens meanwhile may have been read closed
+            return
+        for ref, state in zip(refs, states, strict=True):
+            if state is None or _text(state) == BreakerState.CLOSED:
+                self._closed_until[ref] = now + CLOSED_TRUSTED_FOR + ahead
+            else:
+                self._closed_until.pop(ref, None)
+
     def failed(self, ref: str, reason: str, *, at_once: bool = False) -> bool:
         """Count a failure of `ref`; True if that opened (or kept open) its breaker."""
         if not self.enabled:
             return False
+        self._failures += 1
         self._closed_until.pop(ref, None)
         opened = self._failed(
             keys=[keys.breaker(ref), keys.breaker_probe(ref)],

@@ -14,6 +14,8 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from visionq.refreshed import Refreshed
+
 #: Seconds between two reads of the master's replica count (auto mode).
 REFRESH_EVERY = 5.0
 
@@ -32,9 +34,12 @@ class ReplicaPolicy:
         self._seen_replicas = False
         self._read_at = float("-inf")
 
-    def due(self) -> bool:
-        """Whether the master's replica count should be read now (auto mode, none seen yet, not read lately)."""
-        return self._fixed is None and not self._seen_replicas and time.monotonic() - self._read_at >= REFRESH_EVERY
+    def due(self, ahead: float = 0.0) -> bool:
+        """Whether the master's replica count should be read now, or within `ahead` seconds (auto mode, none seen
+        yet, not read lately)."""
+        if self._fixed is not None or self._seen_replicas:
+            return False
+        return time.monotonic() - self._read_at >= REFRESH_EVERY - ahead
 
     def note(self, info: dict[str, object]) -> None:
         """Take in the master's `INFO replication`."""
@@ -69,11 +74,19 @@ class Replication:
         self.redis = redis
         self.timeout = timeout
         self.policy = ReplicaPolicy(required)
+        # Read in the background once due, so that a submit waits for `INFO replication` only the first time.
+        self._count = Refreshed(self._read, every=REFRESH_EVERY)
 
     async def required_now(self) -> int:
         if self.policy.due():
-            self.policy.note(await self.redis.info("replication"))
+            await self._count.get()
         return self.policy.required
+
+    async def aclose(self) -> None:
+        await self._count.aclose()
+
+    async def _read(self) -> None:
+        self.policy.note(await self.redis.info("replication"))
 
     async def confirm(self, connection: Redis, required: int) -> None:
         """Wait until `required` replicas hold what `connection` wrote, or raise Unconfirmed after the timeout."""

@@ -161,6 +161,12 @@ class JobTracker:
         job_keys, args = advance_call(job_id, stages, self._deadline(), shard=self.shards.of(job_id))
         return bool(self._advance(keys=job_keys, args=args))
 
+    def refresh_replicas(self, ahead: float = 0.0) -> None:
+        """Read the master's replica count if it is due within `ahead` seconds (the worker's housekeeping does,
+        so that a completion does not wait for the read)."""
+        if self.replicas.due(ahead=ahead):
+            self.replicas.note(self.redis.info("replication"))
+
     def complete(
         self,
         result: ResultBody,
@@ -176,8 +182,7 @@ class JobTracker:
         led any, are completed from it, and `followed` is called with each. Where replicas are required, the same
         round trip waits for them (`WAIT`) and `Unconfirmed` is raised if they did not confirm: the task is then
         retried, and the job runs again if a failover lost its completion."""
-        if self.replicas.due():
-            self.replicas.note(self.redis.info("replication"))
+        self.refresh_replicas()  # read here only when the housekeeping has fallen behind
         required = self.replicas.required
         body = result.model_dump_json()
         shard = self.shards.of(result.job_id)

@@ -239,6 +239,9 @@ class WorkerContext:
         while not self._stop.wait(self.settings.archive_interval):
             now = time.monotonic()
             try:
+                # What a job would otherwise read on its way (a breaker, the replica count), read here first.
+                self.breakers.refresh(ahead=self.settings.archive_interval)
+                self.tracker.refresh_replicas(ahead=self.settings.archive_interval)
                 if now - last_beat >= self.settings.heartbeat_interval:
                     self.models.apply()  # before the beat, which reports what is loaded
                     self.heartbeat()
