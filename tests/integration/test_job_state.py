@@ -215,7 +215,7 @@ def test_the_background_refresh_keeps_a_closed_breaker_trusted_and_sees_one_open
 
     elsewhere.succeeded(ref)
     assert here.allow(ref)
-    here.refresh(ahead=60.0)
+    here.refresh(ahead=1.0)
     elsewhere.failed(ref, "failed again")
     assert here.allow(ref), "a refresh that found it closed trusts it until the next refresh is due"
 

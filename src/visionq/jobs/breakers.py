@@ -103,8 +103,9 @@ class Breakers:
 
     def refresh(self, ahead: float) -> None:
         """Read again, in one round trip, the breakers of the models used lately, and trust those still closed
-        for `ahead` seconds more than CLOSED_TRUSTED_FOR (the time until the next refresh): at one job a second,
-        the read no longer comes on a job's path. A breaker found open is left to `allow` to read."""
+        for `ahead` seconds (the time until the next refresh, at most CLOSED_TRUSTED_FOR) more than
+        CLOSED_TRUSTED_FOR: at one job a second, the read no longer comes on a job's path. A breaker found open is
+        left to `allow` to read."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -120,9 +121,11 @@ class Breakers:
             states = pipe.execute()
         if failures != self._failures:  # a breaker this process opens meanwhile may have been read closed
             return
+        # A housekeeping tick longer than the trust does not stretch it: the reads come back on the jobs' path.
+        trusted_for = CLOSED_TRUSTED_FOR + min(ahead, CLOSED_TRUSTED_FOR)
         for ref, state in zip(refs, states, strict=True):
             if state is None or _text(state) == BreakerState.CLOSED:
-                self._closed_until[ref] = now + CLOSED_TRUSTED_FOR + ahead
+                self._closed_until[ref] = now + trusted_for
             else:
                 self._closed_until.pop(ref, None)
 
