@@ -75,6 +75,15 @@ def test_the_runtime_is_onnxruntime_or_torch(engine: Runtime, runtime: str) -> N
     assert build_receipt(IMAGE, LITE0, identity, ("a",)).runtime == runtime
 
 
+def test_the_digest_the_api_took_of_the_upload_is_used_as_it_is() -> None:
+    taken = hashlib.sha256(IMAGE).hexdigest()
+    receipt = build_receipt(IMAGE, LITE0, EXPORT, imagenet_labels(), image_sha256=taken)
+    assert receipt == build_receipt(IMAGE, LITE0, EXPORT, imagenet_labels())
+    assert build_receipt(IMAGE, LITE0, EXPORT, ("a",), image_sha256="d" * 64).image_sha256 == "d" * 64, (
+        "not hashed again"
+    )
+
+
 def test_an_int8_build_says_so() -> None:
     assert LITE0_INT8.precision is Precision.INT8
     assert build_receipt(IMAGE, LITE0_INT8, EXPORT, imagenet_labels()).precision == "int8"

@@ -225,7 +225,8 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
     except Exception as exc:
         ctx.breakers.failed(spec.ref, f"{spec.ref} failed a job: {type(exc).__name__}: {exc}")
         raise
-    receipt = build_receipt(image, spec, ctx.registry.identity(spec), labels)  # of the model that served the job
+    # Of the model that served the job; the image's digest is the one the API took of the same upload.
+    receipt = build_receipt(image, spec, ctx.registry.identity(spec), labels, image_sha256=record.image_sha256)
     result = _result(
         record, outcome, started_at.timestamp(), picked_up, served_by=spec.ref, degraded=degraded, receipt=receipt
     )
