@@ -10,6 +10,7 @@ once with `model_unavailable` otherwise (HLD §8.1 "model fallback", §8.2 "circ
 
 from __future__ import annotations
 
+import threading
 import time
 from enum import StrEnum
 
@@ -79,6 +80,7 @@ class Breakers:
         self._closed_until: dict[str, float] = {}
         self._used_at: dict[str, float] = {}  # when a job last asked for each model (for `refresh`)
         self._failures = 0  # failures counted here: a refresh that read across one trusts nothing it read
+        self._trust = threading.Lock()  # the housekeeping's refresh against a job's failure, in a threads pool
 
     def allow(self, ref: str) -> bool:
         """Whether a job may use `ref` now: yes while closed; once open, no until the cool-down has passed,
@@ -119,22 +121,24 @@ class Breakers:
             for ref in refs:
                 pipe.hget(keys.breaker(ref), "state")
             states = pipe.execute()
-        if failures != self._failures:  # a breaker this process opens meanwhile may have been read closed
-            return
         # A housekeeping tick longer than the trust does not stretch it: the reads come back on the jobs' path.
         trusted_for = CLOSED_TRUSTED_FOR + min(ahead, CLOSED_TRUSTED_FOR)
-        for ref, state in zip(refs, states, strict=True):
-            if state is None or _text(state) == BreakerState.CLOSED:
-                self._closed_until[ref] = now + trusted_for
-            else:
-                self._closed_until.pop(ref, None)
+        with self._trust:
+            if failures != self._failures:  # a breaker this process opened meanwhile may have been read closed
+                return
+            for ref, state in zip(refs, states, strict=True):
+                if state is None or _text(state) == BreakerState.CLOSED:
+                    self._closed_until[ref] = now + trusted_for
+                else:
+                    self._closed_until.pop(ref, None)
 
     def failed(self, ref: str, reason: str, *, at_once: bool = False) -> bool:
         """Count a failure of `ref`; True if that opened (or kept open) its breaker."""
         if not self.enabled:
             return False
-        self._failures += 1
-        self._closed_until.pop(ref, None)
+        with self._trust:
+            self._failures += 1
+            self._closed_until.pop(ref, None)
         opened = self._failed(
             keys=[keys.breaker(ref), keys.breaker_probe(ref)],
             args=[time.time(), self.failures, reason[:500], "1" if at_once else "0"],
