@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psutil
 from pinned import PinnedService
-from throughput import _pin_this_process, photo, service_env
+from throughput import _pin_this_process, add_layout_arguments, default_service_env, photo
 from websockets.asyncio.client import connect
 
 from visionq.embedded import free_port
@@ -180,16 +180,14 @@ async def bare_costs(url: str, process: psutil.Process, image: bytes, args: argp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet-lite0")
+    add_layout_arguments(parser)
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--paced", type=int, default=400, help="POSTs in the paced run")
     parser.add_argument("--rate", type=float, default=30.0, help="POSTs per second in the paced run")
-    parser.add_argument("--service-core", type=int, default=0)
-    parser.add_argument("--client-core", type=int, default=1)
     args = parser.parse_args()
     _pin_this_process(args.client_core)
     root = Path(tempfile.mkdtemp(prefix="visionq-api-costs-"))
-    env = service_env(root, argparse.Namespace(model=args.model, processes=2, pool=None, broker=None))
+    env = default_service_env(root, args.model)
     image = photo()
     with PinnedService(env, core=args.service_core, log=root / "serve.log") as service:
         costs = asyncio.run(service_costs(service, image, args.model, args))

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from ceiling import one_image
 from load import Load, saturate
 from pinned import PinnedService
-from throughput import _pin_this_process, photo, service_env
+from throughput import _pin_this_process, add_layout_arguments, default_service_env, photo
 
 from visionq.jobs import scripts
 
@@ -91,15 +91,13 @@ async def _paced_jobs(url: str, image: bytes, model: str, jobs: int) -> list[tup
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="efficientnet-lite0")
+    add_layout_arguments(parser)
     parser.add_argument("--jobs", type=int, default=25)
     parser.add_argument("--saturate", type=int, default=300, help="jobs at saturation before (0: none)")
-    parser.add_argument("--service-core", type=int, default=0)
-    parser.add_argument("--client-core", type=int, default=1)
     args = parser.parse_args()
     _pin_this_process(args.client_core)
     root = Path(tempfile.mkdtemp(prefix="visionq-idle-path-"))
-    env = service_env(root, argparse.Namespace(model=args.model, processes=2, pool=None, broker=None))
+    env = default_service_env(root, args.model)
     image = photo()
     (root / "photo.jpg").write_bytes(image)
     with PinnedService(env, core=args.service_core, log=root / "serve.log") as service:

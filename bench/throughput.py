@@ -93,6 +93,19 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
     )
 
 
+def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pinned layout's options, for every bench that starts the service this way: the model, the service's
+    core and the load generator's."""
+    parser.add_argument("--model", default="efficientnet-lite0", help="the model of every job and of the ceiling")
+    parser.add_argument("--service-core", type=int, default=0)
+    parser.add_argument("--client-core", type=int, default=1)
+
+
+def default_service_env(root: Path, model: str) -> dict[str, str]:
+    """`service_env` with the service's own worker defaults (two jobs at once, its default pool, no broker apart)."""
+    return service_env(root, argparse.Namespace(model=model, processes=2, pool=None, broker=None))
+
+
 def broker_process(url: str | None) -> int | None:
     """The process listening on a broker URL's port on this machine (the role `broker`), if any."""
     if not url:
@@ -235,8 +248,8 @@ def main() -> None:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_layout_arguments(parser)
     add = parser.add_argument
-    add("--model", default="efficientnet-lite0", help="the model of every job and of the ceiling")
     add("--processes", type=int, default=2, help="single-threaded pool processes, and ceiling processes")
     add("--pool", choices=("threads", "prefork", "solo"), help="the worker's Celery pool (default: the service's)")
     add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
@@ -251,8 +264,6 @@ def _arguments() -> argparse.Namespace:
     add("--rate-jobs", type=int, default=200, help="jobs of the busy latency run")
     add("--idle-jobs", type=int, default=30, help="jobs of the idle latency run, at 1 job/s")
     add("--broker", help="VISIONQ_BROKER_URL: a broker apart from job state (its process's CPU is counted, unpinned)")
-    add("--service-core", type=int, default=0)
-    add("--client-core", type=int, default=1)
     add("--out", type=Path, default=Path("var/bench/throughput.json"))
     args = parser.parse_args()
     usable = os.sched_getaffinity(0)
