@@ -24,8 +24,8 @@ def _setup(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("model", f"{report['model']} ({report['runtime']}, {report['precision']})"),
         (
             "worker",
-            f"{report.get('pool', 'prefork')} pool, {report['processes']} jobs at once on one inference thread each, "
-            f"{report['concurrency']} jobs in flight",
+            f"{report.get('pool', 'prefork')} pool, {report.get('worker_concurrency', report['processes'])} job(s) at "
+            f"once on one inference thread each, {report['concurrency']} jobs in flight",
         ),
         (f"one image alone on core {core}", f"{report['one_image']['median_ms']:.1f} ms (median of "
          f"{report['one_image']['images']} in a row, run_classification)"),

@@ -5,8 +5,10 @@ the load generator has another, all in ONE run.
                                          [--passes 2] [--parts 8] [--rate 10] [--model efficientnet-lite0] ...
 
 - The service: `visionq serve` (the API, the worker, the callbacks worker, the embedded Redis) under
-  `taskset -c 0`, with a fresh data dir, images in a folder (`VISIONQ_IMAGE_STORE=directory`) and a worker running
-  `--processes` jobs at once on one inference thread each, in its default pool or `--pool` (`bench/pinned.py`).
+  `taskset -c 0`, with a fresh data dir, images in a folder (`VISIONQ_IMAGE_STORE=directory`) and a worker sized
+  as the service sizes itself for that one core (one job at a time, in Celery's consumer: the `auto` pool), or
+  `--worker-concurrency` jobs at once on one inference thread each, in its default pool or `--pool`
+  (`bench/pinned.py`).
 - The load generator: this process, on core 1. It submits a ~500 KB 1600x1600 JPEG over `POST /classify` and
   follows each job on `/ws/{id}`, `--concurrency` jobs in flight (`bench/load.py`).
 - The ceiling: `--processes` single-threaded processes on core 0, each running the worker's `run_classification`
@@ -79,7 +81,6 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
             "VISIONQ_IMAGE_STORE": "directory",
             "VISIONQ_IMAGE_DIR": str(root / "images"),
             "VISIONQ_DEFAULT_MODEL": args.model,
-            "VISIONQ_WORKER_CONCURRENCY": str(args.processes),
             "VISIONQ_INFERENCE_THREADS": "1",
             "VISIONQ_AUTH": "off",
             "VISIONQ_RATE_LIMIT_IP": "0",
@@ -88,6 +89,7 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
             # Every job sends the same photo: each must run, not be answered from the first's result.
             "VISIONQ_RESULT_CACHE": "false",
         }
+        | ({"VISIONQ_WORKER_CONCURRENCY": str(args.worker_concurrency)} if args.worker_concurrency else {})
         | ({"VISIONQ_WORKER_POOL": args.pool} if args.pool else {})
         | ({"VISIONQ_BROKER_URL": args.broker} if args.broker else {})
     )
@@ -102,8 +104,9 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_service_env(root: Path, model: str) -> dict[str, str]:
-    """`service_env` with the service's own worker defaults (two jobs at once, its default pool, no broker apart)."""
-    return service_env(root, argparse.Namespace(model=model, processes=2, pool=None, broker=None))
+    """`service_env` with the service's own worker defaults (its sizing for the core it is pinned to, its default
+    pool, no broker apart)."""
+    return service_env(root, argparse.Namespace(model=model, worker_concurrency=None, pool=None, broker=None))
 
 
 def broker_process(url: str | None) -> int | None:
@@ -179,10 +182,17 @@ class Bench:
             "photo_bytes": len(self.image),
             "service_core": args.service_core,
             "client_core": args.client_core,
-            "pool": args.pool or Settings.model_fields["worker_pool"].default.value,
+            **self.worker(),
             "processes": args.processes,
             "concurrency": args.concurrency,
         }
+
+    def worker(self) -> dict[str, Any]:
+        """How the service's classifying worker runs its jobs, from its heartbeat: its pool and jobs at once."""
+        workers = httpx.get(f"{self.service.url}/admin/workers", timeout=10).json()
+        queue = Settings.model_fields["queue"].default
+        worker = next(w for w in workers if w["queue"] == queue)
+        return {"pool": worker["pool"], "worker_concurrency": worker["concurrency"]}
 
     def ceiling_pass(self) -> dict[str, Any]:
         """The ceiling, with the idle service's own CPU use meanwhile (it shares the core)."""
@@ -250,8 +260,13 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_layout_arguments(parser)
     add = parser.add_argument
-    add("--processes", type=int, default=2, help="single-threaded pool processes, and ceiling processes")
-    add("--pool", choices=("threads", "prefork", "solo"), help="the worker's Celery pool (default: the service's)")
+    add("--processes", type=int, default=2, help="single-threaded ceiling processes")
+    add("--worker-concurrency", type=int, help="the worker's jobs at once (default: the service's own sizing)")
+    add(
+        "--pool",
+        choices=("auto", "threads", "prefork", "solo"),
+        help="the worker's Celery pool (default: the service's)",
+    )
     add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
     add("--jobs", type=int, default=500, help="jobs in each saturation window")
     add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")

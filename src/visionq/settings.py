@@ -49,6 +49,7 @@ class BuiltinRuntime(StrEnum):
 
 
 class WorkerPool(StrEnum):
+    AUTO = "auto"
     PREFORK = "prefork"
     SOLO = "solo"
     THREADS = "threads"
@@ -385,11 +386,14 @@ class Settings(ClientSettings):
     queue: str = "visionq"
     """Celery queue name; its priority lists are `<queue>`, `<queue>:3`, `<queue>:6`, `<queue>:9`."""
 
-    worker_pool: WorkerPool = WorkerPool.THREADS
+    worker_pool: WorkerPool = WorkerPool.AUTO
     """Celery pool: `threads` (jobs in threads of one process: one model in memory, its calls side by side on a
-    CPU and batched on a GPU, no hop from Celery's consumer to a child process; the cheapest per job), `prefork`
-    (one process per slot: a crash or a stuck job costs only its own process, and crashes are counted against the
-    image, see `poison_after`) or `solo` (one job at a time in the main process)."""
+    CPU and batched on a GPU, no hop from Celery's consumer to a child process), `prefork` (one process per slot:
+    a crash or a stuck job costs only its own process, and crashes are counted against the image, see
+    `poison_after`), `solo` (one job at a time, run by Celery's consumer itself: no hop to a thread at all) or
+    `auto`: `solo` for a worker that runs one job at a time on a Redis broker (one CPU, or a concurrency of 1),
+    `threads` otherwise. On RabbitMQ a one-job worker keeps `threads`, so that its consumer still answers the
+    broker's heartbeats while a job runs."""
 
     worker_concurrency: Annotated[int | None, Field(ge=1)] = None
     """Jobs one worker runs at once (processes for `prefork`). Unset: one per CPU the worker may use (its CPU
@@ -610,6 +614,16 @@ class Settings(ClientSettings):
         return self.worker_concurrency or available_cpus()
 
     @property
+    def pool(self) -> WorkerPool:
+        """The pool the worker runs: `worker_pool`, with `auto` resolved (see there). A job handed from Celery's
+        consumer to a thread costs a thread switch each way (about a millisecond of pickup on an idle machine);
+        with one job at a time there is nothing to run beside it."""
+        if self.worker_pool is not WorkerPool.AUTO:
+            return self.worker_pool
+        alone = self.concurrency == 1 and not self.broker.startswith("amqp")
+        return WorkerPool.SOLO if alone else WorkerPool.THREADS
+
+    @property
     def batch_size(self) -> int:
         """`batch_max_size`, or its default for the device (see there)."""
         if self.batch_max_size is not None:
@@ -624,9 +638,7 @@ class Settings(ClientSettings):
         if self.inference_threads:
             return self.inference_threads
         cpus = available_cpus()
-        side_by_side = self.worker_pool is WorkerPool.PREFORK or (
-            self.worker_pool is WorkerPool.THREADS and self.batch_size == 1
-        )
+        side_by_side = self.pool is WorkerPool.PREFORK or (self.pool is WorkerPool.THREADS and self.batch_size == 1)
         return max(1, cpus // self.concurrency) if side_by_side else cpus
 
     @property

@@ -36,6 +36,8 @@ def test_a_beat_is_read_back_whole_and_forgotten_when_the_process_goes(redis_url
         load_seconds={"efficientnet-lite0@1": 1.5},
         exports={"efficientnet-lite0@1": {"runtime": "onnx", "agreement": 1.0, "sample": 64}},
         jobs_done=7,
+        pool="solo",
+        concurrency=1,
     )
     client = redis.Redis.from_url(redis_url)
 

@@ -152,7 +152,7 @@ def test_a_threads_worker_on_a_cpu_calls_the_model_side_by_side_one_core_each(
     monkeypatch.setattr("visionq.settings.available_cpus", lambda: 8)
 
     default = make_settings()
-    assert (default.worker_pool.value, default.concurrency, default.batch_size, default.threads_per_job) == (
+    assert (default.pool.value, default.concurrency, default.batch_size, default.threads_per_job) == (
         "threads",
         8,
         1,
@@ -172,6 +172,23 @@ def test_a_batching_or_solo_worker_gives_its_one_call_every_core(
     on_gpu = make_settings(device="cuda")
     assert (on_gpu.batch_size, on_gpu.threads_per_job) == (8, 8)
     assert make_settings(device="cuda", batch_max_size=4).batch_size == 4
+
+
+def test_the_auto_pool_runs_a_lone_job_in_the_consumer_unless_the_broker_is_rabbitmq(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("visionq.settings.available_cpus", lambda: 1)
+    amqp = "amqp://guest:guest@127.0.0.1:5672//"
+
+    assert make_settings().worker_pool.value == "auto"
+    assert make_settings().pool.value == "solo"
+    assert make_settings(worker_concurrency=2).pool.value == "threads"
+    assert make_settings(broker_url=amqp).pool.value == "threads", "its consumer must answer the broker's heartbeats"
+    assert make_settings(worker_pool="threads").pool.value == "threads", "a pool asked for is the pool run"
+    assert make_settings(worker_pool="prefork").pool.value == "prefork"
+    monkeypatch.setattr("visionq.settings.available_cpus", lambda: 4)
+    assert make_settings().pool.value == "threads"
+    assert make_settings(worker_concurrency=1).pool.value == "solo"
 
 
 def test_the_model_cache_follows_xdg_unless_set(

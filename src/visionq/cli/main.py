@@ -76,7 +76,7 @@ def worker(
         celery.role = CALLBACKS
         queue, pool_name, processes = settings.callback_queue, "threads", concurrency or settings.callback_concurrency
     else:
-        queue, pool_name, processes = settings.queue, settings.worker_pool.value, settings.concurrency
+        queue, pool_name, processes = settings.queue, settings.pool.value, settings.concurrency
     celery.worker_main(
         [
             "worker",

@@ -35,6 +35,10 @@ class Heartbeat(BaseModel):
     """How each model it loaded runs, by ref: `runtime`; `agreement` and `sample` of a built-in's verified export
     (None for a model run as it is); `weights_sha256` and `runtime_version` of the weights file that runs."""
     jobs_done: int = 0
+    pool: str | None = None
+    """The Celery pool it runs its jobs in (`auto` resolved); None from a worker of an earlier version."""
+    concurrency: int | None = None
+    """The jobs it runs at once."""
 
     def to_redis(self) -> dict[str, str | int]:
         fields: dict[str, str | int] = {}

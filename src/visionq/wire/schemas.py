@@ -276,6 +276,8 @@ class WorkerBody(BaseModel):
     seen_at: str
     models: list[str]
     jobs_done: int
+    pool: str | None = Field(default=None, description="The Celery pool it runs jobs in: `solo`, `threads`, `prefork`.")
+    concurrency: int | None = Field(default=None, description="The jobs it runs at once.")
     current_jobs: list[str] = Field(description="Jobs this worker process is on now.")
 
 

@@ -100,7 +100,7 @@ class WorkerContext:
         # written as they begin however short: only prefork counts crashes against images (stages.py).
         self.watchdog: Watchdog | None = None
         self.always_written: frozenset[Stage] = ALWAYS_WRITTEN
-        if settings.worker_pool is not WorkerPool.PREFORK:
+        if settings.pool is not WorkerPool.PREFORK:
             self.watchdog = Watchdog(soft=settings.job_soft_time_limit, hard=settings.job_time_limit, stuck=self._stuck)
             self.always_written = frozenset()
 
@@ -218,6 +218,8 @@ class WorkerContext:
             load_seconds=self.registry.load_seconds,
             exports=self._exports(),
             jobs_done=self.jobs_done,
+            pool=self.settings.pool.value,
+            concurrency=1 if self.settings.pool is WorkerPool.SOLO else self.settings.concurrency,
         )
         heartbeats.beat(self.redis, beat, interval=self.settings.heartbeat_interval, shards=self.tracker.shards)
 

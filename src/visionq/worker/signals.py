@@ -62,7 +62,7 @@ def _on_worker_init(sender: Any, **_: Any) -> None:
     app: VisionqCelery = sender.app
     if app.role == CALLBACKS:
         _or_exit(lambda: _setup_callbacks(app))
-    elif app.settings.worker_pool is not WorkerPool.PREFORK:
+    elif app.settings.pool is not WorkerPool.PREFORK:
         # Without child processes, the main process runs the jobs, so it sets up before consuming.
         _or_exit(lambda: _setup(app))
 
@@ -78,6 +78,6 @@ def _setup_callbacks(app: VisionqCelery) -> None:
 def _on_worker_stop(sender: Any, **_: Any) -> None:
     if sender.app.role == CALLBACKS:
         deliveries.current().stop()
-    elif sender.app.settings.worker_pool is not WorkerPool.PREFORK:
+    elif sender.app.settings.pool is not WorkerPool.PREFORK:
         context.current().stop()
     stop_tracing()
