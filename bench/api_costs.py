@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psutil
 from pinned import PinnedService
-from throughput import _pin_this_process, add_layout_arguments, default_service_env, photo
+from throughput import _pin_this_process, add_layout_arguments, layout_service_env, photo
 from websockets.asyncio.client import connect
 
 from visionq.embedded import free_port
@@ -187,7 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     _pin_this_process(args.client_core)
     root = Path(tempfile.mkdtemp(prefix="visionq-api-costs-"))
-    env = default_service_env(root, args.model)
+    env = layout_service_env(root, args)
     image = photo()
     with PinnedService(env, core=args.service_core, log=root / "serve.log") as service:
         costs = asyncio.run(service_costs(service, image, args.model, args))

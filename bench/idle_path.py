@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from ceiling import one_image
 from load import Load, saturate
 from pinned import PinnedService
-from throughput import _pin_this_process, add_layout_arguments, default_service_env, photo
+from throughput import _pin_this_process, add_layout_arguments, layout_service_env, photo
 
 from visionq.jobs import scripts
 
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     _pin_this_process(args.client_core)
     root = Path(tempfile.mkdtemp(prefix="visionq-idle-path-"))
-    env = default_service_env(root, args.model)
+    env = layout_service_env(root, args)
     image = photo()
     (root / "photo.jpg").write_bytes(image)
     with PinnedService(env, core=args.service_core, log=root / "serve.log") as service:

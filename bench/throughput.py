@@ -97,16 +97,22 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
 
 def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
     """The pinned layout's options, for every bench that starts the service this way: the model, the service's
-    core and the load generator's."""
-    parser.add_argument("--model", default="efficientnet-lite0", help="the model of every job and of the ceiling")
-    parser.add_argument("--service-core", type=int, default=0)
-    parser.add_argument("--client-core", type=int, default=1)
+    core and the load generator's, and how the worker runs its jobs."""
+    add = parser.add_argument
+    add("--model", default="efficientnet-lite0", help="the model of every job and of the ceiling")
+    add("--service-core", type=int, default=0)
+    add("--client-core", type=int, default=1)
+    add("--worker-concurrency", type=int, help="the worker's jobs at once (default: the service's own sizing)")
+    add(
+        "--pool",
+        choices=("auto", "threads", "prefork", "solo"),
+        help="the worker's Celery pool (default: the service's)",
+    )
 
 
-def default_service_env(root: Path, model: str) -> dict[str, str]:
-    """`service_env` with the service's own worker defaults (its sizing for the core it is pinned to, its default
-    pool, no broker apart)."""
-    return service_env(root, argparse.Namespace(model=model, worker_concurrency=None, pool=None, broker=None))
+def layout_service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
+    """`service_env` for a bench with `add_layout_arguments`'s options and no broker apart."""
+    return service_env(root, argparse.Namespace(**{"broker": None, **vars(args)}))
 
 
 def broker_process(url: str | None) -> int | None:
@@ -261,12 +267,6 @@ def _arguments() -> argparse.Namespace:
     add_layout_arguments(parser)
     add = parser.add_argument
     add("--processes", type=int, default=2, help="single-threaded ceiling processes")
-    add("--worker-concurrency", type=int, help="the worker's jobs at once (default: the service's own sizing)")
-    add(
-        "--pool",
-        choices=("auto", "threads", "prefork", "solo"),
-        help="the worker's Celery pool (default: the service's)",
-    )
     add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
     add("--jobs", type=int, default=500, help="jobs in each saturation window")
     add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")
