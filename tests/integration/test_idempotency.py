@@ -7,6 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 import redis
 import redis.asyncio
 
@@ -117,10 +118,20 @@ def test_a_reservation_its_request_could_not_release_frees_itself(redis_url: str
     assert once_answered > 23 * 3600
 
 
-def test_a_key_longer_than_255_characters_is_a_validation_problem(api: httpx.Client) -> None:
-    answer = post(api, "k" * 256)
+@pytest.mark.parametrize(("key", "kind"), [("k" * 256, "string_too_long"), ("", "string_too_short")])
+def test_an_empty_key_or_one_longer_than_255_characters_is_a_validation_problem(
+    api: httpx.Client, key: str, kind: str
+) -> None:
+    answer = post(api, key)
     assert answer.status_code == 422
-    assert answer.json()["code"] == "validation_error"
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["code"] == "validation_error"
+    assert [(e["loc"], e["type"]) for e in problem["errors"]] == [(["header", "Idempotency-Key"], kind)]
+
+
+def test_a_key_of_255_characters_is_taken(api: httpx.Client) -> None:
+    assert post(api, "k" * 255).status_code == 202
 
 
 def test_the_sdk_sends_the_key(api: httpx.Client) -> None:

@@ -33,6 +33,13 @@ PREFERENCE_APPLIED_DOC: dict[str, Any] = {
 }
 
 
+#: The `Prefer` request header, as the OpenAPI document describes it.
+PREFER_WAIT_DOC = (
+    f"`wait=N` (RFC 7240): hold the request up to N seconds (at most {MAX_WAIT}) until the job ends. Other "
+    "preferences, and a malformed one, are ignored."
+)
+
+
 def parse_prefer_wait(header: str | None) -> int | None:
     """The seconds asked for by a `Prefer` header's `wait` preference, cut to MAX_WAIT; None when there is none or
     it is malformed (RFC 7240: an unknown or broken preference is ignored, never refused).
@@ -59,8 +66,7 @@ async def prefer_wait(
         str | None,
         Header(
             alias="Prefer",
-            description=f"`wait=N` (RFC 7240): hold the request up to N seconds (at most {MAX_WAIT}) until the job "
-            "ends. Other preferences, and a malformed one, are ignored.",
+            description=PREFER_WAIT_DOC,
             examples=["wait=30"],
         ),
     ] = None,

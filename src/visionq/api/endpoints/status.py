@@ -17,7 +17,15 @@ from starlette import status as http
 from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
-from visionq.api.dependencies import ArchiveDep, EventsDep, JobStoreDep, PrincipalDep, StateDep, VisibleJobDep
+from visionq.api.dependencies import (
+    ArchiveDep,
+    EventsDep,
+    JobStoreDep,
+    PrincipalDep,
+    StateDep,
+    VisibleJobDep,
+    get_state,
+)
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.security import check_owner
 from visionq.api.waiting import PREFERENCE_APPLIED_DOC, PreferWaitDep, preference_applied, wait_for_end
@@ -153,8 +161,12 @@ async def _archived_result(archive: Archive, job_id: str, principal: Principal) 
 
 
 @router.websocket("/ws/{job_id}")
-async def watch_job(websocket: WebSocket, job_id: str, store: JobStoreDep, events: EventsDep, state: StateDep) -> None:
+async def watch_job(websocket: WebSocket, job_id: str) -> None:
     """Pushes the status body on connect and on every change, then the result once, then closes."""
+    # Looked up by hand, not declared: FastAPI's resolution of dependencies costs more than the look-ups (a
+    # socket is opened for most jobs).
+    state = await get_state(websocket)
+    store, events = state.store, state.events
     await websocket.accept()
     try:
         principal = await state.auth.principal(websocket)
