@@ -307,3 +307,36 @@ def test_a_worker_that_cannot_set_up_exits_rather_than_take_jobs_it_cannot_run(
     assert process.returncode == 1
     assert "the worker process could not set up, and exits" in logged
     assert 'connection to server at "127.0.0.1", port 9 failed' in logged, "with the cause"
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_a_worker_that_runs_jobs_in_its_main_process_sets_it_up_once(
+    new_redis: RedisFactory, tmp_path: Path, pool: str
+) -> None:
+    """Celery's solo pool announces its process as a pool child too: set up again, the process ran two
+    housekeepings, loaded its models twice, and its archiver read back from Redis the results it had been handed."""
+    settings = Settings(
+        **{**FAST_RECOVERY, "log_level": "INFO"},
+        redis_url=new_redis(f"set-up-once-{pool}"),
+        data_dir=tmp_path,
+        queue=f"visionq-test-set-up-once-{pool}",
+        worker_pool=pool,
+    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "visionq", "worker"],
+            env=WorkerProcess(settings).env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # Celery's own line once the pool is up: every set-up is done by then.
+        wait_for(lambda: f"visionq-classify-{process.pid}@" in log.read_text() and " ready." in log.read_text(), 60,
+                 "the worker's start")  # fmt: skip
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+
+    assert log.read_text().count("worker process ready") == 1

@@ -311,7 +311,10 @@ _current: WorkerContext | None = None
 
 
 def install(context: WorkerContext) -> None:
+    """Make `context` this process's: once per process (a second one would run beside the first)."""
     global _current
+    if _current is not None:
+        raise RuntimeError("this worker process is set up already")
     _current = context
 
 

@@ -37,9 +37,14 @@ def _or_exit(set_up: Callable[[], None]) -> None:
 
 @signals.worker_process_init.connect
 def _on_child_start(**_: Any) -> None:
-    # Prefork children load models after the fork: runtimes' thread pools do not survive fork.
     from celery import current_app
 
+    # The solo pool sends this signal too, in the main process, which `worker_init` has set up already: a second
+    # set-up there ran beside the first (two housekeeping threads, the models loaded twice, an archiver that did
+    # not know the jobs' results and read each back from Redis).
+    if current_app.settings.pool is not WorkerPool.PREFORK:  # type: ignore[attr-defined]
+        return
+    # Prefork children load models after the fork: runtimes' thread pools do not survive fork.
     _or_exit(lambda: _setup(current_app))  # type: ignore[arg-type]
     gc.freeze()  # see _on_worker_ready
 
