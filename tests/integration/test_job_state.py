@@ -14,7 +14,7 @@ import redis.asyncio
 from integration.records import IMAGE_TTL, QUEUE, RESULT_TTL, create, new_record, release_unmade, result_for
 from visionq.jobs import keys
 from visionq.jobs.breakers import Breakers
-from visionq.jobs.records import JobRecord
+from visionq.jobs.records import JobRecord, Place
 from visionq.jobs.scripts import CHANGING
 from visionq.jobs.store import QUEUED_FIELD, JobStore
 from visionq.jobs.tracker import PAST_DEADLINE, STALE_MESSAGE, JobTracker
@@ -354,6 +354,39 @@ def test_a_waiting_jobs_rank_is_its_queue_position(redis_url: str, redis_client:
 
     assert before == [1, 2, 3, 0], "urgent first, then the others in arrival order"
     assert after_a_start == [0, 1, 2, None]
+
+
+def test_a_watchers_first_read_is_the_job_with_its_place_in_one_step(redis_url: str) -> None:
+    queue = f"visionq-test-placed-{time.time_ns()}"
+    ahead, waiting, taken = new_record(), new_record(), new_record()
+    for record in (taken, ahead, waiting):
+        create(redis_url, record, queue=queue)
+    tracker = JobTracker(redis.Redis.from_url(redis_url), worker_id="test:1", result_ttl=RESULT_TTL,
+                         stale_after=STALE_AFTER, queue=queue)  # fmt: skip
+    tracker.take(taken.job_id)
+    tracker.redis.close()
+
+    Read = tuple[JobRecord | None, Place | None]
+
+    async def read() -> list[tuple[Read, Read]]:
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            store = JobStore(client, result_ttl=RESULT_TTL, image_ttl=IMAGE_TTL, queue=queue)
+            return [
+                (await store.get_placed(job_id), (await store.get(job_id), await store.place(job_id)))
+                for job_id in (ahead.job_id, waiting.job_id, taken.job_id, "no-such-job")
+            ]
+        finally:
+            await client.aclose()
+
+    pairs = asyncio.run(read())
+
+    assert all(placed == apart for placed, apart in pairs), "the same as a read of the job and one of its place"
+    (_, first), (_, second), (running, not_waiting), (unknown, nowhere) = (placed for placed, _ in pairs)
+    assert (first.position if first else None, second.position if second else None) == (0, 1)
+    assert running is not None
+    assert (running.status, not_waiting) == ("processing", None)
+    assert (unknown, nowhere) == (None, None)
 
 
 def test_the_aged_scan_finds_the_jobs_that_arrived_at_their_priority_before_a_moment(redis_url: str) -> None:

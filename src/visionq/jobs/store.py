@@ -222,6 +222,7 @@ class JobStore:
         self._revive = redis.register_script(scripts.REVIVE)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._place = redis.register_script(scripts.PLACE)
+        self._placed = redis.register_script(scripts.PLACED)
         self._cached = redis.register_script(scripts.CACHED)
         self._wait = redis.register_script(scripts.WAIT)
         self._promote = redis.register_script(scripts.PROMOTE)
@@ -446,11 +447,30 @@ class JobStore:
         """Where a pending job stands in the queue (one round trip: its rank is O(log n)); None when it is not
         waiting."""
         shard = self.shards.of(job_id)
-        position, starts_in, score = await self._place(
-            keys=[keys.waiting(self.queue, shard), keys.job_stats(shard), keys.workers_seen(shard),
-                  keys.pace(self.queue, shard)],
-            args=[job_id, time.time()],
-        )  # fmt: skip
+        position, starts_in, score = await self._place(keys=self._place_keys(shard), args=[job_id, time.time()])
+        return await self._place_across(shard, position, starts_in, score)
+
+    async def get_placed(self, job_id: str) -> tuple[JobRecord | None, Place | None]:
+        """`get` and `place` in one round trip (`scripts.PLACED`): a watcher's first read of a job."""
+        shard = self.shards.of(job_id)
+        reply = await self._placed(keys=[keys.status(job_id), *self._place_keys(shard)], args=[job_id, time.time()])
+        if not reply:
+            return None, None
+        flat, position, starts_in, score = reply
+        fields = {str(name): str(value) for name, value in zip(flat[::2], flat[1::2], strict=True)}
+        return JobRecord.from_redis(fields), await self._place_across(shard, position, starts_in, score)
+
+    def _place_keys(self, shard: str) -> list[str]:
+        """PLACE's keys: the shard's waiting jobs, job stats, live workers and queue pace."""
+        return [
+            keys.waiting(self.queue, shard),
+            keys.job_stats(shard),
+            keys.workers_seen(shard),
+            keys.pace(self.queue, shard),
+        ]
+
+    async def _place_across(self, shard: str, position: Any, starts_in: Any, score: Any) -> Place | None:
+        """PLACE's answer for a job of `shard` as a Place, the jobs of the other shards before it counted in."""
         if int(position) < 0:
             return None
         others = [name for name in self.shards.names if name != shard]

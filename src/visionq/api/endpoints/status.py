@@ -33,7 +33,7 @@ from visionq.archive.repository import Archive
 from visionq.archive.rows import outcome_from_row
 from visionq.auth.principals import Principal
 from visionq.jobs.events import Updates
-from visionq.jobs.records import JobRecord
+from visionq.jobs.records import JobRecord, Place
 from visionq.jobs.store import JobStore
 from visionq.settings import AuthMode
 from visionq.wire.jobs import FailureBody, ResultBody, StatusBody, dump_status
@@ -175,13 +175,13 @@ async def watch_job(websocket: WebSocket, job_id: str) -> None:
         return
     # Watch before the first read, so no update between the read and the subscription is lost.
     async with events.watch(job_id) as updates:
-        record = await store.get(job_id)
+        record, place = await store.get_placed(job_id)
         if record is None or not principal.may_see(record.owner):
             await websocket.close(code=WS_UNKNOWN_JOB, reason="unknown job id")
             return
         # The stream waits on updates, not on the client: a listener ends it as soon as the client leaves
         # (or the server shuts down), instead of when the job next changes.
-        streaming = asyncio.create_task(_stream(websocket, store, record, updates))
+        streaming = asyncio.create_task(_stream(websocket, store, record, updates, place))
         listening = asyncio.create_task(_until_disconnected(websocket))
         try:
             await asyncio.wait({streaming, listening}, return_when=asyncio.FIRST_COMPLETED)
@@ -198,12 +198,19 @@ async def _until_disconnected(websocket: WebSocket) -> None:
         pass
 
 
-async def _stream(websocket: WebSocket, store: JobStore, record: JobRecord, updates: Updates) -> None:
+async def _stream(
+    websocket: WebSocket, store: JobStore, record: JobRecord, updates: Updates, read_place: Place | None
+) -> None:
+    """`read_place`: the place in the queue read with `record` (None when it is not waiting)."""
     last_sent: dict[str, Any] | None = None
     result: bytes | None = None
     read_at = time.monotonic()
+    first = True
     while True:
-        place = await store.place(record.job_id) if record.status is JobStatus.PENDING else None
+        if first:
+            place, first = read_place, False
+        else:
+            place = await store.place(record.job_id) if record.status is JobStatus.PENDING else None
         if record.status is JobStatus.PENDING and place is None:
             # Pending but out of the queue: it was just taken, cancelled or expired, and the update saying so is on
             # its way or was missed. The job itself says which.
