@@ -166,7 +166,7 @@ def start_stack(start_session_stack: StackFactory) -> Iterator[StackFactory]:
 def stack(start_session_stack: StackFactory) -> tuple[Settings, WorkerProcess, ApiServer]:
     """The shared stack: a `solo` worker (jobs run in its main process) with every exact built-in model warm, and
     Lite0's int8 build.
-    The stacks of the priority and kill tests use the default prefork pool."""
+    The other stacks take the default pool, `auto`: `solo` for FAST_RECOVERY's one job at a time."""
     return start_session_stack("main", warm_models=[*EXACT_BUILTINS, "efficientnet-lite0-int8"], worker_pool="solo")
 
 

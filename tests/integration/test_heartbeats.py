@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
+import httpx
 import redis
 import redis.asyncio
 
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.heartbeats import Heartbeat
+from visionq.settings import Settings
 
 
 def _live(redis_url: str) -> list[Heartbeat]:
@@ -54,3 +57,11 @@ def test_a_beat_is_read_back_whole_and_forgotten_when_the_process_goes(redis_url
     assert alive == (True, False), "a worker is no callbacks worker"
     assert 0 < ttl <= 5 * keys.HEARTBEAT_MISSES + 1
     assert (gone, counted) == ([], None)
+
+
+def test_the_workers_list_says_how_each_worker_process_runs_its_jobs(
+    api: httpx.Client, stack: tuple[Settings, Any, Any]
+) -> None:
+    workers = [w for w in api.get("/admin/workers").json() if w["queue"] == stack[0].queue]
+
+    assert [(w["pool"], w["concurrency"]) for w in workers] == [("solo", 1)]

@@ -38,7 +38,7 @@ class Heartbeat(BaseModel):
     pool: str | None = None
     """The Celery pool it runs its jobs in (`auto` resolved); None from a worker of an earlier version."""
     concurrency: int | None = None
-    """The jobs it runs at once."""
+    """The jobs this process runs at once (1 for each prefork child)."""
 
     def to_redis(self) -> dict[str, str | int]:
         fields: dict[str, str | int] = {}

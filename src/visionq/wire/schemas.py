@@ -277,7 +277,9 @@ class WorkerBody(BaseModel):
     models: list[str]
     jobs_done: int
     pool: str | None = Field(default=None, description="The Celery pool it runs jobs in: `solo`, `threads`, `prefork`.")
-    concurrency: int | None = Field(default=None, description="The jobs it runs at once.")
+    concurrency: int | None = Field(
+        default=None, description="The jobs this process runs at once (1 for each process of a prefork worker)."
+    )
     current_jobs: list[str] = Field(description="Jobs this worker process is on now.")
 
 

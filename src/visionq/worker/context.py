@@ -219,7 +219,8 @@ class WorkerContext:
             exports=self._exports(),
             jobs_done=self.jobs_done,
             pool=self.settings.pool.value,
-            concurrency=1 if self.settings.pool is WorkerPool.SOLO else self.settings.concurrency,
+            # A prefork child, like a solo worker, runs one job at a time; a threads worker, its concurrency.
+            concurrency=self.settings.concurrency if self.settings.pool is WorkerPool.THREADS else 1,
         )
         heartbeats.beat(self.redis, beat, interval=self.settings.heartbeat_interval, shards=self.tracker.shards)
 
