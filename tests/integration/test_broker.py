@@ -7,7 +7,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from visionq.worker.broker import TRANSPORT
+from visionq.worker.broker import TRANSPORT, Channel
 
 QUEUE = "visionq-test-broker"
 
@@ -36,3 +36,36 @@ def test_closing_a_collected_connection_with_a_message_in_hand(
         tag = str(message.delivery_tag)
         redis_client.hdel("unacked", tag)
         redis_client.zrem("unacked_index", tag)
+
+
+def test_a_channel_keeps_one_synchronous_client_per_pool(redis_url: str, redis_client: redis.Redis) -> None:
+    """kombu built a new client for each bookkeeping step of a delivery (two per job); ours keeps one per connection
+    pool, through which the unacknowledged copy is still written and removed, and a new pool (after a
+    reconnection) gets a client of its own."""
+    connection = Connection(redis_url, transport=TRANSPORT)
+    tag = ""
+    try:
+        channel = connection.default_channel
+        assert isinstance(channel, Channel)
+        client = channel._create_client()
+        assert channel._create_client() is client
+        queue = connection.SimpleQueue(QUEUE)
+        queue.put({"job": 2})
+        message = queue.get(timeout=5)
+        tag = str(message.delivery_tag)
+        assert redis_client.hexists("unacked", tag)
+        message.ack()
+        assert not redis_client.hexists("unacked", tag)
+        assert redis_client.zscore("unacked_index", tag) is None
+
+        channel._disconnect_pools()  # type: ignore[attr-defined]
+        renewed = channel._create_client()
+        assert renewed is not client
+        assert renewed.connection_pool is channel.pool
+        assert renewed.ping()
+    finally:
+        connection.close()
+        redis_client.delete(QUEUE)
+        if tag:
+            redis_client.hdel("unacked", tag)
+            redis_client.zrem("unacked_index", tag)

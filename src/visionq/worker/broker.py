@@ -8,6 +8,10 @@ it unrecoverable and the whole worker exits, leaving its queue unserved (seen in
 chaos test). Here a detached channel raises a connection error instead, which the close ignores as it
 does every other: the worker reconnects, and the messages it held come back to the queue after the
 visibility timeout, as those of a dead worker do.
+
+It also keeps one synchronous client per channel: kombu builds a new `redis.Redis` for each unacknowledged-message
+bookkeeping step (two per job: the delivery and the ack), and building one (its ~200 response callbacks) cost more
+CPU than the round trip it makes. A client is a stateless front of its connection pool, so one serves them all.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 
 
 class Channel(kombu_redis.Channel):
+    _sync_client: tuple[Any, Any] | None = None
+    """The pool and the client of it that `_create_client` hands out."""
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        pool = self.pool  # a new one after a reconnection: the client follows it
+        if self._sync_client is None or self._sync_client[0] is not pool:
+            self._sync_client = (pool, super()._create_client())  # type: ignore[misc]
+        return self._sync_client[1]
+
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection was closed; reconnecting")
