@@ -1,4 +1,5 @@
-"""`Prefer: wait=N` on GET /result, and the SDK that relies on it, against a real Redis, worker and model.
+"""`Prefer: wait=N` on GET /result and POST /classify, and the SDK that relies on it, against a real Redis, worker
+and model.
 
 Pending jobs are made without timing tricks: they go to a queue that no worker serves, and end when the test
 cancels them. Whether a request is being held is seen in Redis: the API subscribes to the job's updates.
@@ -6,6 +7,7 @@ cancels them. Whether a request is being held is seen in Redis: the API subscrib
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +19,7 @@ from factories import cat_variants
 from integration.conftest import RedisFactory
 from integration.stack import FAST_RECOVERY, ApiServer, submit, wait_for, wait_terminal
 from tests_support import CAT_CLASSES
-from visionq.client import Client, FailureBody
+from visionq.client import AsyncClient, Client, FailureBody, ResultBody
 from visionq.embedded import free_port
 from visionq.jobs import keys
 from visionq.settings import Settings
@@ -75,6 +77,22 @@ def held(client: redis.Redis, job_id: str) -> bool:
     """Whether an API is subscribed to the job's updates: a request for it is being held."""
     [(_, count)] = client.pubsub_numsub(keys.events(job_id))
     return int(count) > 0
+
+
+def held_job(client: redis.Redis) -> str | None:
+    """The job whose updates an API is subscribed to, when there is exactly one: the job of a held request."""
+    channels = [c if isinstance(c, str) else c.decode() for c in client.pubsub_channels(keys.events("*"))]
+    return channels[0].split("{", 1)[1].split("}", 1)[0] if len(channels) == 1 else None
+
+
+def result_reads(api: httpx.Client) -> float:
+    """`GET /result/{job_id}` requests the API has answered, from its own counter."""
+    lines = api.get("/metrics").text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("visionq_http_requests_total{") and 'route="/result/{job_id}"' in line
+    )
 
 
 def test_a_held_request_answers_with_the_predictions_once_the_job_completes(api: httpx.Client) -> None:
@@ -179,3 +197,36 @@ def test_the_sdk_without_a_progress_callback_waits_on_a_held_request(
 
     assert isinstance(outcome, FailureBody)
     assert outcome.status is JobStatus.CANCELLED
+
+
+def test_the_sdks_classify_without_a_progress_callback_gets_the_predictions_in_the_uploads_answer(
+    api: httpx.Client,
+) -> None:
+    reads = result_reads(api)
+    url = str(api.base_url).rstrip("/")
+    with Client(url) as sdk:
+        outcome = sdk.classify(CAT_PNG, timeout=60)
+
+    async def classify() -> object:
+        async with AsyncClient(url) as sdk:
+            return await sdk.classify(CAT_PNG, timeout=60)
+
+    for answer in (outcome, asyncio.run(classify())):
+        assert isinstance(answer, ResultBody), answer
+        assert answer.predictions[0].class_id in CAT_CLASSES
+    assert result_reads(api) == reads  # one request per image: no GET /result followed the uploads
+
+
+def test_the_sdks_classify_holds_its_upload_until_the_job_ends(
+    idle: httpx.Client, redis_client: redis.Redis, background: ThreadPoolExecutor
+) -> None:
+    reads = result_reads(idle)
+    with Client(str(idle.base_url).rstrip("/"), ws_url=f"ws://127.0.0.1:{free_port()}") as sdk:
+        waiting = background.submit(lambda: sdk.classify(CAT_PNG, timeout=60))
+        job_id = wait_for(lambda: held_job(redis_client), SETTLE_TIMEOUT, "the API to hold the SDK's upload")
+        assert idle.delete(f"/jobs/{job_id}").status_code == 200
+        outcome = waiting.result(timeout=PROMPT)
+
+    assert isinstance(outcome, FailureBody)
+    assert (outcome.job_id, outcome.status) == (job_id, JobStatus.CANCELLED)
+    assert result_reads(idle) == reads

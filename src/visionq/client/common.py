@@ -159,6 +159,29 @@ def submit_call(
     return Call("POST", "/classify", parse_accepted, data=data, files={"file": part}, headers=headers)
 
 
+def classify_call(
+    part: tuple[str, bytes | IO[bytes]],
+    *,
+    model: str,
+    priority: str,
+    top_k: int,
+    callback_url: str | None,
+    timeout: float | None,
+) -> Call[JobAccepted | Outcome]:
+    """`POST /classify` that asks for the job's outcome in its own answer (`Prefer: wait`, for as long as `timeout`
+    and HOLD_MAX allow): the outcome of a job that ended meanwhile, else the accepted job, to follow."""
+    upload = submit_call(part, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
+    hold = HOLD_MAX if timeout is None else min(HOLD_MAX, int(timeout))
+    headers = {"Prefer": f"wait={hold}"} if hold > 0 else None
+    return Call("POST", "/classify", parse_accepted_or_outcome, data=upload.data, files=upload.files, headers=headers,
+                hold=max(hold, 0))  # fmt: skip
+
+
+def time_left(timeout: float | None, started: float) -> float | None:
+    """What is left of `timeout` seconds counted from `started` (`time.monotonic()`), never negative."""
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+
+
 #: File names sent as one archive by `submit_batch` (the server unpacks them).
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
 #: Image files a directory given to `submit_batch` contributes (the CLI's list).
@@ -249,6 +272,14 @@ _CARD = pydantic.TypeAdapter(ModelCard)
 
 def parse_accepted(response: httpx.Response) -> JobAccepted:
     raise_for_problem(response)
+    return _validate(response, _ACCEPTED)
+
+
+def parse_accepted_or_outcome(response: httpx.Response) -> JobAccepted | Outcome:
+    """202 → the accepted job; 200 → its outcome (`Prefer: wait`): ResultBody, or FailureBody (failed, cancelled)."""
+    raise_for_problem(response)
+    if response.status_code == httpx.codes.OK:
+        return _validate(response, _OUTCOME)
     return _validate(response, _ACCEPTED)
 
 
