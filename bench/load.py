@@ -2,9 +2,10 @@
 
 `Load.single()` sends one image per `POST /classify`; `Load.multi(parts)` sends `parts` images in one request
 (API.md "Several images per request": `202 {"jobs": [...]}`). Each job is followed on `/ws/{id}` until the server
-closes it; the last message is the result body. `saturate` keeps a fixed number of jobs in flight (closed loop)
-and samples the service when its measurement window opens and closes; `offer` submits at a fixed rate whatever
-the service does (open loop).
+closes it; the last message is the result body. `Load.waited()` asks for the result in the answer itself
+(`Prefer: wait`, one request per job): what the SDK does when no progress is asked for. `saturate` keeps a fixed
+number of jobs in flight (closed loop) and samples the service when its measurement window opens and closes;
+`offer` submits at a fixed rate whatever the service does (open loop).
 """
 
 from __future__ import annotations
@@ -91,6 +92,22 @@ class Load:
             return [await self._follow(body, started, submitted)]
         return list(await asyncio.gather(*(self._follow(job, started, submitted) for job in jobs)))
 
+    async def waited(self) -> list[Finished]:
+        """One image in one request that answers with the job's result (`Prefer: wait`); a job that has not
+        ended within the wait (a 202) is followed on its WebSocket."""
+        started = time.monotonic()
+        try:
+            response = await self._post(1, prefer=f"wait={int(JOB_TIMEOUT)}")
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return [Finished(time.monotonic() - started, type(exc).__name__)]
+        submitted = time.monotonic() - started
+        if response.status_code == 202:
+            return [await self._follow(body, started, submitted)]
+        ended = str(body.get("status") or body.get("code") or "no status")
+        phases = {name: seconds for name, seconds in _phases(body, submitted).items() if name != "submit"}
+        return [Finished(submitted, ended, phases)]
+
     async def takes_several_images(self) -> str | None:
         """None when the server answers a request with several images with one job each; else what it did."""
         response = await self._post(PROBE_PARTS)
@@ -103,12 +120,11 @@ class Load:
             return f"answered {response.status_code} with a single job's body"
         return f"answered {response.status_code} {body.get('code', '')}: {body.get('detail', '')}"
 
-    async def _post(self, parts: int) -> httpx.Response:
+    async def _post(self, parts: int, *, prefer: str | None = None) -> httpx.Response:
         files = [("file", ("photo.jpg", self.image, "image/jpeg"))] * parts
         # The same photo every time: each job must run the model, not reuse the first's result.
-        return await self.http.post(
-            "/classify", files=files, data={"model_version": self.model}, headers={"Cache-Control": "no-cache"}
-        )
+        headers = {"Cache-Control": "no-cache", **({"Prefer": prefer} if prefer else {})}
+        return await self.http.post("/classify", files=files, data={"model_version": self.model}, headers=headers)
 
     async def _follow(self, accepted: dict[str, Any], started: float, submitted: float) -> Finished:
         """The job of an accepted body, followed on its WebSocket; a problem body is a refused job."""

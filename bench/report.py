@@ -11,7 +11,14 @@ IDLE_OVERHEAD_TARGET_MS = 10.0
 
 
 def table(report: dict[str, Any]) -> str:
-    rows = [*_setup(report), *_throughput(report), *_costs(report), *_multi(report), *_latency(report)]
+    rows = [
+        *_setup(report),
+        *_throughput(report),
+        *_costs(report),
+        *_multi(report),
+        *_waited(report),
+        *_latency(report),
+    ]
     width = max(len(name) for name, _ in rows)
     return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
 
@@ -110,6 +117,21 @@ def _multi(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _waited(report: dict[str, Any]) -> list[tuple[str, str]]:
+    waited = report.get("waited")
+    if not waited:
+        return []
+    roles = waited["cpu_per_job_ms"]
+    return [
+        (
+            "result in the answer (Prefer: wait)",
+            f"{waited['jobs_per_s']:.1f} jobs/s (ratio {waited['ratio']:.2f}), service CPU per job "
+            f"{waited['service_cpu_per_job_ms']:.1f} ms",
+        ),
+        ("  by role", ", ".join(f"{role} {ms:.1f}" for role, ms in roles.items()) + " ms"),
+    ]
+
+
 def _latency(report: dict[str, Any]) -> list[tuple[str, str]]:
     busy, idle = report["latency"]["busy"], report["latency"]["idle"]
     overhead = report["summary"]["idle_overhead_ms"]
@@ -135,6 +157,8 @@ def _failures(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     measures = [(f"service pass {n}", s["latency"]) for n, s in enumerate(report["service"], 1)]
     if report["multi"]["supported"]:
         measures.append(("multi-image", report["multi"]["latency"]))
+    if report.get("waited"):
+        measures.append(("result in the answer", report["waited"]["latency"]))
     measures += [(f"latency at {part['per_s']:g}/s", part) for part in report["latency"].values()]
     return {name: measured["failed"] for name, measured in measures if measured["failed"]}
 

@@ -146,6 +146,8 @@ class Bench:
         multi = asyncio.run(self.multi())
         if multi["supported"]:
             multi["ratio"] = multi["jobs_per_s"] / ceiling_mean
+        waited, _ = asyncio.run(self.saturation(waited=True))
+        waited["ratio"] = waited["jobs_per_s"] / ceiling_mean
         lat = asyncio.run(self.latency())
         return {
             **self.header(),
@@ -154,6 +156,7 @@ class Bench:
             "ceiling": ceilings,
             "service": services,
             "multi": multi,
+            "waited": waited,
             "latency": lat,
             "summary": {
                 "ceiling_images_per_s": ceiling_mean,
@@ -171,7 +174,7 @@ class Bench:
         """Ceiling, service, ..., ceiling: each pass's figures, and what the service used in all its windows."""
         ceilings, services, spent = [self.ceiling_pass()], [], []
         for _ in range(self.args.passes):
-            figures, used = asyncio.run(self.saturation(parts=1))
+            figures, used = asyncio.run(self.saturation())
             services.append(figures)
             spent.append(used)
             ceilings.append(self.ceiling_pass())
@@ -207,12 +210,13 @@ class Bench:
         idle = Spent.between(before, self.service.usage())
         return {**measured, "service_idle_cpu_share": idle.service_cpu / idle.seconds}
 
-    async def saturation(self, parts: int) -> tuple[dict[str, Any], Spent]:
-        """A closed-loop window at `--concurrency` jobs in flight, `parts` images per request: its figures, and
-        what the service used in it."""
+    async def saturation(self, parts: int = 1, *, waited: bool = False) -> tuple[dict[str, Any], Spent]:
+        """A closed-loop window at `--concurrency` jobs in flight, `parts` images per request (`waited`: one
+        image per request that answers with the result, no WebSocket): its figures, and what the service used in
+        it."""
         args = self.args
         async with Load(self.service.url, self.image, args.model) as load:
-            unit = load.single if parts == 1 else functools.partial(load.multi, parts)
+            unit = load.waited if waited else load.single if parts == 1 else functools.partial(load.multi, parts)
             loops = max(1, args.concurrency // parts)
             window = await saturate(
                 unit, loops=loops, warmup=args.warmup, jobs=args.jobs, seconds=args.seconds, sample=self.service.usage
