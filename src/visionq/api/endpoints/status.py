@@ -160,11 +160,11 @@ async def _archived_result(archive: Archive, job_id: str, principal: Principal) 
     return JSONResponse(outcome.model_dump(mode="json"))
 
 
-@router.websocket("/ws/{job_id}")
-async def watch_job(websocket: WebSocket, job_id: str) -> None:
+async def watch_job(websocket: WebSocket) -> None:
     """Pushes the status body on connect and on every change, then the result once, then closes."""
-    # Looked up by hand, not declared: FastAPI's resolution of dependencies costs more than the look-ups (a
-    # socket is opened for most jobs).
+    # A plain Starlette route that looks up what it needs by hand: FastAPI's resolution of dependencies and path
+    # parameters costs more than the look-ups, and a socket is opened for most jobs.
+    job_id: str = websocket.path_params["job_id"]
     state = await get_state(websocket)
     store, events = state.store, state.events
     await websocket.accept()
@@ -190,6 +190,9 @@ async def watch_job(websocket: WebSocket, job_id: str) -> None:
                 task.cancel()
             with contextlib.suppress(WebSocketDisconnect, asyncio.CancelledError):
                 await streaming
+
+
+router.add_websocket_route("/ws/{job_id}", watch_job)
 
 
 async def _until_disconnected(websocket: WebSocket) -> None:
