@@ -171,10 +171,10 @@ def classify_call(
     """`POST /classify` that asks for the job's outcome in its own answer (`Prefer: wait`, for as long as `timeout`
     and HOLD_MAX allow): the outcome of a job that ended meanwhile, else the accepted job, to follow."""
     upload = submit_call(part, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
-    hold = HOLD_MAX if timeout is None else min(HOLD_MAX, int(timeout))
-    headers = {"Prefer": f"wait={hold}"} if hold > 0 else None
+    hold = HOLD_MAX if timeout is None else max(0, min(HOLD_MAX, int(timeout)))
+    headers = {"Prefer": f"wait={hold}"} if hold else None
     return Call("POST", "/classify", parse_accepted_or_outcome, data=upload.data, files=upload.files, headers=headers,
-                hold=max(hold, 0))  # fmt: skip
+                hold=hold)  # fmt: skip
 
 
 def time_left(timeout: float | None, started: float) -> float | None:

@@ -10,8 +10,9 @@ does every other: the worker reconnects, and the messages it held come back to t
 visibility timeout, as those of a dead worker do.
 
 It also keeps one synchronous client per channel: kombu builds a new `redis.Redis` for each unacknowledged-message
-bookkeeping step (two per job: the delivery and the ack), and building one (its ~200 response callbacks) cost more
-CPU than the round trip it makes. A client is a stateless front of its connection pool, so one serves them all.
+bookkeeping step (two per job: the delivery and the ack), and building one (its ~200 response callbacks) costs
+~60 µs of CPU, nearly what the round trip itself costs. A client is a stateless front of its connection pool, so one
+serves them all.
 """
 
 from __future__ import annotations
