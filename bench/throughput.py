@@ -16,7 +16,8 @@ the load generator has another, all in ONE run.
 
 Ceiling and service alternate (ceiling, service, ..., ceiling: `--passes` service passes). Each service pass is a
 window of `--jobs` jobs (or `--seconds`) after `--warmup` jobs, over which CPU by process role, Redis's counters
-and core use are sampled. Then come the multi-image request at saturation (`--parts` images per request), the
+and core use are sampled. Then come the multi-image request at saturation (`--parts` images per request), one
+request per job that answers with the result (`Prefer: wait`, no WebSocket: the SDK's `classify()`), the
 latency at `--rate` jobs/s and at 1 job/s, and one image alone on the idle core (back to back, and one per second as
 the 1 job/s run gets them). It prints a table and writes
 `var/bench/throughput.json` (and the service's log beside it). Timings on a shared machine are noisy: compare the
