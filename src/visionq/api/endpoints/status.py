@@ -202,18 +202,13 @@ async def _until_disconnected(websocket: WebSocket) -> None:
 
 
 async def _stream(
-    websocket: WebSocket, store: JobStore, record: JobRecord, updates: Updates, read_place: Place | None
+    websocket: WebSocket, store: JobStore, record: JobRecord, updates: Updates, place: Place | None
 ) -> None:
-    """`read_place`: the place in the queue read with `record` (None when it is not waiting)."""
+    """`place`: the place in the queue read with `record` (None when it is not waiting)."""
     last_sent: dict[str, Any] | None = None
     result: bytes | None = None
     read_at = time.monotonic()
-    first = True
     while True:
-        if first:
-            place, first = read_place, False
-        else:
-            place = await store.place(record.job_id) if record.status is JobStatus.PENDING else None
         if record.status is JobStatus.PENDING and place is None:
             # Pending but out of the queue: it was just taken, cancelled or expired, and the update saying so is on
             # its way or was missed. The job itself says which.
@@ -231,6 +226,7 @@ async def _stream(
         record, result, read = await _next_state(store, record, updates, since_read=time.monotonic() - read_at)
         if read:
             read_at = time.monotonic()
+        place = await store.place(record.job_id) if record.status is JobStatus.PENDING else None
 
 
 async def _next_state(
