@@ -52,14 +52,14 @@ STEPS = {"submit": _sha(scripts.SUBMIT), "take": _sha(scripts.TAKE), "complete":
 class Monitor:
     """Redis's MONITOR on a thread of its own: every command with Redis's timestamp."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, url: str) -> None:
         self.commands: list[dict[str, Any]] = []
-        self._thread = threading.Thread(target=self._listen, args=(port,), daemon=True)
+        self._thread = threading.Thread(target=self._listen, args=(url,), daemon=True)
         self._thread.start()
 
-    def _listen(self, port: int) -> None:
+    def _listen(self, url: str) -> None:
         try:
-            with redis.Redis(port=port).monitor() as monitor:  # type: ignore[no-untyped-call]
+            with redis.Redis.from_url(url).monitor() as monitor:  # type: ignore[no-untyped-call]
                 for command in monitor.listen():
                     self.commands.append(command)
         except redis.ConnectionError:  # the service stopped
@@ -105,7 +105,7 @@ def main() -> None:
                           image=root / "photo.jpg")  # fmt: skip
         if args.saturate:
             asyncio.run(_saturate(service.url, image, args.model, args.saturate))
-        monitor = Monitor(service.redis_port)
+        monitor = Monitor(service.redis_url)
         time.sleep(0.5)
         spans = asyncio.run(_paced_jobs(service.url, image, args.model, args.jobs))
         time.sleep(0.2)

@@ -180,7 +180,7 @@ class PinnedService:
             )
         self._wait_until_ready()
         self._check_pinned()
-        self._redis = redis.Redis(port=self.redis_port, socket_timeout=5)
+        self._redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
 
     def stop(self) -> None:
         """SIGINT, as a user stops it; then whatever of its tree is left is killed."""
@@ -262,12 +262,16 @@ class PinnedService:
             self._roles()
 
     @property
-    def redis_port(self) -> int:
-        """The port of the service's embedded Redis."""
+    def redis_url(self) -> str:
+        """The URL of the service's embedded Redis: the Unix socket it listens on (`visionq serve`'s), or else
+        its loopback port."""
         for process, role in self._roles():
             if role == "redis":
+                sockets = {c.laddr for c in process.net_connections("unix") if c.laddr}
+                if sockets:
+                    return f"unix://{min(sockets)}?db=0"
                 listening = [c for c in process.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-                return int(listening[0].laddr.port)
+                return f"redis://127.0.0.1:{listening[0].laddr.port}/0"
         raise RuntimeError("visionq serve has no embedded Redis: is VISIONQ_REDIS_URL set?")
 
 

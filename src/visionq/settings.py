@@ -11,7 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -20,7 +20,7 @@ from visionq.cpus import available_cpus
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: The Celery brokers visionq runs on: kombu's Redis and Sentinel transports, and AMQP (RabbitMQ).
-BROKER_SCHEMES = frozenset({"redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp"})
+BROKER_SCHEMES = frozenset({"redis", "rediss", "unix", "sentinel", "amqp", "amqps", "pyamqp"})
 #: The SQLite archive's file name in `data_dir`, when no `database_url` is set.
 ARCHIVE_FILE = "archive.sqlite3"
 #: The folder of the `directory` image store in `data_dir`, when no `image_dir` is set.
@@ -65,15 +65,17 @@ class Settings(ClientSettings):
 
     # --- connections -------------------------------------------------------------------------
     redis_url: str | None = None
-    """Redis that holds job state (and, unless `broker_url` says otherwise, the Celery broker). `visionq api` and
-    `visionq worker` default to `redis://127.0.0.1:6379/0`; `visionq serve` starts an embedded Redis server when
-    unset. With `redis_sentinels`, only its database number (and password) count: the sentinels name the server."""
+    """Redis that holds job state (and, unless `broker_url` says otherwise, the Celery broker): `redis://`,
+    `rediss://` or a Unix socket, `unix:///path/redis.sock?db=0`. `visionq api` and `visionq worker` default to
+    `redis://127.0.0.1:6379/0`; `visionq serve` starts an embedded Redis server when unset, on a Unix socket in
+    `data_dir` that only its user may open (the URL is in its log). With `redis_sentinels`, only its database
+    number (and password) count: the sentinels name the server."""
 
     broker_url: str | None = None
-    """The Celery broker: `redis://`, `sentinel://` (with `redis_sentinel_master`) or `amqp://` (RabbitMQ). Default:
-    the job-state Redis (with `redis_sentinels`, the master they name). On the job-state Redis, a job's record and
-    its queue message are written in one step; on a broker apart, through an outbox (jobs/publisher.py), at one more
-    round trip per job."""
+    """The Celery broker: `redis://`, `unix://`, `sentinel://` (with `redis_sentinel_master`) or `amqp://`
+    (RabbitMQ). Default: the job-state Redis (with `redis_sentinels`, the master they name). On the job-state Redis,
+    a job's record and its queue message are written in one step; on a broker apart, through an outbox
+    (jobs/publisher.py), at one more round trip per job."""
 
     redis_sentinels: str | None = None
     """`host:port,host:port,…`: Redis Sentinels that watch the job-state Redis (and the broker's). API processes and
@@ -592,7 +594,7 @@ class Settings(ClientSettings):
     @property
     def broker(self) -> str:
         """The Celery broker URL: `broker_url`, else the job-state Redis (`sentinel://…` with sentinels)."""
-        return self.broker_url or self._state_broker
+        return kombu_url(self.broker_url) if self.broker_url else self._state_broker
 
     @property
     def broker_apart(self) -> bool:
@@ -605,7 +607,7 @@ class Settings(ClientSettings):
         if self.redis_sentinels:
             database = urlsplit(self.state_url).path.strip("/") or "0"
             return ";".join(f"sentinel://{host}:{port}/{database}" for host, port in self.sentinel_addresses)
-        return self.state_url
+        return kombu_url(self.state_url)
 
     @property
     def concurrency(self) -> int:
@@ -669,3 +671,15 @@ def _address(item: str) -> tuple[str, int]:
     if not port.isdigit():
         raise ValueError(f"VISIONQ_REDIS_SENTINELS: {item.strip()!r} is not host:port")
     return host.strip("[]"), int(port)
+
+
+def kombu_url(url: str) -> str:
+    """A job-state Redis URL as kombu names the same server: redis-py's `unix:///path?db=N` (a Unix socket) is
+    kombu's `redis+socket:///path?virtual_host=N`; every other URL is the same for both."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = parse_qs(parts.query)
+    database = query.pop("db", ["0"])[0]
+    rest = urlencode({name: values[0] for name, values in query.items()})
+    return f"redis+socket://{parts.netloc}{parts.path}?virtual_host={database}" + (f"&{rest}" if rest else "")

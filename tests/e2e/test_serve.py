@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from e2e.serving import SERVE_START_TIMEOUT
@@ -38,6 +39,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def _listens_on_tcp(pid: int) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN for c in psutil.Process(pid).net_connections("inet"))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -63,6 +71,9 @@ def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: sig
         wait_for(lambda: service_ready(url), SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
         helpers = descendants(serve.pid)
         assert len(helpers) >= 2, "an embedded Redis and a worker"
+        socket = (tmp_path / "data" / "redis" / "redis.sock").resolve()
+        assert socket.is_socket(), "the embedded Redis listens on a Unix socket in the data dir"
+        assert not [pid for pid in helpers if _listens_on_tcp(pid)], "nothing but the API listens on TCP"
 
         classify = subprocess.run(
             [sys.executable, "-m", "visionq", "classify", str(REPO / "examples" / "cat.jpg"), "--url", url],

@@ -262,3 +262,21 @@ def test_a_redis_topology_that_cannot_work_is_refused_with_why(
 ) -> None:
     with pytest.raises(ValidationError, match=why):
         make_settings(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("redis_url", "broker"),
+    [
+        ("unix:///run/visionq/redis.sock", "redis+socket:///run/visionq/redis.sock?virtual_host=0"),
+        ("unix:///run/visionq/redis.sock?db=3", "redis+socket:///run/visionq/redis.sock?virtual_host=3"),
+        ("unix://:secret@/run/r.sock?db=2&health=1", "redis+socket://:secret@/run/r.sock?virtual_host=2&health=1"),
+    ],
+)
+def test_a_job_state_redis_on_a_unix_socket_is_the_broker_as_kombu_names_it(
+    make_settings: SettingsFactory, redis_url: str, broker: str
+) -> None:
+    settings = make_settings(redis_url=redis_url)
+    assert settings.state_url == redis_url, "redis-py's own form"
+    assert settings.broker == broker
+    assert not settings.broker_apart
+    assert not make_settings(redis_url=redis_url, broker_url=redis_url).broker_apart, "the same server named twice"

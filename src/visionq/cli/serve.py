@@ -113,7 +113,7 @@ def serve(settings: Settings) -> None:
         if redis_url is None and settings.redis_sentinels:  # the sentinels name the server
             redis_url = settings.state_url
         if redis_url is None:
-            redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
+            redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis", unix_socket=True)).url
             log.info("embedded Redis listening at %s (data in %s)", redis_url, settings.data_dir / "redis")
         secret = settings.callback_secret or SecretStr(callback_secret(settings.data_dir))
         # One machine: uploads wait in a folder rather than pass through Redis, unless told otherwise.
