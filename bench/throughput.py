@@ -18,9 +18,9 @@ Ceiling and service alternate (ceiling, service, ..., ceiling: `--passes` servic
 window of `--jobs` jobs (or `--seconds`) after `--warmup` jobs, over which CPU by process role, Redis's counters
 and core use are sampled. Then come the multi-image request at saturation (`--parts` images per request), one
 request per job that answers with the result (`Prefer: wait`, no WebSocket: the SDK's `classify()`), the
-latency at `--rate` jobs/s and at 1 job/s, and one image alone on the idle core (back to back, and one per second as
-the 1 job/s run gets them). It prints a table and writes
-`var/bench/throughput.json` (and the service's log beside it). Timings on a shared machine are noisy: compare the
+latency at `--rate` jobs/s and at 1 job/s (followed over WebSockets, then with the result in the answer), and one
+image alone on the idle core (back to back, and one per second as the 1 job/s run gets them). It prints a table and
+writes `var/bench/throughput.json` (and the service's log beside it). Timings on a shared machine are noisy: compare the
 figures of one run with each other.
 """
 
@@ -167,6 +167,7 @@ class Bench:
                 "service": service,
                 "outside_decode_inference_ms": service["service_cpu_per_job_ms"] - ceiling_cpu,
                 "idle_overhead_ms": lat["idle"].get("p50_ms", float("nan")) - paced["median_ms"],
+                "idle_overhead_waited_ms": lat["idle_waited"].get("p50_ms", float("nan")) - paced["median_ms"],
                 "idle_overhead_warm_ms": lat["idle"].get("p50_ms", float("nan")) - alone["median_ms"],
             },
         }
@@ -245,7 +246,13 @@ class Bench:
         async with Load(self.service.url, self.image, args.model) as load:
             busy = await offer(load.single, rate=args.rate, requests=args.rate_jobs)
             idle = await offer(load.single, rate=1.0, requests=args.idle_jobs)
-        return {"busy": {"per_s": args.rate, **latency(busy)}, "idle": {"per_s": 1.0, **latency(idle)}}
+            # The same pace with the result in the upload's answer: what the SDK's classify() waits.
+            idle_waited = await offer(load.waited, rate=1.0, requests=args.idle_jobs)
+        return {
+            "busy": {"per_s": args.rate, **latency(busy)},
+            "idle": {"per_s": 1.0, **latency(idle)},
+            "idle_waited": {"per_s": 1.0, **latency(idle_waited)},
+        }
 
 
 def main() -> None:
