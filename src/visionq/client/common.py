@@ -171,10 +171,16 @@ def classify_call(
     """`POST /classify` that asks for the job's outcome in its own answer (`Prefer: wait`, for as long as `timeout`
     and HOLD_MAX allow): the outcome of a job that ended meanwhile, else the accepted job, to follow."""
     upload = submit_call(part, model=model, priority=priority, top_k=top_k, callback_url=callback_url)
-    hold = HOLD_MAX if timeout is None else max(0, min(HOLD_MAX, int(timeout)))
+    hold = hold_for(timeout)
     headers = {"Prefer": f"wait={hold}"} if hold else None
     return Call("POST", "/classify", parse_accepted_or_outcome, data=upload.data, files=upload.files, headers=headers,
                 hold=hold)  # fmt: skip
+
+
+def hold_for(seconds: float | None) -> int:
+    """Whole seconds to ask the server to hold a request (`Prefer: wait`) for a client that may wait `seconds`
+    (None: as long as it takes): never past them, nor past HOLD_MAX."""
+    return HOLD_MAX if seconds is None else max(0, min(HOLD_MAX, int(seconds)))
 
 
 def time_left(timeout: float | None, started: float) -> float | None:
@@ -445,8 +451,7 @@ class Watch:
 
     def hold_seconds(self) -> int:
         """Seconds to ask the server to hold the next `GET /result` (whole seconds, never past the deadline)."""
-        remaining = self.remaining()
-        return HOLD_MAX if remaining is None else min(HOLD_MAX, int(remaining))
+        return hold_for(self.remaining())
 
     def pause_after_hold(self, asked: int, took: float) -> float:
         """Seconds to pause after a `GET /result` asked to be held `asked` s came back unfinished after `took` s:
