@@ -101,12 +101,12 @@ class JobTracker:
     ) -> None:
         self.redis = redis
         self.queue = queue
+        """The queue this worker takes jobs from."""
         self.shards = shards or keys.Shards()
         """Where jobs and their queue's structures live (keys.Shards)."""
         self.replicas = replicas or ReplicaPolicy(0)
         """How many replicas must hold a completion before its message is acknowledged."""
         self.replica_timeout = replica_timeout
-        """The queue this worker takes jobs from."""
         self.dead_letter_ttl = dead_letter_ttl
         self.worker_id = worker_id
         self.result_ttl = result_ttl

@@ -51,6 +51,21 @@ log = logging.getLogger(__name__)
 REDIS_POLL = 0.25
 
 
+def job_tracker(settings: Settings, redis: Redis, worker_id: str) -> JobTracker:
+    """A worker's job steps as `settings` configure them, named `worker_id` in the jobs it takes."""
+    return JobTracker(
+        redis,
+        worker_id=worker_id,
+        result_ttl=settings.result_ttl,
+        stale_after=settings.stale_job_after,
+        dead_letter_ttl=settings.dead_letter_ttl,
+        queue=settings.queue,
+        replicas=ReplicaPolicy(settings.redis_min_replicas),
+        replica_timeout=settings.redis_replica_timeout,
+        shards=shards(settings),
+    )
+
+
 class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,17 +81,7 @@ class WorkerContext:
             weights=self.sources.ensure_weights,
         )
         self.redis: Redis = sync_redis(settings)
-        self.tracker = JobTracker(
-            self.redis,
-            worker_id=self.worker_id,
-            result_ttl=settings.result_ttl,
-            stale_after=settings.stale_job_after,
-            dead_letter_ttl=settings.dead_letter_ttl,
-            queue=settings.queue,
-            replicas=ReplicaPolicy(settings.redis_min_replicas),
-            replica_timeout=settings.redis_replica_timeout,
-            shards=shards(settings),
-        )
+        self.tracker = job_tracker(settings, self.redis, self.worker_id)
         self.models = ModelControl(self.redis, self.catalog, self.registry)
         self.breakers = Breakers(
             self.redis,

@@ -17,10 +17,10 @@ from celery import Task
 from celery.worker.request import Request
 from redis import RedisError
 
-from visionq.connections import shards, sync_redis
-from visionq.jobs.replication import ReplicaPolicy
+from visionq.connections import sync_redis
 from visionq.jobs.tracker import JobTracker
 from visionq.settings import Settings
+from visionq.worker.context import job_tracker
 from visionq.worker.watchdog import TIME_LIMIT_EXCEEDED, over_time
 
 log = logging.getLogger(__name__)
@@ -32,17 +32,7 @@ def _main_tracker(settings: Settings) -> JobTracker:
     """The main process's own tracker (pool processes have theirs in their worker context)."""
     global _tracker
     if _tracker is None:
-        _tracker = JobTracker(
-            sync_redis(settings),
-            worker_id="pool",
-            result_ttl=settings.result_ttl,
-            stale_after=settings.stale_job_after,
-            dead_letter_ttl=settings.dead_letter_ttl,
-            queue=settings.queue,
-            replicas=ReplicaPolicy(settings.redis_min_replicas),
-            replica_timeout=settings.redis_replica_timeout,
-            shards=shards(settings),
-        )
+        _tracker = job_tracker(settings, sync_redis(settings), "pool")
     return _tracker
 
 
