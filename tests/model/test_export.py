@@ -20,6 +20,9 @@ from visionq.inference.registry import ModelRegistry
 from visionq.inference.torch_backend import TorchClassifier
 
 LITE0 = BUILTIN_SPECS[0]
+#: Exports, quantisations and their checks run PyTorch and ONNX Runtime over whole samples: 20–60 s each alone, up to
+#: twice or thrice that in CI's niced lane beside the integration tests (scripts/test). A guard, not a timing goal.
+pytestmark = pytest.mark.timeout(360)
 #: What Lite0 calls the cat photo through its reference centre crop (Egyptian cat is a close second).
 TIGER_CAT = 282
 

@@ -40,6 +40,9 @@ from visionq.inference.spec import ModelSpec, Precision, Runtime
 LITE0 = BUILTIN_SPECS[0]
 INT8_SPECS = [spec for spec in BUILTIN_SPECS if spec.precision is Precision.INT8]
 LITE0_INT8 = next(spec for spec in INT8_SPECS if spec.name == "efficientnet-lite0-int8")
+#: Exports, quantisations and their checks run PyTorch and ONNX Runtime over whole samples: 20–60 s each alone, up to
+#: twice or thrice that in CI's niced lane beside the integration tests (scripts/test). A guard, not a timing goal.
+pytestmark = pytest.mark.timeout(360)
 #: ImageNet's tabby, tiger cat and Egyptian cat: Lite0 hesitates between the last two on the centre crop of Chelsea.
 CATS = {281, 282, 285}
 #: Builds that agree are made only on a CPU that runs them well; elsewhere the refusal's tests run.
