@@ -11,18 +11,16 @@ import importlib.util
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from visionq import __version__
 from visionq.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +35,15 @@ def start_tracing(settings: Settings, service: str) -> TracerProvider | None:
     global _provider
     if _provider is not None or settings.otlp_endpoint is None:
         return _provider
+    # Imported only here: the SDK, its exporter and the instrumentations are a tenth of a second of every
+    # process's start, and most run with tracing off.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     resource = Resource.create({"service.name": service, "service.version": __version__})
     provider = TracerProvider(resource=resource)
     endpoint = f"{settings.otlp_endpoint.rstrip('/')}/v1/traces"

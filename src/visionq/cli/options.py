@@ -10,11 +10,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from visionq.client.aio import AsyncClient
 from visionq.client.settings import ClientSettings
-from visionq.client.sync import Client
 
 if TYPE_CHECKING:
+    from visionq.client.aio import AsyncClient
+    from visionq.client.sync import Client
     from visionq.settings import Settings
 
 SettingsT = TypeVar("SettingsT", bound=ClientSettings)
@@ -99,9 +99,14 @@ def _validated(factory: Callable[..., SettingsT], overrides: dict[str, Any]) -> 
         raise typer.Exit(EXIT_USAGE) from exc
 
 
+# The SDK is imported by the commands that use it: the server's commands start without httpx and websockets.
 def open_client(url: str | None, api_key: str | None, token: str | None) -> Client:
+    from visionq.client.sync import Client
+
     return Client(load_client_settings(url).url, api_key=api_key, token=token)
 
 
 def open_async_client(url: str | None, api_key: str | None, token: str | None) -> AsyncClient:
+    from visionq.client.aio import AsyncClient
+
     return AsyncClient(load_client_settings(url).url, api_key=api_key, token=token)
