@@ -11,7 +11,7 @@ from pathlib import Path
 
 from environment import process_environ
 from integration.stack import service_ready, wait_for
-from visionq.embedded import free_port
+from ports import free_port
 
 #: Seconds `visionq serve` may take to be ready: it starts Redis, a worker and the API, and loads the model, whose
 #: export the session prepared (tests/conftest.py).

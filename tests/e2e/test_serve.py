@@ -13,8 +13,8 @@ import pytest
 from e2e.serving import SERVE_START_TIMEOUT
 from environment import process_environ
 from integration.stack import service_ready, wait_for
+from ports import free_port
 from tests_support import REPO
-from visionq.embedded import free_port
 
 #: Seconds `visionq classify` may take for one photo, and `visionq serve` to stop everything.
 CLASSIFY_TIMEOUT = 60.0

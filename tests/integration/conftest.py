@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from environment import EXACT_BUILTINS, model_cache
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
+from ports import free_port
 from visionq.embedded import EmbeddedRedis
 from visionq.settings import Settings
 
@@ -33,7 +34,7 @@ def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield worker_database(url, os.environ.get("PYTEST_XDIST_WORKER"))
         return
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False) as server:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port(), persistent=False) as server:
         yield server.url
 
 
@@ -107,7 +108,7 @@ def new_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisFactory
     servers: list[EmbeddedRedis] = []
 
     def factory(name: str) -> str:
-        server = EmbeddedRedis(tmp_path_factory.mktemp(f"redis-{name}"), persistent=False)
+        server = EmbeddedRedis(tmp_path_factory.mktemp(f"redis-{name}"), port=free_port(), persistent=False)
         servers.append(server)
         return server.start()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from visionq.embedded import free_port
+from ports import free_port
 
 #: Seconds moto's server may take to import its services and answer.
 S3_START_TIMEOUT = 30.0

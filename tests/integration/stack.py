@@ -23,9 +23,9 @@ from pydantic import SecretStr
 from websockets.sync.client import connect
 
 from environment import process_environ
+from ports import free_port
 from visionq.api.app import server_config
 from visionq.connections import sync_redis
-from visionq.embedded import free_port
 from visionq.jobs import keys
 from visionq.jobs.publisher import broker_queue
 from visionq.jobs.records import isoformat, utcnow

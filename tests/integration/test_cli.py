@@ -22,9 +22,9 @@ import pytest
 from environment import model_cache
 from factories import bad_inputs, cat_variants
 from integration.stack import ApiServer, WorkerProcess
+from ports import free_port
 from terminal import run_in_terminal
 from tests_support import CAT_CLASSES
-from visionq.embedded import free_port
 from visionq.inference.quantize import int8_unsupported
 from visionq.settings import Settings
 

@@ -24,8 +24,8 @@ from websockets.sync.client import connect
 
 from factories import cat_variants
 from integration.stack import ApiProcess, ApiServer, WorkerProcess, wait_for
+from ports import free_port
 from tests_support import CAT_CLASSES, REPO
-from visionq.embedded import free_port
 from visionq.settings import Settings
 
 Stack = tuple[Settings, WorkerProcess, ApiServer]

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from integration.s3server import s3_server
-from visionq.embedded import free_port
+from ports import free_port
 from visionq.errors import BrokerUnavailable
 from visionq.images import S3Images, create_image_store
 from visionq.images.store import RETRY_AFTER, SWEEP_BATCH

@@ -18,9 +18,9 @@ import redis
 from factories import cat_variants
 from integration.conftest import RedisFactory
 from integration.stack import FAST_RECOVERY, ApiServer, submit, wait_for, wait_terminal
+from ports import free_port
 from tests_support import CAT_CLASSES
 from visionq.client import AsyncClient, Client, FailureBody, ResultBody
-from visionq.embedded import free_port
 from visionq.jobs import keys
 from visionq.settings import Settings
 from visionq.wire.states import JobStatus

@@ -19,7 +19,7 @@ from factories import cat_variants, encode
 from integration.conftest import StackFactory
 from integration.stack import ApiServer, inference_count, submit, wait_for, wait_terminal
 from model_factories import STAGES_AS_THEY_BEGIN, Gate, gated_model
-from visionq.embedded import free_port
+from ports import free_port
 from visionq.jobs import keys
 from visionq.settings import Settings
 from visionq.wire.states import JobStatus

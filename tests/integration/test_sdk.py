@@ -22,6 +22,7 @@ from websockets.sync.server import ServerConnection, serve
 from factories import bad_inputs, cat_variants
 from integration.conftest import RedisFactory
 from integration.stack import FAST_RECOVERY, ApiServer, WorkerProcess
+from ports import free_port
 from visionq import AsyncClient, Client
 from visionq.client import (
     BatchStatus,
@@ -38,7 +39,6 @@ from visionq.client import (
     StatusBody,
     UnsupportedMediaTypeError,
 )
-from visionq.embedded import free_port
 from visionq.settings import Settings
 from visionq.wire.states import JobStatus
 

