@@ -4,11 +4,14 @@ A port that the kernel hands out for a bind to port 0 is an ephemeral one, which
 too: between the moment a test picks it and the moment its server binds it, any connection of the suite may take it
 (a cluster's six nodes start one after the other, seconds apart; its third node once found its port taken). These
 ports come from below the ephemeral range instead, where no connection is ever given one, each xdist process from a
-range of its own, so that two processes cannot pick the same one either.
+range of its own, so that two processes cannot pick the same one either; a process walks through its range, so that
+it gives a port again only after all the others (two servers made before either starts get two ports; and
+pytest-randomly seeds `random` alike before every test, so that random picks would repeat from test to test).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import socket
@@ -17,6 +20,8 @@ from pathlib import Path
 LOWEST = 10_000
 #: Ports per xdist process (`gw0`, `gw1`, …; the one process of a run without xdist is `gw0`).
 SPAN = 2_500
+#: Where this process's walk through its range has got to (it starts anywhere, apart from another run's).
+_walk = itertools.count(random.SystemRandom().randrange(SPAN))
 
 
 def _ephemeral_start() -> int:
@@ -44,9 +49,9 @@ def free_port(*, offset_free: int | None = None) -> int:
     higher is free and outside it too (a Redis cluster node's bus)."""
     ceiling = _ephemeral_start() - (offset_free or 0)
     start = LOWEST + (_worker_index() * SPAN) % max(ceiling - LOWEST - SPAN, 1)
-    ports = list(range(start, min(start + SPAN, ceiling)))
-    random.shuffle(ports)
-    for port in ports:
+    span = min(SPAN, ceiling - start)
+    for _ in range(span):
+        port = start + next(_walk) % span
         if bindable(port) and (offset_free is None or bindable(port + offset_free)):
             return port
     raise RuntimeError(f"no free loopback port in {start}-{start + SPAN} below the ephemeral range")
