@@ -2,7 +2,7 @@
 
 Settings are built at entry points (`visionq serve|api|worker`, `create_app`) and passed down;
 nothing reads the environment at import time. `docs/configuration.md` is generated from the
-field docstrings below (`python -m visionq.cli.main config-docs`), and a test keeps it current.
+field docstrings below (`python -m visionq config-docs`), and a test keeps it current.
 """
 
 from __future__ import annotations
