@@ -31,6 +31,9 @@ def _ephemeral_start() -> int:
         return 32_768  # Linux's default
 
 
+EPHEMERAL_START = _ephemeral_start()
+
+
 def _worker_index() -> int:
     return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 
@@ -44,14 +47,14 @@ def bindable(port: int) -> bool:
         return True
 
 
-def free_port(*, offset_free: int | None = None) -> int:
+def free_port(*, offset_free: int = 0) -> int:
     """A loopback port nothing listens on, outside the ephemeral range; with `offset_free`, one whose port that much
     higher is free and outside it too (a Redis cluster node's bus)."""
-    ceiling = _ephemeral_start() - (offset_free or 0)
+    ceiling = EPHEMERAL_START - offset_free
     start = LOWEST + (_worker_index() * SPAN) % max(ceiling - LOWEST - SPAN, 1)
     span = min(SPAN, ceiling - start)
     for _ in range(span):
         port = start + next(_walk) % span
-        if bindable(port) and (offset_free is None or bindable(port + offset_free)):
+        if bindable(port) and (not offset_free or bindable(port + offset_free)):
             return port
-    raise RuntimeError(f"no free loopback port in {start}-{start + SPAN} below the ephemeral range")
+    raise RuntimeError(f"no free loopback port in {start}-{start + span} below the ephemeral range")

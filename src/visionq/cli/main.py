@@ -256,6 +256,6 @@ def config_docs() -> None:
 
 
 def main() -> None:
-    if (sys.argv[1] if len(sys.argv) > 1 else None) not in SERVER_COMMANDS:
+    if not SERVER_COMMANDS.intersection(sys.argv[1:2]):
         add_client_commands()
     app()
