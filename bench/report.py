@@ -27,6 +27,8 @@ def _setup(report: dict[str, Any]) -> list[tuple[str, str]]:
     core, client = report["service_core"], report["client_core"]
     rows = [
         ("layout", f"service and ceiling on core {core}, load generator on core {client}"),
+        ("machine", report.get("machine", "?")),
+        ("python", report.get("python", "?")),
         ("photo", f"{report['photo_bytes'] / 1024:.0f} KiB JPEG, 1600x1600"),
         ("model", f"{report['model']} ({report['runtime']}, {report['precision']})"),
         (

@@ -32,6 +32,7 @@ import functools
 import io
 import json
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -70,6 +71,26 @@ def photo() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def machine() -> str:
+    """The CPU's model and the widest vector extension the model's kernels can use (this machine's changes from day
+    to day, and with it the model's speed)."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    extensions = {"avx512_vnni": "AVX-512 VNNI", "avx512f": "AVX-512", "avx2": "AVX2"}
+    widest = next((label for flag, label in extensions.items() if flag in flags), "no AVX2")
+    return f"{name}, {widest}, {os.cpu_count()} CPUs"
+
+
+def interpreter() -> str:
+    """The Python that runs the service (this bench's), and how it was built: a shared libpython without
+    profile-guided and link-time optimisation (a default pyenv build) runs the service's Python slower than a
+    distribution's or the official images' builds (docs/performance.md)."""
+    maps = Path("/proc/self/maps")
+    shared = " with a shared libpython" if maps.exists() and "libpython" in maps.read_text() else ""
+    return f"{platform.python_version()} ({sys.executable}{shared})"
 
 
 def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
@@ -196,6 +217,8 @@ class Bench:
             **self.worker(),
             "processes": args.processes,
             "concurrency": args.concurrency,
+            "machine": machine(),
+            "python": interpreter(),
         }
 
     def worker(self) -> dict[str, Any]:
