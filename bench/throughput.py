@@ -21,7 +21,8 @@ request per job that answers with the result (`Prefer: wait`, no WebSocket: the 
 latency at `--rate` jobs/s and at 1 job/s (followed over WebSockets, then with the result in the answer), and one
 image alone on the idle core (back to back, and one per second as the 1 job/s run gets them). It prints a table and
 writes `var/bench/throughput.json` (and the service's log beside it). Timings on a shared machine are noisy: compare the
-figures of one run with each other.
+figures of one run with each other. The table's head names the CPU and the interpreter (the service runs on the
+Python that runs this bench: run it from a venv of another interpreter to measure that one).
 """
 
 from __future__ import annotations
