@@ -86,9 +86,9 @@ def machine() -> str:
 
 
 def interpreter() -> str:
-    """The Python that runs the service (this bench's), and how it was built: a shared libpython without
-    profile-guided and link-time optimisation (a default pyenv build) runs the service's Python slower than a
-    distribution's or the official images' builds (docs/performance.md)."""
+    """The Python that runs the service (this bench's) and whether it runs from a shared libpython. Its build
+    matters (docs/performance.md, "The interpreter"): pyenv's default one (a shared libpython, no profile-guided or
+    link-time optimisation) runs Python code a third slower than a distribution's."""
     maps = Path("/proc/self/maps")
     shared = " with a shared libpython" if maps.exists() and "libpython" in maps.read_text() else ""
     return f"{platform.python_version()} ({sys.executable}{shared})"
