@@ -7,6 +7,7 @@
 Guide: docs/sdk.md. The wire models are the server's own (plain pydantic), re-exported here.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    import importlib
-
     home = _HOMES.get(name, "visionq.client.errors" if name in __all__ else None)  # the rest: the error classes
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
