@@ -29,6 +29,7 @@ def _setup(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("layout", f"service and ceiling on core {core}, load generator on core {client}"),
         ("machine", report.get("machine", "?")),
         ("python", report.get("python", "?")),
+        ("service's log level", report.get("log_level", "WARNING")),
         ("photo", f"{report['photo_bytes'] / 1024:.0f} KiB JPEG, 1600x1600"),
         ("model", f"{report['model']} ({report['runtime']}, {report['precision']})"),
         (

@@ -108,7 +108,7 @@ def service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
             "VISIONQ_AUTH": "off",
             "VISIONQ_RATE_LIMIT_IP": "0",
             "VISIONQ_RATE_LIMIT_USER": "0",
-            "VISIONQ_LOG_LEVEL": "WARNING",
+            "VISIONQ_LOG_LEVEL": args.log_level,
             # Every job sends the same photo: each must run, not be answered from the first's result.
             "VISIONQ_RESULT_CACHE": "false",
         }
@@ -131,6 +131,9 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "threads", "prefork", "solo"),
         help="the worker's Celery pool (default: the service's)",
     )
+    # WARNING by default: figures comparable with the runs before this option (docs/performance.md measures INFO's
+    # cost, the service's own default).
+    add("--log-level", default="WARNING", help="the service's VISIONQ_LOG_LEVEL")
 
 
 def layout_service_env(root: Path, args: argparse.Namespace) -> dict[str, str]:
@@ -220,6 +223,7 @@ class Bench:
             "concurrency": args.concurrency,
             "machine": machine(),
             "python": interpreter(),
+            "log_level": args.log_level,
         }
 
     def worker(self) -> dict[str, Any]:
