@@ -1,17 +1,21 @@
-"""The edges of every answer: request ids, security headers, CORS, and the access log's fields."""
+"""The edges of every answer: request ids, security headers, CORS, and the access log's fields (of requests and
+of WebSockets)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from factories import cat_variants
-from integration.stack import ApiServer, submit, wait_for
+from integration.stack import ApiServer, submit, wait_for, wait_terminal
 from visionq.jobs import keys
 from visionq.settings import Settings
 
@@ -92,6 +96,34 @@ def test_the_access_log_line_has_method_route_status_duration_principal_and_job(
     )
     assert (status["request_id"], status["job_id"], status["status"]) == ("trace-status", job_id, 200)
     assert upload["duration"] > 0
+
+
+def test_a_websocket_has_one_access_line_when_it_ends_with_its_close_code_and_job(
+    api: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    job_id = submit(api, cat_variants()["jpeg"], "cat.jpg").json()["job_id"]
+    wait_terminal(api, job_id)
+    base = str(api.base_url).replace("http://", "ws://")
+    with caplog.at_level(logging.INFO, logger="visionq.access"):
+        for path, request_id in ((f"/ws/{job_id}", "trace-ws"), ("/ws/unknown", None)):
+            headers = {"X-Request-ID": request_id} if request_id else {}
+            with connect(base + path, open_timeout=10, additional_headers=headers) as ws, suppress(ConnectionClosed):
+                for _ in ws:  # to the server's close
+                    pass
+        wait_for(lambda: len(_sockets(caplog)) == 2, 5, "the WebSockets' access log lines")
+
+    followed, unknown = _sockets(caplog)
+    assert (followed["route"], followed["status"], followed["close_code"]) == ("/ws/{job_id}", 101, 1000)
+    assert followed["job_id"] == job_id
+    assert (followed["request_id"], followed["principal"], followed["method"]) == ("trace-ws", "anonymous", "GET")
+    assert followed["duration"] > 0
+    assert (unknown["status"], unknown["close_code"], unknown["job_id"]) == (101, 4404, "unknown")
+    assert len(unknown["request_id"]) == 32
+
+
+def _sockets(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The access log's lines of WebSockets, in the order they ended."""
+    return [vars(r) for r in caplog.records if r.name == "visionq.access" and r.getMessage().startswith("WS ")]
 
 
 def _access(caplog: pytest.LogCaptureFixture) -> dict[str, dict[str, Any]]:

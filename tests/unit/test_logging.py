@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from visionq.logging import ContextFilter, JsonFormatter, log_context
+from visionq.logging import PER_TASK_LOGGERS, ContextFilter, JsonFormatter, configure_logging, log_context
+from visionq.settings import Settings
 
 
 @pytest.fixture
@@ -68,3 +69,56 @@ def test_exceptions_are_kept_as_one_field(logged: tuple[logging.Logger, io.Strin
         logger.exception("failed")
     (line,) = lines(out)
     assert "ValueError: boom" in str(line["exception"])
+
+
+@pytest.fixture
+def configured() -> Iterator[io.StringIO]:
+    """A buffer for `_configure`'s lines; the process's logging set-up is restored afterwards."""
+    root, uvicorn = logging.getLogger(), logging.getLogger("uvicorn.error")
+    kept = (root.handlers[:], root.level, uvicorn.filters[:], [logging.getLogger(n).level for n in PER_TASK_LOGGERS])
+    yield io.StringIO()
+    root.handlers[:], uvicorn.filters[:] = kept[0], kept[2]
+    root.setLevel(kept[1])
+    for name, level in zip(PER_TASK_LOGGERS, kept[3], strict=True):
+        logging.getLogger(name).setLevel(level)
+
+
+def _configure(level: str, out: io.StringIO) -> None:
+    configure_logging(Settings(log_level=level, log_format="text"))
+    (handler,) = logging.getLogger().handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(out)
+
+
+def _library_lines() -> None:
+    """What Celery and uvicorn log for one task and one WebSocket, as they log it."""
+    logging.getLogger("celery.worker.strategy").info("Task %s[%s] received", "visionq.classify_image", "j1")
+    logging.getLogger("celery.app.trace").info(
+        "Task %s[%s] succeeded in %ss: %s", "visionq.classify_image", "j1", 0.1, None
+    )
+    logging.getLogger("celery.app.trace").error("Task %s[%s] raised unexpected: %r", "t", "j2", ValueError())
+    uvicorn = logging.getLogger("uvicorn.error")
+    uvicorn.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/ws/j1")
+    uvicorn.info("connection open")
+    uvicorn.info("Application startup complete.")
+
+
+def test_at_info_the_libraries_lines_per_task_and_socket_are_left_out_but_not_their_errors(
+    configured: io.StringIO,
+) -> None:
+    _configure("INFO", configured)
+    _configure("INFO", configured)  # again, as a process of the tests may: nothing doubles
+    _library_lines()
+
+    assert [line.split(": ", 1)[1] for line in configured.getvalue().splitlines()] == [
+        "Task t[j2] raised unexpected: ValueError()",
+        "Application startup complete.",
+    ]
+
+
+def test_at_debug_every_library_line_is_kept(configured: io.StringIO) -> None:
+    _configure("INFO", configured)
+    _configure("DEBUG", configured)
+    _library_lines()
+
+    assert len(configured.getvalue().splitlines()) == 6

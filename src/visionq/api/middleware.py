@@ -1,5 +1,6 @@
 """Request id, security headers, rate-limit headers, HTTP metrics and the access log, as one pure ASGI
-middleware (no per-request task or body copy)."""
+middleware (no per-request task or body copy). A WebSocket gets a request id and one access log line when it
+ends, in place of uvicorn's two when it opens (`visionq.logging`)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ class RequestMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = _request_id(scope)
         started = time.perf_counter()
         status = 500
 
@@ -90,6 +92,62 @@ class RequestMiddleware:
                     "job_id": scope["state"].get("job_id"),
                 },
             )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Runs a WebSocket, then logs it: the handshake's status (101, or 403 when refused before it was
+        accepted) and the close code of whichever side closed first."""
+        request_id = _request_id(scope)
+        started = time.perf_counter()
+        accepted = False
+        close_code: int | None = None
+
+        async def noting_send(message: Message) -> None:
+            nonlocal accepted, close_code
+            if message["type"] == "websocket.accept":
+                accepted = True
+            elif message["type"] == "websocket.close" and close_code is None:
+                close_code = message.get("code", 1000)
+            await send(message)
+
+        async def noting_receive() -> Message:
+            nonlocal close_code
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and close_code is None:
+                close_code = message.get("code", 1005)
+            return message
+
+        try:
+            with log_context(request_id=request_id):
+                await self.app(scope, noting_receive, noting_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or scope["state"].get("route", "unmatched")
+            status = 101 if accepted else 403
+            log.info(
+                "WS %s %d %s %.1fms",
+                route,
+                status,
+                close_code if close_code is not None else "-",
+                elapsed * 1000,
+                extra={
+                    "request_id": request_id,
+                    "method": "GET",
+                    "route": route,
+                    "status": status,
+                    "close_code": close_code,
+                    "duration": round(elapsed, 6),
+                    "principal": scope["state"].get("principal"),
+                    "job_id": scope["state"].get("job_id"),
+                },
+            )
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's `X-Request-ID` if it looks like an id, else a new one; kept in the scope's state."""
+    incoming = _header(scope, b"x-request-id")
+    request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -234,6 +234,7 @@ async def watch_batch(websocket: WebSocket, batch_id: str, state: StateDep) -> N
     except errors.Unauthorized as refused:
         await websocket.close(code=4401, reason=refused.detail[:123])
         return
+    websocket.scope.setdefault("state", {})["principal"] = principal.id  # for the access log
     last: dict[str, Any] | None = None
     try:
         while True:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["jobs"], responses=protected_responses())
 
+WS_ROUTE = "/ws/{job_id}"
 #: Close code for an unknown job id on the WebSocket (API.md), and for another principal's job.
 WS_UNKNOWN_JOB = 4404
 #: Close code for missing or invalid credentials (4000 + the HTTP status, like 4404).
@@ -167,12 +168,15 @@ async def watch_job(websocket: WebSocket) -> None:
     job_id: str = websocket.path_params["job_id"]
     state = await get_state(websocket)
     store, events = state.store, state.events
+    logged = websocket.scope.setdefault("state", {})  # for the access log: a plain route names no template
+    logged["route"], logged["job_id"] = WS_ROUTE, job_id
     await websocket.accept()
     try:
         principal = await state.auth.principal(websocket)
     except errors.Unauthorized as refused:
         await websocket.close(code=WS_UNAUTHORIZED, reason=refused.detail[:WS_REASON_MAX])
         return
+    logged["principal"] = principal.id
     # Watch before the first read, so no update between the read and the subscription is lost.
     async with events.watch(job_id) as updates:
         record, place = await store.get_placed(job_id)
@@ -192,7 +196,7 @@ async def watch_job(websocket: WebSocket) -> None:
                 await streaming
 
 
-router.add_websocket_route("/ws/{job_id}", watch_job)
+router.add_websocket_route(WS_ROUTE, watch_job)
 
 
 async def _until_disconnected(websocket: WebSocket) -> None:
