@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["jobs"], responses=protected_responses())
 
+#: The job's WebSocket: a plain Starlette route (watch_job), which names it to the access log itself.
 WS_ROUTE = "/ws/{job_id}"
 #: Close code for an unknown job id on the WebSocket (API.md), and for another principal's job.
 WS_UNKNOWN_JOB = 4404
