@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -116,6 +116,17 @@ class Metrics:
         )
         self.http_requests = Counter(
             "visionq_http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=self.registry
+        )
+        # WebSockets apart from the requests: a socket's duration is its life, which the requests' histogram (and
+        # the dashboards' latency percentiles over it) must not mix with answers.
+        self.websockets_open = Gauge(
+            "visionq_websockets_open", "WebSockets this API process holds open.", ["route"], registry=self.registry
+        )
+        self.websockets = Counter(
+            "visionq_websockets",
+            "WebSockets ended: the handshake's status (101 accepted, 403 refused) and the first close code.",
+            ["route", "status", "close_code"],
+            registry=self.registry,
         )
         self._cluster = _ClusterCollector()
         self.registry.register(self._cluster)

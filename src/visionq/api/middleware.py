@@ -1,6 +1,6 @@
 """Request id, security headers, rate-limit headers, HTTP metrics and the access log, as one pure ASGI
-middleware (no per-request task or body copy). A WebSocket gets a request id and one access log line when it
-ends, in place of uvicorn's two when it opens (`visionq.logging`)."""
+middleware (no per-request task or body copy). A WebSocket gets a request id, its own metrics (open now; ended,
+by close code) and one access log line when it ends, in place of uvicorn's two when it opens (`visionq.logging`)."""
 
 from __future__ import annotations
 
@@ -100,11 +100,13 @@ class RequestMiddleware:
         started = time.perf_counter()
         accepted = False
         close_code: int | None = None
+        open_sockets = self.metrics.websockets_open
 
         async def noting_send(message: Message) -> None:
             nonlocal accepted, close_code
             if message["type"] == "websocket.accept":
                 accepted = True
+                open_sockets.labels(_route(scope)).inc()
             elif message["type"] == "websocket.close" and close_code is None:
                 close_code = message.get("code", 1000)
             await send(message)
@@ -121,8 +123,11 @@ class RequestMiddleware:
                 await self.app(scope, noting_receive, noting_send)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or scope["state"].get("route", "unmatched")
+            route = _route(scope)
             status = 101 if accepted else 403
+            if accepted:
+                open_sockets.labels(route).dec()
+            self.metrics.websockets.labels(route, str(status), str(close_code or "")).inc()
             log.info(
                 "WS %s %d %s %.1fms",
                 route,
@@ -140,6 +145,13 @@ class RequestMiddleware:
                     "job_id": scope["state"].get("job_id"),
                 },
             )
+
+
+def _route(scope: Scope) -> str:
+    """The template of the route that served a WebSocket: a FastAPI route's, or the one a plain route names in
+    the scope's state."""
+    route = getattr(scope.get("route"), "path", None) or scope["state"].get("route", "unmatched")
+    return str(route)
 
 
 def _request_id(scope: Scope) -> str:
