@@ -451,9 +451,9 @@ class Settings(ClientSettings):
 
     archive_interval: Annotated[float, Field(gt=0)] = 1.0
     """Seconds between passes of each worker's archiver, which copies accepted and finished jobs to the archive. It is
-    the tick of the worker's housekeeping: the breakers of its models and the master's replica count are read on it
-    too, ahead of the jobs that need them (a tick over 1 s puts the breaker's read back on the jobs' path, at most
-    once a second)."""
+    the tick of the worker's housekeeping (`heartbeat_interval` when that is shorter): the breakers of its models and
+    the master's replica count are read on it too, ahead of the jobs that need them (a tick over 1 s puts the
+    breaker's read back on the jobs' path, at most once a second)."""
 
     archive_settle: Annotated[float, Field(ge=0)] = 2.0
     """Seconds a job's change waits before it is archived, so that a job which ends that soon after it was

@@ -10,6 +10,8 @@ import httpx
 import redis
 import redis.asyncio
 
+from integration.conftest import StackFactory
+from integration.stack import wait_for
 from visionq.jobs import heartbeats, keys
 from visionq.jobs.heartbeats import Heartbeat
 from visionq.settings import Settings
@@ -65,3 +67,22 @@ def test_the_workers_list_says_how_each_worker_process_runs_its_jobs(
     workers = [w for w in api.get("/admin/workers").json() if w["queue"] == stack[0].queue]
 
     assert [(w["pool"], w["concurrency"]) for w in workers] == [("solo", 1)]
+
+
+def test_a_worker_whose_archive_interval_is_long_still_beats_at_its_heartbeat_interval(
+    start_stack: StackFactory,
+) -> None:
+    # The archiver's interval was the tick of every chore: 30 s between beats, and the worker counted dead after
+    # 1.5 s (three heartbeat intervals) for most of them.
+    settings, _, _ = start_stack("long-archive-interval", heartbeat_interval=0.5, archive_interval=30)
+    assert settings.redis_url is not None
+    redis_url = settings.redis_url
+    seen: list[str] = []
+
+    def beat_again() -> bool:
+        beats = [b.seen_at for b in _live(redis_url) if b.queue == settings.queue]  # [] once it expired
+        if beats and (not seen or seen[-1] != beats[0]):
+            seen.append(beats[0])
+        return len(seen) >= 3
+
+    wait_for(beat_again, 10, "the worker's next two heartbeats")

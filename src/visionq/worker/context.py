@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 REDIS_POLL = 0.25
 
 
+def housekeeping_tick(settings: Settings) -> float:
+    """Seconds between a worker's housekeeping passes: the archiver's interval, or the heartbeat's if shorter."""
+    return min(settings.archive_interval, settings.heartbeat_interval)
+
+
 def job_tracker(settings: Settings, redis: Redis, worker_id: str) -> JobTracker:
     """A worker's job steps as `settings` configure them, named `worker_id` in the jobs it takes."""
     return JobTracker(
@@ -155,7 +160,7 @@ class WorkerContext:
             self.watchdog.stop()
         self.sources.stop()
         if self._housekeeping is not None:
-            self._housekeeping.join(timeout=self.settings.archive_interval + self.settings.redis_timeout)
+            self._housekeeping.join(timeout=housekeeping_tick(self.settings) + self.settings.redis_timeout)
         self._drain_archive(settled=False)  # what the last jobs changed, before the process goes
         self.archive.close()
         try:
@@ -242,28 +247,35 @@ class WorkerContext:
         return exports
 
     def _run_housekeeping(self) -> None:
-        # One tick, the archiver's; heartbeat and sweep run on it whenever theirs are due.
-        last_beat = last_sweep = last_image_sweep = time.monotonic()
-        while not self._stop.wait(self.settings.archive_interval):
-            now = time.monotonic()
+        # One tick for every chore, each run when its interval is due (within half a tick: a wait may end a little
+        # early, and the next pass would be a whole tick late). The tick is the archiver's interval or the
+        # heartbeat's, the shorter: a long archive interval must not space the beats out until the worker looks
+        # dead (three intervals without one) and its jobs are taken for lost.
+        settings = self.settings
+        tick = housekeeping_tick(settings)
+        last_beat = last_sweep = last_image_sweep = last_archive = time.monotonic()
+        while not self._stop.wait(tick):
+            now = time.monotonic() + tick / 2  # what is due within half a tick is due now
             try:
                 # What a job would otherwise read on its way (a breaker, the replica count), read here first.
-                self.breakers.refresh(ahead=self.settings.archive_interval)
-                self.tracker.refresh_replicas(ahead=self.settings.archive_interval)
-                if now - last_beat >= self.settings.heartbeat_interval:
+                self.breakers.refresh(ahead=tick)
+                self.tracker.refresh_replicas(ahead=tick)
+                if now - last_beat >= settings.heartbeat_interval:
                     self.models.apply()  # before the beat, which reports what is loaded
                     self.heartbeat()
                     last_beat = now
-                if now - last_sweep >= self.settings.sweep_interval:
+                if now - last_sweep >= settings.sweep_interval:
                     self.tracker.sweep()
                     self._requeue_lost()
                     last_sweep = now
-                if now - last_image_sweep >= self.settings.image_sweep_interval:
+                if now - last_image_sweep >= settings.image_sweep_interval:
                     self._sweep_images()
                     last_image_sweep = now
             except RedisError as exc:
                 log.warning("housekeeping skipped, Redis unreachable: %s", exc)
-            self._drain_archive()
+            if now - last_archive >= settings.archive_interval:
+                self._drain_archive()
+                last_archive = now
 
     def _requeue_lost(self) -> None:
         """Queue again the live jobs whose message was lost (JobTracker.lost_messages); one worker at a time (a
