@@ -250,7 +250,7 @@ class WorkerContext:
         # One tick for every chore, each run when its interval is due (within half a tick: a wait may end a little
         # early, and the next pass would be a whole tick late). The tick is the archiver's interval or the
         # heartbeat's, the shorter: a long archive interval must not space the beats out until the worker looks
-        # dead (three intervals without one) and its jobs are taken for lost.
+        # dead (three intervals without one: gone from /admin/workers, the readiness check degraded).
         settings = self.settings
         tick = housekeeping_tick(settings)
         last_beat = last_sweep = last_image_sweep = last_archive = time.monotonic()
