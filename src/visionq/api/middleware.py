@@ -72,7 +72,7 @@ class RequestMiddleware:
                 await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = _route(scope)
             labels = (scope["method"], route, str(status))
             self.metrics.http_requests.labels(*labels).inc()
             self.metrics.http_duration.labels(*labels).observe(elapsed)
@@ -82,15 +82,7 @@ class RequestMiddleware:
                 route,
                 status,
                 elapsed * 1000,
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration": round(elapsed, 6),
-                    "principal": scope["state"].get("principal"),
-                    "job_id": scope["state"].get("job_id"),
-                },
+                extra=_access_fields(scope, request_id, scope["method"], route, status, elapsed),
             )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,22 +126,28 @@ class RequestMiddleware:
                 status,
                 close_code if close_code is not None else "-",
                 elapsed * 1000,
-                extra={
-                    "request_id": request_id,
-                    "method": "GET",
-                    "route": route,
-                    "status": status,
-                    "close_code": close_code,
-                    "duration": round(elapsed, 6),
-                    "principal": scope["state"].get("principal"),
-                    "job_id": scope["state"].get("job_id"),
-                },
+                extra=_access_fields(scope, request_id, "GET", route, status, elapsed) | {"close_code": close_code},
             )
 
 
+def _access_fields(
+    scope: Scope, request_id: str, method: str, route: str, status: int, elapsed: float
+) -> dict[str, object]:
+    """The fields of an access line, for a request or a WebSocket."""
+    return {
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration": round(elapsed, 6),
+        "principal": scope["state"].get("principal"),
+        "job_id": scope["state"].get("job_id"),
+    }
+
+
 def _route(scope: Scope) -> str:
-    """The template of the route that served a WebSocket: a FastAPI route's, or the one a plain route names in
-    the scope's state."""
+    """The template of the route that served the scope: a FastAPI route's, or the one a plain route (the job's
+    WebSocket) names in the scope's state; "unmatched" for none."""
     route = getattr(scope.get("route"), "path", None) or scope["state"].get("route", "unmatched")
     return str(route)
 
