@@ -299,22 +299,25 @@ class _Soak:
             return all(state in TERMINAL or state is None for state in self._statuses().values())
 
         for _ in range(3):
-            master = self._one_master()
+            masters = self._masters()
             with contextlib.suppress(AssertionError):  # what never finished is counted below, as lost
                 wait_for(all_terminal, self.plan.settle_timeout, "every accepted job to finish", interval=0.5)
             wait_for(lambda: self._archive_backlog() == 0, 60, "the archive to catch up", 0.2)
-            if self._one_master() == master:
+            if self._masters() == masters:
                 return
 
-    def _one_master(self) -> int | None:
-        """On Sentinel, wait until one master is left, and read from it afresh: counted on a second master (one the
-        sentinels are about to turn into a replica, discarding what it took meanwhile), the jobs and Redis's
-        counters could disagree, or agree on what is lost. Its port; None on other topologies."""
-        if self.sentinels is None:
-            return None
-        wait_for(self.sentinels.agreed, SETTLE_TIMEOUT, "one master, with the others its replicas", 0.1)
-        self.client.connection_pool.disconnect()
-        return self.sentinels.master_port()
+    def _masters(self) -> tuple[int, ...]:
+        """Wait until each piece of data has one master, and read from them afresh: counted on a second master (an
+        old one that a failover is about to turn into a replica, discarding what it took meanwhile), the jobs and
+        Redis's counters could disagree, or agree on what is lost. Their ports (none for one server)."""
+        if self.sentinels is not None:
+            wait_for(self.sentinels.agreed, SETTLE_TIMEOUT, "one master, with the others its replicas", 0.1)
+            self.client.connection_pool.disconnect()  # its connections reach the master of their day
+            return (self.sentinels.master_port(),)
+        if self.cluster is not None:  # a cluster client follows the slots' moves by itself
+            wait_for(self.cluster.settled, SETTLE_TIMEOUT, "the cluster to be ok, its replicas in sync", 0.1)
+            return tuple(server.port for server in self.cluster.masters())
+        return ()
 
     def _count(self) -> None:
         report = self.report

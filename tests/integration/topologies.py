@@ -334,7 +334,7 @@ class ClusterSet:
         for index, replica in enumerate(replicas):
             with redis.Redis(port=replica.port) as client:
                 client.execute_command("CLUSTER REPLICATE", ids[masters[index % self.master_count].port])
-        wait_for(self._settled, SETTLE_TIMEOUT, "the cluster to be ok, its replicas in sync", 0.05)
+        wait_for(self.settled, SETTLE_TIMEOUT, "the cluster to be ok, its replicas in sync", 0.05)
 
     def _acquainted(self) -> bool:
         """Whether every node knows every other (a replica can only follow a master it knows)."""
@@ -344,7 +344,7 @@ class ClusterSet:
                 return False
         return True
 
-    def _settled(self) -> bool:
+    def settled(self) -> bool:
         """Whether every node runs and sees the cluster ok: the masters serving every slot, each with its replicas,
         no node failing; and every replica in sync with its master."""
         return all(server.process is not None and self._settled_at(server) for server in self.servers)
@@ -440,7 +440,7 @@ class ClusterSet:
         replica promoted in its place and follows it. Wait until it is in sync and every node sees the cluster
         whole again."""
         server.start()
-        wait_for(self._settled, SETTLE_TIMEOUT, f"the node on port {server.port} to rejoin as a replica", 0.05)
+        wait_for(self.settled, SETTLE_TIMEOUT, f"the node on port {server.port} to rejoin as a replica", 0.05)
 
     def fail_over(self, victim: Server | None = None, killed: Callable[[], object] = lambda: None) -> Server:
         """A lost machine, replaced: SIGKILL a master (`victim`, or the first; then call `killed`), wait until its
