@@ -61,6 +61,10 @@ class JsonFormatter(logging.Formatter):
 #: Libraries' INFO lines for every task, which the worker's own line for the job already says ("job completed",
 #: with its fields): Celery's "Task … received" and "Task … succeeded". Shown at DEBUG; their warnings always.
 PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+#: Libraries' INFO lines that say nothing an operator acts on: Alembic (1.17+) logs "setup plugin …" for each of
+#: its seven autogenerate plugins in every process that loads it, ahead of `visionq serve`'s banner. Its migration
+#: lines ("Running upgrade …") are another logger's and stay. Shown at DEBUG; their warnings always.
+CHATTY_LOGGERS = (*PER_TASK_LOGGERS, "alembic.runtime.plugins")
 #: uvicorn's (and websockets') INFO lines as each WebSocket opens, which the API's access line for the socket
 #: replaces (api/middleware.py): dropped unless at DEBUG.
 WEBSOCKET_OPENED = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
@@ -85,7 +89,7 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     verbose = root.isEnabledFor(logging.DEBUG)
-    for name in PER_TASK_LOGGERS:
+    for name in CHATTY_LOGGERS:
         # Celery reads the level once, as a worker builds its task tracer and strategy: set before it starts.
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else max(root.level, logging.WARNING))
     uvicorn = logging.getLogger("uvicorn.error")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from visionq.logging import PER_TASK_LOGGERS, ContextFilter, JsonFormatter, configure_logging, log_context
+from visionq.logging import CHATTY_LOGGERS, ContextFilter, JsonFormatter, configure_logging, log_context
 from visionq.settings import Settings
 
 
@@ -75,11 +75,11 @@ def test_exceptions_are_kept_as_one_field(logged: tuple[logging.Logger, io.Strin
 def configured() -> Iterator[io.StringIO]:
     """A buffer for `_configure`'s lines; the process's logging set-up is restored afterwards."""
     root, uvicorn = logging.getLogger(), logging.getLogger("uvicorn.error")
-    kept = (root.handlers[:], root.level, uvicorn.filters[:], [logging.getLogger(n).level for n in PER_TASK_LOGGERS])
+    kept = (root.handlers[:], root.level, uvicorn.filters[:], [logging.getLogger(n).level for n in CHATTY_LOGGERS])
     yield io.StringIO()
     root.handlers[:], uvicorn.filters[:] = kept[0], kept[2]
     root.setLevel(kept[1])
-    for name, level in zip(PER_TASK_LOGGERS, kept[3], strict=True):
+    for name, level in zip(CHATTY_LOGGERS, kept[3], strict=True):
         logging.getLogger(name).setLevel(level)
 
 
@@ -101,9 +101,11 @@ def _library_lines() -> None:
     uvicorn.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5000", "/ws/j1")
     uvicorn.info("connection open")
     uvicorn.info("Application startup complete.")
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin %s", "alembic.autogenerate.schemas")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s, %s", "", "0001", "The jobs table.")
 
 
-def test_at_info_the_libraries_lines_per_task_and_socket_are_left_out_but_not_their_errors(
+def test_at_info_the_libraries_lines_per_task_socket_and_plugin_are_left_out_but_not_their_errors(
     configured: io.StringIO,
 ) -> None:
     _configure("INFO", configured)
@@ -113,6 +115,7 @@ def test_at_info_the_libraries_lines_per_task_and_socket_are_left_out_but_not_th
     assert [line.split(": ", 1)[1] for line in configured.getvalue().splitlines()] == [
         "Task t[j2] raised unexpected: ValueError()",
         "Application startup complete.",
+        "Running upgrade  -> 0001, The jobs table.",
     ]
 
 
@@ -121,4 +124,4 @@ def test_at_debug_every_library_line_is_kept(configured: io.StringIO) -> None:
     _configure("DEBUG", configured)
     _library_lines()
 
-    assert len(configured.getvalue().splitlines()) == 6
+    assert len(configured.getvalue().splitlines()) == 8
