@@ -86,7 +86,7 @@ class SoakReport:
     refusals: list[str] = field(default_factory=list)
     """Submits answered with an error a client cannot retry."""
     archive_mismatches: list[str] = field(default_factory=list)
-    """`job_id: redis status != archived status` for each job whose archive row disagrees with Redis."""
+    """For each job whose archive row disagrees with Redis: its id, both statuses and when each was written."""
     failures: dict[str, str] = field(default_factory=dict)
     """Each failed job's error message, by id."""
     worker_kills: int = 0
@@ -116,6 +116,7 @@ class SoakReport:
             f"  back to accepting after each Redis fault: {', '.join(f'{s:.1f} s' for s in self.failovers) or '-'}; "
             f"submits refused meanwhile {self.refused_during_failover}"
             + "".join(f"\n  stray {job_id}: {what}" for job_id, what in sorted(self.strays.items()))
+            + "".join(f"\n  archive mismatch {what}" for what in self.archive_mismatches)
         )
 
 
@@ -157,6 +158,15 @@ class _Soak:
         self._next = 0
         self._lock = threading.Lock()
         self._done = threading.Event()
+        #: Job indices at which a fault is due, drawn here so that the clients can wait for each to begin.
+        draw = random.Random(plan.seed + 1)
+        self._fault_points = sorted(draw.sample(range(plan.jobs // 20, plan.jobs - plan.jobs // 20), plan.faults))
+        self._fault_draw = draw
+        #: The clients take no job at or past the next fault's point until that fault has begun, so that every fault
+        #: lands while jobs are still being submitted (else, on a fast machine, the last ones came after the last
+        #: submit and "back to accepting" was never measured).
+        self._gate = threading.Condition(self._lock)
+        self._faults_begun = 0
         #: When the last Redis fault began, until a submit is accepted after it.
         self._fault_at: float | None = None
 
@@ -198,11 +208,17 @@ class _Soak:
     # --- clients -----------------------------------------------------------------------------
 
     def _take(self) -> int | None:
-        with self._lock:
+        with self._gate:
+            self._gate.wait_for(self._may_take)
             if self._next >= len(self.jobs):
                 return None
             self._next += 1
             return self._next - 1
+
+    def _may_take(self) -> bool:
+        """Whether a client may go on: no fault is due at the next job's index that has not begun."""
+        due = self._fault_points[self._faults_begun :]
+        return self._next >= len(self.jobs) or not due or self._next < due[0]
 
     def _submit(self, http: httpx.Client) -> None:
         while (index := self._take()) is not None:
@@ -247,8 +263,7 @@ class _Soak:
             try:
                 finished = self._finished()
             except redis.RedisError:
-                time.sleep(0.1)  # Redis is restarting
-                continue
+                return  # Redis is down: submit, and see what the service answers meanwhile
             with self._lock:
                 in_flight = len(self.job_ids) - finished
             if in_flight < self.plan.max_in_flight:
@@ -258,11 +273,17 @@ class _Soak:
     # --- faults ------------------------------------------------------------------------------
 
     def _faults(self) -> None:
-        draw = random.Random(self.plan.seed + 1)
-        jobs = self.plan.jobs
-        after = sorted(draw.sample(range(jobs // 20, jobs - jobs // 20), self.plan.faults))
-        for accepted in after:
-            while len(self.job_ids) < accepted and not self._done.is_set():
+        try:
+            self._inject()
+        finally:  # however it ended, no client waits for a fault that will not come
+            with self._gate:
+                self._faults_begun = len(self._fault_points)
+                self._gate.notify_all()
+
+    def _inject(self) -> None:
+        draw = self._fault_draw
+        for accepted in self._fault_points:
+            while len(self.job_ids) < accepted and not self._done.is_set() and not self.refusals:
                 time.sleep(0.01)
             if draw.random() < self.plan.redis_share:
                 if self.sentinels is not None:
@@ -278,13 +299,20 @@ class _Soak:
             else:
                 worker = draw.choice(self.workers)
                 worker.kill()
+                self._begun()
                 worker.start()
                 self.report.worker_kills += 1
 
     def _faulted(self) -> None:
-        """Redis is down now: the time to accepting again counts from here."""
+        """Redis is down now: the time to accepting again counts from here, and the clients go on submitting."""
         with self._lock:
             self._fault_at = time.monotonic()
+        self._begun()
+
+    def _begun(self) -> None:
+        with self._gate:
+            self._faults_begun += 1
+            self._gate.notify_all()
 
     # --- the count ---------------------------------------------------------------------------
 
@@ -335,7 +363,9 @@ class _Soak:
                     report.failures[job_id] = str(message)
                 row = archive.find(job_id)
                 if row is None or row.status != state:
-                    report.archive_mismatches.append(f"{job_id}: {state} != {row.status if row else None}")
+                    updated = self.client.hget(keys.status(job_id), "updated_at")
+                    archived = f"{row.status} of {row.updated_at.isoformat()}" if row else "no row"
+                    report.archive_mismatches.append(f"{job_id}: {state} of {updated!s} in Redis, {archived} archived")
         finally:
             archive.close()
         report.outcomes = dict(outcomes)

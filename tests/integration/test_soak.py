@@ -23,6 +23,7 @@ def test_a_soak_with_worker_kills_and_redis_restarts_completes_every_job_once(tm
     assert report.worker_kills + report.redis_restarts == PLAN.faults
     assert report.worker_kills >= 1, "workers were killed"
     assert report.redis_restarts >= 1, "Redis was restarted"
+    assert len(report.failovers) == report.redis_restarts, "the service accepted work again after each restart"
     assert report.refusals == []
     assert report.accepted == PLAN.jobs
     assert report.lost == []
