@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 
+from prometheus_client import Gauge
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,15 +91,14 @@ class RequestMiddleware:
         accepted) and the close code of whichever side closed first."""
         request_id = _request_id(scope)
         started = time.perf_counter()
-        accepted = False
+        opened: Gauge | None = None  # the open-sockets gauge's child this socket counts in, once accepted
         close_code: int | None = None
-        open_sockets = self.metrics.websockets_open
 
         async def noting_send(message: Message) -> None:
-            nonlocal accepted, close_code
+            nonlocal opened, close_code
             if message["type"] == "websocket.accept":
-                accepted = True
-                open_sockets.labels(_route(scope)).inc()
+                opened = self.metrics.websockets_open.labels(_route(scope))
+                opened.inc()
             elif message["type"] == "websocket.close" and close_code is None:
                 close_code = message.get("code", 1000)
             await send(message)
@@ -116,9 +116,9 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = _route(scope)
-            status = 101 if accepted else 403
-            if accepted:
-                open_sockets.labels(route).dec()
+            status = 101 if opened is not None else 403
+            if opened is not None:
+                opened.dec()
             self.metrics.websockets.labels(route, str(status), str(close_code or "")).inc()
             log.info(
                 "WS %s %d %s %.1fms",
