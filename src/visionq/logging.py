@@ -63,16 +63,28 @@ class JsonFormatter(logging.Formatter):
 PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 #: Libraries' INFO lines that say nothing an operator acts on: Alembic (1.17+) logs "setup plugin …" for each of
 #: its seven autogenerate plugins in every process that loads it, ahead of `visionq serve`'s banner. Its migration
-#: lines ("Running upgrade …") are another logger's and stay. Shown at DEBUG; their warnings always.
-CHATTY_LOGGERS = (*PER_TASK_LOGGERS, "alembic.runtime.plugins")
-#: uvicorn's (and websockets') INFO lines as each WebSocket opens, which the API's access line for the socket
-#: replaces (api/middleware.py): dropped unless at DEBUG.
-WEBSOCKET_OPENED = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
+#: lines ("Running upgrade …") are another logger's and stay. httpx logs each request it makes ("HTTP Request: …"):
+#: a callback's delivery has its own line, with its outcome. Shown at DEBUG; their warnings always.
+CHATTY_LOGGERS = (*PER_TASK_LOGGERS, "alembic.runtime.plugins", "httpx")
+#: Libraries' INFO lines, by logger and message format, that say nothing an operator acts on, dropped unless at
+#: DEBUG: uvicorn's (and websockets') as each WebSocket opens and closes, which the API's access line for the socket
+#: replaces (api/middleware.py); Alembic's two each time a process checks the archive's schema (three processes
+#: under `visionq serve`), while its "Running upgrade …" lines, which say what changed, stay; Celery's "… ready.",
+#: which the worker's own line replaces, with what the banner it leaves out said (worker/signals.py).
+QUIET_LINES = {
+    "celery.apps.worker": frozenset({"%s ready."}),
+    "uvicorn.error": frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"}),
+    "alembic.runtime.migration": frozenset({"Context impl %s.", "Will assume %s DDL."}),
+}
 
 
-class DropWebSocketOpened(logging.Filter):
+class DropQuietLines(logging.Filter):
+    def __init__(self, formats: frozenset[str]) -> None:
+        super().__init__()
+        self.formats = formats
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg not in WEBSOCKET_OPENED
+        return record.msg not in self.formats
 
 
 def configure_logging(settings: Settings) -> None:
@@ -92,8 +104,9 @@ def configure_logging(settings: Settings) -> None:
     for name in CHATTY_LOGGERS:
         # Celery reads the level once, as a worker builds its task tracer and strategy: set before it starts.
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else max(root.level, logging.WARNING))
-    uvicorn = logging.getLogger("uvicorn.error")
-    for kept in [f for f in uvicorn.filters if isinstance(f, DropWebSocketOpened)]:
-        uvicorn.removeFilter(kept)
-    if not verbose:
-        uvicorn.addFilter(DropWebSocketOpened())
+    for name, formats in QUIET_LINES.items():
+        logger = logging.getLogger(name)
+        for kept in [f for f in logger.filters if isinstance(f, DropQuietLines)]:
+            logger.removeFilter(kept)
+        if not verbose:
+            logger.addFilter(DropQuietLines(formats))

@@ -466,8 +466,9 @@ class Settings(ClientSettings):
     # --- logging -----------------------------------------------------------------------------
     log_level: str = "INFO"
     """Log level of every visionq process. At `INFO` a job writes three lines (its upload's and its WebSocket's
-    access lines, the worker's `job completed`); `DEBUG` adds Celery's and uvicorn's lines per task and socket, and
-    Alembic's per plugin."""
+    access lines, the worker's `job completed`); `DEBUG` adds Celery's and uvicorn's lines per task and socket,
+    Alembic's per plugin and schema check, httpx's per request, and the access lines of answered health probes and
+    metrics scrapes."""
 
     otlp_endpoint: str | None = None
     """OpenTelemetry collector (OTLP over HTTP, e.g. `http://jaeger:4318`). When set, the API and the

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from visionq.logging import CHATTY_LOGGERS, ContextFilter, JsonFormatter, configure_logging, log_context
+from visionq.logging import CHATTY_LOGGERS, QUIET_LINES, ContextFilter, JsonFormatter, configure_logging, log_context
 from visionq.settings import Settings
 
 
@@ -74,13 +74,17 @@ def test_exceptions_are_kept_as_one_field(logged: tuple[logging.Logger, io.Strin
 @pytest.fixture
 def configured() -> Iterator[io.StringIO]:
     """A buffer for `_configure`'s lines; the process's logging set-up is restored afterwards."""
-    root, uvicorn = logging.getLogger(), logging.getLogger("uvicorn.error")
-    kept = (root.handlers[:], root.level, uvicorn.filters[:], [logging.getLogger(n).level for n in CHATTY_LOGGERS])
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    filters = {name: logging.getLogger(name).filters[:] for name in QUIET_LINES}
     yield io.StringIO()
-    root.handlers[:], uvicorn.filters[:] = kept[0], kept[2]
-    root.setLevel(kept[1])
-    for name, level in zip(CHATTY_LOGGERS, kept[3], strict=True):
-        logging.getLogger(name).setLevel(level)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, kept in levels.items():
+        logging.getLogger(name).setLevel(kept)
+    for name, filtered in filters.items():
+        logging.getLogger(name).filters[:] = filtered
 
 
 def _configure(level: str, out: io.StringIO) -> None:
@@ -91,7 +95,7 @@ def _configure(level: str, out: io.StringIO) -> None:
 
 
 def _library_lines() -> None:
-    """What Celery and uvicorn log for one task and one WebSocket, as they log it."""
+    """What Celery, uvicorn and Alembic log for one task, one WebSocket and a schema check, as they log it."""
     logging.getLogger("celery.worker.strategy").info("Task %s[%s] received", "visionq.classify_image", "j1")
     logging.getLogger("celery.app.trace").info(
         "Task %s[%s] succeeded in %ss: %s", "visionq.classify_image", "j1", 0.1, None
@@ -102,10 +106,13 @@ def _library_lines() -> None:
     uvicorn.info("connection open")
     uvicorn.info("Application startup complete.")
     logging.getLogger("alembic.runtime.plugins").info("setup plugin %s", "alembic.autogenerate.schemas")
-    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s, %s", "", "0001", "The jobs table.")
+    migration = logging.getLogger("alembic.runtime.migration")
+    migration.info("Context impl %s.", "SQLiteImpl")
+    migration.info("Will assume %s DDL.", "non-transactional")
+    migration.info("Running upgrade %s -> %s, %s", "", "0001", "The jobs table.")
 
 
-def test_at_info_the_libraries_lines_per_task_socket_and_plugin_are_left_out_but_not_their_errors(
+def test_at_info_the_libraries_lines_per_task_socket_and_schema_check_are_left_out_but_not_their_errors(
     configured: io.StringIO,
 ) -> None:
     _configure("INFO", configured)
@@ -124,4 +131,4 @@ def test_at_debug_every_library_line_is_kept(configured: io.StringIO) -> None:
     _configure("DEBUG", configured)
     _library_lines()
 
-    assert len(configured.getvalue().splitlines()) == 8
+    assert len(configured.getvalue().splitlines()) == 10

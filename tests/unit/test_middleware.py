@@ -90,3 +90,34 @@ def test_a_socket_refused_before_its_handshake_is_a_403_and_never_open() -> None
 
     assert _value(metrics, "visionq_websockets_total", route="unmatched", status="403", close_code="1000") == 1.0
     assert _value(metrics, "visionq_websockets_open", route="unmatched") is None
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "level"),
+    [
+        ("/health/ready", 200, logging.DEBUG),
+        ("/metrics", 200, logging.DEBUG),
+        ("/health/ready", 503, logging.INFO),
+        ("/status/{job_id}", 200, logging.INFO),
+    ],
+)
+def test_answered_probes_and_scrapes_are_access_lines_at_debug_the_rest_at_info(
+    caplog: pytest.LogCaptureFixture, route: str, status: int, level: int
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"]["route"] = route
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope: Scope = {"type": "http", "method": "GET", "path": route, "headers": [], "state": {}}
+    with caplog.at_level(logging.DEBUG, logger="visionq.access"):
+        asyncio.run(RequestMiddleware(app, Metrics())(scope, receive, send))
+
+    (record,) = [r for r in caplog.records if r.name == "visionq.access"]
+    assert (record.levelno, record.getMessage().split(" ")[:3]) == (level, ["GET", route, str(status)])

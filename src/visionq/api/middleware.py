@@ -32,6 +32,9 @@ CONTENT_SECURITY_POLICY = (
 )
 #: FastAPI's interactive docs load their scripts from a CDN: the policy above would blank them.
 _DOCS_PATHS = ("/docs", "/redoc")
+#: Routes that load balancers, orchestrators and Prometheus call every few seconds: their answered requests are
+#: logged at DEBUG, so that the access log at INFO holds what clients did. A probe that fails stays at INFO.
+PROBE_ROUTES = frozenset({"/health", "/health/ready", "/metrics"})
 #: A client's request id is echoed only if it looks like an id, never arbitrary text in logs.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -77,7 +80,8 @@ class RequestMiddleware:
             labels = (scope["method"], route, str(status))
             self.metrics.http_requests.labels(*labels).inc()
             self.metrics.http_duration.labels(*labels).observe(elapsed)
-            log.info(
+            log.log(
+                logging.DEBUG if route in PROBE_ROUTES and status < 400 else logging.INFO,
                 "%s %s %d %.1fms",
                 scope["method"],
                 route,
