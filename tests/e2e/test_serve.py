@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -67,8 +68,20 @@ def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: sig
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    stdout = serve.stdout
+    assert stdout is not None
+    lines: list[str] = []
+
+    def read() -> None:  # each line as it comes: the test waits for one
+        for line in stdout:
+            lines.append(line.decode(errors="replace"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    banner = f"visionq ready on {url}  (API docs at {url}/docs, Ctrl-C to stop)\n"
     try:
-        wait_for(lambda: service_ready(url), SERVE_START_TIMEOUT, "visionq serve to be ready", interval=0.25)
+        wait_for(lambda: banner in lines, SERVE_START_TIMEOUT, "visionq serve to say it is ready", interval=0.25)
+        assert service_ready(url), "ready when it says so: a worker has the default model"
         helpers = descendants(serve.pid)
         assert len(helpers) >= 2, "an embedded Redis and a worker"
         socket = (tmp_path / "data" / "redis" / "redis.sock").resolve()
@@ -86,8 +99,12 @@ def test_serve_classifies_then_stops_everything(tmp_path: Path, stop_signal: sig
         assert any(name in classify.stdout for name in ("Egyptian cat", "tabby", "tiger cat")), classify.stdout
     finally:
         serve.send_signal(stop_signal)
-        output, _ = serve.communicate(timeout=STOP_TIMEOUT)
+        serve.wait(timeout=STOP_TIMEOUT)
+        reader.join(timeout=STOP_TIMEOUT)
+        stdout.close()
 
-    assert serve.returncode == 0, output.decode(errors="replace")[-2000:]
+    assert serve.returncode == 0, "".join(lines)[-2000:]
+    assert lines[0] == "visionq starting (Ctrl-C to stop)\n"
+    assert lines[-1] == "visionq stopped\n"
     assert not [pid for pid in helpers if alive(pid)], "processes left behind"
     assert (tmp_path / "data" / "redis").is_dir(), "the embedded Redis keeps its data in the data dir"

@@ -34,9 +34,9 @@ def serve(
     settings = server_settings("serve", "server", host=host, port=port)
     from visionq.cli.serve import serve as run
 
-    console.print(f"visionq on http://{settings.host}:{settings.port}  (API docs at /docs, Ctrl-C to stop)")
+    console.print("visionq starting (Ctrl-C to stop)")
     try:
-        run(settings)
+        run(settings, announce=lambda line: console.print(line, soft_wrap=True))
     except KeyboardInterrupt:
         console.print("visionq stopped")
 
@@ -93,6 +93,8 @@ def worker(
         # visionq's own heartbeats (jobs/heartbeats.py) say which workers live; Celery's event heartbeats were a
         # pub/sub message every 2 s per worker that nothing read.
         without_heartbeat=True,
+        # Celery's ASCII-art banner: the worker logs what it says in one line as it becomes ready (worker/signals.py).
+        quiet=True,
     )
     running.start()
     if running.exitcode:

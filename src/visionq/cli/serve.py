@@ -17,9 +17,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
@@ -36,6 +39,9 @@ WORKER_STOP_TIMEOUT = 15.0
 CALLBACK_SECRET_FILE = "callback-secret"
 #: Seconds between restarts of a worker that keeps dying.
 WORKER_RESTART_DELAY = 2.0
+#: Seconds `serve` waits for the whole service to be ready before it says where it stands anyway (a first start
+#: on a slow machine may export the model to ONNX first).
+READY_WAIT = 120.0
 
 
 class WorkerProcess:
@@ -100,13 +106,42 @@ def callback_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches the API bound to `host`: a wildcard address is reached on loopback."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def announce_when_ready(url: str, say: Callable[[str], None], stopping: threading.Event) -> None:
+    """Say that the service is ready once `/health/ready` says so: the API listens a few seconds before the worker
+    has loaded its model, and a user who took a first line as the go-ahead saw a first job wait for no reason."""
+    deadline = time.monotonic() + READY_WAIT
+    checks: object = "no answer"
+    while not stopping.wait(0.25):
+        try:
+            body = httpx.get(f"{url}/health/ready", timeout=2, trust_env=False).json()
+            if body["status"] == "ok":
+                say(f"visionq ready on {url}  (API docs at {url}/docs, Ctrl-C to stop)")
+                return
+            checks = body["checks"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            say(f"visionq on {url}, not ready after {READY_WAIT:.0f} s: {checks} (GET /health/ready)")
+            return
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM. Uvicorn re-raises the signal it caught once it has shut down;
-    both then surface here as KeyboardInterrupt, so the worker and Redis are always stopped."""
+def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    """Run until SIGINT or SIGTERM, and `announce` the address once the service is ready. Uvicorn re-raises the
+    signal it caught once it has shut down; both then surface here as KeyboardInterrupt, so the worker and Redis
+    are always stopped."""
     signal.signal(signal.SIGTERM, _interrupt)
     with ExitStack() as stack:
         redis_url = settings.redis_url
@@ -132,4 +167,10 @@ def serve(settings: Settings) -> None:
         for worker in (WorkerProcess(env), WorkerProcess(env, "--callbacks")):
             worker.start()
             stack.callback(worker.stop)
+        stopping = threading.Event()
+        url = local_url(settings.host, settings.port)
+        threading.Thread(
+            target=announce_when_ready, args=(url, announce, stopping), name="visionq-announce", daemon=True
+        ).start()
+        stack.callback(stopping.set)
         uvicorn.Server(server_config(settings)).run()

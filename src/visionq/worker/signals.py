@@ -50,7 +50,16 @@ def _on_child_start(**_: Any) -> None:
 
 
 @signals.worker_ready.connect
-def _on_worker_ready(**_: Any) -> None:
+def _on_worker_ready(sender: Any, **_: Any) -> None:
+    worker = sender.controller  # the consumer's WorkController
+    log.info(
+        "%s ready: queue %s, %s pool of %d, broker %s",
+        worker.hostname,
+        ", ".join(sorted(sender.app.amqp.queues.consume_from)),
+        worker.pool_cls.__module__.rsplit(".", 1)[-1],
+        worker.concurrency,
+        sender.connection.as_uri(),  # without its password
+    )
     # What start-up made (modules, the models, the app) lives as long as the process: out of the collector's
     # sight, a full collection does not walk it again (one took ~0.25 s of a loaded core in the API).
     gc.freeze()
