@@ -142,4 +142,5 @@ def test_a_sigkilled_master_loses_no_accepted_job_and_runs_none_twice(tmp_path: 
     assert report.accepted == plan.jobs
     assert report.lost == []
     assert report.duplicated == 0
+    assert report.archive_mismatches == []
     assert report.outcomes == {"completed": plan.jobs}, report.failures

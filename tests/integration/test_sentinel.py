@@ -148,6 +148,7 @@ def test_a_sigkilled_master_loses_no_accepted_job_and_the_service_accepts_again_
     assert report.accepted == plan.jobs
     assert report.lost == []
     assert report.duplicated == 0
+    assert report.archive_mismatches == []
     assert report.outcomes == {"completed": plan.jobs}, report.failures
 
 

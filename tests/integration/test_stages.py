@@ -43,9 +43,9 @@ def _published(pubsub: redis.client.PubSub) -> list[str]:
 
 def _run_to_completion(
     redis_client: redis.Redis, tracker: JobTracker, report: StageReport
-) -> tuple[bytes | str | None, bool, list[str]]:
+) -> tuple[bytes | str | None, str | None, list[str]]:
     """Report each stage of a job in turn, then complete it with the stages not yet written: the stage its status
-    showed just before the completion, whether the completion was accepted, and the stages published, in order."""
+    showed just before the completion, its stamp (None if refused), and the stages published, in order."""
     pubsub = redis_client.pubsub()  # type: ignore[no-untyped-call]
     pubsub.subscribe(keys.events(report.job_id))
     assert pubsub.get_message(timeout=5) is not None  # the subscribe confirmation

@@ -85,6 +85,21 @@ local function batch_count(status_key, outcome, prior, now, now_s, due_key, outb
 end
 """
 
+# Shared: the time a change of the job is written with, its `updated_at`: `at`, or the job's own when that is later,
+# so that it never goes back. Its writers stamp from their own clocks (the API's, each worker's: they differ), and a
+# worker stamps its result as it makes it, then the stages it sends with it a moment later. The archive keeps a
+# job's newest state by this field (archive/repository.py): a later state with an earlier stamp would never replace
+# the state before it there. (Stamps are `isoformat`'s, fixed width: they compare as text.)
+_STAMP = """
+local function stamp(status_key, at)
+  local known = redis.call('HGET', status_key, 'updated_at')
+  if known and known > at then
+    return known
+  end
+  return at
+end
+"""
+
 # KEYS: the batch, its items, callbacks due, archive outbox. ARGV: items refused at submission, the items' TTL, now,
 # now (unix s), then each item (JSON), in order.
 # Opens a batch once its jobs are made: its items recorded, the refused ones ended and failed, and the batch ended
@@ -358,6 +373,7 @@ return 0
 # then, go into an average (`visionq:queue:{queue}:pace`).
 TAKE = (
     _PUBLISH
+    + _STAMP
     + _BATCH
     + _LIVE_JOB
     + """
@@ -405,7 +421,7 @@ end
 redis.call('SADD', KEYS[4], job_id)
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'stage', 'initializing', 'worker_id', ARGV[2],
-           'updated_at', ARGV[1], 'started_at', ARGV[1])
+           'updated_at', stamp(KEYS[1], ARGV[1]), 'started_at', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], job_id)
 publish(KEYS[1], KEYS[3])
 local crashes = tonumber(redis.call('HGET', KEYS[1], 'crashes') or '0')
@@ -440,12 +456,14 @@ return redis.call('HINCRBY', KEYS[1], 'crashes', 1)
 # Progress never goes down: a redelivered job keeps the furthest progress it reached.
 ADVANCE = (
     _PUBLISH
+    + _STAMP
     + _LIVE_JOB
     + """
 local progress = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
+local at = stamp(KEYS[1], ARGV[1])
 for i = 3, #ARGV, 2 do
   progress = math.max(progress, tonumber(ARGV[i + 1]))
-  redis.call('HSET', KEYS[1], 'stage', ARGV[i], 'progress', progress, 'updated_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'stage', ARGV[i], 'progress', progress, 'updated_at', at)
   publish(KEYS[1], KEYS[3])
 end
 redis.call('ZADD', KEYS[2], ARGV[2], redis.call('HGET', KEYS[1], 'job_id'))
@@ -478,15 +496,17 @@ end
 # KEYS: status, result, image, live, events, job stats, processing, archive outbox, callbacks due, waiting jobs.
 # ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds), '1' when the result may be reused
 # (served by the job's own model), '1' when the job is a follower completed from its leader's result.
-# Returns {1, the job's followers…} (see _CACHE_END), 0 when the job is no longer live.
+# Returns {the `updated_at` written, the job's followers…} (see _STAMP, _CACHE_END), 0 when the job is no longer live.
 COMPLETE = (
     _PUBLISH
+    + _STAMP
     + _CALLBACK_DUE
     + _CACHE_END
     + _BATCH
     + _LIVE_JOB
     + """
-redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', ARGV[2])
+local at = stamp(KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', at)
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('DEL', KEYS[3])
@@ -501,10 +521,10 @@ else
 end
 redis.call('ZADD', KEYS[8], ARGV[5], redis.call('HGET', KEYS[1], 'job_id'))
 callback_due(KEYS[1], KEYS[9], ARGV[5])
-batch_count(KEYS[1], 'completed', state, ARGV[2], ARGV[5], KEYS[9], KEYS[8])
+batch_count(KEYS[1], 'completed', state, at, ARGV[5], KEYS[9], KEYS[8])
 local followers = cache_end(KEYS[1], ARGV[6] == '1', ARGV[1], ARGV[3])
 publish(KEYS[1], KEYS[5], ARGV[1])
-return {1, unpack(followers)}
+return {at, unpack(followers)}
 """
 )
 
@@ -516,6 +536,7 @@ return {1, unpack(followers)}
 # leader's entry ends with it; its followers, queued, run on their own.
 FINISH_UNSUCCESSFULLY = (
     _PUBLISH
+    + _STAMP
     + _CALLBACK_DUE
     + _CACHE_END
     + _BATCH
@@ -524,8 +545,9 @@ FINISH_UNSUCCESSFULLY = (
 if ARGV[8] == '1' and state ~= 'pending' then
   return 0
 end
+local at = stamp(KEYS[1], ARGV[4])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'stage', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
-           'updated_at', ARGV[4])
+           'updated_at', at)
 local job_id = redis.call('HGET', KEYS[1], 'job_id')
 if tonumber(ARGV[7]) > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[7])
@@ -542,7 +564,7 @@ redis.call('ZREM', KEYS[11], job_id)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 redis.call('ZADD', KEYS[7], ARGV[6], job_id)
 callback_due(KEYS[1], KEYS[8], ARGV[6])
-batch_count(KEYS[1], ARGV[1], state, ARGV[4], ARGV[6], KEYS[8], KEYS[7])
+batch_count(KEYS[1], ARGV[1], state, at, ARGV[6], KEYS[8], KEYS[7])
 cache_end(KEYS[1], false)
 publish(KEYS[1], KEYS[4])
 return 1
@@ -558,6 +580,7 @@ return 1
 # Redis) has expired; the caller checks an image kept in an image store beforehand.
 REVIVE = (
     _PUBLISH
+    + _STAMP
     + _WAITING
     + """
 if not redis.call('ZSCORE', KEYS[5], redis.call('HGET', KEYS[1], 'job_id') or '') then
@@ -576,7 +599,7 @@ if batch and redis.call('EXISTS', batch) == 1 then
   redis.call('HSET', batch, 'state', 'open')
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'stage', 'queued', 'progress', 0, 'attempts', 0,
-           'updated_at', ARGV[1], 'message', ARGV[8])
+           'updated_at', stamp(KEYS[1], ARGV[1]), 'message', ARGV[8])
 redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'worker_id', 'started_at', 'crashes',
            'crash_log', 'queue_priority', 'promoted_at')
 redis.call('EXPIRE', KEYS[1], ARGV[3])

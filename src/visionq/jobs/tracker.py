@@ -175,8 +175,10 @@ class JobTracker:
         also: Callable[[Steps], object] | None = None,
         reusable: bool = False,
         followed: Callable[[JobRecord], object] | None = None,
-    ) -> bool:
-        """Store the result and finish the job; False if another delivery finished it first. `stages` not yet
+    ) -> str | None:
+        """Store the result and finish the job; returns the `updated_at` it was written with (the result's
+        `completed_at`, or the job's own stamp if later: `scripts._STAMP`), None if another delivery finished it
+        first. `stages` not yet
         written are written first, in the same round trip, and so are the commands `also` queues (metrics, the
         breaker). `reusable`: the result may serve identical submits (jobs/cache.py); the job's followers, if it
         led any, are completed from it, and `followed` is called with each. Where replicas are required, the same
@@ -208,11 +210,12 @@ class JobTracker:
         if required:
             check(int(replies.pop()), required, self.replica_timeout)
         reply = replies[-1]
-        if isinstance(reply, list) and len(reply) > 1:
-            for record in self.complete_followers([_text(job_id) for job_id in reply[1:]], body):
-                if followed is not None:
-                    followed(record)
-        return bool(reply)
+        if not isinstance(reply, list):  # 0: no longer live
+            return None
+        for record in self.complete_followers([_text(job_id) for job_id in reply[1:]], body):
+            if followed is not None:
+                followed(record)
+        return _text(reply[0])
 
     def complete_followers(self, job_ids: list[str], leader_result: bytes | str) -> list[JobRecord]:
         """Complete a leader's followers from its result (a cache hit each); those no longer live are passed.

@@ -237,12 +237,13 @@ def _run(ctx: context.WorkerContext, record: JobRecord, image: bytes | None, pic
         if outcome.led_batch:  # one record per call of the model, with its images
             ctx.tracker.record_inference(spec.ref, outcome.inference_seconds, images=outcome.batch_size, steps=steps)
 
-    if not ctx.tracker.complete(
+    completed_at = ctx.tracker.complete(
         result, stages=report.unwritten(), also=and_record, reusable=degraded is None, followed=ctx.drop_image
-    ):
+    )
+    if completed_at is None:
         log.info("job finished elsewhere first; result discarded", extra={"job_id": job_id})
         return
-    ctx.archiver.completed_here(record.completed(result.completed_at), result)
+    ctx.archiver.completed_here(record.completed(completed_at), result)
     log.info(
         "job completed",
         extra={
