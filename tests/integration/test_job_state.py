@@ -244,6 +244,29 @@ def test_claim_advance_complete_is_one_way(redis_url: str, redis_client: redis.R
     assert not redis_client.sismember(keys.PROCESSING_JOBS, record.job_id)
 
 
+def test_a_jobs_updated_at_moves_forward_and_never_back(
+    redis_url: str, redis_client: redis.Redis, tracker: JobTracker
+) -> None:
+    """Each change stamps the job with its writer's time, unless the job's own stamp is later (another machine's
+    clock ahead, or stages stamped after the result they go with): the archive keeps the newest state by it."""
+    record = new_record()
+    create(redis_url, record)
+    status = keys.status(record.job_id)
+    past, future = "2000-01-01T00:00:00.000Z", "2999-01-01T00:00:00.000Z"
+
+    redis_client.hset(status, "updated_at", past)
+    tracker.take(record.job_id)
+    taken = redis_client.hget(status, "updated_at")
+    redis_client.hset(status, "updated_at", future)
+    assert tracker.advance(record.job_id, Stage.INFERENCE)
+    advanced = redis_client.hget(status, "updated_at")
+    completed_at = tracker.complete(result_for(record))
+
+    assert isinstance(taken, str)  # the test client decodes
+    assert past < taken < future
+    assert advanced == completed_at == redis_client.hget(status, "updated_at") == future
+
+
 def test_a_process_that_died_on_the_image_is_counted_with_its_evidence(
     redis_url: str, redis_client: redis.Redis, tracker: JobTracker
 ) -> None:
