@@ -10,6 +10,7 @@ its gate, whatever the machine's speed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -332,9 +333,9 @@ def test_a_worker_that_runs_jobs_in_its_main_process_sets_it_up_once(
             start_new_session=True,
         )
     try:
-        # Celery's own line once the pool is up: every set-up is done by then.
-        wait_for(lambda: f"visionq-classify-{process.pid}@" in log.read_text() and " ready." in log.read_text(), 60,
-                 "the worker's start")  # fmt: skip
+        # The worker's line once its pool is up (worker/signals.py): every set-up is done by then.
+        ready = re.compile(rf"visionq-classify-{process.pid}@\S+ ready: queue ")
+        wait_for(lambda: ready.search(log.read_text()), 60, "the worker's start")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)

@@ -3,6 +3,7 @@ models) in `cli/jobs.py`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -35,10 +36,11 @@ def serve(
     from visionq.cli.serve import serve as run
 
     console.print("visionq starting (Ctrl-C to stop)")
-    try:
+    # Ctrl-C surfaces as KeyboardInterrupt, or not: uvicorn raises the signal again once it has shut down, and
+    # asyncio's runner may have taken it first and let the server end normally. Either way all has stopped here.
+    with contextlib.suppress(KeyboardInterrupt):
         run(settings, announce=lambda line: console.print(line, soft_wrap=True))
-    except KeyboardInterrupt:
-        console.print("visionq stopped")
+    console.print("visionq stopped")
 
 
 @app.command()
