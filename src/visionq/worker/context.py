@@ -127,7 +127,13 @@ class WorkerContext:
         self._housekeeping.start()
         if self.watchdog is not None:
             self.watchdog.start()
-        log.info("worker process ready", extra={"worker_id": self.worker_id, "models": self.registry.loaded()})
+        models = self.registry.loaded()
+        log.info(
+            "worker process ready: %s, models %s",
+            self.worker_id,
+            ", ".join(models) or "none loaded yet",
+            extra={"worker_id": self.worker_id, "models": models},
+        )
 
     def failed_to_load(self, spec: ModelSpec, exc: Exception) -> None:
         """`spec` could not be loaded: open its breaker, so that its jobs go to the fallback or fail at once
