@@ -266,21 +266,21 @@ def test_a_change_waits_until_it_has_settled_and_a_job_that_ends_meanwhile_is_wr
     assert isinstance(outcome_from_row(found), ResultBody), "never written as pending"
 
 
-def test_a_completion_stamped_before_the_stages_sent_with_it_still_replaces_them_in_the_archive(
+def test_a_completion_stamped_before_the_jobs_last_change_still_replaces_it_in_the_archive(
     own_redis_url: str, sync_redis: redis.Redis, archive: Archive
 ) -> None:
-    """A worker stamps its result as it makes it and the stages it sends with it a moment later, in two scripts of
-    one round trip (two, after a failover, when the promoted server lacks one of them): another worker's archiver
-    may read the job between them. The completion still reaches the archive, by the stamp Redis wrote it with."""
+    """A result stamped before the job's last change (by a worker whose clock is behind the one that wrote it, or, as
+    it was, stamped as it was made while the stages sent after it were stamped later), and that change archived
+    meanwhile: the completion still reaches the archive, by the stamp Redis wrote it with."""
     record = new_record()
     create(own_redis_url, record)
     tracker = JobTracker(sync_redis, worker_id="test:1", result_ttl=60, stale_after=20)
     archiver = Archiver(sync_redis, archive)
     tracker.take(record.job_id)
     result = result_for(record).model_copy(update={"completed_at": "2026-11-27T09:00:00.000Z"})  # made earlier
-    assert tracker.advance(record.job_id, Stage.POSTPROCESSING)  # the stage sent with it, stamped now
+    assert tracker.advance(record.job_id, Stage.POSTPROCESSING)  # the last change, stamped now
     stage_stamp = sync_redis.hget(keys.status(record.job_id), "updated_at")
-    assert archiver.drain() == 1, "archived as processing, between the two steps"
+    assert archiver.drain() == 1, "archived as processing"
 
     completed_at = tracker.complete(result)
     assert completed_at is not None

@@ -450,22 +450,29 @@ return redis.call('HINCRBY', KEYS[1], 'crashes', 1)
 """
 )
 
+# Shared: stage changes, in order, each published in turn, so a watcher still sees every stage: ARGV from `first` on
+# holds a stage and its progress for each. Progress never goes down: a redelivered job keeps the furthest it reached.
+_ADVANCE = """
+local function advance(status_key, channel, at, first)
+  local progress = tonumber(redis.call('HGET', status_key, 'progress') or '0')
+  for i = first, #ARGV, 2 do
+    progress = math.max(progress, tonumber(ARGV[i + 1]))
+    redis.call('HSET', status_key, 'stage', ARGV[i], 'progress', progress, 'updated_at', at)
+    publish(status_key, channel)
+  end
+end
+"""
+
 # KEYS: status, live, events. ARGV: now, deadline, then a stage and its progress for each stage, in order.
 # One or several stage changes in one step (a worker writes the stages that lasted only milliseconds together,
-# see worker/stages.py), each published in turn, so a watcher still sees every stage in order.
-# Progress never goes down: a redelivered job keeps the furthest progress it reached.
+# see worker/stages.py; those that end with the job go in COMPLETE itself).
 ADVANCE = (
     _PUBLISH
     + _STAMP
+    + _ADVANCE
     + _LIVE_JOB
     + """
-local progress = tonumber(redis.call('HGET', KEYS[1], 'progress') or '0')
-local at = stamp(KEYS[1], ARGV[1])
-for i = 3, #ARGV, 2 do
-  progress = math.max(progress, tonumber(ARGV[i + 1]))
-  redis.call('HSET', KEYS[1], 'stage', ARGV[i], 'progress', progress, 'updated_at', at)
-  publish(KEYS[1], KEYS[3])
-end
+advance(KEYS[1], KEYS[3], stamp(KEYS[1], ARGV[1]), 3)
 redis.call('ZADD', KEYS[2], ARGV[2], redis.call('HGET', KEYS[1], 'job_id'))
 return 1
 """
@@ -495,17 +502,21 @@ end
 
 # KEYS: status, result, image, live, events, job stats, processing, archive outbox, callbacks due, waiting jobs.
 # ARGV: result JSON, now, result_ttl, processing seconds, now (unix seconds), '1' when the result may be reused
-# (served by the job's own model), '1' when the job is a follower completed from its leader's result.
+# (served by the job's own model), '1' when the job is a follower completed from its leader's result, then a stage
+# and its progress for each stage not yet written (short ones: worker/stages.py), written first, in the same atomic
+# step: an archiver reading the job between them and the completion would stamp an older state as late as it.
 # Returns {the `updated_at` written, the job's followers…} (see _STAMP, _CACHE_END), 0 when the job is no longer live.
 COMPLETE = (
     _PUBLISH
     + _STAMP
+    + _ADVANCE
     + _CALLBACK_DUE
     + _CACHE_END
     + _BATCH
     + _LIVE_JOB
     + """
 local at = stamp(KEYS[1], ARGV[2])
+advance(KEYS[1], KEYS[5], at, 8)
 redis.call('HSET', KEYS[1], 'status', 'completed', 'stage', 'completed', 'progress', 100, 'updated_at', at)
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[3])

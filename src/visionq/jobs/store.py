@@ -88,10 +88,16 @@ def claim_call(
 
 
 def advance_call(job_id: str, stages: Sequence[Stage], deadline: float, *, shard: str) -> ScriptCall:
-    args: list[str | int | float] = [isoformat(utcnow()), deadline]
-    for stage in stages:
-        args += [stage.value, stage.progress]
-    return [keys.status(job_id), keys.live_jobs(shard), keys.events(job_id)], args
+    return [keys.status(job_id), keys.live_jobs(shard), keys.events(job_id)], [
+        isoformat(utcnow()),
+        deadline,
+        *_stage_args(stages),
+    ]
+
+
+def _stage_args(stages: Sequence[Stage]) -> list[str | int]:
+    """Each stage and its progress, as the scripts' `advance` reads them."""
+    return [value for stage in stages for value in (stage.value, stage.progress)]
 
 
 def complete_call(
@@ -105,9 +111,11 @@ def complete_call(
     shard: str,
     reusable: bool = False,
     reused: bool = False,
+    stages: Sequence[Stage] = (),
 ) -> ScriptCall:
-    """Complete a job with its result. `reusable`: the result may serve later identical submits (the job's own
-    model made it); `reused`: it came from another job's result (a cache hit: no processing time to count)."""
+    """Complete a job with its result, after the `stages` not yet written. `reusable`: the result may serve later
+    identical submits (the job's own model made it); `reused`: it came from another job's result (a cache hit: no
+    processing time to count)."""
     body = result_json.decode() if isinstance(result_json, bytes) else result_json
     return (
         [
@@ -122,7 +130,16 @@ def complete_call(
             keys.callbacks_due(shard),
             keys.waiting(queue, shard),
         ],
-        [body, completed_at, result_ttl, processing_seconds, time.time(), _flag(reusable), _flag(reused)],
+        [
+            body,
+            completed_at,
+            result_ttl,
+            processing_seconds,
+            time.time(),
+            _flag(reusable),
+            _flag(reused),
+            *_stage_args(stages),
+        ],
     )
 
 

@@ -178,11 +178,12 @@ class JobTracker:
     ) -> str | None:
         """Store the result and finish the job; returns the `updated_at` it was written with (the result's
         `completed_at`, or the job's own stamp if later: `scripts._STAMP`), None if another delivery finished it
-        first. `stages` not yet written are written first, in the same round trip, and so are the commands `also`
-        queues (metrics, the breaker). `reusable`: the result may serve identical submits (jobs/cache.py); the job's
-        followers, if it led any, are completed from it, and `followed` is called with each. Where replicas are
-        required, the same round trip waits for them (`WAIT`) and `Unconfirmed` is raised if they did not confirm:
-        the task is then retried, and the job runs again if a failover lost its completion."""
+        first. `stages` not yet written are written first, in the same step, and the commands `also` queues
+        (metrics, the breaker) go in the same round trip. `reusable`: the result may serve identical submits
+        (jobs/cache.py); the job's followers, if it led any, are completed from it, and `followed` is called with
+        each. Where replicas are required, the same round trip waits for them (`WAIT`) and `Unconfirmed` is raised
+        if they did not confirm: the task is then retried, and the job runs again if a failover lost its
+        completion."""
         self.refresh_replicas()  # read here only when the housekeeping has fallen behind
         required = self.replicas.required
         body = result.model_dump_json()
@@ -196,10 +197,9 @@ class JobTracker:
             queue=self.queue,
             shard=shard,
             reusable=reusable,
+            stages=stages,
         )
         with Steps(self.redis, key=keys.status(result.job_id)) as steps:
-            if stages:
-                steps.script(self._advance, *advance_call(result.job_id, stages, self._deadline(), shard=shard))
             if also is not None:
                 also(steps)
             steps.script(self._complete, job_keys, args)
