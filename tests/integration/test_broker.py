@@ -3,11 +3,16 @@ message in hand, is a connection error the close ignores, not a crash (see `visi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 from kombu import Connection
 
+from visionq.embedded import EmbeddedRedis
+from visionq.settings import Settings
 from visionq.worker.broker import TRANSPORT, Channel
+from visionq.worker.celery_app import create_celery_app
 
 QUEUE = "visionq-test-broker"
 
@@ -69,3 +74,24 @@ def test_a_channel_keeps_one_synchronous_client_per_pool(redis_url: str, redis_c
         if tag:
             redis_client.hdel("unacked", tag)
             redis_client.zrem("unacked_index", tag)
+
+
+def test_a_worker_on_a_unix_socket_gets_this_transport_too(tmp_path: Path) -> None:
+    """`visionq serve`'s embedded Redis is a Unix socket (`redis+socket://` to kombu, which then takes kombu's own
+    transport from the URL, whatever `broker_transport` says): the worker's connections, and their clones (Celery's
+    pools), still get this one, and a message goes through it on the socket."""
+    with EmbeddedRedis(tmp_path / "redis", persistent=False, unix_socket=True) as server:
+        app = create_celery_app(Settings(redis_url=server.url.replace("db=0", "db=3"), queue=QUEUE))
+        with app.connection_for_read() as connection, connection.clone() as clone:
+            for each in (connection, clone):
+                assert isinstance(each.default_channel, Channel), each.as_uri()
+            queue = connection.SimpleQueue(QUEUE)
+            queue.put({"job": 3})
+            message = queue.get(timeout=5)
+            assert message.payload == {"job": 3}
+            message.ack()
+            queue.close()
+        client = redis.Redis.from_url(server.url.replace("db=0", "db=3"))
+        assert client.hlen("unacked") == 0  # the bookkeeping went to the socket's database 3, and was cleared
+        assert client.exists(f"_kombu.binding.{QUEUE}")
+        client.close()

@@ -13,12 +13,17 @@ It also keeps one synchronous client per channel: kombu builds a new `redis.Redi
 bookkeeping step (two per job: the delivery and the ack), and building one (its ~200 response callbacks) costs
 ~60 µs of CPU, nearly what the round trip itself costs. A client is a stateless front of its connection pool, so one
 serves them all.
+
+kombu takes the transport of a `<name>+socket://` URL (a Unix socket) from its prefix, whatever `broker_transport`
+says, so `redis+socket://` (the embedded Redis of `visionq serve`) got kombu's own transport and neither change:
+`broker_url` names this one there instead.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -26,6 +31,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 TRANSPORT = f"{__name__}:Transport"
 #: The same for a Sentinel-managed Redis (`sentinel://` broker URLs).
 SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
+#: The name of this transport in a URL's prefix (kombu's registry of transports by name, where third-party
+#: transports go): `visionq-redis+socket:///path/redis.sock?virtual_host=0`.
+URL_PREFIX = "visionq-redis"
+TRANSPORT_ALIASES.setdefault(URL_PREFIX, TRANSPORT)
+
+
+def broker_url(url: str) -> str:
+    """The broker URL as Celery gets it: a Unix socket's `redis+socket://` names this transport."""
+    return URL_PREFIX + url.removeprefix("redis") if url.startswith("redis+socket://") else url
 
 
 class Channel(kombu_redis.Channel):

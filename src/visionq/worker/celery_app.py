@@ -14,7 +14,7 @@ from celery import Celery, bootsteps
 from visionq.jobs.publisher import REDIS_OPTIONS, broker_queue, is_amqp
 from visionq.jobs.queue import CLASSIFY_TASK
 from visionq.settings import Settings
-from visionq.worker.broker import SENTINEL_TRANSPORT, TRANSPORT
+from visionq.worker.broker import SENTINEL_TRANSPORT, TRANSPORT, broker_url
 
 __all__ = ["CALLBACKS", "CLASSIFY_TASK", "VisionqCelery", "create_celery_app"]
 
@@ -55,7 +55,7 @@ def _nothing() -> None:
 
 
 def create_celery_app(settings: Settings) -> VisionqCelery:
-    app = VisionqCelery("visionq", broker=settings.broker, include=["visionq.worker.tasks"])
+    app = VisionqCelery("visionq", broker=broker_url(settings.broker), include=["visionq.worker.tasks"])
     app.settings = settings
     app.steps["worker"].add(PromptShutdown)
     app.conf.update(
