@@ -81,7 +81,8 @@ def test_a_worker_on_a_unix_socket_gets_this_transport_too(tmp_path: Path) -> No
     transport from the URL, whatever `broker_transport` says): the worker's connections, and their clones (Celery's
     pools), still get this one, and a message goes through it on the socket."""
     with EmbeddedRedis(tmp_path / "redis", persistent=False, unix_socket=True) as server:
-        app = create_celery_app(Settings(redis_url=server.url.replace("db=0", "db=3"), queue=QUEUE))
+        url = server.url.replace("db=0", "db=3")
+        app = create_celery_app(Settings(redis_url=url, queue=QUEUE))
         with app.connection_for_read() as connection, connection.clone() as clone:
             for each in (connection, clone):
                 assert isinstance(each.default_channel, Channel), each.as_uri()
@@ -91,7 +92,7 @@ def test_a_worker_on_a_unix_socket_gets_this_transport_too(tmp_path: Path) -> No
             assert message.payload == {"job": 3}
             message.ack()
             queue.close()
-        client = redis.Redis.from_url(server.url.replace("db=0", "db=3"))
+        client = redis.Redis.from_url(url)
         assert client.hlen("unacked") == 0  # the bookkeeping went to the socket's database 3, and was cleared
         assert client.exists(f"_kombu.binding.{QUEUE}")
         client.close()
