@@ -52,15 +52,15 @@ def test_the_card_of_a_builtin_shows_its_transform_and_the_weights_the_workers_r
         name: value for name, value in listed.items() if name != "loaded"
     }, "the card holds the /models entry"
     transform = card["transform"]
-    assert (transform["resize"], transform["interpolation"], transform["input_size"]) == ("center_crop", "bicubic", 224)
-    assert transform["crop_fraction"] == pytest.approx(224 / 256)
+    assert (transform["resize"], transform["interpolation"], transform["input_size"]) == ("squash", "bicubic", 224)
+    assert transform["crop_fraction"] == 1.0
     assert transform["mean"] == pytest.approx([127 / 255] * 3)
     assert transform["std"] == pytest.approx([128 / 255] * 3)
     assert transform["channel_order"] == "RGB"
     assert SHA256.fullmatch(card["weights_sha256"])
     assert SHA256.fullmatch(card["preprocessing_sha256"])
     assert SHA256.fullmatch(card["labels_sha256"])
-    assert "center_crop(0.875)" in card["preprocessing"]
+    assert ";resize=squash;" in card["preprocessing"]
     assert (card["precision"], card["runtime"], card["breaker"], card["num_classes"]) == (
         "fp32",
         "onnx",
@@ -103,7 +103,7 @@ def test_the_sdk_reads_a_card_and_raises_not_found_for_an_unknown_model(stack: S
     assert (card.name, card.version, card.transform.resize, card.transform.input_size) == (
         "efficientnet-lite1",
         1,
-        "center_crop",
+        "squash",
         240,
     )
 
@@ -119,8 +119,8 @@ def test_the_cli_prints_a_card(stack: Stack) -> None:
 
     assert as_json.returncode == 0, as_json.stderr
     [line] = as_json.stdout.splitlines()
-    assert json.loads(line)["transform"]["resize"] == "center_crop"
+    assert json.loads(line)["transform"]["resize"] == "squash"
     assert table.returncode == 0, table.stderr
-    assert "center_crop 0.875, bicubic" in table.stdout
+    assert "squash, bicubic" in table.stdout
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("error[not_found]: "), unknown.stderr

@@ -46,7 +46,7 @@ Stack = tuple[Settings, WorkerProcess, ApiServer]
 
 CAT = cat_variants()["jpeg"]
 TEXT = bad_inputs()["text"]
-#: ImageNet's tabby, tiger cat and Egyptian cat: what the built-in models call the test photo.
+#: ImageNet's tabby, tiger cat and Egyptian cat: what a built-in model, int8 builds included, may call the test photo.
 CAT_CLASSES = {281, 282, 285}
 #: Seconds any one job may take on the shared stack before a test fails.
 JOB_TIMEOUT = 60.0

@@ -43,7 +43,7 @@ LITE0_INT8 = next(spec for spec in INT8_SPECS if spec.name == "efficientnet-lite
 #: Exports, quantisations and their checks run PyTorch and ONNX Runtime over whole samples: 20–60 s each alone, up to
 #: twice or thrice that in CI's niced lane beside the integration tests (scripts/test). A guard, not a timing goal.
 pytestmark = pytest.mark.timeout(360)
-#: ImageNet's tabby, tiger cat and Egyptian cat: Lite0 hesitates between the last two on the centre crop of Chelsea.
+#: ImageNet's tabby, tiger cat and Egyptian cat: an int8 build may weigh them otherwise than the exact model.
 CATS = {281, 282, 285}
 #: Builds that agree are made only on a CPU that runs them well; elsewhere the refusal's tests run.
 needs_vnni = pytest.mark.skipif(int8_unsupported() is not None, reason=f"int8 not served here: {int8_unsupported()}")
@@ -98,10 +98,10 @@ def test_no_photo_both_calibrates_and_checks_and_each_is_shipped_with_its_licenc
 
 def test_the_build_is_named_after_its_recipe_and_transform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = int8_path(LITE0_INT8, tmp_path)
-    squashed = LITE0_INT8.model_copy(update={"resize": Resize.SQUASH, "crop_fraction": 1.0})
+    cropped = LITE0_INT8.model_copy(update={"resize": Resize.CENTER_CROP, "crop_fraction": 0.875})
 
     assert path == int8_path(LITE0_INT8, tmp_path)
-    assert int8_path(squashed, tmp_path) != path, "another transform, another build"
+    assert int8_path(cropped, tmp_path) != path, "another transform, another build"
     monkeypatch.setattr(quantize, "RECIPE", quantize.RECIPE.replace("minmax", "entropy"))
     assert int8_path(LITE0_INT8, tmp_path) != path, "another recipe, another build"
 

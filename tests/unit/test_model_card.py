@@ -33,12 +33,12 @@ def _info(spec: ModelSpec, agreement: float | None = None) -> ModelInfo:
     )
 
 
-def test_the_builtin_transform_is_the_reference_evaluation() -> None:
+def test_the_builtin_transform_squashes_the_whole_image() -> None:
     transform = transform_info(LITE0.transform)
 
     assert transform == TransformInfo(
-        resize="center_crop",
-        crop_fraction=0.875,
+        resize="squash",
+        crop_fraction=1.0,
         interpolation="bicubic",
         mean=(127 / 255,) * 3,
         std=(128 / 255,) * 3,

@@ -64,7 +64,7 @@ def test_a_receipt_names_the_image_the_weights_that_ran_the_transform_and_the_la
         preprocessing_sha256=hashlib.sha256(LITE0.transform.canonical().encode()).hexdigest(),
         labels_sha256=hashlib.sha256("\n".join(imagenet_labels()).encode()).hexdigest(),
     )
-    assert receipt.preprocessing.startswith("decode=exif_upright,rgb,alpha_on_white;resize=center_crop(")
+    assert receipt.preprocessing.startswith("decode=exif_upright,rgb,alpha_on_white;resize=squash;")
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,6 @@ LATEST = "latest"
 #: Mean and std of EfficientNet-Lite's training input ((x - 127) / 128 on 0..255 pixels), on a 0..1 scale.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
-#: The reference evaluation's centre crop pads the input size by this many pixels: it keeps
-#: `input_size / (input_size + 32)` of the shorter side (tensorflow/tpu, efficientnet `CROP_PADDING`).
-LITE_CROP_PADDING = 32
 
 
 class Runtime(StrEnum):
