@@ -1,9 +1,10 @@
-"""The result cache on a real stack: an identical image is answered from the first job's result with no inference,
-two identical submits in flight run the model once, a request can opt out, and a leader that fails (here:
-cancelled) leaves its follower to run on its own."""
+"""The result cache on a real stack: an identical image is answered from the first job's result with no inference
+(accepted as pending, complete at the first look), two identical submits in flight run the model once, a request
+(or a batch) can opt out, and a leader that fails (here: cancelled) leaves its follower to run on its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from factories import chelsea, encode
 from integration.conftest import StackFactory
-from integration.stack import ApiServer, WorkerProcess, inference_count, submit, wait_terminal
+from integration.stack import ApiServer, WorkerProcess, inference_count, submit, wait_for, wait_terminal
 from visionq.settings import Settings
 
 MODEL = "efficientnet-lite0@1"
@@ -60,7 +61,7 @@ def test_an_identical_image_is_answered_from_the_cache_without_inference(api: ht
     )
 
     assert first["metadata"]["cache"] == "miss"
-    assert again.json()["status"] == "completed", "answered at once"
+    assert again.json()["status"] == "pending", "a 202 says pending (API.md), even for a hit"
     assert repeat["metadata"]["cache"] == "hit"
     assert repeat["job_id"] != first["job_id"]
     assert repeat["predictions"] == first["predictions"]
@@ -70,6 +71,53 @@ def test_an_identical_image_is_answered_from_the_cache_without_inference(api: ht
     assert other_options["metadata"]["cache"] == "miss", "top_k is part of the request"
     assert len(other_options["predictions"]) == 3
     assert fresh["metadata"]["cache"] == "miss", "Cache-Control: no-cache runs the model"
+    assert inference_count(api, MODEL) == inferences + 2
+
+
+def test_a_hit_is_accepted_as_pending_and_is_complete_at_the_first_look(api: httpx.Client) -> None:
+    image = _cat(94)
+    _finished(api, submit(api, image))
+    single = submit(api, image)
+    status = api.get(f"/status/{single.json()['job_id']}").json()
+    result = api.get(f"/result/{single.json()['job_id']}")
+    several = api.post("/classify", files=[("file", ("a.jpg", image)), ("file", ("b.jpg", image))])
+    waited = api.post("/classify", files={"file": ("c.jpg", image)}, headers={"Prefer": "wait=30"})
+
+    assert single.status_code == 202
+    assert single.json()["status"] == "pending"
+    assert single.json()["estimated_completion"] is not None
+    assert (status["status"], status["stage"], status["progress"]) == ("completed", "completed", 100)
+    assert (result.status_code, result.json()["status"]) == (200, "completed")
+    assert result.json()["metadata"]["cache"] == "hit"
+    assert several.status_code == 202
+    assert [job["status"] for job in several.json()["jobs"]] == ["pending", "pending"]
+    for job in several.json()["jobs"]:
+        assert api.get(f"/result/{job['job_id']}").json()["metadata"]["cache"] == "hit"
+    assert waited.status_code == 200, "Prefer: wait on a hit answers with the result at once"
+    assert (waited.json()["status"], waited.json()["metadata"]["cache"]) == ("completed", "hit")
+
+
+def _batch_results(api: httpx.Client, image: bytes, **headers: str) -> list[dict[str, Any]]:
+    """`image` twice as a batch; once the batch ends, its items' results."""
+    answer = api.post("/batches", files=[("file", ("a.jpg", image)), ("file", ("b.jpg", image))], headers=headers)
+    assert answer.status_code == 202, answer.text
+    batch = answer.json()
+    wait_for(lambda: api.get(batch["links"]["status"]).json()["status"] == "completed", 60, "the batch to end")
+    lines = [json.loads(line) for line in api.get(batch["links"]["results"]).text.splitlines()]
+    return [api.get(f"/result/{line['job_id']}").json() for line in lines]
+
+
+def test_a_batch_uses_the_cache_unless_cache_control_says_no_cache(api: httpx.Client) -> None:
+    image = _cat(95)
+    _finished(api, submit(api, image))
+    inferences = inference_count(api, MODEL)
+    cached = _batch_results(api, image)
+    inferences_after_hits = inference_count(api, MODEL)
+    fresh = _batch_results(api, image, **{"Cache-Control": "no-cache"})
+
+    assert [result["metadata"]["cache"] for result in cached] == ["hit", "hit"]
+    assert inferences_after_hits == inferences
+    assert [result["metadata"]["cache"] for result in fresh] == ["miss", "miss"], "no-cache runs the model"
     assert inference_count(api, MODEL) == inferences + 2
 
 

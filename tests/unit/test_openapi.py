@@ -92,6 +92,47 @@ def test_problem_descriptions_name_the_codes(openapi: dict[str, Any]) -> None:
     assert "`broker_unavailable`" in responses["503"]["description"]
 
 
+def _problem_operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every operation but the health probes (which answer no problem: liveness reads nothing, readiness answers
+    its own body), named `METHOD /path`."""
+    return [
+        (f"{method.upper()} {path}", operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if path not in ("/health", "/health/ready")
+    ]
+
+
+def test_every_route_documents_broker_unavailable(openapi: dict[str, Any]) -> None:
+    # Each reads Redis (job state, or the rate limits and credentials of `get_principal`), so each may answer 503.
+    operations = _problem_operations(openapi)
+    named = {name for name, _ in operations}
+    assert {"GET /status/{job_id}", "GET /models/{ref}", "GET /metrics", "POST /batches", "GET /jobs"} <= named
+    for name, operation in operations:
+        response = operation["responses"].get("503")
+        assert response is not None, f"{name} does not document 503"
+        assert response["content"][PROBLEM_MEDIA_TYPE]["schema"] == PROBLEM_SCHEMA, name
+        assert "`broker_unavailable`" in response["description"], name
+    assert "`queue_full`" in openapi["paths"]["/batches"]["post"]["responses"]["503"]["description"]
+
+
+def test_every_429_and_503_problem_declares_retry_after(openapi: dict[str, Any]) -> None:
+    checked = 0
+    for name, operation in _problem_operations(openapi):
+        for status in ("429", "503"):
+            if status in operation["responses"]:
+                header = operation["responses"][status].get("headers", {}).get("Retry-After")
+                assert header is not None, f"{name} {status} does not declare Retry-After"
+                assert header["schema"]["type"] == "integer"
+                checked += 1
+    assert checked > len(ROUTES)
+
+
+def test_batches_document_cache_control(openapi: dict[str, Any]) -> None:
+    parameters = openapi["paths"]["/batches"]["post"]["parameters"]
+    assert [parameter["name"] for parameter in parameters if parameter["in"] == "header"] == ["Cache-Control"]
+
+
 def test_the_problem_schema_has_the_rfc_9457_fields(openapi: dict[str, Any]) -> None:
     problem = openapi["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail", "code", "errors"} <= set(problem["properties"])

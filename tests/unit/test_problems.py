@@ -159,7 +159,7 @@ def test_redis_unreachable_is_503_broker_unavailable_with_retry_after(client: Te
 
 def test_problem_responses_documents_each_status_with_the_problem_schema() -> None:
     responses = problem_responses(errors.InvalidImage, errors.PayloadTooLarge, errors.ImageTooLarge)
-    assert set(responses) == {400, 413, 422, 500}
+    assert set(responses) == {400, 413, 422, 500, 503}
     for entry in responses.values():
         assert entry["model"] is Problem
         assert entry["content"][PROBLEM_MEDIA_TYPE]["schema"] == {"$ref": "#/components/schemas/Problem"}
@@ -167,3 +167,11 @@ def test_problem_responses_documents_each_status_with_the_problem_schema() -> No
     assert "`image_too_large`" in responses[413]["description"]
     assert responses[422]["description"] == "`validation_error`"
     assert responses[500]["description"] == "`internal_error`"
+    assert responses[503]["description"] == "`broker_unavailable`", "every route with problems reads Redis"
+
+
+def test_problem_responses_declare_retry_after_exactly_on_429_and_503() -> None:
+    responses = problem_responses(errors.RateLimited, errors.QueueFull, errors.InvalidImage)
+    with_header = {status for status, entry in responses.items() if "Retry-After" in entry.get("headers", {})}
+    assert with_header == {429, 503}
+    assert responses[503]["description"] == "`broker_unavailable` or `queue_full`"

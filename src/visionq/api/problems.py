@@ -27,6 +27,14 @@ from visionq.errors import VisionqError
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: The statuses whose answers always carry `Retry-After` (API.md).
+RETRY_AFTER_STATUSES = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE})
+#: `Retry-After`, as the OpenAPI document declares it on those answers.
+RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 #: Codes for Starlette's own HTTP errors, which happen before any route runs.
 _HTTP_CODES: dict[int, str] = {
@@ -50,10 +58,6 @@ class Problem(BaseModel):
     detail: str
     code: str
     errors: list[dict[str, Any]] | None = Field(default=None, description="Per-field problems, for validation_error.")
-    jobs: list[dict[str, Any]] | None = Field(
-        default=None,
-        description="A request of several images none of which made a job: each part's problem, in order.",
-    )
 
 
 class ProblemResponse(JSONResponse):
@@ -68,24 +72,22 @@ def problem_response(
     *,
     retry_after: int | None = None,
     errors_: list[dict[str, Any]] | None = None,
-    jobs: list[dict[str, Any]] | None = None,
 ) -> ProblemResponse:
     body = Problem(type=f"urn:visionq:problem:{code}", title=title, status=status, detail=detail, code=code)
     if errors_:
         body.errors = errors_
-    body.jobs = jobs
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     if status == HTTPStatus.UNAUTHORIZED:
         headers["WWW-Authenticate"] = 'Bearer realm="visionq"'  # RFC 9110 §11.6.1: a 401 names its scheme
     return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers or None)
 
 
-def from_error(exc: VisionqError, *, jobs: list[dict[str, Any]] | None = None) -> ProblemResponse:
+def from_error(exc: VisionqError) -> ProblemResponse:
     retry_after = exc.retry_after
-    if retry_after is None and exc.status in (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE):
+    if retry_after is None and exc.status in RETRY_AFTER_STATUSES:
         retry_after = 1
     return problem_response(
-        int(exc.status), exc.code, exc.title, exc.detail, retry_after=retry_after, errors_=exc.errors, jobs=jobs
+        int(exc.status), exc.code, exc.title, exc.detail, retry_after=retry_after, errors_=exc.errors
     )
 
 
@@ -121,7 +123,7 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     status = HTTPStatus(exc.status_code)
     code = _HTTP_CODES.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "validation_error")
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != status.phrase else _default_detail(status)
-    retry_after = 1 if exc.status_code in (429, 503) else None
+    retry_after = 1 if exc.status_code in RETRY_AFTER_STATUSES else None
     response = problem_response(exc.status_code, code, status.phrase, detail, retry_after=retry_after)
     if exc.headers:
         response.headers.update(exc.headers)
@@ -177,19 +179,30 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def problem_responses(*error_classes: type[VisionqError]) -> dict[int | str, dict[str, Any]]:
-    """The `responses=` entry of a route: each status it may answer with, documented as a Problem."""
+    """The `responses=` entry of a route: each status it may answer with, documented as a Problem (429 and 503
+    with their `Retry-After`). Every route that answers problems reads Redis (its job state, or the rate limits
+    and credentials that `get_principal` checks), so each may answer 503 `broker_unavailable` while Redis is away:
+    that is listed here, once, rather than by each route (a route's own 503 entry would replace its router's)."""
     by_status: dict[int, list[type[VisionqError]]] = {}
-    documented: tuple[type[VisionqError], ...] = (*error_classes, errors.ValidationFailed, errors.InternalError)
+    documented: tuple[type[VisionqError], ...] = (
+        *error_classes,
+        errors.ValidationFailed,
+        errors.BrokerUnavailable,
+        errors.InternalError,
+    )
     for cls in documented:
         by_status.setdefault(int(cls.status), []).append(cls)
-    return {
-        status: {
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, classes in sorted(by_status.items()):
+        response: dict[str, Any] = {
             "model": Problem,
             "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
             "description": " or ".join(sorted({f"`{cls.code}`" for cls in classes})),
         }
-        for status, classes in sorted(by_status.items())
-    }
+        if status in RETRY_AFTER_STATUSES:
+            response["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+        responses[status] = response
+    return responses
 
 
 def protected_responses() -> dict[int | str, dict[str, Any]]:

@@ -335,8 +335,8 @@ class Submitter:
             raise _unreachable() from exc
         if self.images is not None:  # stored before the cache was asked; never read
             await run_in_threadpool(self.images.delete, record.job_id)
-        accepted = _accepted(record.job_id, record.created_at, model_ref, form, 0.0)
-        return accepted.model_copy(update={"status": JobStatus.COMPLETED})
+        # Accepted as any job is (API.md fixes a 202's `status` as `pending`): complete by the client's first look.
+        return _accepted(record.job_id, record.created_at, model_ref, form, 0.0)
 
     def _in_background(self, attempt: Callable[[], Awaitable[None]]) -> None:
         """Try `attempt` again every `SETTLE_EVERY` seconds until Redis answers, for `SETTLE_FOR` seconds at

@@ -23,7 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from visionq import errors
 from visionq.api.archives import Limits, is_archive, unpack
 from visionq.api.dependencies import PrincipalDep, StateDep
-from visionq.api.endpoints.classification import parse_form, request_body_schema
+from visionq.api.endpoints.classification import (
+    CACHE_CONTROL,
+    CACHE_CONTROL_PARAMETER,
+    is_no_cache,
+    parse_form,
+    request_body_schema,
+)
 from visionq.api.problems import problem_responses, protected_responses
 from visionq.api.state import AppState
 from visionq.api.submission import Accepted, Part
@@ -52,11 +58,11 @@ MAX_PAGE = 10_000
     responses=problem_responses(
         errors.PayloadTooLarge, errors.UnsupportedMediaType, errors.ModelNotFound, errors.QueueFull
     ),
-    openapi_extra=request_body_schema(archive=True),
+    openapi_extra={**request_body_schema(archive=True), "parameters": [CACHE_CONTROL_PARAMETER]},
 )
 async def create_batch(request: Request, state: StateDep, principal: PrincipalDep) -> JSONResponse:
-    """Submit many images at once: `file` parts, or one zip or tar archive in `file`; the same optional fields as
-    `POST /classify` (`priority` default `low`). Answers 202 with the batch id at once."""
+    """Submit many images at once: `file` parts, or one zip or tar archive in `file`; the same optional fields and
+    `Cache-Control` as `POST /classify` (`priority` default `low`). Answers 202 with the batch id at once."""
     settings = state.settings
     upload = await read_upload(
         request,
@@ -86,6 +92,7 @@ async def create_batch(request: Request, state: StateDep, principal: PrincipalDe
         form=form.model_copy(update={"callback_url": None}),  # one callback, the batch's, not one per item
         parts=parts,
         request_id=request.state.request_id,
+        cached=not is_no_cache(request.headers.get(CACHE_CONTROL)),
         batch_id=batch_id,
         admitted=spec,
     )

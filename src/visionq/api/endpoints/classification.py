@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from visionq import errors
 from visionq.api.dependencies import get_principal, get_state
-from visionq.api.problems import from_error, problem_body, problem_responses, protected_responses
+from visionq.api.problems import problem_body, problem_responses, protected_responses
 from visionq.api.state import AppState
 from visionq.api.submission import Accepted, Part
 from visionq.api.uploads import FILE_FIELD, read_upload
@@ -76,6 +76,8 @@ HEADERS: list[dict[str, Any]] = [
         (PREFER, {}, PREFER_WAIT_DOC, {"examples": ["wait=30"]}),
     )
 ]
+#: The `Cache-Control` parameter alone, for the other route that submits jobs (`POST /batches`).
+CACHE_CONTROL_PARAMETER = next(header for header in HEADERS if header["name"] == CACHE_CONTROL)
 
 
 @router.post(
@@ -84,8 +86,9 @@ HEADERS: list[dict[str, Any]] = [
     response_model=JobAccepted,
     responses={
         202: {
-            "description": 'The job, accepted. With several `file` parts: `{"jobs": [...]}`, each part\'s '
-            "accepted body or problem details, in part order.",
+            "description": "The job, accepted (`status` is `pending`, even when the result cache has already "
+            'completed it). With several `file` parts: `{"jobs": [...]}`, each part\'s accepted body or problem '
+            "details, in part order, whatever each part's outcome.",
         },
         200: {
             "model": JobAccepted | ResultBody | FailureBody,
@@ -114,7 +117,6 @@ async def classify(request: Request) -> Response:
     principal = await get_principal(request, state)
     idempotency_key = _idempotency_key(request.headers.get(IDEMPOTENCY_KEY))
     wait = parse_prefer_wait(request.headers.get(PREFER))
-    cache_control = request.headers.get(CACHE_CONTROL)
     settings = state.settings
     upload = await read_upload(
         request, max_file_bytes=settings.max_upload_bytes, max_files=settings.max_images_per_request
@@ -123,7 +125,7 @@ async def classify(request: Request) -> Response:
     if not upload.files:
         raise errors.ValidationFailed(f"the `{FILE_FIELD}` field with the image is missing")
     request_id = request.state.request_id
-    cached = not _no_cache(cache_control)
+    cached = not is_no_cache(request.headers.get(CACHE_CONTROL))
     if len(upload.files) > 1:
         if idempotency_key is not None:
             raise errors.ValidationFailed("an Idempotency-Key covers one image: send one `file` part with it")
@@ -167,15 +169,13 @@ async def _ended(state: AppState, job_id: str, seconds: int) -> bytes | None:
 
 
 def _many(answers: list[Accepted | errors.VisionqError]) -> Response:
-    """`202 {"jobs": [...]}` in part order; when no part made a job, the first part's problem, with the list."""
+    """`202 {"jobs": [...]}` in part order, whatever each part's outcome (API.md): a part's refusal is its item,
+    even when no part made a job; what refuses the whole request was raised before any part was tried."""
     jobs: list[dict[str, Any]] = [
         answer.body.model_dump(mode="json") if isinstance(answer, Accepted) else problem_body(answer)
         for answer in answers
     ]
-    if any(isinstance(answer, Accepted) for answer in answers):
-        return JSONResponse({"jobs": jobs}, status_code=202)
-    first = next(answer for answer in answers if isinstance(answer, errors.VisionqError))
-    return from_error(first, jobs=jobs)
+    return JSONResponse({"jobs": jobs}, status_code=202)
 
 
 def _idempotency_key(header: str | None) -> str | None:
@@ -195,7 +195,7 @@ def _idempotency_key(header: str | None) -> str | None:
     raise RequestValidationError([problem])
 
 
-def _no_cache(header: str | None) -> bool:
+def is_no_cache(header: str | None) -> bool:
     """Whether `Cache-Control` asks for a fresh answer (RFC 9111 request directives `no-cache`, `no-store`)."""
     directives = {part.strip().split("=", 1)[0].lower() for part in (header or "").split(",")}
     return bool(directives & {"no-cache", "no-store"})

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq.api.dependencies import StateDep
 from visionq.api.endpoints.catalog import worker_models
+from visionq.api.problems import RETRY_AFTER_HEADER, problem_responses
 from visionq.api.state import AppState
 from visionq.jobs.breakers import BreakerState, breaker_states
 from visionq.jobs.publisher import Publisher
@@ -19,6 +20,9 @@ from visionq.wire.schemas import CheckState, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
 
+#: `Retry-After` of a 503 readiness (Redis unreachable): what the other answers say while Redis is away.
+NOT_READY_RETRY_AFTER = 5
+
 
 @router.get("/health", response_model=Liveness)
 async def liveness() -> Liveness:
@@ -26,7 +30,11 @@ async def liveness() -> Liveness:
     return Liveness()
 
 
-@router.get("/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "headers": {"Retry-After": RETRY_AFTER_HEADER}}},
+)
 async def readiness(state: StateDep) -> JSONResponse:
     """Whether this process can take jobs now (503 when Redis is unreachable)."""
     try:
@@ -38,7 +46,9 @@ async def readiness(state: StateDep) -> JSONResponse:
             status=CheckState.DOWN,
             checks={"redis": "down", "workers": "unknown", "models": "unknown", "database": await _database(state)},
         )
-        return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        return JSONResponse(
+            body.model_dump(mode="json"), status_code=503, headers={"Retry-After": str(NOT_READY_RETRY_AFTER)}
+        )
     default = state.catalog.resolve("latest", latest=await state.latest.get()).ref
     breakers = await breaker_states(state.redis)
     models_ok = default in loaded and default not in breakers
@@ -81,7 +91,7 @@ async def _database(state: AppState) -> str:
     return "ok"
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=problem_responses())
 async def metrics(state: StateDep) -> Response:
     """Prometheus text format: this process's requests and the cluster's jobs and workers."""
     snapshot = await read_cluster(state.redis, state.settings.queue, state.store.shards)
