@@ -60,6 +60,12 @@ def test_file_name_and_declared_type_do_not_decide_the_type(api: httpx.Client) -
     [
         ({"model_version": "resnet-9000"}, "model_not_found"),
         ({"model_version": "efficientnet-lite0@7"}, "model_not_found"),
+        ({"model_version": "efficientnet-lite0@x"}, "validation_error"),
+        ({"model_version": "efficientnet-lite0@-1"}, "validation_error"),
+        ({"model_version": "efficientnet-lite0@"}, "validation_error"),
+        ({"model_version": "@1"}, "validation_error"),
+        ({"model_version": "a@b@c"}, "validation_error"),
+        ({"model_version": "bad name!"}, "validation_error"),
         ({"top_k": "0"}, "validation_error"),
         ({"top_k": "21"}, "validation_error"),
         ({"top_k": "many"}, "validation_error"),
@@ -78,6 +84,19 @@ def test_missing_file_is_a_422(api: httpx.Client) -> None:
     response = api.post("/classify", files={"other": ("x", b"abc")}, data={"top_k": "3"})
     body = assert_problem(response, 422, "validation_error")
     assert "file" in body["detail"]
+
+
+@pytest.mark.parametrize("path", ["/classify", "/batches"])
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param({"priority": (None, "high")}, id="no-file-part"),
+        pytest.param({"file": (None, "cat.jpg"), "priority": (None, "high")}, id="file-as-text"),
+    ],
+)
+def test_a_form_without_an_image_part_is_a_422(api: httpx.Client, path: str, parts: dict[str, Any]) -> None:
+    body = assert_problem(api.post(path, files=parts), 422, "validation_error")
+    assert "`file`" in body["detail"]
 
 
 def test_non_multipart_body_is_a_415(api: httpx.Client) -> None:

@@ -164,6 +164,9 @@ def test_two_watchers_of_a_job_share_one_subscription_until_the_last_leaves(
         messages = read_to_close(first)
 
     assert [m["status"] for m in messages] == ["cancelled", "cancelled"]
+    status, outcome = messages
+    assert "error" not in status, "API.md: a status body's `error` only when failed"
+    assert outcome["error"]["code"] == "cancelled", "the result body says why"
     wait_for(lambda: subscribers(redis_client, job_id) == 0, SETTLE_TIMEOUT, "the API to unsubscribe")
 
 

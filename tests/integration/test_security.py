@@ -184,6 +184,17 @@ def test_tokens_stand_for_their_key_and_refresh_tokens_rotate(
         assert refreshed.get(f"/status/{alice_job}").status_code == 200
 
 
+def test_a_refresh_token_that_is_not_one_is_401(secure: tuple[Settings, str], keys: dict[str, str]) -> None:
+    with client(secure[1], keys["alice"]) as alice:
+        access = alice.post("/auth/token").json()["access_token"]
+    with client(secure[1]) as anonymous:
+        for token in ("garbage", access, "x" * 4096):  # an access token, or a provider's JWT, is a few KB at most
+            refused = anonymous.post("/auth/refresh", json={"refresh_token": token})
+            assert refused.status_code == 401, token[:20]
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["code"] == "unauthorized"
+
+
 @pytest.mark.parametrize(
     "change",
     [

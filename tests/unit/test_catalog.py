@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from visionq.errors import ModelNotFound
+from visionq.errors import ModelNotFound, ValidationFailed
 from visionq.imaging.transforms import ChannelOrder, Interpolation, Resize, Transform
 from visionq.inference.catalog import BUILTIN_SPECS, Catalog, build_catalog, parse_ref
 from visionq.inference.imagenet import imagenet_labels
@@ -62,14 +62,24 @@ def test_surrounding_whitespace_is_ignored() -> None:
     assert _catalog().resolve(" latest ").ref == "alpha@10"
 
 
-@pytest.mark.parametrize(
-    "ref", ["", "gamma", "gamma@1", "alpha@", "alpha@x", "alpha@-1", "Alpha", "@1", "alpha@1@2", "latest@1", "*"]
-)
-def test_unknown_or_malformed_ref_is_model_not_found(ref: str) -> None:
+@pytest.mark.parametrize("ref", ["gamma", "gamma@1", "gamma@0", "latest@1"])
+def test_unknown_ref_is_model_not_found(ref: str) -> None:
     with pytest.raises(ModelNotFound) as info:
         _catalog().resolve(ref)
     assert "Available: latest, alpha, beta" in info.value.detail
     assert info.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "ref", ["", "alpha@", "alpha@x", "alpha@-1", "Alpha", "@1", "alpha@1@2", "a@b@c", "bad name!", "*"]
+)
+def test_malformed_ref_is_a_validation_error_naming_the_forms(ref: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        _catalog().resolve(ref)
+    assert info.value.code == "validation_error"
+    assert "`latest`, a model name" in info.value.detail
+    assert "`name@version`" in info.value.detail
+    assert "Available: latest, alpha, beta" in info.value.detail
 
 
 def test_unknown_version_lists_the_versions() -> None:

@@ -127,6 +127,17 @@ def test_dump_status_of_a_failed_job_carries_its_error() -> None:
     assert body["worker_id"] is None
 
 
+def test_dump_status_of_an_expired_job_carries_its_error() -> None:
+    record = _record(status=JobStatus.EXPIRED, stage=Stage.EXPIRED, error_code="expired", error_message="too late")
+    assert dump_status(record.status_body())["error"] == {"code": "expired", "message": "too late"}
+
+
+def test_dump_status_of_a_cancelled_job_has_no_error_but_its_failure_body_does() -> None:
+    record = _record(status=JobStatus.CANCELLED, stage=Stage.CANCELLED, error_code="cancelled", error_message="asked")
+    assert "error" not in dump_status(record.status_body())
+    assert record.failure_body().model_dump(mode="json")["error"] == {"code": "cancelled", "message": "asked"}
+
+
 @pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
 def test_failure_body_names_status_and_error(status: JobStatus) -> None:
     record = _record(status=status, error_code="internal_error", error_message="gave up after 3 attempts")

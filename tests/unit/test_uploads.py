@@ -138,6 +138,22 @@ def test_a_form_without_a_file_has_no_file() -> None:
     assert upload.fields == {"priority": "high"}
 
 
+@pytest.mark.parametrize("content_type", ["", "Content-Type: text/plain; charset=utf-8\r\n"], ids=["untyped", "text"])
+def test_a_file_field_sent_as_text_is_a_validation_error(content_type: str) -> None:
+    text_file = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"\r\n{content_type}\r\nhello\r\n'.encode()
+    with pytest.raises(ValidationFailed) as caught:
+        read(Body(text_file + multipart({"priority": "high"})))
+    assert caught.value.code == "validation_error"
+    assert "not a file" in caught.value.detail
+
+
+def test_a_typed_file_part_without_a_filename_is_still_a_file() -> None:
+    data = multipart({}, PNG_BYTES).replace(b'; filename="cat.png"', b"")
+    upload = read(Body(data))
+    assert upload.file == PNG_BYTES
+    assert [f.filename for f in upload.files] == [None]
+
+
 def test_an_empty_file_part_is_an_empty_file() -> None:
     upload = read(Body(multipart({}, b"")))
     assert upload.file == b""

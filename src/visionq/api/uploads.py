@@ -20,6 +20,8 @@ FORM_OVERHEAD = 64 * 1024
 #: Non-file fields accepted in one form.
 MAX_FIELDS = 32
 FILE_FIELD = "file"
+#: What a part without a filename declares itself, or is by default (RFC 7578 §4.4), when it is a text value.
+TEXT_TYPES = (b"", b"text/plain")
 _CALLBACKS = ("on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_part_data", "on_part_end")
 
 
@@ -49,13 +51,14 @@ class _Collector:
     _name: str = ""
     _is_file: bool = False
     _filename: str | None = None
+    _type: bytes = b""
     _data: bytearray = field(default_factory=bytearray)
     _value: bytearray = field(default_factory=bytearray)
     _header_field: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
 
     def on_part_begin(self) -> None:
-        self._name, self._is_file, self._filename = "", False, None
+        self._name, self._is_file, self._filename, self._type = "", False, None, b""
         self._value, self._data = bytearray(), bytearray()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -71,6 +74,8 @@ class _Collector:
             if b"filename" in options:
                 self._is_file = True
                 self._filename = options[b"filename"].decode("utf-8", "replace")
+        elif bytes(self._header_field).lower() == b"content-type":
+            self._type = parse_options_header(bytes(self._header_value))[0]
         self._header_field, self._header_value = bytearray(), bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -83,6 +88,12 @@ class _Collector:
 
     def on_part_end(self) -> None:
         if self._name == FILE_FIELD:
+            # No filename and a text type, or none: a text field (as `curl -F file=value` sends), not an image.
+            if not self._is_file and self._type in TEXT_TYPES:
+                raise ValidationFailed(
+                    f"the `{FILE_FIELD}` field is a text value, not a file: send the image as a file part, with "
+                    f"a filename (`curl -F {FILE_FIELD}=@cat.jpg`)"
+                )
             if len(self.files) >= self.max_files:
                 raise ValidationFailed(f"too many images: at most {self.max_files} `{FILE_FIELD}` parts per request")
             self.files.append(UploadedFile(bytes(self._data), self._filename))

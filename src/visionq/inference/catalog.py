@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visionq.errors import ModelNotFound
+from visionq.errors import ModelNotFound, ValidationFailed
 from visionq.imaging.transforms import Interpolation, Resize
 from visionq.inference.imagenet import IMAGENET_NUM_CLASSES, imagenet_labels
 from visionq.inference.manifest import (
@@ -128,7 +128,7 @@ class _Index:
     def resolve(self, ref: str) -> ModelSpec:
         parsed = parse_ref(ref)
         if parsed is None or parsed[0] not in self.versions:
-            raise ModelNotFound(f"Unknown model {_shown(ref)}. {self._available()}")
+            raise ModelNotFound(f"Unknown model {_shown(ref)}. {self.available()}")
         name, version = parsed
         if version is None:
             return self.highest[name]
@@ -145,7 +145,7 @@ class _Index:
         except ModelNotFound:
             return self.default
 
-    def _available(self) -> str:
+    def available(self) -> str:
         names = sorted(self.versions)
         example = self.highest[names[0]].ref
         return (
@@ -184,10 +184,18 @@ class Catalog:
         """The model version that `latest`, `name` (its highest version) or `name@version` means.
         `latest`, when given, is what `latest` means instead of the default (an admin's choice, kept in Redis).
 
-        Raises `ModelNotFound` (422 model_not_found) for anything else, with the available names.
+        Raises `ValidationFailed` (422 validation_error) for a ref of none of these forms, and `ModelNotFound`
+        (422 model_not_found) for a model or version the catalog lacks, each with the available names.
         """
         index = self._index
-        return index.latest(latest) if ref.strip() == LATEST else index.resolve(ref)
+        if ref.strip() == LATEST:
+            return index.latest(latest)
+        if parse_ref(ref) is None:
+            raise ValidationFailed(
+                f"{_shown(ref)} is not a model reference; the forms are `{LATEST}`, a model name (lowercase letters, "
+                f"digits, `.`, `_`, `-`) and `name@version` (a whole number). {index.available()}"
+            )
+        return index.resolve(ref)
 
     def knows(self, ref: str) -> bool:
         """Whether `ref`, a name or `name@version`, is a model of the catalog."""

@@ -23,6 +23,9 @@ class Place(NamedTuple):
 
 #: The owner of jobs submitted while authentication is off.
 ANONYMOUS = "anonymous"
+#: The statuses whose status body carries `error` (API.md: "only when failed"): an expired job failed to start in
+#: time (error code `expired`); a cancelled one was stopped on request, and only its result body says so.
+ERROR_STATUSES = frozenset({JobStatus.FAILED, JobStatus.EXPIRED})
 
 
 def utcnow() -> datetime:
@@ -147,7 +150,7 @@ class JobRecord(BaseModel):
             attempts=self.attempts,
             model_version=self.model_version,
             priority=self.priority,
-            error=self.error,
+            error=self.error if self.status in ERROR_STATUSES else None,
             deadline=self.deadline,
             promoted_to=self.queue_priority,
             queue_position=place.position if place is not None else None,

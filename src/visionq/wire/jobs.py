@@ -41,6 +41,7 @@ class StatusBody(BaseModel):
     model_version: str
     priority: Priority
     error: JobError | None = None
+    """Failed and expired jobs only (a cancelled job's is in its result body)."""
     deadline: str | None = None
     """When the job expires unless a worker has started it by then (absent when it has no deadline)."""
     promoted_to: Priority | None = None

@@ -237,8 +237,13 @@ class TokenBody(BaseModel):
     expires_in: int = Field(description="Seconds the access token is valid.")
 
 
+#: The longest `refresh_token` checked. Ours are 43 characters, but whatever a client may send in their place (an
+#: access token, another provider's JWT: a few KB) is refused by the check, 401; longer is no token at all, 422.
+MAX_REFRESH_TOKEN = 8192
+
+
 class RefreshRequest(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=200)
+    refresh_token: str = Field(min_length=1, max_length=MAX_REFRESH_TOKEN)
 
 
 class KeyRequest(BaseModel):

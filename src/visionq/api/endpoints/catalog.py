@@ -63,7 +63,7 @@ async def get_model(ref: str, state: StateDep) -> ModelCard:
     latest = await state.latest.get()
     try:
         spec = await state.sources.resolve_async(ref, latest=latest)
-    except errors.ModelNotFound as exc:
+    except (errors.ModelNotFound, errors.ValidationFailed) as exc:  # a malformed ref names no model either
         raise errors.JobNotFound(exc.detail) from exc
     workers = await worker_models(state)
     breakers = await breaker_states(state.redis)
