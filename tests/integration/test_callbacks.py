@@ -203,7 +203,7 @@ def test_a_batch_is_called_back_once_signed_with_its_final_status(
 
     assert not another_to_come
     assert verify(body, SECRET, headers["x-visionq-signature"])
-    assert headers["x-visionq-job-id"] == f"batch:{{{batch_id}}}"
+    assert (headers["x-visionq-batch-id"], headers["x-visionq-job-id"]) == (batch_id, f"batch:{batch_id}")
     assert (final["batch_id"], final["status"], final["total"]) == (batch_id, "completed", 3)
     assert final["counts"]["completed"] == 3
     assert final == {

@@ -48,7 +48,23 @@ def test_a_2xx_is_delivered_and_carries_the_headers() -> None:
     assert attempt.status_code == 204
     (request,) = seen
     assert request.headers["x-visionq-job-id"] == "j"
+    assert "x-visionq-batch-id" not in request.headers
     assert verify(request.content, "s", request.headers["x-visionq-signature"])
+
+
+def test_a_batch_callback_names_the_batch_not_its_redis_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    with httpx.Client(transport=httpx.MockTransport(receive)) as client:
+        deliver(client, PUBLIC, b"{}", job_id="batch:{b-1}", attempt=1, secret="s", allow_private=False)
+
+    (request,) = seen
+    assert (request.headers["x-visionq-batch-id"], request.headers["x-visionq-job-id"]) == ("b-1", "batch:b-1")
+    assert request.headers["x-visionq-delivery"] == delivery_id("batch:{b-1}")
 
 
 def test_an_error_answer_is_a_failed_attempt_with_an_excerpt() -> None:

@@ -12,6 +12,7 @@ import httpx
 
 from visionq.callbacks.signing import SIGNATURE_HEADER, sign
 from visionq.callbacks.targets import CallbackRefused, check_resolved_target
+from visionq.jobs.batches import batch_id_of
 from visionq.jobs.records import isoformat, utcnow
 
 #: Redirects followed per attempt; each target is checked like the first.
@@ -41,6 +42,15 @@ class Attempt:
         return asdict(self)
 
 
+def _subject(job_id: str) -> dict[str, str]:
+    """What the callback is of: a job (`X-Visionq-Job-Id`), or a batch (`X-Visionq-Batch-Id`, and `batch:<id>` in
+    `X-Visionq-Job-Id` for receivers that route on that header alone), never a Redis key."""
+    batch_id = batch_id_of(job_id)
+    if batch_id is None:
+        return {"X-Visionq-Job-Id": job_id}
+    return {"X-Visionq-Job-Id": f"batch:{batch_id}", "X-Visionq-Batch-Id": batch_id}
+
+
 def delivery_id(job_id: str) -> str:
     """The same for every attempt of one job's callback, so that a receiver can drop duplicates."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"visionq:callback:{job_id}"))
@@ -61,10 +71,11 @@ def deliver(
     secret: str,
     allow_private: bool,
 ) -> Attempt:
-    """Make one attempt and say how it went; never raises for the receiver's or the network's faults."""
+    """Make one attempt and say how it went; never raises for the receiver's or the network's faults. `job_id`: the
+    job's id, or a batch's key (its final status is called back)."""
     headers = {
         "Content-Type": "application/json",
-        "X-Visionq-Job-Id": job_id,
+        **_subject(job_id),
         "X-Visionq-Delivery": delivery_id(job_id),
         SIGNATURE_HEADER: sign(body, secret),
         "User-Agent": "visionq-callbacks",

@@ -35,6 +35,13 @@ def batch_key(batch_id: str) -> str:
     return f"{keys.BATCH_PREFIX}{{{batch_id}}}"
 
 
+def batch_id_of(key: str) -> str | None:
+    """The id in a batch's key (`batch_key`), as its callbacks name it; None for any other key or job id."""
+    if not (key.startswith(keys.BATCH_PREFIX + "{") and key.endswith("}")):
+        return None
+    return key[len(keys.BATCH_PREFIX) + 1 : -1]
+
+
 def items_key(batch_id: str) -> str:
     return f"{keys.BATCH_PREFIX}{{{batch_id}}}:items"
 
