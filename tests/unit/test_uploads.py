@@ -147,6 +147,13 @@ def test_a_file_field_sent_as_text_is_a_validation_error(content_type: str) -> N
     assert "not a file" in caught.value.detail
 
 
+def test_an_image_sent_as_a_text_value_is_still_the_image() -> None:
+    image = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"\r\n\r\n'.encode() + PNG_BYTES + b"\r\n"
+    upload = read(Body(image + multipart({"priority": "high"})))
+    assert upload.file == PNG_BYTES
+    assert upload.fields == {"priority": "high"}
+
+
 def test_a_typed_file_part_without_a_filename_is_still_a_file() -> None:
     data = multipart({}, PNG_BYTES).replace(b'; filename="cat.png"', b"")
     upload = read(Body(data))

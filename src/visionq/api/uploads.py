@@ -13,7 +13,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import Request
 
-from visionq.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from visionq.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed, VisionqError
+from visionq.imaging.decode import sniff_format
 
 #: Bytes allowed on top of the file for the other fields, part headers and boundaries.
 FORM_OVERHEAD = 64 * 1024
@@ -88,8 +89,9 @@ class _Collector:
 
     def on_part_end(self) -> None:
         if self._name == FILE_FIELD:
-            # No filename and a text type, or none: a text field (as `curl -F file=value` sends), not an image.
-            if not self._is_file and self._type in TEXT_TYPES:
+            # No filename, a text type or none, and no image's bytes: a text field (`curl -F file=value`). An
+            # image's bytes sent that way (`curl -F "file=<cat.jpg"`) are still taken as the image.
+            if not self._is_file and self._type in TEXT_TYPES and not _is_image(self._data):
                 raise ValidationFailed(
                     f"the `{FILE_FIELD}` field is a text value, not a file: send the image as a file part, with "
                     f"a filename (`curl -F {FILE_FIELD}=@cat.jpg`)"
@@ -139,3 +141,12 @@ async def read_upload(
 
 def _too_large(limit: int) -> str:
     return f"the image is larger than the limit of {limit:,} bytes; send a smaller or more compressed file"
+
+
+def _is_image(data: bytes | bytearray) -> bool:
+    """Whether `data` starts as a supported image does (its magic bytes alone)."""
+    try:
+        sniff_format(bytes(data[:16]))
+    except VisionqError:
+        return False
+    return True
