@@ -144,6 +144,7 @@ def test_a_reused_result_keeps_the_answer_and_takes_the_jobs_own_id_and_times() 
     assert reused.predictions[0].class_id == 285
     assert reused.metadata.cache == "hit"
     assert (reused.metadata.queue_time, reused.metadata.total_time) == (2.0, 2.0)
+    assert reused.processing_time == 0.0, "no worker picked it up"
     assert reused.metadata.batch_size is None, "no call of the model served it"
 
 

@@ -46,7 +46,7 @@ def entry_name(record: JobRecord, *, shared: bool) -> tuple[str, str]:
 
 def reused(result_json: bytes | str, record: JobRecord, now: datetime) -> ResultBody:
     """The result of `record`'s job served from another job's result: the same predictions and receipt, its own
-    id and times, `metadata.cache` "hit"."""
+    id and times (`processing_time` 0: no worker picked it up), `metadata.cache` "hit"."""
     source = ResultBody.model_validate_json(result_json)
     waited = max(0.0, (now - parse_time(record.created_at)).total_seconds())
     metadata = source.metadata.model_copy(
@@ -57,6 +57,7 @@ def reused(result_json: bytes | str, record: JobRecord, now: datetime) -> Result
             "job_id": record.job_id,
             "created_at": record.created_at,
             "completed_at": isoformat(now),
+            "processing_time": 0.0,
             "metadata": metadata,
         }
     )
