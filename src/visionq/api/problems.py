@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 #: The statuses whose answers always carry `Retry-After` (API.md).
 RETRY_AFTER_STATUSES = frozenset({HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE})
+#: Seconds a client is told to wait while Redis (the job store) is unreachable.
+UNREACHABLE_RETRY_AFTER = 5
 #: `Retry-After`, as the OpenAPI document declares it on those answers.
 RETRY_AFTER_HEADER = {
     "description": "Seconds to wait before trying again.",
@@ -154,7 +156,14 @@ def _path_pattern(template: str) -> re.Pattern[str]:
 
 async def _broker_error(_: Request, exc: Exception) -> ProblemResponse:
     log.warning("Redis unreachable: %s", exc)
-    return from_error(errors.BrokerUnavailable("the job store is unreachable; try again shortly", retry_after=5))
+    return from_error(store_unreachable())
+
+
+def store_unreachable() -> errors.BrokerUnavailable:
+    """The 503 of a request that found Redis unreachable."""
+    return errors.BrokerUnavailable(
+        "the job store is unreachable; try again shortly", retry_after=UNREACHABLE_RETRY_AFTER
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq import errors
 from visionq.api.backpressure import Backpressure, queue_full
+from visionq.api.problems import UNREACHABLE_RETRY_AFTER
 from visionq.callbacks.targets import check_callback_url
 from visionq.images import ImageStore
 from visionq.imaging.decode import CheckedImage, check_image
@@ -363,14 +364,14 @@ def _unconfirmed(exc: Unconfirmed) -> errors.BrokerUnavailable:
     return errors.BrokerUnavailable(
         f"the job could not be confirmed on a Redis replica ({exc}); try again shortly, with the same "
         "Idempotency-Key if you sent one",
-        retry_after=5,
+        retry_after=UNREACHABLE_RETRY_AFTER,
     )
 
 
 def _unreachable() -> errors.BrokerUnavailable:
     return errors.BrokerUnavailable(
         "the job store is unreachable; try again shortly (with the same Idempotency-Key, if you sent one)",
-        retry_after=5,
+        retry_after=UNREACHABLE_RETRY_AFTER,
     )
 
 

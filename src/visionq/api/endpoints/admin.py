@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from visionq import errors
 from visionq.api.dependencies import AdminDep, StateDep, get_admin
 from visionq.api.endpoints.catalog import model_info, worker_models
-from visionq.api.problems import problem_responses, protected_responses
+from visionq.api.problems import problem_responses, protected_responses, store_unreachable
 from visionq.api.state import AppState
 from visionq.archive import audit
 from visionq.auth import keys as api_keys
@@ -151,7 +151,7 @@ async def retry_dead_letter(job_id: str, request: Request, state: StateDep, admi
     try:
         revived = await state.store.revive(record, queue=state.settings.queue)
     except RedisError as exc:
-        raise errors.BrokerUnavailable("the job store is unreachable; try again shortly", retry_after=5) from exc
+        raise store_unreachable() from exc
     if revived == 0:
         raise errors.JobNotFound(f"job {job_id!r} is not in the dead-letter queue")
     if not isinstance(revived, JobRecord):

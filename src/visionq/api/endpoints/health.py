@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq.api.dependencies import StateDep
 from visionq.api.endpoints.catalog import worker_models
-from visionq.api.problems import RETRY_AFTER_HEADER, problem_responses
+from visionq.api.problems import RETRY_AFTER_HEADER, UNREACHABLE_RETRY_AFTER, problem_responses
 from visionq.api.state import AppState
 from visionq.jobs.breakers import BreakerState, breaker_states
 from visionq.jobs.publisher import Publisher
@@ -19,9 +19,6 @@ from visionq.jobs.snapshot import read_cluster
 from visionq.wire.schemas import CheckState, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
-
-#: `Retry-After` of a 503 readiness (Redis unreachable): what the other answers say while Redis is away.
-NOT_READY_RETRY_AFTER = 5
 
 
 @router.get("/health", response_model=Liveness)
@@ -47,7 +44,7 @@ async def readiness(state: StateDep) -> JSONResponse:
             checks={"redis": "down", "workers": "unknown", "models": "unknown", "database": await _database(state)},
         )
         return JSONResponse(
-            body.model_dump(mode="json"), status_code=503, headers={"Retry-After": str(NOT_READY_RETRY_AFTER)}
+            body.model_dump(mode="json"), status_code=503, headers={"Retry-After": str(UNREACHABLE_RETRY_AFTER)}
         )
     default = state.catalog.resolve("latest", latest=await state.latest.get()).ref
     breakers = await breaker_states(state.redis)
