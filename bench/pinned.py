@@ -143,8 +143,19 @@ class PinnedService:
     ...     before = service.usage(); ...; spent = Spent.between(before, service.usage())
     """
 
-    def __init__(self, env: dict[str, str], *, core: int, log: Path, broker_pid: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        core: int,
+        log: Path,
+        broker_pid: int | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.env = env
+        self.command = command or [sys.executable, "-m", "visionq", "serve"]
+        """What runs the service (`--host` and `--port` are added): `visionq serve`, or the floor of
+        `bench/floor.py`, whose processes have the same roles."""
         self.core = core
         self.log = log
         self.broker_pid = broker_pid
@@ -167,7 +178,7 @@ class PinnedService:
 
     def start(self) -> None:
         port = self.url.rsplit(":", 1)[1]
-        command = ["taskset", "-c", str(self.core), sys.executable, "-m", "visionq", "serve"]
+        command = ["taskset", "-c", str(self.core), *self.command]
         with self.log.open("wb") as log:
             # Its own session: a Ctrl-C at the terminal reaches the bench, which then stops the service in order.
             self._serve = subprocess.Popen(
