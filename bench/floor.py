@@ -25,7 +25,9 @@ So the floor is a lower bound of any service of these parts, not a service: what
 the part of the 5 ms target that the parts themselves take.
 
 The floor service and `visionq serve` alternate with the ceiling in one run (ceiling, visionq, floor, ceiling, ...),
-each service started fresh for its window. `floor.py serve` and `floor.py worker` are the floor's own processes.
+each service started fresh for its two windows: jobs followed on their WebSocket (the headline), then one request
+per job that answers with the result (`Prefer: wait`, the SDK's way without a progress callback; the floor holds
+the upload until the result is published). `floor.py serve` and `floor.py worker` are the floor's own processes.
 """
 
 from __future__ import annotations
@@ -48,16 +50,21 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 #: The Celery queue (one Redis list) and task of the floor.
 QUEUE = "floor"
 TASK = "floor.classify"
 #: The key the floor's worker sets once it consumes, which makes `/health/ready` say ok.
 READY_KEY = "floor:ready"
+#: The two clients of each service's windows: each job followed on its WebSocket (the headline), and the result
+#: in the upload's answer (`Prefer: wait`, what visionq's SDK does without a progress callback).
+KINDS = ("", ", result in the answer")
 #: The stages the worker publishes with its result, after `initializing`.
 LAST_STAGES = ("preprocessing", "inference", "postprocessing", "completed")
 MAX_PIXELS = 40_000_000
+#: Seconds a `Prefer: wait` upload is held at most.
+WAIT_LIMIT = 60.0
 
 
 def _now() -> str:
@@ -80,18 +87,9 @@ def create_app(redis_url: str, images: Path) -> Any:
     redis = Redis.from_url(redis_url)
     watchers: dict[str, asyncio.Queue[bytes]] = {}
 
-    async def listen() -> None:
-        pubsub = redis.pubsub()
-        await pubsub.psubscribe("job:*:events")
-        async for message in pubsub.listen():
-            if message["type"] == "pmessage":
-                queue = watchers.get(message["channel"].decode()[4:-7])
-                if queue is not None:
-                    queue.put_nowait(message["data"])
-
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        listening = asyncio.create_task(listen())
+        listening = asyncio.create_task(listen(redis, watchers))
         yield
         listening.cancel()
 
@@ -102,7 +100,7 @@ def create_app(redis_url: str, images: Path) -> Any:
         return JSONResponse({"status": "ok" if await redis.exists(READY_KEY) else "down"})
 
     @app.post("/classify")
-    async def classify(request: Request) -> JSONResponse:
+    async def classify(request: Request) -> Response:
         fields = await read_form(request)
         job_id = str(uuid.uuid4())
         (images / job_id).write_bytes(fields["file"])
@@ -119,10 +117,20 @@ def create_app(redis_url: str, images: Path) -> Any:
             "model_version": fields.get("model_version", bytearray(b"efficientnet-lite0")).decode() + "@1",
             "priority": "normal",
         }
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hset(f"job:{job_id}", mapping=record)
-            pipe.lpush(QUEUE, task_message(job_id, queue=QUEUE, broker_priority=0, task=TASK))
-            await pipe.execute()
+        # `Prefer: wait` (what visionq's SDK sends): the answer is the result, once it is published.
+        waited: asyncio.Queue[bytes] | None = None
+        if "wait=" in request.headers.get("prefer", ""):
+            waited = watchers[job_id] = asyncio.Queue()
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.hset(f"job:{job_id}", mapping=record)
+                pipe.lpush(QUEUE, task_message(job_id, queue=QUEUE, broker_priority=0, task=TASK))
+                await pipe.execute()
+            if waited is not None:
+                return Response(await until_result(waited), media_type="application/json")
+        finally:
+            if waited is not None:
+                del watchers[job_id]
         links = {"status": f"/status/{job_id}", "result": f"/result/{job_id}", "websocket": f"/ws/{job_id}"}
         body = {"job_id": job_id, "status": "pending", "created_at": created, "estimated_completion": None}
         return JSONResponse({**body, "model_version": record["model_version"], "links": links}, status_code=202)
@@ -132,6 +140,17 @@ def create_app(redis_url: str, images: Path) -> Any:
 
     app.router.add_websocket_route("/ws/{job_id}", watch)
     return app
+
+
+async def listen(redis: Any, watchers: dict[str, asyncio.Queue[bytes]]) -> None:
+    """Every job's messages (one pattern subscription), each handed to its job's watcher in this process."""
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe("job:*:events")
+    async for message in pubsub.listen():
+        if message["type"] == "pmessage":
+            queue = watchers.get(message["channel"].decode()[4:-7])
+            if queue is not None:
+                queue.put_nowait(message["data"])
 
 
 async def follow(redis: Any, watchers: dict[str, asyncio.Queue[bytes]], websocket: Any) -> None:
@@ -155,6 +174,14 @@ async def follow(redis: Any, watchers: dict[str, asyncio.Queue[bytes]], websocke
         await websocket.close(1000)
     finally:
         del watchers[job_id]
+
+
+async def until_result(updates: asyncio.Queue[bytes]) -> bytes:
+    """The result, the last of a job's published messages."""
+    async with asyncio.timeout(WAIT_LIMIT):
+        while b'"predictions"' not in (message := await updates.get()):
+            pass
+    return message
 
 
 async def read_form(request: Any) -> dict[str, bytearray]:
@@ -363,10 +390,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "floor": [sys.executable, __file__, "serve", "--model", args.model],
     }
 
-    async def window(service: PinnedService) -> tuple[dict[str, Any], Any]:
+    async def window(service: PinnedService, *, waited: bool) -> tuple[dict[str, Any], Any]:
         async with Load(service.url, image, args.model) as load:
             run = await saturate(
-                load.single,
+                load.waited if waited else load.single,
                 loops=args.concurrency,
                 warmup=args.warmup,
                 jobs=args.jobs,
@@ -379,13 +406,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         return {**spent.per_job(run.completed), "latency": latency(run.jobs)}, spent
 
     ceilings = [ceiling(processes=args.processes, images=args.ceiling_images, **pinned)]
-    windows: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
+    windows: dict[str, list[dict[str, Any]]] = {f"{name}{kind}": [] for name in commands for kind in KINDS}
     for _ in range(args.passes):
         for name, command in commands.items():
             log = root / f"{name}.log"
             with PinnedService(env, core=args.service_core, log=log, command=command) as service:
-                figures, _ = asyncio.run(window(service))
-            windows[name].append(figures)
+                for kind in KINDS:
+                    figures, _ = asyncio.run(window(service, waited=bool(kind)))
+                    windows[f"{name}{kind}"].append(figures)
         ceilings.append(ceiling(processes=args.processes, images=args.ceiling_images, **pinned))
     ceiling_rate = statistics.mean(c["images_per_s"] for c in ceilings)
     ceiling_cpu = statistics.mean(c["cpu_per_image_ms"] for c in ceilings)
@@ -412,7 +440,7 @@ def table(report: dict[str, Any]) -> str:
         f"ceiling: {rates} images/s "
         f"(mean {report['ceiling_images_per_s']:.1f}), {report['ceiling_cpu_ms']:.1f} ms CPU per image"
     ]
-    for name in ("visionq", "floor"):
+    for name in (f"{name}{kind}" for name in ("visionq", "floor") for kind in KINDS):
         figures = report[name]
         roles = ", ".join(f"{role} {ms:.1f}" for role, ms in figures["cpu_per_job_ms"].items() if ms >= 0.05)
         redis = figures["redis_per_job"]
