@@ -371,7 +371,8 @@ def serve(host: str, port: int, model: str) -> None:
 # --- the bench ----------------------------------------------------------------------------------------------
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
+def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """The run: the ceiling, then each service's windows, in turns; `root` holds the photo, data and logs."""
     from ceiling import ceiling
     from load import Load, latency, saturate
     from pinned import PinnedService, Spent
@@ -379,7 +380,6 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     _pin_this_process(args.client_core)
     image = photo()
-    root = Path(tempfile.mkdtemp(prefix="visionq-floor-bench-"))
     env = layout_service_env(root, args)
     _prepare(args.model, env)
     path = root / "photo.jpg"
@@ -484,7 +484,8 @@ def main() -> None:
     elif args.command == "worker":
         run_worker(args.redis_url, args.images, args.model)
     else:
-        report = bench(args)
+        with tempfile.TemporaryDirectory(prefix="visionq-floor-bench-") as root:
+            report = bench(args, Path(root))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         sys.stdout.write(table(report))
