@@ -62,7 +62,6 @@ READY_KEY = "floor:ready"
 KINDS = ("", ", result in the answer")
 #: The stages the worker publishes with its result, after `initializing`.
 LAST_STAGES = ("preprocessing", "inference", "postprocessing", "completed")
-MAX_PIXELS = 40_000_000
 #: Seconds a `Prefer: wait` upload is held at most.
 WAIT_LIMIT = 60.0
 
@@ -277,7 +276,7 @@ def run_worker(redis_url: str, images: Path, model: str) -> None:
             classifier=classifier,
             labels=labels,
             top=5,
-            max_pixels=MAX_PIXELS,
+            max_pixels=settings.max_pixels,
             report=id,
             draft=settings.jpeg_draft,
         )
