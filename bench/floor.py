@@ -373,9 +373,8 @@ def serve(host: str, port: int, model: str) -> None:
 def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The run: the ceiling, then each service's windows, in turns; `root` holds the photo, data and logs."""
     from ceiling import ceiling
-    from load import Load, latency, saturate
-    from pinned import PinnedService, Spent
-    from throughput import _pin_this_process, _prepare, layout_service_env, photo
+    from pinned import PinnedService
+    from throughput import _pin_this_process, _prepare, layout_service_env, photo, window
 
     _pin_this_process(args.client_core)
     image = photo()
@@ -389,21 +388,6 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "floor": [sys.executable, __file__, "serve", "--model", args.model],
     }
 
-    async def window(service: PinnedService, *, waited: bool) -> tuple[dict[str, Any], Any]:
-        async with Load(service.url, image, args.model) as load:
-            run = await saturate(
-                load.waited if waited else load.single,
-                loops=args.concurrency,
-                warmup=args.warmup,
-                jobs=args.jobs,
-                seconds=args.seconds,
-                sample=service.usage,
-            )
-        assert run.opened is not None
-        assert run.closed is not None
-        spent = Spent.between(run.opened, run.closed)
-        return {**spent.per_job(run.completed), "latency": latency(run.jobs)}, spent
-
     ceilings = [ceiling(processes=args.processes, images=args.ceiling_images, **pinned)]
     windows: dict[str, list[dict[str, Any]]] = {f"{name}{kind}": [] for name in commands for kind in KINDS}
     for _ in range(args.passes):
@@ -411,7 +395,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             log = root / f"{name}.log"
             with PinnedService(env, core=args.service_core, log=log, command=command) as service:
                 for kind in KINDS:
-                    figures, _ = asyncio.run(window(service, waited=bool(kind)))
+                    figures, _ = asyncio.run(window(service, image, args, waited=bool(kind)))
                     windows[f"{name}{kind}"].append(figures)
         ceilings.append(ceiling(processes=args.processes, images=args.ceiling_images, **pinned))
     ceiling_rate = statistics.mean(c["images_per_s"] for c in ceilings)
@@ -454,21 +438,14 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    from throughput import add_layout_arguments
+    from throughput import add_layout_arguments, add_window_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("bench", help="the comparison (the default)")
     add_layout_arguments(run)
-    add = run.add_argument
-    add("--processes", type=int, default=2, help="single-threaded ceiling processes")
-    add("--concurrency", type=int, default=32, help="jobs in flight at saturation")
-    add("--jobs", type=int, default=400, help="jobs in each saturation window")
-    add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")
-    add("--warmup", type=int, default=64, help="jobs before each window opens")
-    add("--passes", type=int, default=2, help="windows of each service")
-    add("--ceiling-images", type=int, default=250, help="images per ceiling process per pass")
-    add("--out", type=Path, default=Path("var/bench/floor.json"))
+    add_window_arguments(run, jobs=400, warmup=64)
+    run.add_argument("--out", type=Path, default=Path("var/bench/floor.json"))
     server = commands.add_parser("serve", help="the floor service (the bench starts it)")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8000)

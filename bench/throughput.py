@@ -241,22 +241,7 @@ class Bench:
         return {**measured, "service_idle_cpu_share": idle.service_cpu / idle.seconds}
 
     async def saturation(self, parts: int = 1, *, waited: bool = False) -> tuple[dict[str, Any], Spent]:
-        """A closed-loop window at `--concurrency` jobs in flight, `parts` images per request (`waited`: one
-        image per request that answers with the result, no WebSocket): its figures, and what the service used in
-        it."""
-        args = self.args
-        async with Load(self.service.url, self.image, args.model) as load:
-            unit = load.waited if waited else load.single if parts == 1 else functools.partial(load.multi, parts)
-            loops = max(1, args.concurrency // parts)
-            window = await saturate(
-                unit, loops=loops, warmup=args.warmup, jobs=args.jobs, seconds=args.seconds, sample=self.service.usage
-            )
-        assert window.opened is not None
-        assert window.closed is not None
-        if not window.completed:
-            raise RuntimeError(f"no job completed in the window: {latency(window.jobs)['failed']}")
-        spent = Spent.between(window.opened, window.closed)
-        return {**spent.per_job(window.completed), "latency": latency(window.jobs)}, spent
+        return await window(self.service, self.image, self.args, parts=parts, waited=waited)
 
     async def multi(self) -> dict[str, Any]:
         """Saturation with `--parts` images per request, if the server takes several."""
@@ -283,6 +268,37 @@ class Bench:
         }
 
 
+async def window(
+    service: PinnedService, image: bytes, args: argparse.Namespace, *, parts: int = 1, waited: bool = False
+) -> tuple[dict[str, Any], Spent]:
+    """A closed-loop window at `--concurrency` jobs in flight, `parts` images per request (`waited`: one image per
+    request that answers with the result, no WebSocket): its figures, and what the service used in it."""
+    async with Load(service.url, image, args.model) as load:
+        unit = load.waited if waited else load.single if parts == 1 else functools.partial(load.multi, parts)
+        loops = max(1, args.concurrency // parts)
+        run = await saturate(
+            unit, loops=loops, warmup=args.warmup, jobs=args.jobs, seconds=args.seconds, sample=service.usage
+        )
+    assert run.opened is not None
+    assert run.closed is not None
+    if not run.completed:
+        raise RuntimeError(f"no job completed in the window: {latency(run.jobs)['failed']}")
+    spent = Spent.between(run.opened, run.closed)
+    return {**spent.per_job(run.completed), "latency": latency(run.jobs)}, spent
+
+
+def add_window_arguments(parser: argparse.ArgumentParser, *, jobs: int, warmup: int) -> None:
+    """The saturation windows' options and the ceiling's, for every bench that alternates them."""
+    add = parser.add_argument
+    add("--processes", type=int, default=2, help="single-threaded ceiling processes")
+    add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
+    add("--jobs", type=int, default=jobs, help="jobs in each saturation window")
+    add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")
+    add("--warmup", type=int, default=warmup, help="jobs before each saturation window opens")
+    add("--passes", type=int, default=2, help="service passes (the ceiling runs once more, around them)")
+    add("--ceiling-images", type=int, default=250, help="images per ceiling process per pass")
+
+
 def main() -> None:
     args = _arguments()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -305,14 +321,8 @@ def main() -> None:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_layout_arguments(parser)
+    add_window_arguments(parser, jobs=500, warmup=32)
     add = parser.add_argument
-    add("--processes", type=int, default=2, help="single-threaded ceiling processes")
-    add("--concurrency", type=int, default=32, help="jobs in flight at saturation (closed loop)")
-    add("--jobs", type=int, default=500, help="jobs in each saturation window")
-    add("--seconds", type=float, default=40.0, help="longest saturation window, seconds")
-    add("--warmup", type=int, default=32, help="jobs before each saturation window opens")
-    add("--passes", type=int, default=2, help="service passes (the ceiling runs once more, around them)")
-    add("--ceiling-images", type=int, default=250, help="images per ceiling process per pass")
     add("--single-images", type=int, default=30, help="images of the one-image-alone timing")
     add("--parts", type=int, default=8, help="images per multi-image request (1: skip that measure)")
     add("--rate", type=float, default=10.0, help="offered jobs/s of the busy latency run (open loop)")
